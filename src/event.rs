@@ -1,0 +1,91 @@
+//! The one record every request and every tunnel ends in.
+//!
+//! The proxy builds exactly one [`Event`] per request or tunnel, on success and
+//! on error, and hands it to the recorder. The access log, the metrics and the
+//! usage counters all derive from it; nothing else in the proxy logs traffic.
+//! This module holds data only: no IO, no formatting policy beyond serde.
+//! The JSON form is the access-log schema documented in `docs/access-log.md`;
+//! changing a field here is a schema change and must be documented there.
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of traffic a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A plain-HTTP request forwarded (or refused) by the proxy.
+    Request,
+    /// A CONNECT tunnel, from the CONNECT line to the close of both sides.
+    Tunnel,
+}
+
+/// How the user name in a record was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// No user: the client was identified by its address only.
+    None,
+    /// `Proxy-Authorization: Basic` checked against the htpasswd file.
+    Basic,
+    /// A trusted identity header sent by a listed gateway.
+    Header,
+}
+
+/// One request or tunnel, as recorded.
+///
+/// Strings that repeat on every request (groups, platform, rule) are cheap
+/// clones of the compiled policy's `Arc<str>`s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When the request line or CONNECT line was read (RFC 3339, UTC).
+    pub time: jiff::Timestamp,
+    pub kind: Kind,
+    /// The client's address, without port.
+    pub client: std::net::IpAddr,
+    /// The user: a pseudonym (`p:` + hex) by default, the plain name only when
+    /// the policy turns pseudonymisation off; `null` when unauthenticated.
+    pub user: Option<String>,
+    pub auth: AuthMethod,
+    /// Every group the client is in, in policy order.
+    pub groups: Vec<String>,
+    /// The group the decision was made for (the rule's group, else the first).
+    pub group: Option<String>,
+    pub method: String,
+    /// The normalised destination host (lowercase, punycode, no trailing dot).
+    pub host: String,
+    pub port: u16,
+    /// The URL path and query; logged only where the policy allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The TLS server name seen in a tunnel's ClientHello.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// The catalog platform, if the host belongs to one.
+    pub platform: Option<String>,
+    pub category: Option<String>,
+    /// `primary` for the platform's own domains, `embedded` for its widgets/SDKs.
+    pub class: Option<String>,
+    /// What the user did, where it is known: `view` or `write` for plain HTTP.
+    pub activity: Option<String>,
+    /// A top-level navigation or a tunnel to a platform's own domain: the
+    /// requests that count towards estimated active time.
+    pub foreground: bool,
+    /// The action of the deciding rule (`allow` or `block`).
+    pub action: String,
+    /// `enforce`, or `report` when the action was only recorded.
+    pub mode: String,
+    /// The deciding rule's id, or a `default:*` pseudo-rule.
+    pub rule: String,
+    /// A stable, short reason label (see docs/access-log.md).
+    pub reason: String,
+    /// The HTTP status sent to the client (200 for an established tunnel).
+    pub status: u16,
+    /// Bytes from the client to the upstream (request body / tunnel upstream).
+    pub bytes_up: u64,
+    /// Bytes from the upstream to the client (response body / tunnel downstream).
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    /// A short, fixed error label when the request failed (`upstream-connect`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
