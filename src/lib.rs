@@ -1,3 +1,31 @@
 //! socialgate: a forwarding HTTP/HTTPS proxy that enforces per-group
 //! social-platform policy and measures how social platforms are used.
+//!
+//! # Layout
+//!
+//! Data flows one way: **listener → identify → decide → forward → record**.
+//!
+//! - [`policy`]: the pure core. Raw YAML structs, the compiler, the domain
+//!   matcher, time windows and `decide(&Policy, &RequestFacts, now)`. No
+//!   sockets, no clock, no tokio.
+//! - [`identity`]: htpasswd (bcrypt), `Proxy-Authorization: Basic`, the
+//!   trusted identity header, the verified-credential cache.
+//! - [`proxy`]: the async shell. Accept loop, HTTP forwarding, CONNECT
+//!   tunnels with the ClientHello peek, upstream dialing with destination
+//!   checks, and the one module that builds every refusal and error response.
+//! - [`event`] and [`accesslog`]: every request or tunnel ends in exactly one
+//!   `Event`; the access log is written from it off the hot path.
+//! - [`reload`]: the policy snapshot, swapped atomically on SIGHUP or when
+//!   a policy file changes.
+//! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`, `test`).
+//! - [`yaml`]: the one place that parses YAML.
+
+pub mod accesslog;
+pub mod app;
+pub mod cli;
 pub mod event;
+pub mod identity;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod yaml;

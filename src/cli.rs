@@ -1,0 +1,337 @@
+//! The `socialgate` command line.
+//!
+//! `run` serves the proxy; `check`, `explain` and `test` work on a policy
+//! directory without starting anything. Every flag has help text, and most
+//! can also be set from the environment (`SOCIALGATE_*`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::accesslog::{LogConfig, LogFormat};
+use crate::app::{App, AppConfig, StartError};
+use crate::policy::cases::{parse_target, parse_time};
+use crate::policy::{decide_traced, load_dir, run_cases, RequestFacts};
+use crate::proxy::ProxyConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "socialgate",
+    version,
+    about = "A forwarding HTTP/HTTPS proxy that enforces who may use which social platform, how and when, and measures how they are used.",
+    after_help = "Run `socialgate run` in the repository to serve the shipped policies/ on 127.0.0.1:3128."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the proxy with a policy directory.
+    Run(RunArgs),
+    /// Validate every policy file and print all errors with their location.
+    Check(DirArg),
+    /// Show the decision for one client and URL, with the rules considered.
+    Explain(ExplainArgs),
+    /// Run the policy test cases kept in tests.yaml beside the policy.
+    Test(DirArg),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Policy directory (catalog.yaml, policy.yaml, tests.yaml).
+    #[arg(long, env = "SOCIALGATE_POLICY", default_value = "policies")]
+    pub policy: PathBuf,
+    /// Proxy listening address; repeat for several (e.g. IPv4 and IPv6).
+    #[arg(long, env = "SOCIALGATE_LISTEN", value_delimiter = ',', default_value = "127.0.0.1:3128")]
+    pub listen: Vec<SocketAddr>,
+    /// Access-log file; `-` writes to standard output, `off` disables it.
+    #[arg(long, env = "SOCIALGATE_ACCESS_LOG", default_value = "-")]
+    pub access_log: String,
+    /// Access-log format.
+    #[arg(long, env = "SOCIALGATE_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Access-log records that may wait for the writer before new ones are dropped (and counted).
+    #[arg(long, default_value_t = 65_536)]
+    pub log_queue: usize,
+    /// Pin a host name to an address, like curl's --resolve (HOST=IP); for tests and split-horizon DNS.
+    #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, IpAddr)>,
+    /// Maximum concurrent client connections; further clients wait.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest request head accepted, in bytes.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, default_value_t = 30)]
+    pub header_read_timeout: u64,
+    /// Seconds without traffic after which a tunnel or WebSocket is closed.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Seconds to connect to an upstream.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds to wait for an upstream's response head.
+    #[arg(long, default_value_t = 60)]
+    pub upstream_timeout: u64,
+    /// Seconds SIGTERM waits for in-flight requests and tunnels.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout: u64,
+    /// Milliseconds between checks of the policy directory for changes; 0 disables.
+    #[arg(long, default_value_t = 1000)]
+    pub watch_interval_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DirArg {
+    /// Policy directory.
+    #[arg(default_value = "policies", env = "SOCIALGATE_POLICY")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Policy directory.
+    #[arg(long, default_value = "policies", env = "SOCIALGATE_POLICY")]
+    pub policy: PathBuf,
+    /// The client's IP address.
+    #[arg(long)]
+    pub client: IpAddr,
+    /// The authenticated user, if any.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// When, as RFC 3339 with offset (e.g. 2026-11-25T12:00+01:00); default now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The URL, e.g. https://www.tiktok.com/
+    pub url: String,
+}
+
+fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
+    let (h, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: write HOST=IP, e.g. www.example.com=127.0.0.1"))?;
+    let ip: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let host = crate::policy::normalize_host(h).map_err(|e| e.to_string())?;
+    Ok((host.to_string(), ip))
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(d) => check(d),
+        Command::Explain(a) => explain(a),
+        Command::Test(d) => test(d),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOCIALGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_tracing();
+    let log = match args.access_log.as_str() {
+        "off" => None,
+        "-" => Some(LogConfig { path: None, format: args.log_format, capacity: args.log_queue }),
+        p => Some(LogConfig { path: Some(PathBuf::from(p)), format: args.log_format, capacity: args.log_queue }),
+    };
+    let cfg = AppConfig {
+        policy_dir: args.policy.clone(),
+        listen: args.listen.clone(),
+        log,
+        proxy: ProxyConfig {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            upstream_timeout: Duration::from_secs(args.upstream_timeout),
+            max_connections: args.max_connections,
+            max_header_bytes: args.max_header_bytes,
+            resolve: args.resolve.iter().cloned().collect::<HashMap<_, _>>(),
+            ..ProxyConfig::default()
+        },
+        watch_interval: (args.watch_interval_ms > 0).then(|| Duration::from_millis(args.watch_interval_ms)),
+        drain: Duration::from_secs(args.drain_timeout),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("socialgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let app = match App::start(cfg).await {
+            Ok(app) => app,
+            Err(StartError::Policy { dir, errors }) => {
+                eprintln!("socialgate: the policy in {} has errors:\n{errors}", dir.display());
+                eprintln!("fix them and start again; `socialgate check {}` lists them", dir.display());
+                return ExitCode::from(2);
+            }
+            Err(StartError::Other(e)) => {
+                eprintln!("socialgate: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let policy = app.policy().load();
+        for a in &app.proxy_addrs {
+            tracing::info!(proxy = %a, policy = %policy.source.dir.display(), hash = %policy.source.hash, rules = policy.rules.len(), platforms = policy.platforms.len(), "socialgate listening");
+        }
+        drop(policy);
+        wait_for_shutdown_signal().await;
+        tracing::info!("shutting down: no new connections; draining in-flight requests and tunnels");
+        app.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = i.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check(d: DirArg) -> ExitCode {
+    match load_dir(&d.dir) {
+        Ok(p) => {
+            println!(
+                "{}: ok ({} platforms, {} groups, {} rules, {} test cases; hash {})",
+                d.dir.display(),
+                p.platforms.len(),
+                p.groups.len(),
+                p.rules.len(),
+                p.cases.len(),
+                p.source.hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s) in {}", errors.0.len(), d.dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn explain(a: ExplainArgs) -> ExitCode {
+    let policy = match load_dir(&a.policy) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let (host, port) = match parse_target(&a.url) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("socialgate explain: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let at = match a.at.as_deref().map(parse_time).transpose() {
+        Ok(t) => t.unwrap_or_else(jiff::Timestamp::now),
+        Err(e) => {
+            eprintln!("socialgate explain: --at: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let facts = RequestFacts { client: a.client, user: a.user.as_deref(), host: &host, port };
+    let mut trace = Vec::new();
+    let d = decide_traced(&policy, &facts, at, &mut trace);
+    let groups: Vec<&str> = d.groups.iter().map(|g| &**g).collect();
+    println!("client:   {}{}", a.client, a.user.as_deref().map(|u| format!(" (user {u})")).unwrap_or_default());
+    println!("groups:   {}", if groups.is_empty() { "(none)".to_string() } else { groups.join(", ") });
+    println!("target:   {host}:{port}");
+    println!("at:       {}", at.to_zoned_datetime(policy.settings.timezone.clone()));
+    println!(
+        "platform: {}",
+        match (&d.platform, &d.class, &d.category) {
+            (Some(p), Some(c), Some(cat)) => format!("{p} ({}, {cat})", c.as_str()),
+            _ => "(none)".into(),
+        }
+    );
+    println!("rules considered:");
+    for step in &trace {
+        println!("  {} {:<28} {}", if step.matched { "=>" } else { "  " }, step.rule, step.note);
+    }
+    println!(
+        "decision: {} ({}) by {}, reason {}{}",
+        d.action.as_str(),
+        d.mode.as_str(),
+        d.rule,
+        d.reason.as_str(),
+        if d.mode == crate::policy::Mode::Report && d.action == crate::policy::Action::Block {
+            " — report mode: traffic would pass"
+        } else {
+            ""
+        }
+    );
+    if let Some(m) = &d.message {
+        println!("message:  {m}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn test(d: DirArg) -> ExitCode {
+    let policy = match load_dir(&d.dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if policy.cases.is_empty() {
+        eprintln!("{}: no test cases; add them to tests.yaml (see docs/policy.md)", d.dir.display());
+        return ExitCode::from(2);
+    }
+    let outcomes = run_cases(&policy, jiff::Timestamp::now());
+    let mut failed = 0;
+    for o in &outcomes {
+        if o.passed {
+            println!("ok    {}", o.name);
+        } else {
+            failed += 1;
+            println!("FAIL  {}", o.name);
+            for m in &o.mismatches {
+                println!("        {m}");
+            }
+        }
+    }
+    println!("{} passed, {} failed", outcomes.len() - failed, failed);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,214 @@
+//! Policy test cases: `tests.yaml` beside the policy, run by `socialgate test`.
+//!
+//! Each case names a client, an optional user, a URL and an optional time,
+//! and the expected action (and optionally mode, rule, platform, group and
+//! reason). Cases are compiled with the policy, so a case naming an unknown
+//! rule is a policy error, and run with the pure [`decide`].
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use jiff::Timestamp;
+
+use super::decide::{decide, Decision};
+use super::host::{normalize_host, Host};
+use super::raw::RawCases;
+use super::{ConfigError, Policy, RequestFacts};
+
+/// A compiled test case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub client: IpAddr,
+    pub user: Option<String>,
+    pub url: String,
+    pub host: Host,
+    pub port: u16,
+    /// When to evaluate; `None` means "now".
+    pub at: Option<Timestamp>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub action: String,
+    pub mode: Option<String>,
+    pub rule: Option<String>,
+    pub platform: Option<String>,
+    pub group: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    pub name: String,
+    pub passed: bool,
+    /// What differed, one line per field.
+    pub mismatches: Vec<String>,
+    pub decision: Decision,
+}
+
+/// Parses a URL as used in cases and `explain`: scheme, host and port.
+pub fn parse_target(url: &str) -> Result<(Host, u16), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let default_port = match uri.scheme_str() {
+        Some("http") => 80,
+        Some("https") => 443,
+        Some(other) => return Err(format!("scheme {other:?} is not supported; use http:// or https://")),
+        None => return Err(format!("{url:?} has no scheme; write http://host/ or https://host/")),
+    };
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    let host = normalize_host(host).map_err(|e| e.to_string())?;
+    Ok((host, uri.port_u16().unwrap_or(default_port)))
+}
+
+/// Parses a time as RFC 3339 (`2026-11-25T12:00:00+01:00`, seconds optional).
+pub fn parse_time(s: &str) -> Result<Timestamp, String> {
+    let s = s.trim();
+    if let Ok(t) = s.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    // Accept a missing seconds field: 2026-11-25T12:00+01:00.
+    if let Some(tpos) = s.find('T') {
+        let rest = &s[tpos + 1..];
+        if rest.len() >= 5 && rest.as_bytes().get(5) != Some(&b':') {
+            let patched = format!("{}:00{}", &s[..tpos + 6], &rest[5..]);
+            if let Ok(t) = patched.parse::<Timestamp>() {
+                return Ok(t);
+            }
+        }
+    }
+    Err(format!(
+        "{s:?} is not a time; write RFC 3339 with an offset, e.g. 2026-11-25T12:00:00+01:00"
+    ))
+}
+
+pub(crate) fn compile_cases(
+    policy: &Policy,
+    file: &Path,
+    raw: RawCases,
+) -> Result<Vec<Case>, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+    let mut cases = Vec::new();
+    for (i, c) in raw.tests.into_iter().enumerate() {
+        let base = format!("tests[{i}]");
+        let mut e = |path: String, msg: String, hint: &str| {
+            errs.push(ConfigError::new(file, path, msg).hint(hint));
+        };
+        let client = match c.client.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                e(format!("{base}.client"), format!("{:?} is not an IP address", c.client), "write the client's address, e.g. 10.1.2.3");
+                None
+            }
+        };
+        let target = match parse_target(&c.url) {
+            Ok(t) => Some(t),
+            Err(m) => {
+                e(format!("{base}.url"), m, "e.g. https://www.tiktok.com/");
+                None
+            }
+        };
+        let at = match c.at.as_deref().map(parse_time) {
+            None => Some(None),
+            Some(Ok(t)) => Some(Some(t)),
+            Some(Err(m)) => {
+                e(format!("{base}.at"), m, "include the offset so the case means the same everywhere");
+                None
+            }
+        };
+        if !matches!(c.expect.action.as_str(), "allow" | "block") {
+            e(format!("{base}.expect.action"), format!("unknown action {:?}", c.expect.action), "write allow or block");
+        }
+        if let Some(m) = &c.expect.mode {
+            if !matches!(m.as_str(), "enforce" | "report") {
+                e(format!("{base}.expect.mode"), format!("unknown mode {m:?}"), "write enforce or report");
+            }
+        }
+        if let Some(r) = &c.expect.rule {
+            let known = policy.rules.iter().any(|x| &*x.id == r.as_str())
+                || r.starts_with("default:")
+                || r.starts_with("builtin:");
+            if !known {
+                e(format!("{base}.expect.rule"), format!("no rule has id {r:?}"), "use a rule id from policy.yaml, or default:catalog / default:other / default:embedded / builtin:identity");
+            }
+        }
+        if let Some(p) = &c.expect.platform {
+            if policy.platform(p).is_none() {
+                e(format!("{base}.expect.platform"), format!("unknown platform {p:?}"), "use a platform id from catalog.yaml");
+            }
+        }
+        if let Some(g) = &c.expect.group {
+            if !policy.groups.iter().any(|x| &*x.name == g.as_str()) {
+                e(format!("{base}.expect.group"), format!("unknown group {g:?}"), "use a group from policy.yaml");
+            }
+        }
+        if let (Some(client), Some((host, port)), Some(at)) = (client, target, at) {
+            cases.push(Case {
+                name: c.name,
+                client,
+                user: c.user,
+                url: c.url,
+                host,
+                port,
+                at,
+                expect: Expect {
+                    action: c.expect.action,
+                    mode: c.expect.mode,
+                    rule: c.expect.rule,
+                    platform: c.expect.platform,
+                    group: c.expect.group,
+                    reason: c.expect.reason,
+                },
+            });
+        }
+    }
+    if errs.is_empty() {
+        Ok(cases)
+    } else {
+        Err(errs)
+    }
+}
+
+/// Runs every case of `policy`; cases without a time use `now`.
+pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
+    policy
+        .cases
+        .iter()
+        .map(|c| {
+            let facts = RequestFacts {
+                client: c.client,
+                user: c.user.as_deref(),
+                host: &c.host,
+                port: c.port,
+            };
+            let d = decide(policy, &facts, c.at.unwrap_or(now));
+            let mut mismatches = Vec::new();
+            let mut check = |field: &str, want: Option<&str>, got: Option<&str>| {
+                if let Some(w) = want {
+                    if Some(w) != got {
+                        mismatches.push(format!(
+                            "{field}: expected {w}, got {}",
+                            got.unwrap_or("(none)")
+                        ));
+                    }
+                }
+            };
+            check("action", Some(&c.expect.action), Some(d.action.as_str()));
+            check("mode", c.expect.mode.as_deref(), Some(d.mode.as_str()));
+            check("rule", c.expect.rule.as_deref(), Some(&d.rule));
+            check("platform", c.expect.platform.as_deref(), d.platform.as_deref());
+            check("group", c.expect.group.as_deref(), d.group.as_deref());
+            check("reason", c.expect.reason.as_deref(), Some(d.reason.as_str()));
+            CaseOutcome {
+                name: c.name.clone(),
+                passed: mismatches.is_empty(),
+                mismatches,
+                decision: d,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,571 @@
+//! Reading and compiling a policy directory.
+//!
+//! Three steps, kept apart: read the files, parse them into the raw structs,
+//! then compile and validate into an immutable [`Policy`]. Every problem is
+//! collected (not just the first), each with its file, a location or value
+//! path, and a hint. A policy with any error is never returned.
+//!
+//! The directory holds `catalog.yaml` (platforms), `policy.yaml` (groups,
+//! rules, settings), optionally `tests.yaml` (policy test cases) and the files
+//! those name (the htpasswd file).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+
+use super::error::closest;
+use super::host::{normalize_host, Host};
+use super::raw::*;
+use super::schedule::{parse_clock, parse_days, parse_tz, Schedule, Window};
+use super::*;
+use crate::identity::Htpasswd;
+
+pub const CATALOG_FILE: &str = "catalog.yaml";
+pub const POLICY_FILE: &str = "policy.yaml";
+pub const CASES_FILE: &str = "tests.yaml";
+
+/// Loads, validates and compiles the policy in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Policy, ConfigErrors> {
+    let mut errs = Vec::new();
+    let mut hasher = Sha256::new();
+
+    let catalog_path = dir.join(CATALOG_FILE);
+    let policy_path = dir.join(POLICY_FILE);
+    let cases_path = dir.join(CASES_FILE);
+
+    let catalog: Option<RawCatalog> = read_yaml(&catalog_path, true, &mut hasher, &mut errs);
+    let raw: Option<RawPolicy> = read_yaml(&policy_path, true, &mut hasher, &mut errs);
+    let raw_cases: Option<RawCases> = read_yaml(&cases_path, false, &mut hasher, &mut errs);
+
+    let (Some(catalog), Some(raw)) = (catalog, raw) else {
+        return Err(ConfigErrors(errs));
+    };
+    let mut c = Compiler {
+        dir,
+        file: policy_path.clone(),
+        errs: &mut errs,
+    };
+    let policy = c.compile(catalog, &catalog_path, raw, &mut hasher);
+    let Some(mut policy) = policy else {
+        return Err(ConfigErrors(errs));
+    };
+    if let Some(raw_cases) = raw_cases {
+        match cases::compile_cases(&policy, &cases_path, raw_cases) {
+            Ok(cases) => policy.cases = cases,
+            Err(mut e) => errs.append(&mut e),
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    let digest = hasher.finalize();
+    policy.source.hash = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(policy)
+}
+
+fn read_yaml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    required: bool,
+    hasher: &mut Sha256,
+    errs: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return None,
+        Err(e) => {
+            errs.push(
+                ConfigError::new(path, "", format!("cannot read: {e}")).hint(
+                    "a policy directory holds catalog.yaml and policy.yaml (tests.yaml is optional)",
+                ),
+            );
+            return None;
+        }
+    };
+    hasher.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+    hasher.update(text.as_bytes());
+    match crate::yaml::from_str::<T>(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let hint = yaml_hint(&e.message);
+            let mut err = ConfigError::new(path, e.path, e.message).at(e.location);
+            if let Some(h) = hint {
+                err = err.hint(h);
+            }
+            errs.push(err);
+            None
+        }
+    }
+}
+
+fn yaml_hint(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("check the spelling against docs/policy.md; unknown keys are refused so typos cannot hide".into())
+    } else if message.starts_with("missing field") {
+        Some("add the field; docs/policy.md lists the required keys".into())
+    } else if message.contains("invalid type") {
+        Some("check the value's type (a list needs [a, b] or '- ' items; text may need quotes)".into())
+    } else if message.contains("did not find expected") || message.contains("mapping values are not allowed") {
+        Some("YAML syntax: check indentation and that text containing ': ' is quoted".into())
+    } else {
+        None
+    }
+}
+
+struct Compiler<'a> {
+    dir: &'a Path,
+    file: PathBuf,
+    errs: &'a mut Vec<ConfigError>,
+}
+
+impl Compiler<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+        self.errs
+            .push(ConfigError::new(&self.file, path, message).hint(hint));
+    }
+
+    fn compile(
+        &mut self,
+        catalog: RawCatalog,
+        catalog_path: &Path,
+        raw: RawPolicy,
+        hasher: &mut Sha256,
+    ) -> Option<Policy> {
+        let start_errors = self.errs.len();
+
+        // Catalog.
+        self.file = catalog_path.to_path_buf();
+        if catalog.version != 1 {
+            self.err("version", format!("unsupported catalog version {}", catalog.version), "this socialgate reads version: 1");
+        }
+        let categories: Vec<Arc<str>> = catalog.categories.keys().map(|k| Arc::from(k.as_str())).collect();
+        let mut platforms = Vec::new();
+        let mut domains: DomainTable<DomainHit> = DomainTable::new();
+        let mut domain_owner: HashMap<String, String> = HashMap::new();
+        for (i, (id, p)) in catalog.platforms.iter().enumerate() {
+            let base = format!("platforms.{id}");
+            if !valid_id(id) {
+                self.err(&base, format!("platform id {id:?} is not a valid id"), "use lowercase letters, digits, '-' and '_'");
+            }
+            if !catalog.categories.contains_key(&p.category) {
+                let hint = match closest(&p.category, catalog.categories.keys().map(String::as_str)) {
+                    Some(s) => format!("did you mean {s:?}? categories are declared under `categories:`"),
+                    None => "declare the category under `categories:` or use an existing one".into(),
+                };
+                self.err(format!("{base}.category"), format!("unknown category {:?}", p.category), hint);
+            }
+            if p.domains.is_empty() {
+                self.err(format!("{base}.domains"), "a platform needs at least one domain", "list the platform's own domains, e.g. [example.com]");
+            }
+            for (class, list, key) in [(Class::Primary, &p.domains, "domains"), (Class::Embedded, &p.embedded, "embedded")] {
+                for (j, d) in list.iter().enumerate() {
+                    let path = format!("{base}.{key}[{j}]");
+                    let Some(name) = self.domain(&path, d) else { continue };
+                    if let Some(prev) = domain_owner.get(&name) {
+                        self.err(&path, format!("domain {name:?} is already listed by {prev}"), "a domain belongs to one platform and class; remove one of the entries");
+                        continue;
+                    }
+                    domain_owner.insert(name.clone(), path.clone());
+                    domains.insert(&name, DomainHit { platform: i as u16, class });
+                }
+            }
+            platforms.push(Platform {
+                id: Arc::from(id.as_str()),
+                name: Arc::from(p.name.as_str()),
+                category: Arc::from(p.category.as_str()),
+                owner: p.owner.as_deref().map(Arc::from),
+            });
+        }
+        if platforms.len() > u16::MAX as usize {
+            self.err("platforms", "too many platforms", "at most 65535 platforms");
+        }
+
+        // Policy.
+        self.file = self.dir.join(POLICY_FILE);
+        if raw.version != 1 {
+            self.err("version", format!("unsupported policy version {}", raw.version), "this socialgate reads version: 1");
+        }
+        let tz_name = raw.settings.timezone.clone().unwrap_or_else(|| "UTC".into());
+        let timezone = match parse_tz(&tz_name) {
+            Ok(tz) => tz,
+            Err(e) => {
+                self.err("settings.timezone", e, "see the tz database names, e.g. Europe/Berlin");
+                jiff::tz::TimeZone::UTC
+            }
+        };
+        let settings = Settings {
+            timezone: timezone.clone(),
+            timezone_name: tz_name.clone(),
+            organization: raw.settings.organization.as_deref().map(Arc::from),
+            help: raw.settings.help.as_deref().map(Arc::from),
+        };
+
+        let auth = self.auth(&raw.auth, hasher);
+
+        let destinations = raw
+            .destinations
+            .allow
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.network(&format!("destinations.allow[{i}]"), n))
+            .collect();
+
+        let tunnels = self.tunnels(&raw.tunnels);
+        let logging = Logging {
+            pseudonymize: raw.logging.pseudonymize.unwrap_or(true),
+            key_file: raw.logging.key_file.as_deref().map(|p| resolve_path(self.dir, p)),
+            log_paths: raw.logging.log_paths.unwrap_or(false),
+        };
+
+        // Groups.
+        let mut groups = Vec::new();
+        for (name, g) in &raw.groups {
+            let base = format!("groups.{name}");
+            if !valid_id(name) {
+                self.err(&base, format!("group name {name:?} is not a valid name"), "use letters, digits, '-' and '_'");
+            }
+            if g.networks.is_empty() && g.users.is_empty() {
+                self.err(&base, "the group has neither networks nor users", "add `networks:` (CIDRs) and/or `users:`");
+            }
+            let networks = g
+                .networks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| self.network(&format!("{base}.networks[{i}]"), n))
+                .collect();
+            groups.push(Group {
+                name: Arc::from(name.as_str()),
+                description: g.description.clone(),
+                networks,
+                users: g.users.iter().cloned().collect(),
+            });
+        }
+        if groups.len() > u16::MAX as usize {
+            self.err("groups", "too many groups", "at most 65535 groups");
+        }
+
+        let defaults = Defaults {
+            catalog: self.action("defaults.catalog", raw.defaults.catalog.as_deref().unwrap_or("allow")),
+            embedded: self.action("defaults.embedded", raw.defaults.embedded.as_deref().unwrap_or("allow")),
+            other: self.action("defaults.other", raw.defaults.other.as_deref().unwrap_or("allow")),
+        };
+
+        // Rules.
+        let mut rules = Vec::new();
+        let mut rule_domains: DomainTable<Vec<u16>> = DomainTable::new();
+        let mut seen_ids = HashSet::new();
+        for (i, r) in raw.rules.iter().enumerate() {
+            let base = format!("rules[{i}]");
+            if !valid_id(&r.id) {
+                self.err(format!("{base}.id"), format!("rule id {:?} is not a valid id", r.id), "use letters, digits, '-' and '_' (the id appears in logs and metrics)");
+            } else if !seen_ids.insert(r.id.clone()) {
+                self.err(format!("{base}.id"), format!("rule id {:?} is used twice", r.id), "give every rule its own id");
+            }
+            let mut group_ids = Vec::new();
+            for (j, g) in r.groups.iter().enumerate() {
+                match groups.iter().position(|x| &*x.name == g.as_str()) {
+                    Some(idx) => group_ids.push(idx as u16),
+                    None => {
+                        let hint = match closest(g, groups.iter().map(|x| &*x.name)) {
+                            Some(s) => format!("did you mean {s:?}? groups are defined under `groups:`"),
+                            None => "define the group under `groups:`".into(),
+                        };
+                        self.err(format!("{base}.groups[{j}]"), format!("unknown group {g:?}"), hint);
+                    }
+                }
+            }
+            let mut mask: Option<Vec<bool>> = None;
+            for (j, p) in r.platforms.iter().enumerate() {
+                match platforms.iter().position(|x| &*x.id == p.as_str()) {
+                    Some(idx) => mask.get_or_insert_with(|| vec![false; platforms.len()])[idx] = true,
+                    None => {
+                        let hint = match closest(p, platforms.iter().map(|x| &*x.id)) {
+                            Some(s) => format!("did you mean {s:?}? platforms are defined in catalog.yaml"),
+                            None => "use a platform id from catalog.yaml, or list the site under `domains:`".into(),
+                        };
+                        self.err(format!("{base}.platforms[{j}]"), format!("unknown platform {p:?}"), hint);
+                    }
+                }
+            }
+            for (j, cat) in r.categories.iter().enumerate() {
+                if !categories.iter().any(|c| &**c == cat.as_str()) {
+                    let hint = match closest(cat, categories.iter().map(|c| &**c)) {
+                        Some(s) => format!("did you mean {s:?}?"),
+                        None => format!("known categories: {}", categories.join(", ")),
+                    };
+                    self.err(format!("{base}.categories[{j}]"), format!("unknown category {cat:?}"), hint);
+                    continue;
+                }
+                let m = mask.get_or_insert_with(|| vec![false; platforms.len()]);
+                for (k, p) in platforms.iter().enumerate() {
+                    if &*p.category == cat.as_str() {
+                        m[k] = true;
+                    }
+                }
+            }
+            for (j, d) in r.domains.iter().enumerate() {
+                let path = format!("{base}.domains[{j}]");
+                if let Some(name) = self.domain(&path, d) {
+                    match rule_domains.get_exact_mut(&name) {
+                        Some(v) => v.push(i as u16),
+                        None => {
+                            rule_domains.insert(&name, vec![i as u16]);
+                        }
+                    }
+                }
+            }
+            let action = self.action(&format!("{base}.action"), &r.action);
+            let mode = match r.mode.as_deref().unwrap_or("enforce") {
+                "enforce" => Mode::Enforce,
+                "report" => Mode::Report,
+                other => {
+                    self.err(format!("{base}.mode"), format!("unknown mode {other:?}"), "write `enforce`, or `report` to log the would-be action and let traffic pass");
+                    Mode::Enforce
+                }
+            };
+            let schedule = if r.when.is_empty() {
+                if r.timezone.is_some() {
+                    self.err(format!("{base}.timezone"), "a time zone without `when:` windows has no effect", "add `when:` windows or remove `timezone:`");
+                }
+                None
+            } else {
+                let (tz, tz_name) = match &r.timezone {
+                    Some(name) => match parse_tz(name) {
+                        Ok(tz) => (tz, name.clone()),
+                        Err(e) => {
+                            self.err(format!("{base}.timezone"), e, "see the tz database names, e.g. Europe/Berlin");
+                            (timezone.clone(), tz_name.clone())
+                        }
+                    },
+                    None => (timezone.clone(), tz_name.clone()),
+                };
+                let windows = r
+                    .when
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, w)| self.window(&format!("{base}.when[{j}]"), w))
+                    .collect();
+                Some(Schedule { tz, tz_name, windows })
+            };
+            rules.push(Rule {
+                id: Arc::from(r.id.as_str()),
+                description: r.description.clone(),
+                groups: group_ids,
+                users: r.users.iter().cloned().collect(),
+                platforms: mask,
+                has_domains: !r.domains.is_empty(),
+                include_embedded: r.include_embedded,
+                schedule,
+                action,
+                mode,
+                message: r.message.as_deref().map(Arc::from),
+            });
+        }
+        if rules.len() > u16::MAX as usize {
+            self.err("rules", "too many rules", "at most 65535 rules");
+        }
+
+        if self.errs.len() > start_errors {
+            return None;
+        }
+        Some(Policy {
+            source: Source {
+                dir: self.dir.to_path_buf(),
+                version: raw.version,
+                hash: String::new(),
+            },
+            categories,
+            platforms,
+            domains,
+            rule_domains,
+            groups,
+            rules,
+            defaults,
+            settings,
+            auth,
+            destinations,
+            tunnels,
+            logging,
+            cases: Vec::new(),
+        })
+    }
+
+    fn auth(&mut self, raw: &RawAuth, hasher: &mut Sha256) -> Auth {
+        let htpasswd = raw.htpasswd.as_ref().and_then(|p| {
+            let path = resolve_path(self.dir, p);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    hasher.update(text.as_bytes());
+                    match Htpasswd::parse(&text) {
+                        Ok(h) => Some(Arc::new(h)),
+                        Err(errors) => {
+                            for e in errors {
+                                self.errs.push(
+                                    ConfigError::new(&path, "", e.message)
+                                        .at(Some((e.line, 1)))
+                                        .hint(e.hint),
+                                );
+                            }
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.err("auth.htpasswd", format!("cannot read {}: {e}", path.display()), "create it with `htpasswd -B -c FILE USER`; relative paths are relative to the policy directory");
+                    None
+                }
+            }
+        });
+        let trusted_header = raw.trusted_header.as_ref().and_then(|t| {
+            let name = match http::HeaderName::from_bytes(t.name.as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.err("auth.trusted_header.name", format!("{:?} is not a valid header name", t.name), "write a header name such as X-Authenticated-User");
+                    None
+                }
+            };
+            if t.from.is_empty() {
+                self.err("auth.trusted_header.from", "no gateway networks listed", "list the networks of the gateways allowed to send the header; it is ignored from everyone else");
+            }
+            let from: Vec<IpNet> = t
+                .from
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| self.network(&format!("auth.trusted_header.from[{i}]"), n))
+                .collect();
+            Some(TrustedHeader { name: name?, from })
+        });
+        Auth {
+            htpasswd,
+            realm: raw.realm.clone().unwrap_or_else(|| "socialgate".into()),
+            required: raw.required,
+            cache_ttl: Duration::from_secs(60 * u64::from(raw.cache_minutes.unwrap_or(15))),
+            trusted_header,
+        }
+    }
+
+    fn tunnels(&mut self, raw: &RawTunnels) -> Tunnels {
+        let mut ports = Vec::new();
+        match &raw.ports {
+            None => ports.push((443, 443)),
+            Some(list) => {
+                for (i, p) in list.iter().enumerate() {
+                    let path = format!("tunnels.ports[{i}]");
+                    let hint = "write a port (443), a range (\"8000-8999\") or \"any\"";
+                    match p {
+                        RawPort::Number(n) if (1..=65535).contains(n) => ports.push((*n as u16, *n as u16)),
+                        RawPort::Number(n) => self.err(&path, format!("{n} is not a port"), hint),
+                        RawPort::Text(t) if t == "any" => ports.push((1, 65535)),
+                        RawPort::Text(t) => {
+                            let parsed = t.split_once('-').and_then(|(a, b)| {
+                                let a: u16 = a.trim().parse().ok()?;
+                                let b: u16 = b.trim().parse().ok()?;
+                                (a >= 1 && a <= b).then_some((a, b))
+                            });
+                            match parsed {
+                                Some(r) => ports.push(r),
+                                None => self.err(&path, format!("{t:?} is not a port range"), hint),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let sni_mismatch = self.action("tunnels.sni_mismatch", raw.sni_mismatch.as_deref().unwrap_or("block"));
+        Tunnels {
+            ports,
+            sni_mismatch,
+            sni_timeout: Duration::from_millis(raw.sni_timeout_ms.unwrap_or(3000)),
+        }
+    }
+
+    fn action(&mut self, path: &str, s: &str) -> Action {
+        match s {
+            "allow" => Action::Allow,
+            "block" => Action::Block,
+            "warn" | "read_only" => {
+                self.err(path, format!("action {s:?} is not available yet"), "this version supports `allow` and `block`");
+                Action::Block
+            }
+            other => {
+                self.err(path, format!("unknown action {other:?}"), "write `allow` or `block`");
+                Action::Block
+            }
+        }
+    }
+
+    fn network(&mut self, path: &str, s: &str) -> Option<IpNet> {
+        let s = s.trim();
+        let parsed = s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(n) => Some(n.trunc()),
+            Err(_) => {
+                self.err(path, format!("{s:?} is not a network"), "write a CIDR such as 10.1.0.0/16 or 2001:db8::/32, or a single address such as 10.1.2.3");
+                None
+            }
+        }
+    }
+
+    fn domain(&mut self, path: &str, s: &str) -> Option<String> {
+        if s.contains('*') {
+            self.err(path, format!("{s:?} contains a wildcard"), "write the domain itself: an entry covers the domain and all of its subdomains");
+            return None;
+        }
+        if s.contains('/') || s.contains(':') {
+            self.err(path, format!("{s:?} is not a domain"), "write a bare domain such as example.com, without scheme, port or path");
+            return None;
+        }
+        match normalize_host(s) {
+            Ok(Host::Name(n)) => Some(n),
+            Ok(_) => {
+                self.err(path, format!("{s:?} is an address, not a domain"), "platforms are recognised by name; destinations.allow takes networks");
+                None
+            }
+            Err(e) => {
+                self.err(path, e.to_string(), "write a bare domain such as example.com");
+                None
+            }
+        }
+    }
+
+    fn window(&mut self, path: &str, w: &RawWindow) -> Option<Window> {
+        let mut days = 0u8;
+        let mut ok = true;
+        if w.days.is_empty() {
+            self.err(format!("{path}.days"), "no days listed", "write e.g. [mon-fri] or [all]");
+            ok = false;
+        }
+        for (i, d) in w.days.iter().enumerate() {
+            match parse_days(d) {
+                Ok(m) => days |= m,
+                Err(e) => {
+                    self.err(format!("{path}.days[{i}]"), e, "days are mon tue wed thu fri sat sun");
+                    ok = false;
+                }
+            }
+        }
+        let from = parse_clock(&w.from).map_err(|e| self.err(format!("{path}.from"), e, "e.g. from: \"09:00\"")).ok();
+        let to = parse_clock(&w.to).map_err(|e| self.err(format!("{path}.to"), e, "e.g. to: \"17:30\"; 24:00 is the end of the day")).ok();
+        let (from, to) = (from?, to?);
+        if from == to {
+            self.err(path, "the window is empty (from equals to)", "for a whole day write from: \"00:00\", to: \"24:00\"");
+            return None;
+        }
+        if from == 1440 {
+            self.err(format!("{path}.from"), "a window cannot start at 24:00", "start at 00:00 of the next day");
+            return None;
+        }
+        ok.then_some(Window { days, from, to })
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}

@@ -1,0 +1,353 @@
+//! The policy core: model, compiler and decision function.
+//!
+//! Data flows one way: YAML files -> [`raw`] structs -> [`compile`] ->
+//! an immutable [`Policy`] -> [`decide`]. Nothing downstream of `compile`
+//! ever sees an invalid policy. This module does no network IO and reads no
+//! clock: the proxy loads a snapshot once per request and passes `now` in.
+//! Reading files happens only in [`load_dir`].
+
+pub mod cases;
+pub mod compile;
+pub mod decide;
+pub mod domains;
+pub mod error;
+pub mod host;
+pub mod raw;
+pub mod schedule;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use cases::{run_cases, CaseOutcome};
+pub use compile::load_dir;
+pub use decide::{decide, decide_traced, Decision, Reason, RequestFacts, TraceStep};
+pub use domains::DomainTable;
+pub use error::{ConfigError, ConfigErrors};
+pub use host::{normalize_host, Host};
+pub use schedule::Schedule;
+
+use crate::identity::Htpasswd;
+
+/// What a rule does to matching traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Allow,
+    Block,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Block => "block",
+        }
+    }
+}
+
+/// Whether a rule's action is applied or only recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Enforce,
+    /// Dry run: the would-be action is logged and counted, traffic passes.
+    Report,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Report => "report",
+        }
+    }
+}
+
+/// Whether a domain is the platform itself or one of its embeddable parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    Primary,
+    Embedded,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Primary => "primary",
+            Class::Embedded => "embedded",
+        }
+    }
+}
+
+/// A platform from the catalog.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub id: Arc<str>,
+    pub name: Arc<str>,
+    pub category: Arc<str>,
+    pub owner: Option<Arc<str>>,
+}
+
+/// What a catalog domain points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainHit {
+    pub platform: u16,
+    pub class: Class,
+}
+
+/// A named set of people.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: Arc<str>,
+    pub description: Option<String>,
+    pub networks: Vec<IpNet>,
+    pub users: HashSet<String>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: Arc<str>,
+    pub description: Option<String>,
+    /// Group indices; empty together with `users` means everyone.
+    pub groups: Vec<u16>,
+    pub users: HashSet<String>,
+    /// Indexed by platform; `None` when the rule names no platform or
+    /// category (then only `domains`, or everything, matches).
+    pub platforms: Option<Vec<bool>>,
+    /// True when the rule lists extra domains (kept in `Policy::rule_domains`).
+    pub has_domains: bool,
+    pub include_embedded: bool,
+    pub schedule: Option<Schedule>,
+    pub action: Action,
+    pub mode: Mode,
+    pub message: Option<Arc<str>>,
+}
+
+impl Rule {
+    /// True when the rule names no platform, category or domain.
+    pub fn matches_any_destination(&self) -> bool {
+        self.platforms.is_none() && !self.has_domains
+    }
+}
+
+/// Actions for traffic no rule matched.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub catalog: Action,
+    pub embedded: Action,
+    pub other: Action,
+}
+
+/// Page texts and the default time zone.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timezone: jiff::tz::TimeZone,
+    pub timezone_name: String,
+    pub organization: Option<Arc<str>>,
+    pub help: Option<Arc<str>>,
+}
+
+/// A header carrying the user name, trusted only from listed gateways.
+#[derive(Debug, Clone)]
+pub struct TrustedHeader {
+    pub name: http::HeaderName,
+    pub from: Vec<IpNet>,
+}
+
+/// How users authenticate.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub htpasswd: Option<Arc<Htpasswd>>,
+    pub realm: String,
+    pub required: bool,
+    pub cache_ttl: Duration,
+    pub trusted_header: Option<TrustedHeader>,
+}
+
+/// CONNECT handling.
+#[derive(Debug, Clone)]
+pub struct Tunnels {
+    /// Inclusive port ranges allowed for CONNECT.
+    pub ports: Vec<(u16, u16)>,
+    pub sni_mismatch: Action,
+    pub sni_timeout: Duration,
+}
+
+/// What goes into the access log.
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub pseudonymize: bool,
+    pub key_file: Option<PathBuf>,
+    pub log_paths: bool,
+}
+
+/// Identity of the loaded policy, for logs, metrics and `/readyz`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub dir: PathBuf,
+    /// Schema version from `policy.yaml`.
+    pub version: u32,
+    /// First 16 hex digits of the SHA-256 over every policy file read.
+    pub hash: String,
+}
+
+/// A compiled, immutable policy snapshot.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub source: Source,
+    pub categories: Vec<Arc<str>>,
+    pub platforms: Vec<Platform>,
+    pub domains: DomainTable<DomainHit>,
+    /// Extra domains named by rules -> indices of those rules.
+    pub rule_domains: DomainTable<Vec<u16>>,
+    pub groups: Vec<Group>,
+    pub rules: Vec<Rule>,
+    pub defaults: Defaults,
+    pub settings: Settings,
+    pub auth: Auth,
+    /// Non-public networks the proxy may reach anyway.
+    pub destinations: Vec<IpNet>,
+    pub tunnels: Tunnels,
+    pub logging: Logging,
+    /// Test cases from `tests.yaml`, if present.
+    pub cases: Vec<cases::Case>,
+}
+
+impl Policy {
+    /// Indices of every group `client`/`user` belongs to, in policy order.
+    pub fn groups_of(&self, client: IpAddr, user: Option<&str>) -> Vec<u16> {
+        let client = canonical_ip(client);
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| {
+                g.networks.iter().any(|n| n.contains(&client))
+                    || user.is_some_and(|u| g.users.contains(u))
+            })
+            .map(|(i, _)| i as u16)
+            .collect()
+    }
+
+    pub fn platform(&self, id: &str) -> Option<&Platform> {
+        self.platforms.iter().find(|p| &*p.id == id)
+    }
+
+    /// True when the proxy may connect to `ip`: public addresses always,
+    /// non-public ones only when `destinations.allow` lists them.
+    pub fn destination_allowed(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        !is_non_public(ip) || self.destinations.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn tunnel_port_allowed(&self, port: u16) -> bool {
+        self.tunnels
+            .ports
+            .iter()
+            .any(|(a, b)| (*a..=*b).contains(&port))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are treated as the IPv4
+/// address they carry, so they cannot sidestep network rules.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// Loopback, private, link-local (cloud metadata), shared, unspecified,
+/// multicast, broadcast and reserved addresses.
+pub fn is_non_public(ip: IpAddr) -> bool {
+    static RANGES: std::sync::OnceLock<Vec<IpNet>> = std::sync::OnceLock::new();
+    let ranges = RANGES.get_or_init(|| {
+        [
+            "0.0.0.0/8",
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.0.0.0/24",
+            "192.0.2.0/24",
+            "192.168.0.0/16",
+            "198.18.0.0/15",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "224.0.0.0/4",
+            "240.0.0.0/4",
+            "::/128",
+            "::1/128",
+            "64:ff9b:1::/48",
+            "100::/64",
+            "2001:db8::/32",
+            "fc00::/7",
+            "fe80::/10",
+            "fec0::/10",
+            "ff00::/8",
+        ]
+        .iter()
+        // The list above is a constant of valid CIDRs; a typo would fail every test.
+        .map(|s| s.parse().expect("constant CIDR"))
+        .collect()
+    });
+    let ip = canonical_ip(ip);
+    // NAT64 (64:ff9b::/96) embeds an IPv4 address: judge that address.
+    if let IpAddr::V6(v6) = ip {
+        let s = v6.segments();
+        if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+            let o = v6.octets();
+            return is_non_public(IpAddr::V4(std::net::Ipv4Addr::new(
+                o[12], o[13], o[14], o[15],
+            )));
+        }
+    }
+    ranges.iter().any(|n| n.contains(&ip))
+}
+
+/// Resolves `p` against the policy directory unless it is absolute.
+pub(crate) fn resolve_path(dir: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_non_public_destinations() {
+        let cases = [
+            ("127.0.0.1", true),
+            ("10.1.2.3", true),
+            ("172.20.0.1", true),
+            ("192.168.1.1", true),
+            ("169.254.169.254", true),
+            ("100.64.0.1", true),
+            ("0.0.0.0", true),
+            ("::1", true),
+            ("fe80::1", true),
+            ("fd00::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:10.0.0.1", true),
+            ("64:ff9b::a9fe:a9fe", true),
+            ("93.184.216.34", false),
+            ("2606:4700::1111", false),
+            ("64:ff9b::5db8:d822", false),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(is_non_public(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! One plain-HTTP request, through its phases: parse the target, identify,
+//! decide, forward (or refuse), record.
+//!
+//! CONNECT requests are handed to [`super::tunnel`]. Upgrade requests
+//! (WebSocket) are forwarded on a dedicated upstream connection and then
+//! spliced. Everything else goes through the pooled keep-alive client with
+//! streaming bodies in both directions.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::{Counted, Pending};
+use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
+use super::identify::identify;
+use super::responses::{self, RequestView};
+use super::upstream::{find_dial_error, DialError, ProxyBody};
+use super::{tunnel, ProxyState};
+use crate::event::{AuthMethod, Event, Kind};
+use crate::policy::{decide, normalize_host, Decision, Host, Policy, Reason, RequestFacts};
+
+/// hyper's service entry point.
+pub async fn handle(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    state.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
+    let resp = if req.method() == Method::CONNECT {
+        tunnel::handle_connect(&state, peer, req).await
+    } else {
+        forward(&state, peer, req).await
+    };
+    state.gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
+    Ok(resp)
+}
+
+/// A fresh event with what is known before identification.
+pub(crate) fn new_event(kind: Kind, peer: SocketAddr, method: &Method, host: String, port: u16) -> Event {
+    Event {
+        time: jiff::Timestamp::now(),
+        kind,
+        client: crate::policy::canonical_ip(peer.ip()),
+        user: None,
+        auth: AuthMethod::None,
+        groups: Vec::new(),
+        group: None,
+        method: method.as_str().to_string(),
+        host,
+        port,
+        path: None,
+        sni: None,
+        platform: None,
+        category: None,
+        class: None,
+        activity: None,
+        foreground: false,
+        action: "allow".into(),
+        mode: "enforce".into(),
+        rule: String::new(),
+        reason: String::new(),
+        status: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+        duration_ms: 0,
+        error: None,
+    }
+}
+
+/// Copies a decision into the event.
+pub(crate) fn apply_decision(ev: &mut Event, d: &Decision) {
+    ev.groups = d.groups.iter().map(|g| g.to_string()).collect();
+    ev.group = d.group.as_deref().map(str::to_string);
+    ev.platform = d.platform.as_deref().map(str::to_string);
+    ev.category = d.category.as_deref().map(str::to_string);
+    ev.class = d.class.map(|c| c.as_str().to_string());
+    ev.action = d.action.as_str().to_string();
+    ev.mode = d.mode.as_str().to_string();
+    ev.rule = d.rule.to_string();
+    ev.reason = d.reason.as_str().to_string();
+}
+
+fn host_string(h: &Host) -> String {
+    h.to_string()
+}
+
+async fn forward(state: &ProxyState, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let policy = state.policy.load();
+    let navigation = is_navigation(req.method(), req.headers());
+
+    // Parse the target: absolute-form http:// only.
+    let uri = req.uri().clone();
+    let target = match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(h)) => normalize_host(h).map_err(|e| e.to_string()),
+        (Some(s), Some(_)) => Err(format!(
+            "only http:// URLs are forwarded; for {s}:// the client must use CONNECT"
+        )),
+        _ => Err("socialgate is a forward proxy: send absolute-form requests (configure it as the HTTP proxy)".into()),
+    };
+    let port = uri.port_u16().unwrap_or(80);
+    let raw_host = uri.host().unwrap_or("-").to_string();
+    let host = match target {
+        Ok(h) => h,
+        Err(detail) => {
+            let mut ev = new_event(Kind::Request, peer, req.method(), raw_host, port);
+            apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
+            let resp = responses::error(StatusCode::BAD_REQUEST, "bad-request", &detail);
+            return finish_now(state, ev, started, resp);
+        }
+    };
+    let mut ev = new_event(Kind::Request, peer, req.method(), host_string(&host), port);
+
+    // Identify.
+    let identity = match identify(state, &policy, peer.ip(), req.headers()).await {
+        Ok(i) => i,
+        Err(reason) => {
+            let d = Decision::builtin(reason);
+            apply_decision(&mut ev, &d);
+            let view = RequestView { navigation, host: &ev.host, connect: false };
+            let resp = responses::refusal(&d, &policy, &view);
+            return finish_now(state, ev, started, resp);
+        }
+    };
+    ev.user = identity.user.clone();
+    ev.auth = identity.auth;
+
+    // Decide.
+    let facts = RequestFacts {
+        client: peer.ip(),
+        user: identity.user.as_deref(),
+        host: &host,
+        port,
+    };
+    let decision = decide(&policy, &facts, jiff::Timestamp::now());
+    apply_decision(&mut ev, &decision);
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    ev.activity = Some(if write { "write" } else { "view" }.into());
+    ev.foreground = navigation && decision.class == Some(crate::policy::Class::Primary);
+    if decision.platform.is_none() || policy.logging.log_paths {
+        ev.path = uri.path_and_query().map(|p| p.as_str().to_string());
+    }
+    if decision.refuses() {
+        let view = RequestView { navigation, host: &ev.host, connect: false };
+        let resp = responses::refusal(&decision, &policy, &view);
+        return finish_now(state, ev, started, resp);
+    }
+
+    // Forward.
+    let upgrade = wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    if let Some(th) = &policy.auth.trusted_header {
+        parts.headers.remove(&th.name);
+    }
+    add_via(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    let pending = Pending::new(ev, started, state.recorder.clone());
+    let body = Counted::new(body, pending.up.clone()).boxed();
+
+    if let Some(client_upgrade) = client_upgrade {
+        return forward_upgrade(state, &policy, &decision, navigation, parts, body, pending, client_upgrade).await;
+    }
+
+    let request = Request::from_parts(parts, body);
+    let result = tokio::time::timeout(state.config.upstream_timeout, state.client.request(request)).await;
+    match result {
+        Ok(Ok(resp)) => relay_response(resp, pending),
+        Ok(Err(e)) => upstream_failure(&policy, &decision, navigation, pending, find_dial_error(&e), &e.to_string()),
+        Err(_) => {
+            let mut pending = pending;
+            pending.event_mut().error = Some("upstream-timeout".into());
+            respond_pending(pending, responses::error(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the site did not answer in time"))
+        }
+    }
+}
+
+/// Sends the upstream's response on, recording when its body ends.
+fn relay_response(resp: Response<Incoming>, mut pending: Pending) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    add_via(&mut parts.headers);
+    pending.event_mut().status = parts.status.as_u16();
+    Response::from_parts(parts, Counted::recording(body, pending).boxed())
+}
+
+/// Maps a failed upstream exchange to a refusal (destination checks) or a
+/// 502/504, and records it.
+fn upstream_failure(
+    policy: &Policy,
+    decision: &Decision,
+    navigation: bool,
+    mut pending: Pending,
+    dial: Option<&DialError>,
+    detail: &str,
+) -> Response<ProxyBody> {
+    match dial {
+        Some(DialError::Private(_)) | Some(DialError::SelfLoop(_)) => {
+            let reason = if matches!(dial, Some(DialError::SelfLoop(_))) {
+                Reason::DestinationSelf
+            } else {
+                Reason::DestinationPrivate
+            };
+            let d = decision.refused_for(reason);
+            apply_decision(pending.event_mut(), &d);
+            let host = pending.event_mut().host.clone();
+            let view = RequestView { navigation, host: &host, connect: false };
+            let resp = responses::refusal(&d, policy, &view);
+            respond_pending(pending, resp)
+        }
+        Some(e) => {
+            let label = e.label();
+            pending.event_mut().error = Some(label.into());
+            let status = if label == "upstream-timeout" {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            respond_pending(pending, responses::error(status, label, &e.to_string()))
+        }
+        None => {
+            pending.event_mut().error = Some("upstream-protocol".into());
+            tracing::debug!(error = detail, "upstream exchange failed");
+            respond_pending(
+                pending,
+                responses::error(StatusCode::BAD_GATEWAY, "upstream-protocol", "the site closed the connection or sent an invalid response"),
+            )
+        }
+    }
+}
+
+fn respond_pending(mut pending: Pending, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    pending.event_mut().status = resp.status().as_u16();
+    pending.complete();
+    drop(pending);
+    resp
+}
+
+/// Records an exchange that ends with a response made by the proxy.
+pub(crate) fn finish_now(
+    state: &ProxyState,
+    mut ev: Event,
+    started: Instant,
+    resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    ev.status = resp.status().as_u16();
+    ev.duration_ms = started.elapsed().as_millis() as u64;
+    state.recorder.record(ev);
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_upgrade(
+    state: &ProxyState,
+    policy: &Policy,
+    decision: &Decision,
+    navigation: bool,
+    mut parts: http::request::Parts,
+    body: ProxyBody,
+    mut pending: Pending,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+) -> Response<ProxyBody> {
+    let host = pending.event_mut().host.clone();
+    let port = pending.event_mut().port;
+    let dialed = match state.dialer.dial(&host, port).await {
+        Ok(d) => d,
+        Err(e) => return upstream_failure(policy, decision, navigation, pending, Some(&e), ""),
+    };
+    let handshake = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, ProxyBody>(TokioIo::new(dialed.stream))
+        .await;
+    let (mut sender, conn) = match handshake {
+        Ok(x) => x,
+        Err(e) => return upstream_failure(policy, decision, navigation, pending, None, &e.to_string()),
+    };
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    // A connection-level client sends the URI as given: use origin-form.
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    let resp = match tokio::time::timeout(
+        state.config.upstream_timeout,
+        sender.send_request(Request::from_parts(parts, body)),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return upstream_failure(policy, decision, navigation, pending, None, &e.to_string()),
+        Err(_) => {
+            pending.event_mut().error = Some("upstream-timeout".into());
+            return respond_pending(pending, responses::error(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the site did not answer in time"));
+        }
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return relay_response(resp, pending);
+    }
+    let mut resp = resp;
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    add_via(&mut parts.headers);
+    pending.event_mut().status = 101;
+    let idle = state.config.idle_timeout;
+    let tunnels_gauge = super::TunnelGauge::new(&state.gauges);
+    tokio::spawn(async move {
+        let _gauge = tunnels_gauge;
+        match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok((c, u)) => {
+                tunnel::splice(TokioIo::new(c), TokioIo::new(u), &mut pending, idle, None).await;
+            }
+            Err(_) => pending.event_mut().error = Some("upstream-protocol".into()),
+        }
+        pending.complete();
+    });
+    Response::from_parts(parts, responses::empty())
+}
+

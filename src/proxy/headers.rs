@@ -1,0 +1,150 @@
+//! Header hygiene for forwarded messages (RFC 9110 §7.6.1).
+//!
+//! Hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`,
+//! `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, and
+//! the proxy's own `Proxy-Authorization`/`Proxy-Authenticate`) never cross
+//! the proxy; hyper re-frames the body on each side. A `Via` entry is added.
+//! For an `Upgrade` exchange, `Connection: upgrade` and `Upgrade` are kept.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// The `Via` entry socialgate adds.
+pub const VIA: &str = "1.1 socialgate";
+
+/// Removes hop-by-hop headers. With `keep_upgrade`, the `Upgrade` header
+/// and `Connection: upgrade` survive so the next hop sees the upgrade.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Headers named by Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    for name in named {
+        if name != header::UPGRADE || upgrade.is_none() {
+            headers.remove(&name);
+        }
+    }
+    for name in HOP_BY_HOP.iter() {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHENTICATE);
+    if let Some(u) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
+    }
+}
+
+/// Appends socialgate's entry to `Via`.
+pub fn add_via(headers: &mut HeaderMap) {
+    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => {
+            if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {VIA}")) {
+                headers.insert(header::VIA, v);
+            }
+        }
+        _ => {
+            headers.insert(header::VIA, HeaderValue::from_static(VIA));
+        }
+    }
+}
+
+/// True when the request asks to switch protocols (`Connection: upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// True when the request is a browser's top-level page load, which gets an
+/// HTML refusal page rather than a short text body.
+pub fn is_navigation(method: &http::Method, headers: &HeaderMap) -> bool {
+    if method != http::Method::GET {
+        return false;
+    }
+    if let Some(dest) = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) {
+        return dest.eq_ignore_ascii_case("document");
+    }
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn removes_hop_by_hop_headers_and_those_named_by_connection() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic abc"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn keeps_the_upgrade_handshake_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn appends_via() {
+        let mut h = HeaderMap::new();
+        add_via(&mut h);
+        assert_eq!(h["via"], VIA);
+        let mut h = map(&[("via", "1.0 fred")]);
+        add_via(&mut h);
+        assert_eq!(h["via"], "1.0 fred, 1.1 socialgate");
+    }
+
+    #[test]
+    fn tells_navigations_from_other_requests() {
+        let get = http::Method::GET;
+        assert!(is_navigation(&get, &map(&[("sec-fetch-dest", "document")])));
+        assert!(!is_navigation(&get, &map(&[("sec-fetch-dest", "script"), ("accept", "text/html")])));
+        assert!(is_navigation(&get, &map(&[("accept", "text/html,application/xhtml+xml")])));
+        assert!(!is_navigation(&get, &map(&[("accept", "*/*")])));
+        assert!(!is_navigation(&http::Method::POST, &map(&[("accept", "text/html")])));
+    }
+}

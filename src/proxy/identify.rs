@@ -1,0 +1,87 @@
+//! The identify phase: who is asking.
+//!
+//! In order: a trusted identity header, honoured only from the policy's
+//! gateway networks (and ignored from everyone else); then
+//! `Proxy-Authorization: Basic`, checked against the htpasswd file with the
+//! bcrypt work done on a blocking thread and cached; then the client address
+//! alone. Credentials are demanded (407) only when they are wrong, or when
+//! they are missing and the address alone does not place the client in a
+//! group (or the policy requires them from everyone).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderMap;
+
+use super::ProxyState;
+use crate::event::AuthMethod;
+use crate::identity::{parse_basic, parse_identity_header, CredentialCache};
+use crate::policy::{Policy, Reason};
+
+/// An established identity.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: Option<String>,
+    pub auth: AuthMethod,
+}
+
+/// Identifies the client, or says why credentials are needed
+/// (`AuthRequired`, `AuthFailed`).
+pub async fn identify(
+    state: &ProxyState,
+    policy: &Policy,
+    peer: IpAddr,
+    headers: &HeaderMap,
+) -> Result<Identity, Reason> {
+    if let Some(th) = &policy.auth.trusted_header {
+        if let Some(v) = headers.get(&th.name) {
+            let peer_c = crate::policy::canonical_ip(peer);
+            if th.from.iter().any(|n| n.contains(&peer_c)) {
+                if let Some(user) = parse_identity_header(v.as_bytes()) {
+                    return Ok(Identity {
+                        user: Some(user),
+                        auth: AuthMethod::Header,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(htpasswd) = &policy.auth.htpasswd {
+        if let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) {
+            let key = CredentialCache::key(value.as_bytes(), Arc::as_ptr(htpasswd) as usize);
+            let now = Instant::now();
+            if let Some(user) = state.creds.get(&key, now) {
+                return Ok(Identity {
+                    user: Some(user),
+                    auth: AuthMethod::Basic,
+                });
+            }
+            let Some(creds) = parse_basic(value.as_bytes()) else {
+                return Err(Reason::AuthFailed);
+            };
+            let h = htpasswd.clone();
+            let user = creds.user.clone();
+            let ok = tokio::task::spawn_blocking(move || h.verify(&creds.user, &creds.password))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Err(Reason::AuthFailed);
+            }
+            state
+                .creds
+                .insert(key, user.clone(), policy.auth.cache_ttl, now);
+            return Ok(Identity {
+                user: Some(user),
+                auth: AuthMethod::Basic,
+            });
+        }
+        if policy.auth.required || policy.groups_of(peer, None).is_empty() {
+            return Err(Reason::AuthRequired);
+        }
+    }
+    Ok(Identity {
+        user: None,
+        auth: AuthMethod::None,
+    })
+}
