@@ -84,6 +84,15 @@ pub fn normalize_host(raw: &str) -> Result<Host, HostError> {
     if name.len() > 253 {
         return Err(HostError::TooLong);
     }
+    let clean = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !clean {
+        return Err(HostError::Invalid(
+            raw.to_string(),
+            "only letters, digits, '-', '_' and '.' are allowed".to_string(),
+        ));
+    }
     if name.is_empty() || name.split('.').any(str::is_empty) {
         return Err(HostError::Invalid(
             raw.to_string(),

@@ -1,0 +1,122 @@
+//! Plain-HTTP forwarding, keep-alive, streaming, and CONNECT tunnels.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn forwards_plain_http_with_via_and_without_hop_by_hop_headers() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let resp = proxy
+        .client()
+        .get(format!("http://example.org:{}/headers", origin.port()))
+        .header("Connection", "keep-alive, X-Private")
+        .header("X-Private", "secret")
+        .header("Keep-Alive", "timeout=5")
+        .header("X-Kept", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["via"], "1.1 socialgate");
+    let body = resp.text().await.unwrap();
+    assert!(body.starts_with("GET /headers HTTP/1.1"), "origin saw origin-form: {body}");
+    assert!(body.contains("via: 1.1 socialgate"), "{body}");
+    assert!(body.contains("x-kept: yes"), "{body}");
+    assert!(!body.contains("x-private"), "header named by Connection leaked: {body}");
+    assert!(!body.contains("keep-alive: timeout"), "{body}");
+    assert!(!body.contains("proxy-"), "{body}");
+
+    let log = proxy.log_lines(1).await;
+    assert_eq!(log[0]["kind"], "request");
+    assert_eq!(log[0]["host"], "example.org");
+    assert_eq!(log[0]["status"], 200);
+    assert_eq!(log[0]["action"], "allow");
+    assert_eq!(log[0]["rule"], "default:other");
+    assert!(log[0]["bytes_down"].as_u64().unwrap() > 20);
+}
+
+#[tokio::test]
+async fn reuses_upstream_connections_across_keep_alive_requests() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let client = proxy.client();
+    for _ in 0..20 {
+        let r = client
+            .get(format!("http://example.org:{}/hello", origin.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "hello from origin");
+    }
+    assert_eq!(origin.connections(), 1, "the proxy should keep one upstream connection alive");
+    assert_eq!(proxy.log_lines(20).await.len(), 20);
+}
+
+#[tokio::test]
+async fn blocks_tiktok_for_staff_and_names_the_rule() {
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let resp = proxy.client().get("http://www.tiktok.com/foryou").send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-socialgate-rule"], "no-tiktok");
+    assert_eq!(resp.headers()["x-socialgate-reason"], "rule-matched");
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("TikTok is not for work."), "{body}");
+
+    // A browser navigation gets the HTML page naming platform, group, rule and help.
+    let resp = proxy
+        .client()
+        .get("http://www.tiktok.com/")
+        .header("Accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = resp.text().await.unwrap();
+    for needle in ["TikTok", "staff", "no-tiktok", "rule-matched", "Ask the test desk.", "Test Corp"] {
+        assert!(page.contains(needle), "page lacks {needle}: {page}");
+    }
+    let log = proxy.log_lines(2).await;
+    assert_eq!(log[0]["platform"], "tiktok");
+    assert_eq!(log[0]["action"], "block");
+    assert_eq!(log[0]["status"], 403);
+}
+
+#[tokio::test]
+async fn tunnels_https_to_a_tls_origin_and_records_the_server_name() {
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_der(&origin.cert_der).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://www.linkedin.com:{}/hello", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+    drop(client); // closes the tunnel
+    let log = proxy.log_lines(1).await;
+    assert_eq!(log[0]["kind"], "tunnel");
+    assert_eq!(log[0]["method"], "CONNECT");
+    assert_eq!(log[0]["sni"], "www.linkedin.com");
+    assert_eq!(log[0]["platform"], "linkedin");
+    assert_eq!(log[0]["status"], 200);
+    assert!(log[0]["bytes_up"].as_u64().unwrap() > 100, "ClientHello and request counted");
+    assert!(log[0]["bytes_down"].as_u64().unwrap() > 100);
+}
+
+#[tokio::test]
+async fn refuses_connect_to_a_blocked_platform_with_403() {
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let (code, out) = curl(&["-x", &proxy.url(), "-i", "https://www.tiktok.com/"]).await;
+    assert_ne!(code, 0, "curl must fail: {out}");
+    assert!(out.contains("403"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-socialgate-rule: no-tiktok"), "{out}");
+}
