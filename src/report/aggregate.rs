@@ -705,7 +705,7 @@ impl Aggregator {
         );
         secondary_suppress(
             &mut platforms,
-            |r| (&r.group, &r.platform, r.views.value().map(|_| 0)),
+            |r| (&r.group, &r.platform, r.views.value().zip(r.writes.value()).map(|(v, w)| v + w)),
             |r| {
                 r.views = Cell::Suppressed;
                 r.writes = Cell::Suppressed;
@@ -943,7 +943,7 @@ fn secondary_suppress<R>(
         }
         let smallest = idx
             .iter()
-            .filter_map(|&i| view(&rows[i]).2.map(|v| (v, i)))
+            .filter_map(|&i| view(&rows[i]).2.filter(|&v| v > 0).map(|v| (v, i)))
             .min();
         if let Some((_, i)) = smallest {
             suppress(&mut rows[i]);

@@ -25,9 +25,10 @@ pub enum Cell<T> {
 }
 
 impl<T: Copy> Cell<T> {
-    /// `Value(v)` when `persons >= k`, else `Suppressed`.
+    /// `Value(v)` when `persons >= k` or nobody at all (0 persons say
+    /// nothing about anyone), else `Suppressed`.
     pub fn gated(v: T, persons: u64, k: u64) -> Self {
-        if persons >= k {
+        if persons >= k || persons == 0 {
             Cell::Value(v)
         } else {
             Cell::Suppressed

@@ -279,7 +279,7 @@ mod tests {
         assert_eq!(hosts.len(), 2);
         assert_eq!(stats.lines, 6);
         assert_eq!(stats.malformed, 4);
-        assert!(stats.malformed_examples[0].ends_with(".log:3: not an access-log record: invalid type: string \"ok\", expected u16 at line 1 column 372"), "{}", stats.malformed_examples[0]);
+        assert!(stats.malformed_examples[0].contains(".log:3: not an access-log record: invalid type: string \"ok\", expected u16"), "{}", stats.malformed_examples[0]);
         assert!(stats.malformed_examples[1].contains(":4: not an access-log record: missing field `kind`"));
         assert!(stats.malformed_examples[2].contains(":5: truncated JSON"));
         assert!(stats.malformed_examples[3].contains(":6: not valid JSON"));
