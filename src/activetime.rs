@@ -292,11 +292,9 @@ impl<K: Hash + Eq + Clone> DailyLedger<K> {
             Some(&(d, ms)) if d == day => ms,
             _ => 0,
         };
-        let open = self
-            .sessions
-            .open
-            .get(key)
-            .map_or(0, |s| clipped(s.first, s.last, day, self.sessions.credit_ms));
+        let open = self.sessions.open.get(key).map_or(0, |s| {
+            clipped(s.first, s.last, day, self.sessions.credit_ms)
+        });
         SignedDuration::from_millis(closed + open)
     }
 
@@ -321,7 +319,12 @@ impl<K: Hash + Eq + Clone> DailyLedger<K> {
     fn add_closed(&mut self, s: Session<K>, day_start: Timestamp) {
         let day = day_start.as_millisecond();
         let credit = self.sessions.credit_ms;
-        let ms = clipped(s.first.as_millisecond(), s.last.as_millisecond(), day, credit);
+        let ms = clipped(
+            s.first.as_millisecond(),
+            s.last.as_millisecond(),
+            day,
+            credit,
+        );
         if ms == 0 {
             return;
         }
@@ -359,7 +362,10 @@ mod tests {
     #[test]
     fn sessions_table() {
         // (hits, expected sessions as (first, last, hits, active minutes))
-        type Case = (&'static [&'static str], &'static [(&'static str, &'static str, u32, f64)]);
+        type Case = (
+            &'static [&'static str],
+            &'static [(&'static str, &'static str, u32, f64)],
+        );
         let cases: &[Case] = &[
             (&["09:00:00"], &[("09:00:00", "09:00:00", 1, 1.0)]),
             (
@@ -367,11 +373,17 @@ mod tests {
                 &[("09:00:00", "09:09:00", 3, 10.0)],
             ),
             // A gap of exactly the idle time keeps the session open.
-            (&["09:00:00", "09:05:00"], &[("09:00:00", "09:05:00", 2, 6.0)]),
+            (
+                &["09:00:00", "09:05:00"],
+                &[("09:00:00", "09:05:00", 2, 6.0)],
+            ),
             // A gap one second longer closes it.
             (
                 &["09:00:00", "09:05:01"],
-                &[("09:00:00", "09:00:00", 1, 1.0), ("09:05:01", "09:05:01", 1, 1.0)],
+                &[
+                    ("09:00:00", "09:00:00", 1, 1.0),
+                    ("09:05:01", "09:05:01", 1, 1.0),
+                ],
             ),
             // Slightly out of order: extends the session backwards.
             (
@@ -381,7 +393,10 @@ mod tests {
             // Far earlier than the open session: a session of its own.
             (
                 &["09:30:00", "09:00:00"],
-                &[("09:00:00", "09:00:00", 1, 1.0), ("09:30:00", "09:30:00", 1, 1.0)],
+                &[
+                    ("09:00:00", "09:00:00", 1, 1.0),
+                    ("09:30:00", "09:30:00", 1, 1.0),
+                ],
             ),
         ];
         for (hits, expected) in cases {

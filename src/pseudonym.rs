@@ -32,7 +32,9 @@ pub const MIN_KEY_LEN: usize = 32;
 pub enum PseudonymError {
     #[error("pseudonym key file {path}: does not exist; create one with `openssl rand -hex 32 > {path} && chmod 600 {path}`")]
     Missing { path: PathBuf },
-    #[error("pseudonym key file {path}: cannot be read: {source}; check that it is a readable file")]
+    #[error(
+        "pseudonym key file {path}: cannot be read: {source}; check that it is a readable file"
+    )]
     Unreadable {
         path: PathBuf,
         source: std::io::Error,
@@ -302,7 +304,10 @@ mod tests {
         let names = parse_user_list("# users\nalice:$2y$05$hash\n\n bob \ncarol:x\n");
         assert_eq!(names, ["alice", "bob", "carol"]);
         let map = p.reveal_map(names.iter().map(String::as_str));
-        assert_eq!(map.get(&p.pseudonym("bob")).map(String::as_str), Some("bob"));
+        assert_eq!(
+            map.get(&p.pseudonym("bob")).map(String::as_str),
+            Some("bob")
+        );
         assert_eq!(map.len(), 3);
     }
 

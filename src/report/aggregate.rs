@@ -430,9 +430,11 @@ impl Aggregator {
                 c.foreground += 1;
                 self.persons.insert((Who::Active, gs, pp, p));
                 self.daily.entry((gs, pp, slot.day)).or_default().foreground += 1;
-                self.daily_persons.insert((Who::Active, gs, pp, slot.day, p));
+                self.daily_persons
+                    .insert((Who::Active, gs, pp, slot.day, p));
                 let mut closed = std::mem::take(&mut self.closed);
-                self.sessions.observe_into(&(p, pp, gs), rec.time, &mut closed);
+                self.sessions
+                    .observe_into(&(p, pp, gs), rec.time, &mut closed);
                 for s in closed.drain(..) {
                     self.add_session(s);
                 }
@@ -458,18 +460,14 @@ impl Aggregator {
     }
 
     /// Closes open sessions and builds the report.
-    pub fn finish(
-        mut self,
-        input: Input,
-        reveal: Option<&HashMap<String, String>>,
-    ) -> Report {
+    pub fn finish(mut self, input: Input, reveal: Option<&HashMap<String, String>>) -> Report {
         for s in self.sessions.flush() {
             self.add_session(s);
         }
         let k = self.opt.k.max(1);
         let x = Expanded::build(&self);
-        let security = (self.opt.audience != Audience::Strategy)
-            .then(|| self.security(&x, k, reveal));
+        let security =
+            (self.opt.audience != Audience::Strategy).then(|| self.security(&x, k, reveal));
         let strategy = (self.opt.audience != Audience::Security).then(|| self.strategy(&x, k));
         Report {
             schema: SCHEMA,
@@ -512,12 +510,7 @@ impl Aggregator {
         }
     }
 
-    fn security(
-        &self,
-        x: &Expanded,
-        k: u64,
-        reveal: Option<&HashMap<String, String>>,
-    ) -> Security {
+    fn security(&self, x: &Expanded, k: u64, reveal: Option<&HashMap<String, String>>) -> Security {
         let mut refused = Vec::new();
         let mut would_refuse = Vec::new();
         let mut sec_keys: Vec<_> = x.sec.keys().copied().collect();
@@ -575,13 +568,15 @@ impl Aggregator {
                 persons: Cell::gated(persons, persons, k),
             });
         }
-        secondary_suppress(&mut bytes_to_platforms, |r| {
-            (&r.group, &r.platform, r.persons.value())
-        }, |r| {
-            r.bytes_up = Cell::Suppressed;
-            r.bytes_down = Cell::Suppressed;
-            r.persons = Cell::Suppressed;
-        });
+        secondary_suppress(
+            &mut bytes_to_platforms,
+            |r| (&r.group, &r.platform, r.persons.value()),
+            |r| {
+                r.bytes_up = Cell::Suppressed;
+                r.bytes_down = Cell::Suppressed;
+                r.persons = Cell::Suppressed;
+            },
+        );
         let mut top_refused_platforms: Vec<PlatformRow> = Vec::new();
         let mut plat_ref: Vec<(u32, u64, u64)> = x
             .cells
@@ -680,11 +675,7 @@ impl Aggregator {
                 sessions_per_active_user: Cell::gated(per(c.sessions as f64, active), active, k),
                 views: Cell::gated(c.views, users, k),
                 writes: Cell::gated(c.writes, users, k),
-                write_share: Cell::gated(
-                    (known > 0).then(|| ratio(c.writes, known)),
-                    users,
-                    k,
-                ),
+                write_share: Cell::gated((known > 0).then(|| ratio(c.writes, known)), users, k),
                 refused_requests: Cell::gated(c.refused, refused, k),
                 refused_persons: Cell::gated(refused, refused, k),
                 would_refuse_requests: Cell::gated(c.would_refuse, would, k),
@@ -705,7 +696,13 @@ impl Aggregator {
         );
         secondary_suppress(
             &mut platforms,
-            |r| (&r.group, &r.platform, r.views.value().zip(r.writes.value()).map(|(v, w)| v + w)),
+            |r| {
+                (
+                    &r.group,
+                    &r.platform,
+                    r.views.value().zip(r.writes.value()).map(|(v, w)| v + w),
+                )
+            },
             |r| {
                 r.views = Cell::Suppressed;
                 r.writes = Cell::Suppressed;
@@ -726,8 +723,16 @@ impl Aggregator {
         for key in dkeys {
             let (g, p, d) = key;
             let c = &x.daily[&key];
-            let active = x.daily_persons.get(&(Who::Active, g, p, d)).copied().unwrap_or(0);
-            let refused = x.daily_persons.get(&(Who::Refused, g, p, d)).copied().unwrap_or(0);
+            let active = x
+                .daily_persons
+                .get(&(Who::Active, g, p, d))
+                .copied()
+                .unwrap_or(0);
+            let refused = x
+                .daily_persons
+                .get(&(Who::Refused, g, p, d))
+                .copied()
+                .unwrap_or(0);
             daily.push(DailyRow {
                 day: format!("{:04}-{:02}-{:02}", d / 10_000, d / 100 % 100, d % 100),
                 group: self.gname(g),
@@ -816,7 +821,8 @@ impl Aggregator {
         } else {
             0.0
         };
-        let (label, explanation) = maturity_label(adopted, any_adoption, write_share, blocked_share);
+        let (label, explanation) =
+            maturity_label(adopted, any_adoption, write_share, blocked_share);
         let score = 40.0 * (adopted as f64 / 4.0).min(1.0)
             + 40.0 * write_share.map_or(0.0, |w| (w / 0.25).min(1.0))
             + 20.0 * any_adoption;
@@ -869,27 +875,42 @@ pub fn maturity_label(
     if blocked_share >= 0.25 {
         return (
             "held back by policy",
-            format!("{} of members were refused a social platform", pct(blocked_share)),
+            format!(
+                "{} of members were refused a social platform",
+                pct(blocked_share)
+            ),
         );
     }
     if any_adoption < 0.2 {
         return (
             "light users",
-            format!("only {} of members used any social platform", pct(any_adoption)),
+            format!(
+                "only {} of members used any social platform",
+                pct(any_adoption)
+            ),
         );
     }
     match write_share {
         Some(w) if w >= 0.10 && adopted >= 3 => (
             "broad and productive",
-            format!("{adopted} platforms adopted, {} of known activity is writing", pct(w)),
+            format!(
+                "{adopted} platforms adopted, {} of known activity is writing",
+                pct(w)
+            ),
         ),
         Some(w) if w >= 0.10 => (
             "focused contributors",
-            format!("{adopted} platform(s) adopted, {} of known activity is writing", pct(w)),
+            format!(
+                "{adopted} platform(s) adopted, {} of known activity is writing",
+                pct(w)
+            ),
         ),
         Some(w) => (
             "passive consumers",
-            format!("mostly reading: only {} of known activity is writing", pct(w)),
+            format!(
+                "mostly reading: only {} of known activity is writing",
+                pct(w)
+            ),
         ),
         None if adopted >= 3 => (
             "broad, mix unknown",
@@ -897,7 +918,10 @@ pub fn maturity_label(
         ),
         None => (
             "engaged, mix unknown",
-            format!("{} of members active; read/write mix not visible (tunnels)", pct(any_adoption)),
+            format!(
+                "{} of members active; read/write mix not visible (tunnels)",
+                pct(any_adoption)
+            ),
         ),
     }
 }
@@ -990,9 +1014,16 @@ impl Expanded {
             }
             out
         }
-        let members = distinct(a.members.iter().flat_map(|&(gs, p)| expand(gs).map(move |g| (g, p))));
-        let unauth_persons =
-            distinct(a.unauth_persons.iter().flat_map(|&(gs, p)| expand(gs).map(move |g| (g, p))));
+        let members = distinct(
+            a.members
+                .iter()
+                .flat_map(|&(gs, p)| expand(gs).map(move |g| (g, p))),
+        );
+        let unauth_persons = distinct(
+            a.unauth_persons
+                .iter()
+                .flat_map(|&(gs, p)| expand(gs).map(move |g| (g, p))),
+        );
         let mut group_requests: FxMap<u32, (u64, u64)> = FxMap::default();
         for (&gs, &(n, u)) in &a.gs_requests {
             for g in expand(gs) {
@@ -1020,9 +1051,10 @@ impl Expanded {
                 daily.entry((g, p, d)).or_default().add(c);
             }
         }
-        let daily_persons = distinct(a.daily_persons.iter().flat_map(|&(w, gs, p, d, person)| {
-            expand(gs).map(move |g| ((w, g, p, d), person))
-        }));
+        let daily_persons =
+            distinct(a.daily_persons.iter().flat_map(|&(w, gs, p, d, person)| {
+                expand(gs).map(move |g| ((w, g, p, d), person))
+            }));
         // Security rows: per group and platform, plus "*" group and "*"
         // platform totals.
         let mut sec: FxMap<(bool, u32, u32, u8), u64> = FxMap::default();
@@ -1034,7 +1066,11 @@ impl Expanded {
             }
         }
         let sec_persons = distinct(a.sec_persons.iter().flat_map(|&(r, gs, p, act, person)| {
-            expand(gs).flat_map(move |g| [p, ANY].into_iter().map(move |pp| ((r, g, pp, act), person)))
+            expand(gs).flat_map(move |g| {
+                [p, ANY]
+                    .into_iter()
+                    .map(move |pp| ((r, g, pp, act), person))
+            })
         }));
         let reason_persons = distinct(a.reason_persons.iter().copied());
         Expanded {

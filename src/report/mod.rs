@@ -196,8 +196,12 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
 /// Builds the report without writing it. With `--reveal`, checks the key and
 /// writes the audit line first.
 pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
-    let tz = TimeZone::get(&args.tz)
-        .with_context(|| format!("--tz {}: not a known IANA time zone (try Europe/Berlin or UTC)", args.tz))?;
+    let tz = TimeZone::get(&args.tz).with_context(|| {
+        format!(
+            "--tz {}: not a known IANA time zone (try Europe/Berlin or UTC)",
+            args.tz
+        )
+    })?;
     let from = args
         .from
         .as_deref()
@@ -233,7 +237,9 @@ pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
     };
     let mut agg = aggregate::Aggregator::new(opt);
     let mut stats = ReadStats::default();
-    read_logs(&order_inputs(&args.logs), &mut stats, |rec| agg.observe(rec));
+    read_logs(&order_inputs(&args.logs), &mut stats, |rec| {
+        agg.observe(rec)
+    });
     let input = model::Input {
         files: stats.files,
         lines: stats.lines,
@@ -262,8 +268,12 @@ fn prepare_reveal(args: &ReportArgs) -> anyhow::Result<HashMap<String, String>> 
     let text = std::fs::read_to_string(users)
         .with_context(|| format!("--reveal refused: cannot read --users {}", users.display()))?;
     let names = parse_user_list(&text);
-    append_audit(&args.audit_log, args, reason)
-        .with_context(|| format!("--reveal refused: cannot write the audit log {}", args.audit_log.display()))?;
+    append_audit(&args.audit_log, args, reason).with_context(|| {
+        format!(
+            "--reveal refused: cannot write the audit log {}",
+            args.audit_log.display()
+        )
+    })?;
     Ok(keyer.reveal_map(names.iter().map(String::as_str)))
 }
 
@@ -293,9 +303,9 @@ pub fn parse_time(s: &str, tz: &TimeZone, end: bool) -> anyhow::Result<Timestamp
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
-    let date: jiff::civil::Date = s
-        .parse()
-        .map_err(|_| anyhow::anyhow!("expected an RFC 3339 time (2026-03-01T00:00:00Z) or a date (2026-03-01)"))?;
+    let date: jiff::civil::Date = s.parse().map_err(|_| {
+        anyhow::anyhow!("expected an RFC 3339 time (2026-03-01T00:00:00Z) or a date (2026-03-01)")
+    })?;
     let date = if end {
         date.tomorrow().context("date out of range")?
     } else {
@@ -340,7 +350,9 @@ fn first_time(path: &Path) -> Option<Timestamp> {
 pub fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
     let write = |path: Option<&Path>, text: &str| -> anyhow::Result<()> {
         match path {
-            Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+            Some(p) => {
+                std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
+            }
             None => {
                 let mut o = std::io::stdout().lock();
                 o.write_all(text.as_bytes())?;

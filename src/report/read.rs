@@ -279,8 +279,15 @@ mod tests {
         assert_eq!(hosts.len(), 2);
         assert_eq!(stats.lines, 6);
         assert_eq!(stats.malformed, 4);
-        assert!(stats.malformed_examples[0].contains(".log:3: not an access-log record: invalid type: string \"ok\", expected u16"), "{}", stats.malformed_examples[0]);
-        assert!(stats.malformed_examples[1].contains(":4: not an access-log record: missing field `kind`"));
+        assert!(
+            stats.malformed_examples[0].contains(
+                ".log:3: not an access-log record: invalid type: string \"ok\", expected u16"
+            ),
+            "{}",
+            stats.malformed_examples[0]
+        );
+        assert!(stats.malformed_examples[1]
+            .contains(":4: not an access-log record: missing field `kind`"));
         assert!(stats.malformed_examples[2].contains(":5: truncated JSON"));
         assert!(stats.malformed_examples[3].contains(":6: not valid JSON"));
     }
@@ -290,10 +297,8 @@ mod tests {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let gz = dir.path().join("access.log.1"); // no .gz extension on purpose
-        let mut enc = flate2::write::GzEncoder::new(
-            File::create(&gz).unwrap(),
-            flate2::Compression::fast(),
-        );
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
         writeln!(enc, "{LINE}\n{LINE}").unwrap();
         enc.finish().unwrap();
         let missing = dir.path().join("nope.log");
@@ -302,6 +307,10 @@ mod tests {
         read_logs(&[missing, gz], &mut stats, |_| n += 1);
         assert_eq!(n, 2);
         assert_eq!(stats.failed_files().count(), 1);
-        assert!(stats.files[0].error.as_deref().unwrap().starts_with("cannot open"));
+        assert!(stats.files[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("cannot open"));
     }
 }

@@ -15,7 +15,8 @@ use super::model::*;
 /// JSON: the [`Report`] structure, pretty-printed.
 pub fn json(report: &Report) -> String {
     // Serialising plain data with string keys cannot fail.
-    let mut s = serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut s =
+        serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
     s
 }
@@ -273,7 +274,14 @@ pub fn tables(r: &Report) -> Vec<Table> {
             rows: s
                 .unauthenticated
                 .iter()
-                .map(|x| vec![text(&x.group), x.requests.into(), frac(x.share), x.persons.into()])
+                .map(|x| {
+                    vec![
+                        text(&x.group),
+                        x.requests.into(),
+                        frac(x.share),
+                        x.persons.into(),
+                    ]
+                })
                 .collect(),
         });
         out.push(Table {
@@ -448,7 +456,9 @@ fn html_val(v: &Val, k: u64) -> String {
         Val::Bytes(n) => human_bytes(*n),
         Val::Frac(f) => format!("{:.0}%", f * 100.0),
         Val::Num(f) => format!("{f:.1}"),
-        Val::Suppressed => format!("<span class=sup title=\"fewer than {k} persons\">&lt;{k}</span>"),
+        Val::Suppressed => {
+            format!("<span class=sup title=\"fewer than {k} persons\">&lt;{k}</span>")
+        }
         Val::Empty => "<span class=dim>–</span>".to_owned(),
     }
 }
@@ -497,7 +507,7 @@ fn bar_chart(title: &str, items: &[(String, Option<f64>, String)], out: &mut Str
         .max(1e-9);
     let _ = write!(
         out,
-        "<figure class=chart><figcaption>{}</figcaption><svg class=bars xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {h}\" width=\"{width}\" height=\"{h}\" role=img aria-label=\"{}\">",
+        "<figure class=chart><figcaption>{}</figcaption><svg class=bars viewBox=\"0 0 {width} {h}\" width=\"100%\" role=img aria-label=\"{}\">",
         esc(title),
         esc(title)
     );
@@ -539,7 +549,12 @@ fn bar_chart(title: &str, items: &[(String, Option<f64>, String)], out: &mut Str
 }
 
 /// Multi-series daily line chart; missing (suppressed) points break the line.
-fn line_chart(title: &str, days: &[String], series: &[(String, Vec<Option<f64>>)], out: &mut String) {
+fn line_chart(
+    title: &str,
+    days: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    out: &mut String,
+) {
     let (w, h) = (1100.0, 300.0);
     let (l, r, t, b) = (50.0, 150.0, 20.0, 40.0);
     let pw = w - l - r;
@@ -561,7 +576,7 @@ fn line_chart(title: &str, days: &[String], series: &[(String, Vec<Option<f64>>)
     let y = |v: f64| t + ph - ph * v / max;
     let _ = write!(
         out,
-        "<figure class=chart><figcaption>{}</figcaption><svg class=trend xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"100%\" role=img aria-label=\"{}\">",
+        "<figure class=chart><figcaption>{}</figcaption><svg class=trend viewBox=\"0 0 {w} {h}\" width=\"100%\" role=img aria-label=\"{}\">",
         esc(title),
         esc(title)
     );
@@ -570,7 +585,7 @@ fn line_chart(title: &str, days: &[String], series: &[(String, Vec<Option<f64>>)
         let yy = y(v);
         let _ = write!(
             out,
-            "<line x1=\"{l}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" class=grid/><text x=\"{}\" y=\"{:.1}\" text-anchor=end class=ax>{}</text>",
+            "<line x1=\"{l}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=end class=ax>{}</text>",
             l + pw,
             l - 6.0,
             yy + 4.0,
@@ -590,7 +605,12 @@ fn line_chart(title: &str, days: &[String], series: &[(String, Vec<Option<f64>>)
         }
     }
     if series.is_empty() {
-        let _ = write!(out, "<text x=\"{}\" y=\"{}\" class=lbl>no data</text>", l + 10.0, t + 30.0);
+        let _ = write!(
+            out,
+            "<text x=\"{}\" y=\"{}\" class=lbl>no data</text>",
+            l + 10.0,
+            t + 30.0
+        );
     }
     for (si, (name, vals)) in series.iter().enumerate() {
         let color = PALETTE[si % PALETTE.len()];
@@ -599,7 +619,13 @@ fn line_chart(title: &str, days: &[String], series: &[(String, Vec<Option<f64>>)
         for (i, v) in vals.iter().enumerate() {
             match v {
                 Some(v) => {
-                    let _ = write!(path, "{}{:.1},{:.1} ", if pen { "L" } else { "M" }, x(i), y(*v));
+                    let _ = write!(
+                        path,
+                        "{}{:.1},{:.1} ",
+                        if pen { "L" } else { "M" },
+                        x(i),
+                        y(*v)
+                    );
                     pen = true;
                 }
                 None => pen = false,
@@ -607,12 +633,17 @@ fn line_chart(title: &str, days: &[String], series: &[(String, Vec<Option<f64>>)
         }
         let _ = write!(
             out,
-            "<path d=\"{}\" fill=none stroke=\"{color}\" stroke-width=2.5 stroke-linejoin=round/>",
+            "<path d=\"{}\" fill=none stroke=\"{color}\" stroke-width=2.5 stroke-linejoin=\"round\"/>",
             path.trim_end()
         );
         for (i, v) in vals.iter().enumerate() {
             if let Some(v) = v {
-                let _ = write!(out, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=3 fill=\"{color}\"/>", x(i), y(*v));
+                let _ = write!(
+                    out,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=3 fill=\"{color}\"/>",
+                    x(i),
+                    y(*v)
+                );
             }
         }
         let ly = t + 14.0 + 20.0 * si as f64;
@@ -654,7 +685,7 @@ fn heat_map(hm: &HeatMap, tz: &str, k: u64, out: &mut String) {
         .max(1) as f64;
     let _ = write!(
         out,
-        "<figure class=chart><figcaption>When social platforms are used: foreground requests by hour of week ({})</figcaption><svg class=heat xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {h}\" width=\"100%\" role=img aria-label=\"hour-of-week heat map\">",
+        "<figure class=chart><figcaption>When social platforms are used: foreground requests by hour of week ({})</figcaption><svg class=heat viewBox=\"0 0 {w} {h}\" width=\"100%\" role=img aria-label=\"hour-of-week heat map\">",
         esc(tz)
     );
     for hr in 0..24 {
@@ -755,7 +786,10 @@ fn fmt_time(t: Option<jiff::Timestamp>, tz: &str) -> String {
     match t {
         None => "–".to_owned(),
         Some(t) => match jiff::tz::TimeZone::get(tz) {
-            Ok(z) => t.to_zoned_datetime(z).strftime("%Y-%m-%d %H:%M").to_string(),
+            Ok(z) => t
+                .to_zoned_datetime(z)
+                .strftime("%Y-%m-%d %H:%M")
+                .to_string(),
             Err(_) => t.to_string(),
         },
     }
@@ -768,12 +802,14 @@ pub fn html(r: &Report) -> String {
     let mut o = String::with_capacity(64 * 1024);
     let period = format!(
         "{} – {}",
-        r.period
-            .from
-            .map_or_else(|| fmt_time(r.period.first_record, tz), |t| fmt_time(Some(t), tz)),
-        r.period
-            .to
-            .map_or_else(|| fmt_time(r.period.last_record, tz), |t| fmt_time(Some(t), tz)),
+        r.period.from.map_or_else(
+            || fmt_time(r.period.first_record, tz),
+            |t| fmt_time(Some(t), tz)
+        ),
+        r.period.to.map_or_else(
+            || fmt_time(r.period.last_record, tz),
+            |t| fmt_time(Some(t), tz)
+        ),
     );
     let _ = write!(
         o,
@@ -781,7 +817,7 @@ pub fn html(r: &Report) -> String {
         esc(&period)
     );
     // One shared pattern for suppressed cells.
-    o.push_str("<svg width=0 height=0 style=\"position:absolute\" aria-hidden=true><defs><pattern id=hatch width=6 height=6 patternUnits=userSpaceOnUse patternTransform=\"rotate(45)\"><rect width=6 height=6 fill=\"#f8fafc\"/><line x1=0 y1=0 x2=0 y2=6 stroke=\"#cbd5e1\" stroke-width=2/></pattern></defs></svg>");
+    o.push_str("<svg width=0 height=0 style=\"position:absolute\" aria-hidden=true><defs><pattern id=hatch width=6 height=6 patternUnits=userSpaceOnUse patternTransform=\"rotate(45)\"><rect width=6 height=6 fill=\"#f8fafc\"/><line x1=0 y1=0 x2=0 y2=6 stroke=\"#cbd5e1\" stroke-width=\"2\"/></pattern></defs></svg>");
     let _ = write!(
         o,
         "<main><header><h1>Social platform usage report</h1><div class=meta>Period <b>{}</b> ({}) · generated {} · {} records read from {} input(s)</div></header>",
@@ -810,10 +846,19 @@ pub fn html(r: &Report) -> String {
     if !failed.is_empty() || r.input.malformed > 0 {
         o.push_str("<section class=\"note warn\"><p><b>Input problems.</b></p>");
         for f in failed {
-            let _ = write!(o, "<p>{}: {}</p>", esc(&f.path), esc(f.error.as_deref().unwrap_or("")));
+            let _ = write!(
+                o,
+                "<p>{}: {}</p>",
+                esc(&f.path),
+                esc(f.error.as_deref().unwrap_or(""))
+            );
         }
         if r.input.malformed > 0 {
-            let _ = write!(o, "<p>{} malformed line(s) skipped, for example:</p><ul>", r.input.malformed);
+            let _ = write!(
+                o,
+                "<p>{} malformed line(s) skipped, for example:</p><ul>",
+                r.input.malformed
+            );
             for e in &r.input.malformed_examples {
                 let _ = write!(o, "<li><code>{}</code></li>", esc(e));
             }
@@ -826,18 +871,46 @@ pub fn html(r: &Report) -> String {
 
     if let Some(s) = &r.strategy {
         o.push_str("<h2>Strategy: how social platforms are used</h2>");
-        let all = s.platforms.iter().find(|a| a.group == ALL && a.platform == ALL);
-        let members = s.groups.iter().find(|g| g.group == ALL).map(|g| g.active_members);
+        let all = s
+            .platforms
+            .iter()
+            .find(|a| a.group == ALL && a.platform == ALL);
+        let members = s
+            .groups
+            .iter()
+            .find(|g| g.group == ALL)
+            .map(|g| g.active_members);
         let card = |o: &mut String, label: &str, v: String| {
-            let _ = write!(o, "<div class=card><span>{}</span><b>{}</b></div>", esc(label), v);
+            let _ = write!(
+                o,
+                "<div class=card><span>{}</span><b>{}</b></div>",
+                esc(label),
+                v
+            );
         };
         o.push_str("<div class=cards>");
         let cell_txt = |c: Option<Val>| c.map_or("–".to_owned(), |v| html_val(&v, k));
         card(&mut o, "active members", cell_txt(members.map(Val::from)));
-        card(&mut o, "active on any platform", cell_txt(all.map(|a| frac(a.adoption))));
-        card(&mut o, "minutes per active user", cell_txt(all.map(|a| num(a.minutes_per_active_user))));
-        card(&mut o, "write share (where known)", cell_txt(all.map(|a| opt_frac(a.write_share))));
-        card(&mut o, "refused requests", cell_txt(all.map(|a| Val::from(a.refused_requests))));
+        card(
+            &mut o,
+            "active on any platform",
+            cell_txt(all.map(|a| frac(a.adoption))),
+        );
+        card(
+            &mut o,
+            "minutes per active user",
+            cell_txt(all.map(|a| num(a.minutes_per_active_user))),
+        );
+        card(
+            &mut o,
+            "write share (where known)",
+            cell_txt(all.map(|a| opt_frac(a.write_share))),
+        );
+        card(
+            &mut o,
+            "refused requests",
+            cell_txt(all.map(|a| Val::from(a.refused_requests))),
+        );
         o.push_str("</div>");
 
         let per_platform: Vec<&AdoptionRow> = s
@@ -849,7 +922,11 @@ pub fn html(r: &Report) -> String {
             .iter()
             .map(|a| {
                 let v = a.adoption.value();
-                (a.platform.clone(), v.map(|x| x * 100.0), v.map_or(String::new(), |x| format!("{:.0}%", x * 100.0)))
+                (
+                    a.platform.clone(),
+                    v.map(|x| x * 100.0),
+                    v.map_or(String::new(), |x| format!("{:.0}%", x * 100.0)),
+                )
             })
             .collect();
         adoption.sort_by(|a, b| b.1.unwrap_or(-1.0).total_cmp(&a.1.unwrap_or(-1.0)));
@@ -857,7 +934,11 @@ pub fn html(r: &Report) -> String {
             .iter()
             .map(|a| {
                 let v = a.minutes_per_active_user.value();
-                (a.platform.clone(), v, v.map_or(String::new(), |x| format!("{x:.1} min")))
+                (
+                    a.platform.clone(),
+                    v,
+                    v.map_or(String::new(), |x| format!("{x:.1} min")),
+                )
             })
             .collect();
         minutes.sort_by(|a, b| b.1.unwrap_or(-1.0).total_cmp(&a.1.unwrap_or(-1.0)));
@@ -892,7 +973,12 @@ pub fn html(r: &Report) -> String {
                 (p.to_string(), vals)
             })
             .collect();
-        line_chart("Daily active users by platform (all groups; gaps are suppressed days)", &days, &series, &mut o);
+        line_chart(
+            "Daily active users by platform (all groups; gaps are suppressed days)",
+            &days,
+            &series,
+            &mut o,
+        );
         heat_map(&s.hour_of_week, tz, k, &mut o);
 
         o.push_str("<h3>Social maturity by group</h3><div class=tw><table id=t-maturity><thead><tr><th>group</th><th>maturity</th><th>score</th><th>platforms adopted</th><th>active on any</th><th>write share</th><th>refused members</th><th>min / member</th><th>why</th></tr></thead><tbody>");
@@ -930,7 +1016,11 @@ pub fn html(r: &Report) -> String {
             ("would refuse (report mode)", t.would_refuse.into()),
             ("unauthenticated", t.unauthenticated.into()),
         ] {
-            let _ = write!(o, "<div class=card><span>{label}</span><b>{}</b></div>", html_val(&v, k));
+            let _ = write!(
+                o,
+                "<div class=card><span>{label}</span><b>{}</b></div>",
+                html_val(&v, k)
+            );
         }
         o.push_str("</div>");
         let refused: Vec<(String, Option<f64>, String)> = s
@@ -938,7 +1028,11 @@ pub fn html(r: &Report) -> String {
             .iter()
             .map(|p| {
                 let v = p.requests.value();
-                (p.platform.clone(), v.map(|x| x as f64), v.map_or(String::new(), thousands))
+                (
+                    p.platform.clone(),
+                    v.map(|x| x as f64),
+                    v.map_or(String::new(), thousands),
+                )
             })
             .collect();
         let mut up: Vec<(String, Option<f64>, String)> = s
@@ -947,7 +1041,11 @@ pub fn html(r: &Report) -> String {
             .filter(|b| b.group == ALL && b.platform != ALL)
             .map(|b| {
                 let v = b.bytes_up.value();
-                (b.platform.clone(), v.map(|x| x as f64), v.map_or(String::new(), human_bytes))
+                (
+                    b.platform.clone(),
+                    v.map(|x| x as f64),
+                    v.map_or(String::new(), human_bytes),
+                )
             })
             .collect();
         up.sort_by(|a, b| b.1.unwrap_or(-1.0).total_cmp(&a.1.unwrap_or(-1.0)));
@@ -990,9 +1088,15 @@ mod tests {
             name: "x",
             title: "x",
             columns: vec!["a", "b"],
-            rows: vec![vec![text("plain"), text("with, \"comma\"")], vec![Val::Suppressed, Val::Frac(0.5)]],
+            rows: vec![
+                vec![text("plain"), text("with, \"comma\"")],
+                vec![Val::Suppressed, Val::Frac(0.5)],
+            ],
         };
-        assert_eq!(csv_table(&t), "a,b\r\nplain,\"with, \"\"comma\"\"\"\r\nsuppressed,0.5000\r\n");
+        assert_eq!(
+            csv_table(&t),
+            "a,b\r\nplain,\"with, \"\"comma\"\"\"\r\nsuppressed,0.5000\r\n"
+        );
     }
 
     #[test]
