@@ -396,7 +396,9 @@ fn csv_to_a_directory_writes_one_file_per_table() {
 
 /// A realistic report for the HTML check and the screenshot in docs/.
 fn realistic_log(dir: &Path) -> PathBuf {
-    let groups: &[(&str, usize, &[(&str, usize, bool)])] = &[
+    /// (platform, how many of the group use it, do they write)
+    type Uses = &'static [(&'static str, usize, bool)];
+    let groups: &[(&str, usize, Uses)] = &[
         (
             "marketing",
             14,

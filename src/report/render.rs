@@ -1070,9 +1070,9 @@ pub fn html(r: &Report) -> String {
     if let Some(t) = table("input") {
         html_table(t, k, &mut o);
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<footer>socialgate report · schema {} · k = {k} · idle gap {} min · audience {} · metric definitions: docs/reports.md</footer></main></body></html>\n",
+        "<footer>socialgate report · schema {} · k = {k} · idle gap {} min · audience {} · metric definitions: docs/reports.md</footer></main></body></html>",
         r.schema, r.settings.idle_minutes, esc(&r.settings.audience)
     );
     o
