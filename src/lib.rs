@@ -15,17 +15,24 @@
 //!   checks, and the one module that builds every refusal and error response.
 //! - [`event`] and [`accesslog`]: every request or tunnel ends in exactly one
 //!   `Event`; the access log is written from it off the hot path.
+//! - [`pseudonym`]: keyed HMAC pseudonyms for users in logs and reports.
+//! - [`activetime`]: estimated active time (5-minute idle sessions), shared
+//!   by reports and, later, budgets.
+//! - [`report`]: `socialgate report`, offline: reads access logs only.
 //! - [`reload`]: the policy snapshot, swapped atomically on SIGHUP or when
 //!   a policy file changes.
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`, `test`).
 //! - [`yaml`]: the one place that parses YAML.
 
 pub mod accesslog;
+pub mod activetime;
 pub mod app;
 pub mod cli;
 pub mod event;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod pseudonym;
 pub mod reload;
+pub mod report;
 pub mod yaml;

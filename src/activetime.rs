@@ -1,0 +1,495 @@
+//! Estimated active time: idle-gap sessions, the one algorithm that reports
+//! and daily time budgets share.
+//!
+//! Hits (timestamps of foreground requests or tunnels) are grouped per key —
+//! typically (person, platform) — into *sessions*. A session stays open while
+//! hits keep coming; it closes when the next hit for the same key comes more
+//! than the *idle gap* (default 5 minutes) after its last hit, or when the
+//! newest time seen anywhere (the *watermark*) has moved past
+//! `last hit + idle gap + grace`, or on [`Sessionizer::flush`].
+//!
+//! **Duration.** A session's estimated active time is
+//! `(last hit − first hit) + credit`, where the *credit* (default 1 minute)
+//! stands for the reading done after the last hit, so a single hit counts as
+//! one minute and never as zero. Time between hits that are at most one idle
+//! gap apart counts in full; a gap longer than the idle gap counts nothing.
+//!
+//! **Out-of-order hits.** Log lines are written when a request ends but carry
+//! its start time, so hits arrive slightly out of order. A hit earlier than
+//! the open session's first hit, but within one idle gap of it, extends the
+//! session backwards. A hit that comes later than `grace` after its session
+//! was closed, or lies more than one idle gap before the open session, is
+//! counted as a session of its own (at most one extra credit per such hit).
+//!
+//! The core is pure: no clock (every time is passed in), no IO, no tokio, no
+//! knowledge of log records. It must stay usable on the proxy's request path.
+//! Memory holds only open sessions (plus, in [`DailyLedger`], one running
+//! total per key for the current day).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use jiff::{SignedDuration, Timestamp};
+
+/// Default idle gap that closes a session.
+pub const DEFAULT_IDLE: SignedDuration = SignedDuration::from_secs(5 * 60);
+/// Default credit added to every session for reading after its last hit.
+pub const DEFAULT_CREDIT: SignedDuration = SignedDuration::from_secs(60);
+
+/// How sessions are cut and credited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRules {
+    /// A gap longer than this between two hits closes the session.
+    pub idle: SignedDuration,
+    /// Added to every session's span (last − first hit).
+    pub credit: SignedDuration,
+    /// How long after its idle gap an open session waits for late hits
+    /// before the watermark closes it.
+    pub grace: SignedDuration,
+}
+
+impl Default for SessionRules {
+    fn default() -> Self {
+        SessionRules {
+            idle: DEFAULT_IDLE,
+            credit: DEFAULT_CREDIT,
+            grace: DEFAULT_IDLE,
+        }
+    }
+}
+
+impl SessionRules {
+    /// Rules with the given idle gap in minutes (grace = idle), default credit.
+    pub fn with_idle_minutes(minutes: u32) -> Self {
+        let idle = SignedDuration::from_secs(i64::from(minutes.max(1)) * 60);
+        SessionRules {
+            idle,
+            credit: DEFAULT_CREDIT,
+            grace: idle,
+        }
+    }
+}
+
+/// A closed session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session<K> {
+    pub key: K,
+    pub first: Timestamp,
+    pub last: Timestamp,
+    /// How many hits the session holds.
+    pub hits: u32,
+    /// Estimated active time: (last − first) + credit.
+    pub active: SignedDuration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// Milliseconds since the epoch.
+    first: i64,
+    last: i64,
+    hits: u32,
+}
+
+/// Streaming sessionizer: feed hits with [`observe`](Self::observe), collect
+/// closed sessions from its return value and from [`flush`](Self::flush).
+#[derive(Debug)]
+pub struct Sessionizer<K> {
+    rules: SessionRules,
+    idle_ms: i64,
+    credit_ms: i64,
+    grace_ms: i64,
+    open: HashMap<K, Open>,
+    /// Newest hit time seen (ms).
+    watermark: i64,
+    /// Watermark at the last sweep of expired sessions (ms).
+    swept_at: i64,
+}
+
+impl<K: Hash + Eq + Clone> Sessionizer<K> {
+    pub fn new(rules: SessionRules) -> Self {
+        Sessionizer {
+            rules,
+            idle_ms: rules.idle.as_millis() as i64,
+            credit_ms: rules.credit.as_millis() as i64,
+            grace_ms: rules.grace.as_millis() as i64,
+            open: HashMap::new(),
+            watermark: i64::MIN,
+            swept_at: i64::MIN,
+        }
+    }
+
+    pub fn rules(&self) -> SessionRules {
+        self.rules
+    }
+
+    /// Number of sessions currently open.
+    pub fn open_sessions(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Records a hit for `key` at `at`, pushing any session that this closes
+    /// (for this key, or for others the watermark has passed) into `closed`.
+    pub fn observe_into(&mut self, key: &K, at: Timestamp, closed: &mut Vec<Session<K>>) {
+        let t = at.as_millisecond();
+        match self.open.get_mut(key) {
+            Some(s) if t > s.last + self.idle_ms => {
+                let old = *s;
+                *s = Open {
+                    first: t,
+                    last: t,
+                    hits: 1,
+                };
+                closed.push(self.session(key.clone(), old));
+            }
+            Some(s) if t >= s.first - self.idle_ms => {
+                s.first = s.first.min(t);
+                s.last = s.last.max(t);
+                s.hits = s.hits.saturating_add(1);
+            }
+            Some(_) => {
+                // Far earlier than the open session: a session of its own.
+                let lone = Open {
+                    first: t,
+                    last: t,
+                    hits: 1,
+                };
+                closed.push(self.session(key.clone(), lone));
+            }
+            None => {
+                self.open.insert(
+                    key.clone(),
+                    Open {
+                        first: t,
+                        last: t,
+                        hits: 1,
+                    },
+                );
+            }
+        }
+        if t > self.watermark {
+            self.watermark = t;
+            if self.swept_at == i64::MIN {
+                self.swept_at = t;
+            } else if t - self.swept_at >= self.idle_ms {
+                self.sweep(closed);
+            }
+        }
+    }
+
+    /// Like [`observe_into`](Self::observe_into), returning the closed sessions.
+    pub fn observe(&mut self, key: K, at: Timestamp) -> Vec<Session<K>> {
+        let mut closed = Vec::new();
+        self.observe_into(&key, at, &mut closed);
+        closed
+    }
+
+    /// Closes every open session whose last hit is more than idle + grace
+    /// before `now` (for callers with a clock, e.g. the proxy's budget
+    /// bookkeeping, to keep memory bounded when traffic stops).
+    pub fn expire(&mut self, now: Timestamp, closed: &mut Vec<Session<K>>) {
+        self.watermark = self.watermark.max(now.as_millisecond());
+        self.sweep(closed);
+    }
+
+    /// Closes all open sessions.
+    pub fn flush(&mut self) -> Vec<Session<K>> {
+        let mut out: Vec<Session<K>> = Vec::with_capacity(self.open.len());
+        let open = std::mem::take(&mut self.open);
+        for (k, s) in open {
+            out.push(self.session(k, s));
+        }
+        out.sort_by_key(|s| s.first);
+        out
+    }
+
+    /// The open session of `key` as (first, last, estimated active time so far).
+    pub fn open_session(&self, key: &K) -> Option<(Timestamp, Timestamp, SignedDuration)> {
+        self.open.get(key).map(|s| {
+            (
+                ts(s.first),
+                ts(s.last),
+                SignedDuration::from_millis(s.last - s.first + self.credit_ms),
+            )
+        })
+    }
+
+    fn sweep(&mut self, closed: &mut Vec<Session<K>>) {
+        self.swept_at = self.watermark;
+        let limit = self.watermark - self.idle_ms - self.grace_ms;
+        let credit = self.credit_ms;
+        self.open.retain(|k, s| {
+            if s.last < limit {
+                closed.push(make_session(k.clone(), *s, credit));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn session(&self, key: K, s: Open) -> Session<K> {
+        make_session(key, s, self.credit_ms)
+    }
+}
+
+fn make_session<K>(key: K, s: Open, credit_ms: i64) -> Session<K> {
+    Session {
+        key,
+        first: ts(s.first),
+        last: ts(s.last),
+        hits: s.hits,
+        active: SignedDuration::from_millis(s.last - s.first + credit_ms),
+    }
+}
+
+fn ts(ms: i64) -> Timestamp {
+    // Every value here came from a valid Timestamp (or a difference between
+    // two), so it is in range; fall back to the epoch rather than panic.
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Per-key active time for the current day, for daily minute budgets.
+///
+/// The caller owns the calendar: with every hit it passes the start of the
+/// local day that the hit falls in (in the policy's time zone), so this type
+/// needs no time-zone database and no clock. A session that began before the
+/// day started counts only from the day's start.
+#[derive(Debug)]
+pub struct DailyLedger<K> {
+    sessions: Sessionizer<K>,
+    /// Per key: the day start (ms) the total belongs to, and the active time
+    /// (ms) of that day's sessions that have already closed.
+    closed_today: HashMap<K, (i64, i64)>,
+    scratch: Vec<Session<K>>,
+}
+
+impl<K: Hash + Eq + Clone> DailyLedger<K> {
+    pub fn new(rules: SessionRules) -> Self {
+        DailyLedger {
+            sessions: Sessionizer::new(rules),
+            closed_today: HashMap::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Records a foreground hit for `key` at `at`; `day_start` is the start
+    /// of the local day containing `at`.
+    pub fn observe(&mut self, key: &K, at: Timestamp, day_start: Timestamp) {
+        let mut closed = std::mem::take(&mut self.scratch);
+        self.sessions.observe_into(key, at, &mut closed);
+        for s in closed.drain(..) {
+            self.add_closed(s, day_start);
+        }
+        self.scratch = closed;
+    }
+
+    /// Active time of `key` so far on the day that starts at `day_start`:
+    /// closed sessions of that day plus the open session (from the day start
+    /// on), each with its credit.
+    pub fn active_today(&self, key: &K, day_start: Timestamp) -> SignedDuration {
+        let day = day_start.as_millisecond();
+        let closed = match self.closed_today.get(key) {
+            Some(&(d, ms)) if d == day => ms,
+            _ => 0,
+        };
+        let open = self.sessions.open.get(key).map_or(0, |s| {
+            clipped(s.first, s.last, day, self.sessions.credit_ms)
+        });
+        SignedDuration::from_millis(closed + open)
+    }
+
+    /// Active minutes so far today, rounded down.
+    pub fn active_minutes_today(&self, key: &K, day_start: Timestamp) -> i64 {
+        self.active_today(key, day_start).as_secs() / 60
+    }
+
+    /// Closes sessions idle for longer than idle + grace at `now` and drops
+    /// totals of days before `day_start`, keeping memory bounded.
+    pub fn expire(&mut self, now: Timestamp, day_start: Timestamp) {
+        let mut closed = std::mem::take(&mut self.scratch);
+        self.sessions.expire(now, &mut closed);
+        for s in closed.drain(..) {
+            self.add_closed(s, day_start);
+        }
+        self.scratch = closed;
+        let day = day_start.as_millisecond();
+        self.closed_today.retain(|_, (d, _)| *d == day);
+    }
+
+    fn add_closed(&mut self, s: Session<K>, day_start: Timestamp) {
+        let day = day_start.as_millisecond();
+        let credit = self.sessions.credit_ms;
+        let ms = clipped(
+            s.first.as_millisecond(),
+            s.last.as_millisecond(),
+            day,
+            credit,
+        );
+        if ms == 0 {
+            return;
+        }
+        let entry = self.closed_today.entry(s.key).or_insert((day, 0));
+        if entry.0 != day {
+            *entry = (day, 0);
+        }
+        entry.1 += ms;
+    }
+}
+
+/// Active ms of a session [first, last] + credit that falls on or after `day`.
+fn clipped(first: i64, last: i64, day: i64, credit: i64) -> i64 {
+    if last + credit <= day {
+        0
+    } else if first >= day {
+        last - first + credit
+    } else {
+        last + credit - day
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(hms: &str) -> Timestamp {
+        format!("2026-03-02T{hms}Z").parse().unwrap()
+    }
+
+    fn mins(s: &Session<&str>) -> f64 {
+        s.active.as_secs_f64() / 60.0
+    }
+
+    #[test]
+    fn sessions_table() {
+        // (hits, expected sessions as (first, last, hits, active minutes))
+        type Case = (
+            &'static [&'static str],
+            &'static [(&'static str, &'static str, u32, f64)],
+        );
+        let cases: &[Case] = &[
+            (&["09:00:00"], &[("09:00:00", "09:00:00", 1, 1.0)]),
+            (
+                &["09:00:00", "09:04:00", "09:09:00"],
+                &[("09:00:00", "09:09:00", 3, 10.0)],
+            ),
+            // A gap of exactly the idle time keeps the session open.
+            (
+                &["09:00:00", "09:05:00"],
+                &[("09:00:00", "09:05:00", 2, 6.0)],
+            ),
+            // A gap one second longer closes it.
+            (
+                &["09:00:00", "09:05:01"],
+                &[
+                    ("09:00:00", "09:00:00", 1, 1.0),
+                    ("09:05:01", "09:05:01", 1, 1.0),
+                ],
+            ),
+            // Slightly out of order: extends the session backwards.
+            (
+                &["09:10:00", "09:12:00", "09:08:00"],
+                &[("09:08:00", "09:12:00", 3, 5.0)],
+            ),
+            // Far earlier than the open session: a session of its own.
+            (
+                &["09:30:00", "09:00:00"],
+                &[
+                    ("09:00:00", "09:00:00", 1, 1.0),
+                    ("09:30:00", "09:30:00", 1, 1.0),
+                ],
+            ),
+        ];
+        for (hits, expected) in cases {
+            let mut s = Sessionizer::new(SessionRules::default());
+            let mut got = Vec::new();
+            for h in *hits {
+                got.extend(s.observe("alice/x", t(h)));
+            }
+            got.extend(s.flush());
+            got.sort_by_key(|s| s.first);
+            let got: Vec<_> = got
+                .iter()
+                .map(|x| (x.first, x.last, x.hits, mins(x)))
+                .collect();
+            let want: Vec<_> = expected
+                .iter()
+                .map(|&(f, l, h, m)| (t(f), t(l), h, m))
+                .collect();
+            assert_eq!(got, want, "hits {hits:?}");
+        }
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let mut s = Sessionizer::new(SessionRules::default());
+        assert!(s.observe("a", t("09:00:00")).is_empty());
+        assert!(s.observe("b", t("09:01:00")).is_empty());
+        assert!(s.observe("a", t("09:02:00")).is_empty());
+        assert_eq!(s.open_sessions(), 2);
+        let all = s.flush();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].key, "a");
+        assert_eq!(all[0].active, SignedDuration::from_secs(180));
+        assert_eq!(s.open_sessions(), 0);
+    }
+
+    #[test]
+    fn watermark_closes_idle_sessions_of_other_keys() {
+        let mut s = Sessionizer::new(SessionRules::default());
+        s.observe("a", t("09:00:00"));
+        // Still within idle + grace (10 min) of a's last hit.
+        assert!(s.observe("b", t("09:09:00")).is_empty());
+        let closed = s.observe("c", t("09:16:00"));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].key, "a");
+        assert_eq!(s.open_sessions(), 2);
+    }
+
+    #[test]
+    fn memory_holds_only_open_sessions() {
+        let mut s = Sessionizer::new(SessionRules::default());
+        let start = t("00:00:00");
+        let mut closed = 0;
+        for i in 0..10_000i64 {
+            let at = start + SignedDuration::from_secs(i * 30);
+            let key = format!("user{}", i % 1000);
+            closed += s.observe(key, at).len();
+        }
+        // 1000 users, each hit every 500 minutes: every hit is a session.
+        assert!(s.open_sessions() <= 40, "{}", s.open_sessions());
+        closed += s.flush().len();
+        assert_eq!(closed, 10_000);
+    }
+
+    #[test]
+    fn custom_idle_gap() {
+        let mut s = Sessionizer::new(SessionRules::with_idle_minutes(10));
+        s.observe("a", t("09:00:00"));
+        assert!(s.observe("a", t("09:08:00")).is_empty());
+        let all = s.flush();
+        assert_eq!(all[0].active, SignedDuration::from_secs(9 * 60));
+    }
+
+    #[test]
+    fn daily_ledger_counts_today_and_clips_at_midnight() {
+        let day1: Timestamp = "2026-03-02T00:00:00Z".parse().unwrap();
+        let day2: Timestamp = "2026-03-03T00:00:00Z".parse().unwrap();
+        let mut l = DailyLedger::new(SessionRules::default());
+        let k = ("alice", "tiktok");
+        l.observe(&k, t("09:00:00"), day1);
+        l.observe(&k, t("09:04:00"), day1);
+        assert_eq!(l.active_minutes_today(&k, day1), 5);
+        // New session after a long gap: the first one closes into the total.
+        l.observe(&k, t("10:00:00"), day1);
+        assert_eq!(l.active_minutes_today(&k, day1), 6);
+        // A session spanning midnight counts only after it on the new day.
+        let late: Timestamp = "2026-03-02T23:58:00Z".parse().unwrap();
+        let after: Timestamp = "2026-03-03T00:02:00Z".parse().unwrap();
+        l.observe(&k, late, day1);
+        l.observe(&k, after, day2);
+        assert_eq!(l.active_minutes_today(&k, day2), 3);
+        assert_eq!(l.active_minutes_today(&("bob", "x"), day2), 0);
+        l.expire("2026-03-03T01:00:00Z".parse().unwrap(), day2);
+        assert_eq!(l.active_minutes_today(&k, day2), 3);
+    }
+}

@@ -1,0 +1,316 @@
+//! Streaming access-log reader shared by `report` and `simulate`.
+//!
+//! Reads JSON-lines access logs from files, gzip files (by magic bytes, so
+//! rotated `.gz` files work whatever their name) or standard input (`-`), one
+//! line at a time into a reused buffer, and hands each record to a callback as
+//! a [`Record`] that borrows from that buffer. A bad line (truncated JSON,
+//! wrong types, missing fields, invalid UTF-8) is counted and a few examples
+//! kept as `file:line: problem`; a file that cannot be opened is recorded in
+//! [`ReadStats`]. Neither stops the reading.
+//!
+//! This module must never hold more than one line in memory, and never
+//! interpret records (no policy, no aggregation).
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::event::{AuthMethod, Kind};
+
+/// How many malformed-line examples are kept.
+pub const MAX_EXAMPLES: usize = 10;
+
+/// One access-log line, borrowed from the line buffer. Mirrors
+/// [`crate::event::Event`]; unknown fields are ignored so newer logs still
+/// read. Strings with JSON escapes are the only ones that allocate.
+#[derive(Debug, Deserialize)]
+pub struct Record<'a> {
+    pub time: Timestamp,
+    pub kind: Kind,
+    #[serde(borrow)]
+    pub client: Cow<'a, str>,
+    #[serde(borrow)]
+    pub user: Option<Cow<'a, str>>,
+    pub auth: AuthMethod,
+    #[serde(borrow)]
+    pub groups: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub group: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub method: Cow<'a, str>,
+    #[serde(borrow)]
+    pub host: Cow<'a, str>,
+    pub port: u16,
+    #[serde(borrow, default)]
+    pub path: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub sni: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub platform: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub category: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub class: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub activity: Option<Cow<'a, str>>,
+    pub foreground: bool,
+    #[serde(borrow)]
+    pub action: Cow<'a, str>,
+    #[serde(borrow)]
+    pub mode: Cow<'a, str>,
+    #[serde(borrow)]
+    pub rule: Cow<'a, str>,
+    #[serde(borrow)]
+    pub reason: Cow<'a, str>,
+    pub status: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: u64,
+    #[serde(borrow, default)]
+    pub error: Option<Cow<'a, str>>,
+}
+
+impl Record<'_> {
+    /// Refused: `block` enforced, or a 403/407 answer.
+    pub fn refused(&self) -> bool {
+        (self.action == "block" && self.mode == "enforce")
+            || self.status == 403
+            || self.status == 407
+    }
+
+    /// Would have been refused: a `block` rule in `report` mode (traffic passed).
+    pub fn would_refuse(&self) -> bool {
+        self.action == "block" && self.mode == "report" && !self.refused()
+    }
+}
+
+/// Counts for one input.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FileStats {
+    pub path: String,
+    /// Non-empty lines read.
+    pub lines: u64,
+    /// Lines that parsed into a record.
+    pub records: u64,
+    pub malformed: u64,
+    /// Why the file could not be opened or read to its end, if so.
+    pub error: Option<String>,
+}
+
+/// Counts for all inputs, with the first few malformed-line examples.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReadStats {
+    pub files: Vec<FileStats>,
+    pub lines: u64,
+    pub records: u64,
+    pub malformed: u64,
+    /// `file:line: problem`, at most [`MAX_EXAMPLES`].
+    pub malformed_examples: Vec<String>,
+}
+
+impl ReadStats {
+    /// Inputs that could not be opened or were cut short by a read error.
+    pub fn failed_files(&self) -> impl Iterator<Item = &FileStats> {
+        self.files.iter().filter(|f| f.error.is_some())
+    }
+}
+
+/// Reads every input in turn and calls `f` for each well-formed record.
+/// `-` is standard input. Inputs are read in the order given.
+pub fn read_logs<F>(inputs: &[PathBuf], stats: &mut ReadStats, mut f: F)
+where
+    F: FnMut(&Record<'_>),
+{
+    for path in inputs {
+        read_one(path, stats, &mut f);
+    }
+}
+
+/// Reads one input (see [`read_logs`]).
+pub fn read_one<F>(path: &Path, stats: &mut ReadStats, f: &mut F)
+where
+    F: FnMut(&Record<'_>),
+{
+    let name = path.display().to_string();
+    let mut fs = FileStats {
+        path: name.clone(),
+        ..FileStats::default()
+    };
+    match open_input(path) {
+        Ok(reader) => {
+            if let Err(e) = read_lines(reader, &name, &mut fs, stats, f) {
+                fs.error = Some(format!("read error after line {}: {e}", fs.lines));
+            }
+        }
+        Err(e) => fs.error = Some(e),
+    }
+    stats.lines += fs.lines;
+    stats.records += fs.records;
+    stats.malformed += fs.malformed;
+    stats.files.push(fs);
+}
+
+/// Opens a path (or `-` for stdin), transparently decompressing gzip.
+pub fn open_input(path: &Path) -> Result<Box<dyn BufRead>, String> {
+    const CAP: usize = 256 * 1024;
+    let raw: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err("is a directory, not a log file".to_owned());
+        }
+        Box::new(file)
+    };
+    let mut buffered = BufReader::with_capacity(CAP, raw);
+    let is_gzip = {
+        let head = buffered
+            .fill_buf()
+            .map_err(|e| format!("cannot read: {e}"))?;
+        head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b
+    };
+    if is_gzip {
+        let gz = flate2::bufread::MultiGzDecoder::new(buffered);
+        Ok(Box::new(BufReader::with_capacity(CAP, gz)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+fn read_lines<F>(
+    mut reader: Box<dyn BufRead>,
+    name: &str,
+    fs: &mut FileStats,
+    stats: &mut ReadStats,
+    f: &mut F,
+) -> std::io::Result<()>
+where
+    F: FnMut(&Record<'_>),
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut line_no: u64 = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = trim_line(&buf);
+        if line.is_empty() {
+            continue;
+        }
+        fs.lines += 1;
+        match serde_json::from_slice::<Record<'_>>(line) {
+            Ok(rec) => {
+                fs.records += 1;
+                f(&rec);
+            }
+            Err(e) => {
+                fs.malformed += 1;
+                if stats.malformed_examples.len() < MAX_EXAMPLES {
+                    stats
+                        .malformed_examples
+                        .push(format!("{name}:{line_no}: {}", describe(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn trim_line(buf: &[u8]) -> &[u8] {
+    let mut end = buf.len();
+    while end > 0 && matches!(buf[end - 1], b'\n' | b'\r' | b' ' | b'\t') {
+        end -= 1;
+    }
+    let mut start = 0;
+    while start < end && matches!(buf[start], b' ' | b'\t') {
+        start += 1;
+    }
+    &buf[start..end]
+}
+
+fn describe(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Eof => "truncated JSON",
+        Category::Syntax => "not valid JSON",
+        Category::Data => "not an access-log record",
+        Category::Io => "read error",
+    };
+    format!("{what}: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const LINE: &str = r#"{"time":"2026-03-02T09:00:00Z","kind":"tunnel","client":"10.0.0.1","user":"p:0123456789abcdef","auth":"basic","groups":["sales","all"],"group":"sales","method":"CONNECT","host":"www.linkedin.com","port":443,"sni":"www.linkedin.com","platform":"linkedin","category":"professional","class":"primary","activity":null,"foreground":true,"action":"allow","mode":"enforce","rule":"r1","reason":"rule-matched","status":200,"bytes_up":1200,"bytes_down":50000,"duration_ms":30000}"#;
+
+    fn read_str(text: &str) -> (Vec<String>, ReadStats) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, text).unwrap();
+        let mut stats = ReadStats::default();
+        let mut hosts = Vec::new();
+        read_logs(&[p], &mut stats, |r| hosts.push(r.host.to_string()));
+        (hosts, stats)
+    }
+
+    #[test]
+    fn reads_a_record_and_borrows_its_strings() {
+        let rec: Record<'_> = serde_json::from_str(LINE).unwrap();
+        assert!(matches!(rec.host, Cow::Borrowed(_)));
+        assert_eq!(rec.groups.len(), 2);
+        assert_eq!(rec.kind, Kind::Tunnel);
+        assert!(!rec.refused());
+    }
+
+    #[test]
+    fn malformed_lines_are_counted_with_examples() {
+        let bad_type = LINE.replace(r#""status":200"#, r#""status":"ok""#);
+        let missing = LINE.replace(r#""kind":"tunnel","#, "");
+        let truncated = &LINE[..LINE.len() / 2];
+        let text = format!("{LINE}\n\n{bad_type}\n{missing}\n{truncated}\n\u{0}garbage\n{LINE}");
+        let (hosts, stats) = read_str(&text);
+        assert_eq!(hosts.len(), 2);
+        assert_eq!(stats.lines, 6);
+        assert_eq!(stats.malformed, 4);
+        assert!(
+            stats.malformed_examples[0].contains(
+                ".log:3: not an access-log record: invalid type: string \"ok\", expected u16"
+            ),
+            "{}",
+            stats.malformed_examples[0]
+        );
+        assert!(stats.malformed_examples[1]
+            .contains(":4: not an access-log record: missing field `kind`"));
+        assert!(stats.malformed_examples[2].contains(":5: truncated JSON"));
+        assert!(stats.malformed_examples[3].contains(":6: not valid JSON"));
+    }
+
+    #[test]
+    fn gzip_is_detected_by_magic_bytes_and_missing_files_are_reported() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("access.log.1"); // no .gz extension on purpose
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        writeln!(enc, "{LINE}\n{LINE}").unwrap();
+        enc.finish().unwrap();
+        let missing = dir.path().join("nope.log");
+        let mut stats = ReadStats::default();
+        let mut n = 0;
+        read_logs(&[missing, gz], &mut stats, |_| n += 1);
+        assert_eq!(n, 2);
+        assert_eq!(stats.failed_files().count(), 1);
+        assert!(stats.files[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("cannot open"));
+    }
+}

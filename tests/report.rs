@@ -1,0 +1,655 @@
+//! `socialgate report` end to end through the library: synthetic access logs
+//! in a temp dir, the report built with `socialgate::report`, exact numbers.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use socialgate::report::{self, build_report, Format, ReportArgs};
+
+/// One access-log line with sensible defaults; tweak with the builder.
+struct Line(Value);
+
+impl Line {
+    fn tunnel(time: &str, user: &str, groups: &[&str], platform: &str) -> Line {
+        Line(json!({
+            "time": time, "kind": "tunnel", "client": "10.0.0.9", "user": user,
+            "auth": "basic", "groups": groups, "group": groups.first(),
+            "method": "CONNECT", "host": format!("www.{platform}.com"), "port": 443,
+            "sni": format!("www.{platform}.com"), "platform": platform, "category": "social",
+            "class": "primary", "activity": null, "foreground": true,
+            "action": "allow", "mode": "enforce", "rule": "r-allow", "reason": "rule-matched",
+            "status": 200, "bytes_up": 1000, "bytes_down": 20000, "duration_ms": 1000
+        }))
+    }
+    fn set(mut self, k: &str, v: Value) -> Line {
+        self.0[k] = v;
+        self
+    }
+    fn refused(self) -> Line {
+        self.set("action", json!("block"))
+            .set("status", json!(403))
+            .set("bytes_up", json!(0))
+            .set("bytes_down", json!(0))
+    }
+    fn write_act(self) -> Line {
+        self.set("kind", json!("request"))
+            .set("method", json!("POST"))
+            .set("activity", json!("write"))
+            .set("foreground", json!(false))
+    }
+}
+
+fn write_log(dir: &Path, name: &str, lines: &[Line]) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    for l in lines {
+        writeln!(f, "{}", l.0).unwrap();
+    }
+    path
+}
+
+fn users(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("p:{prefix}{i:03}")).collect()
+}
+
+/// Sales: `n` persons on linkedin, each with sessions 09:00–09:04 and 11:00,
+/// one write each, and two refused tiktok requests each. Dev: 5 persons who
+/// only browse a non-catalog host.
+fn scenario(n: usize) -> Vec<Line> {
+    let mut v = Vec::new();
+    for u in users("s", n) {
+        let g = &["sales"];
+        v.push(Line::tunnel("2026-03-02T09:00:00Z", &u, g, "linkedin"));
+        v.push(Line::tunnel("2026-03-02T09:04:00Z", &u, g, "linkedin"));
+        v.push(Line::tunnel("2026-03-02T11:00:00Z", &u, g, "linkedin"));
+        v.push(Line::tunnel("2026-03-02T11:00:10Z", &u, g, "linkedin").write_act());
+        v.push(Line::tunnel("2026-03-02T10:00:00Z", &u, g, "tiktok").refused());
+        v.push(Line::tunnel("2026-03-03T10:00:00Z", &u, g, "tiktok").refused());
+    }
+    for u in users("d", 5) {
+        v.push(
+            Line::tunnel("2026-03-02T09:30:00Z", &u, &["dev"], "x")
+                .set("platform", Value::Null)
+                .set("class", Value::Null)
+                .set("host", json!("docs.rs")),
+        );
+    }
+    v
+}
+
+fn args(logs: Vec<PathBuf>) -> ReportArgs {
+    ReportArgs::new(logs)
+}
+
+fn json_of(a: &ReportArgs) -> Value {
+    serde_json::to_value(build_report(a).unwrap()).unwrap()
+}
+
+fn row<'a>(rows: &'a Value, group: &str, platform: &str) -> &'a Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == group && r["platform"] == platform)
+        .unwrap_or_else(|| panic!("no row {group}/{platform} in {rows:#}"))
+}
+
+#[test]
+fn adoption_active_time_and_sessions_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "access.log", &scenario(5));
+    let r = json_of(&args(vec![log]));
+    let s = &r["strategy"];
+    let li = row(&s["platforms"], "sales", "linkedin");
+    assert_eq!(li["active_users"], 5);
+    assert_eq!(li["adoption"], 1.0);
+    // Per person: session 09:00–09:04 (4 + 1 min) and 11:00 (1 min).
+    assert_eq!(li["sessions"], 10);
+    assert_eq!(li["active_minutes"], 30.0);
+    assert_eq!(li["minutes_per_active_user"], 6.0);
+    assert_eq!(li["writes"], 5);
+    assert_eq!(li["views"], 0);
+    assert_eq!(li["write_share"], 1.0);
+    let tt = row(&s["platforms"], "sales", "tiktok");
+    assert_eq!(tt["refused_requests"], 10);
+    assert_eq!(tt["refused_persons"], 5);
+    assert_eq!(tt["active_users"], 0); // nobody: shown, it says nothing about anyone
+                                       // "*" = all groups: 10 members, 5 of them on linkedin.
+    assert_eq!(row(&s["platforms"], "*", "linkedin")["adoption"], 0.5);
+    let members: Vec<_> = s["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["active_members"].clone())
+        .collect();
+    assert_eq!(members, [json!(10), json!(5), json!(5)]);
+    // Days and trends.
+    let day1 = s["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["day"] == "2026-03-02" && d["group"] == "sales" && d["platform"] == "linkedin")
+        .unwrap();
+    assert_eq!(day1["active_users"], 5);
+    assert_eq!(day1["sessions"], 10);
+    // Heat map: Monday 09:00 holds 2 hits × 5 persons.
+    assert_eq!(s["hour_of_week"]["foreground_requests"][0][9], 10);
+    assert_eq!(s["hour_of_week"]["foreground_requests"][0][10], 0);
+    // Security.
+    let sec = &r["security"];
+    assert_eq!(sec["totals"]["refused"], 10);
+    assert_eq!(sec["top_refused_platforms"][0]["platform"], "tiktok");
+    assert_eq!(sec["top_refused_persons"][0]["requests"], 2);
+    assert!(sec["top_refused_persons"][0]["name"].is_null());
+    // Maturity: sales is refused entirely.
+    let m = s["maturity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["group"] == "sales")
+        .unwrap();
+    assert_eq!(m["label"], "held back by policy");
+    assert_eq!(r["input"]["records"], 35);
+}
+
+#[test]
+fn cells_with_k_minus_1_persons_are_suppressed_and_k_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, shown) in [(4, false), (5, true)] {
+        let log = write_log(dir.path(), &format!("k{n}.log"), &scenario(n));
+        let r = json_of(&args(vec![log]));
+        let li = row(&r["strategy"]["platforms"], "sales", "linkedin");
+        for field in [
+            "active_users",
+            "adoption",
+            "sessions",
+            "active_minutes",
+            "writes",
+        ] {
+            assert_eq!(li[field].is_number(), shown, "n={n} {field}: {}", li[field]);
+            if !shown {
+                assert_eq!(li[field], "suppressed");
+            }
+        }
+        let refused = row(&r["security"]["refused"], "sales", "tiktok");
+        assert_eq!(refused["requests"].is_number(), shown, "n={n}");
+        // CSV and HTML never show the number either.
+        let rep = build_report(&args(vec![dir.path().join(format!("k{n}.log"))])).unwrap();
+        let csv = report::render::csv_all(&rep);
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with("sales,linkedin,"))
+            .unwrap();
+        assert_eq!(line.contains("suppressed"), !shown, "{line}");
+    }
+}
+
+#[test]
+fn one_suppressed_platform_row_does_not_leak_through_the_group_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = scenario(6);
+    // Two persons of sales also use reddit: that row is suppressed, and so
+    // must be one more row of the group (else reddit = total − linkedin).
+    for u in users("s", 2) {
+        lines.push(Line::tunnel(
+            "2026-03-02T13:00:00Z",
+            &u,
+            &["sales"],
+            "reddit",
+        ));
+    }
+    let r = json_of(&args(vec![write_log(dir.path(), "a.log", &lines)]));
+    let p = &r["strategy"]["platforms"];
+    assert_eq!(row(p, "sales", "reddit")["active_minutes"], "suppressed");
+    assert_eq!(row(p, "sales", "linkedin")["active_minutes"], "suppressed");
+    assert!(row(p, "sales", "*")["active_minutes"].is_number());
+}
+
+#[test]
+fn malformed_lines_gz_input_and_missing_files_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_log(dir.path(), "access.log", &scenario(5));
+    // A rotated, gzipped file from the day before, named without .gz.
+    let old = dir.path().join("access.log.1");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&old).unwrap(),
+        flate2::Compression::fast(),
+    );
+    for u in users("s", 5) {
+        writeln!(
+            gz,
+            "{}",
+            Line::tunnel("2026-03-01T09:00:00Z", &u, &["sales"], "linkedin").0
+        )
+        .unwrap();
+    }
+    writeln!(gz, "{{\"time\":\"2026-03-01T09:00:00Z\",\"kind\":").unwrap();
+    writeln!(
+        gz,
+        "{}",
+        Line::tunnel("2026-03-01T09:00:00Z", "p:x", &["sales"], "x")
+            .set("status", json!("200"))
+            .0
+    )
+    .unwrap();
+    gz.finish().unwrap();
+    let missing = dir.path().join("access.log.2.gz");
+    let r = json_of(&args(vec![good.clone(), old.clone(), missing.clone()]));
+    let input = &r["input"];
+    assert_eq!(input["records"], 40);
+    assert_eq!(input["malformed"], 2);
+    let ex = input["malformed_examples"].as_array().unwrap();
+    assert!(
+        ex[0].as_str().unwrap().ends_with(
+            "access.log.1:6: truncated JSON: EOF while parsing a value at line 1 column 38"
+        ),
+        "{ex:?}"
+    );
+    assert!(ex[1]
+        .as_str()
+        .unwrap()
+        .contains("access.log.1:7: not an access-log record: invalid type: string \"200\""));
+    let files = input["files"].as_array().unwrap();
+    // Inputs are read oldest first.
+    assert!(files[0]["path"].as_str().unwrap().ends_with("access.log.1"));
+    let miss = files
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with(".2.gz"))
+        .unwrap();
+    assert!(miss["error"].as_str().unwrap().starts_with("cannot open"));
+    // The linkedin day of the gz file counts.
+    assert_eq!(
+        row(&r["strategy"]["platforms"], "sales", "linkedin")["sessions"],
+        15
+    );
+    // run() succeeds with a partial input, fails when nothing can be read.
+    let mut a = args(vec![good, missing.clone()]);
+    a.format = Format::Json;
+    a.out = Some(dir.path().join("r.json"));
+    assert_eq!(report::run(&a).unwrap(), std::process::ExitCode::SUCCESS);
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(written["schema"], "socialgate-report/1");
+    a.logs = vec![missing];
+    assert_eq!(report::run(&a).unwrap(), std::process::ExitCode::from(1));
+}
+
+#[test]
+fn from_and_to_limit_the_period_with_whole_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "a.log", &scenario(5));
+    let mut a = args(vec![log]);
+    a.from = Some("2026-03-03".into());
+    a.to = Some("2026-03-03".into());
+    let r = json_of(&a);
+    assert_eq!(r["input"]["in_period"], 5); // the five refused tiktok requests of 03-03
+    a.from = Some("2026-03-02T09:00:00Z".into());
+    a.to = Some("2026-03-02T09:04:00Z".into());
+    assert_eq!(json_of(&a)["input"]["in_period"], 5);
+    a.from = Some("yesterday".into());
+    let err = build_report(&a).unwrap_err();
+    assert!(format!("{err:#}").contains("--from yesterday"), "{err:#}");
+}
+
+#[test]
+fn reveal_is_refused_without_a_readable_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "a.log", &scenario(5));
+    let mut a = args(vec![log]);
+    a.reveal = true;
+    a.reason = Some("case 42".into());
+    a.users = Some(dir.path().join("users"));
+    a.audit_log = dir.path().join("audit.log");
+    let err = build_report(&a).unwrap_err();
+    assert!(format!("{err:#}").contains("--key"), "{err:#}");
+    a.key = Some(dir.path().join("missing.key"));
+    let err = format!("{:#}", build_report(&a).unwrap_err());
+    assert!(
+        err.contains("--reveal refused") && err.contains("missing.key"),
+        "{err}"
+    );
+    let open_key = dir.path().join("open.key");
+    std::fs::write(&open_key, "k".repeat(64)).unwrap();
+    set_mode(&open_key, 0o644);
+    a.key = Some(open_key);
+    let err = format!("{:#}", build_report(&a).unwrap_err());
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(
+        !dir.path().join("audit.log").exists(),
+        "nothing audited when refused"
+    );
+}
+
+#[test]
+fn reveal_writes_the_audit_line_first_then_shows_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("pseudonym.key");
+    let keyer = socialgate::pseudonym::Pseudonymizer::generate_key_file(&key_path).unwrap();
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    let mut lines = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let p = keyer.pseudonym(n);
+        for _ in 0..=i {
+            lines.push(Line::tunnel("2026-03-02T10:00:00Z", &p, &["sales"], "tiktok").refused());
+        }
+    }
+    let log = write_log(dir.path(), "a.log", &lines);
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        "alice:$2y$05$x\nbob:$2y$05$y\nerin:$2y$05$z\n",
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.log");
+    let mut a = args(vec![log]);
+    a.reveal = true;
+    a.key = Some(key_path);
+    a.users = Some(dir.path().join("htpasswd"));
+    a.reason = Some("case 42: upload investigation".into());
+    a.audit_log = audit.clone();
+    // Unwritable audit log: the reveal is refused.
+    let bad = a.clone();
+    let mut bad = bad;
+    bad.audit_log = dir.path().join("no/such/dir/audit.log");
+    assert!(format!("{:#}", build_report(&bad).unwrap_err()).contains("audit log"));
+    let r = json_of(&a);
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    let entry: Value = serde_json::from_str(audit_text.lines().next().unwrap()).unwrap();
+    assert_eq!(entry["event"], "reveal");
+    assert_eq!(entry["reason"], "case 42: upload investigation");
+    assert!(entry["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x == "--reveal"));
+    assert!(entry["time"].is_string() && entry["os_user"].is_string());
+    let top = r["security"]["top_refused_persons"].as_array().unwrap();
+    assert_eq!(top[0]["name"], "erin");
+    assert_eq!(top[0]["requests"], 5);
+    assert!(top[1]["name"].is_null()); // dave is not in the htpasswd file
+    assert_eq!(top[1]["person"], keyer.pseudonym("dave"));
+    assert_eq!(r["settings"]["revealed"], true);
+    // The strategy audience never lists persons.
+    a.audience = report::Audience::Strategy;
+    let r = json_of(&a);
+    assert!(r.get("security").is_none());
+    assert!(!serde_json::to_string(&r).unwrap().contains("erin"));
+}
+
+#[test]
+fn csv_to_a_directory_writes_one_file_per_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "a.log", &scenario(5));
+    let out = dir.path().join("csv");
+    std::fs::create_dir(&out).unwrap();
+    let mut a = args(vec![log]);
+    a.format = Format::Csv;
+    a.out = Some(out.clone());
+    report::run(&a).unwrap();
+    let adoption = std::fs::read_to_string(out.join("adoption.csv")).unwrap();
+    assert!(adoption.starts_with("group,platform,active_users,adoption,"));
+    assert!(
+        adoption.contains("sales,linkedin,5,1.0000,10,30.00,6.00,"),
+        "{adoption}"
+    );
+    assert!(out.join("hour_of_week.csv").exists() && out.join("refused.csv").exists());
+}
+
+/// A realistic report for the HTML check and the screenshot in docs/.
+fn realistic_log(dir: &Path) -> PathBuf {
+    /// (platform, how many of the group use it, do they write)
+    type Uses = &'static [(&'static str, usize, bool)];
+    let groups: &[(&str, usize, Uses)] = &[
+        (
+            "marketing",
+            14,
+            &[
+                ("linkedin", 12, true),
+                ("instagram", 10, true),
+                ("x", 8, true),
+                ("youtube", 9, false),
+                ("tiktok", 6, true),
+            ],
+        ),
+        (
+            "sales",
+            20,
+            &[
+                ("linkedin", 18, true),
+                ("x", 5, false),
+                ("youtube", 8, false),
+                ("facebook", 7, false),
+            ],
+        ),
+        (
+            "engineering",
+            30,
+            &[
+                ("reddit", 14, false),
+                ("youtube", 16, false),
+                ("mastodon", 6, true),
+                ("linkedin", 9, false),
+            ],
+        ),
+        (
+            "finance",
+            12,
+            &[("linkedin", 4, false), ("youtube", 3, false)],
+        ),
+    ];
+    let mut lines = Vec::new();
+    let mut seed: u64 = 7;
+    let mut rnd = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for day in 2..=13u32 {
+        let date = format!("2026-03-{day:02}");
+        let weekday = (day - 2) % 7; // 2026-03-02 is a Monday
+        if weekday >= 5 && rnd(3) > 0 {
+            continue;
+        }
+        for (g, size, plats) in groups {
+            for i in 0..*size {
+                let user = format!("p:{g}{i:03}");
+                // Everybody browses something outside the catalog.
+                lines.push(
+                    Line::tunnel(&format!("{date}T08:{:02}:00Z", rnd(60)), &user, &[g], "x")
+                        .set("platform", Value::Null)
+                        .set("class", Value::Null)
+                        .set("host", json!("intranet.example")),
+                );
+                for (p, users, writes) in plats.iter() {
+                    if i >= *users || rnd(10) < 3 {
+                        continue;
+                    }
+                    let hour = 8 + rnd(10);
+                    let start = rnd(50);
+                    for m in 0..(1 + rnd(6)) {
+                        lines.push(
+                            Line::tunnel(
+                                &format!("{date}T{hour:02}:{:02}:00Z", start + m * 2),
+                                &user,
+                                &[g],
+                                p,
+                            )
+                            .set("bytes_up", json!(2000 + rnd(50000))),
+                        );
+                    }
+                    if *writes && rnd(3) == 0 {
+                        lines.push(
+                            Line::tunnel(
+                                &format!("{date}T{hour:02}:{:02}:30Z", start),
+                                &user,
+                                &[g],
+                                p,
+                            )
+                            .write_act(),
+                        );
+                    }
+                    lines.push(
+                        Line::tunnel(
+                            &format!("{date}T{hour:02}:{:02}:40Z", start),
+                            &user,
+                            &[g],
+                            p,
+                        )
+                        .set("kind", json!("request"))
+                        .set("method", json!("GET"))
+                        .set("activity", json!("view"))
+                        .set("foreground", json!(false)),
+                    );
+                }
+                if *g == "finance" || (*g == "sales" && i < 8) {
+                    if rnd(2) == 0 {
+                        lines.push(
+                            Line::tunnel(
+                                &format!("{date}T12:{:02}:00Z", rnd(60)),
+                                &user,
+                                &[g],
+                                "tiktok",
+                            )
+                            .refused(),
+                        );
+                    }
+                    if rnd(3) == 0 {
+                        lines.push(
+                            Line::tunnel(
+                                &format!("{date}T13:{:02}:00Z", rnd(60)),
+                                &user,
+                                &[g],
+                                "instagram",
+                            )
+                            .refused(),
+                        );
+                    }
+                }
+                if *g == "engineering" && rnd(4) == 0 {
+                    lines.push(
+                        Line::tunnel(
+                            &format!("{date}T15:{:02}:00Z", rnd(60)),
+                            &user,
+                            &[g],
+                            "tiktok",
+                        )
+                        .set("action", json!("block"))
+                        .set("mode", json!("report")),
+                    );
+                }
+            }
+        }
+        for i in 0..6 {
+            lines.push(
+                Line::tunnel(
+                    &format!("{date}T10:{:02}:00Z", rnd(60)),
+                    "x",
+                    &["guests"],
+                    "youtube",
+                )
+                .set("user", Value::Null)
+                .set("auth", json!("none"))
+                .set("client", json!(format!("192.0.2.{i}"))),
+            );
+        }
+    }
+    lines.sort_by(|a, b| a.0["time"].as_str().cmp(&b.0["time"].as_str()));
+    write_log(dir, "access.log", &lines)
+}
+
+#[test]
+fn html_report_renders_in_chromium() {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "/usr/bin/chromium is missing: install it with `apt-get update && apt-get install -y chromium fonts-dejavu-core`"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = realistic_log(dir.path());
+    let html_path = dir.path().join("report.html");
+    let mut a = args(vec![log]);
+    a.format = Format::Html;
+    a.out = Some(html_path.clone());
+    a.from = Some("2026-03-02".into());
+    a.to = Some("2026-03-13".into());
+    report::run(&a).unwrap();
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    // Self-contained: no scripts, no external references.
+    assert!(!html.contains("<script"), "no JavaScript");
+    for needle in ["http:", "https:", "@import", "//cdn"] {
+        assert!(!html.contains(needle), "external reference {needle}");
+    }
+    // An unquoted attribute before "/>" swallows the slash in HTML, and the
+    // element then swallows every following sibling.
+    for (i, _) in html.match_indices("/>") {
+        assert_eq!(
+            &html[i - 1..i],
+            "\"",
+            "unquoted attribute before />: {}",
+            &html[i.saturating_sub(60)..i + 2]
+        );
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let png = dir.path().join("report.png");
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ];
+    let url = format!("file://{}", html_path.display());
+    let shot = std::process::Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg("--window-size=1280,2000")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        png.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    assert!(
+        std::fs::metadata(&png).unwrap().len() > 20_000,
+        "screenshot looks empty"
+    );
+    let dom = std::process::Command::new(chromium)
+        .args(common)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for needle in [
+        "<svg class=\"bars\"",
+        "<svg class=\"trend\"",
+        "<svg class=\"heat\"",
+        "id=\"t-adoption\"",
+        "id=\"t-maturity\"",
+        "id=\"t-refused\"",
+        "Social platform usage report",
+    ] {
+        assert!(dom.contains(needle), "DOM lacks {needle}");
+    }
+    if let Ok(dest) = std::env::var("SOCIALGATE_SCREENSHOT") {
+        std::fs::copy(&png, dest).unwrap();
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
