@@ -15,7 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accesslog::{LogConfig, Recorder, UserMapper, WriterHandle};
+use crate::accesslog::{LogConfig, Observer, Recorder, UserMapper, WriterHandle};
+use crate::admin::{self, AdminState};
+use crate::metrics::Metrics;
+use crate::pseudonym::Pseudonymizer;
 use crate::policy::{load_dir, ConfigErrors};
 use crate::proxy::{self, ProxyConfig, ProxyState};
 use crate::reload::{self, PolicyHandle};
@@ -32,6 +35,13 @@ pub struct AppConfig {
     pub watch_interval: Option<Duration>,
     /// How long shutdown waits for in-flight requests and tunnels.
     pub drain: Duration,
+    /// Admin listener (`/metrics`, `/healthz`, ...); `None` disables it.
+    pub admin: Option<SocketAddr>,
+    /// The proxy address advertised in `/proxy.pac` (default: the first listener).
+    pub pac_proxy: Option<SocketAddr>,
+    /// HMAC key for user pseudonyms, used unless the policy names its own
+    /// `logging.key_file`; created (mode 0600) if missing.
+    pub pseudonym_key: PathBuf,
 }
 
 /// Why startup failed.
@@ -46,6 +56,9 @@ pub enum StartError {
 pub struct App {
     /// The proxy listeners' bound addresses.
     pub proxy_addrs: Vec<SocketAddr>,
+    /// The admin listener's bound address, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
     pub state: Arc<ProxyState>,
     pub recorder: Recorder,
     shutdown: watch::Sender<bool>,
@@ -56,6 +69,9 @@ pub struct App {
 
 impl App {
     pub async fn start(cfg: AppConfig) -> Result<App, StartError> {
+        if cfg.listen.is_empty() {
+            return Err(anyhow::anyhow!("no proxy listening address; give at least one --listen").into());
+        }
         let dir = cfg.policy_dir.clone();
         let policy = tokio::task::spawn_blocking(move || load_dir(&dir))
             .await
@@ -64,7 +80,25 @@ impl App {
                 dir: cfg.policy_dir.clone(),
                 errors,
             })?;
+        let key_path = policy.logging.key_file.clone().unwrap_or_else(|| cfg.pseudonym_key.clone());
+        let pseudonymizer = if key_path.exists() {
+            Pseudonymizer::from_key_file(&key_path)
+        } else {
+            let p = Pseudonymizer::generate_key_file(&key_path);
+            if p.is_ok() {
+                tracing::info!(key = %key_path.display(), "created a new pseudonym key (mode 0600); keep it to be able to reveal pseudonyms");
+            }
+            p
+        }
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot use the pseudonym key {} (set --pseudonym-key or logging.key_file)", key_path.display()))?;
         let handle = PolicyHandle::new(policy);
+        let metrics = Metrics::new();
+        metrics.set_policy(&handle.load());
+        {
+            let m = metrics.clone();
+            handle.on_reload(move |p, ok| m.reloaded(p, ok));
+        }
 
         let mut listeners = Vec::new();
         for addr in &cfg.listen {
@@ -79,10 +113,24 @@ impl App {
             .collect::<Result<_, _>>()
             .context("cannot read the listening address")?;
 
-        let users: UserMapper = Arc::new(|u: &str| u.to_string());
+        let users: UserMapper = {
+            let h = handle.clone();
+            Arc::new(move |u: &str| {
+                if h.load().logging.pseudonymize {
+                    pseudonymizer.pseudonym(u)
+                } else {
+                    u.to_string()
+                }
+            })
+        };
+        let observers: Vec<Arc<dyn Observer>> = vec![metrics.clone()];
+        let on_drop: Arc<dyn Fn() + Send + Sync> = {
+            let m = metrics.clone();
+            Arc::new(move || m.log_dropped())
+        };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {
-                let (r, w) = Recorder::start(log.clone(), users, Vec::new(), None).with_context(|| {
+                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop)).with_context(|| {
                     format!(
                         "cannot open the access log {}",
                         log.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(stdout)".into())
@@ -90,10 +138,22 @@ impl App {
                 })?;
                 (r, Some(w))
             }
-            None => (Recorder::without_log(Vec::new()), None),
+            None => (Recorder::without_log(observers), None),
         };
 
-        let state = ProxyState::new(handle.clone(), recorder.clone(), cfg.proxy.clone(), proxy_addrs.clone());
+        let mut self_addrs = proxy_addrs.clone();
+        let admin_listener = match cfg.admin {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the admin endpoints (choose another with --admin, or --admin off)"))?;
+                self_addrs.push(l.local_addr().context("cannot read the admin address")?);
+                Some(l)
+            }
+            None => None,
+        };
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let state = ProxyState::new(handle.clone(), recorder.clone(), cfg.proxy.clone(), self_addrs, metrics.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         for l in listeners {
@@ -108,6 +168,20 @@ impl App {
             }));
         }
         let mut background = Vec::new();
+        if let Some(l) = admin_listener {
+            let admin = Arc::new(AdminState {
+                proxy: state.clone(),
+                metrics: metrics.clone(),
+                pac_proxy: cfg.pac_proxy.unwrap_or(proxy_addrs[0]),
+            });
+            let mut rx = shutdown_rx.clone();
+            background.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                admin::serve(l, admin, stop).await;
+            }));
+        }
         if let Some(every) = cfg.watch_interval {
             background.push(tokio::spawn(reload::watch_files(handle.clone(), every)));
         }
@@ -128,6 +202,8 @@ impl App {
         }
         Ok(App {
             proxy_addrs,
+            admin_addr,
+            metrics,
             state,
             recorder,
             shutdown,

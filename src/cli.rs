@@ -40,6 +40,10 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Run the policy test cases kept in tests.yaml beside the policy.
     Test(DirArg),
+    /// Build usage and security reports from access logs (HTML, CSV or JSON).
+    Report(crate::report::ReportArgs),
+    /// Replay access logs under a candidate policy and show what would change.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +90,16 @@ pub struct RunArgs {
     /// Milliseconds between checks of the policy directory for changes; 0 disables.
     #[arg(long, default_value_t = 1000)]
     pub watch_interval_ms: u64,
+    /// Admin listener for /metrics, /healthz, /readyz, /proxy.pac and POST /reload; `off` disables it.
+    #[arg(long, env = "SOCIALGATE_ADMIN", default_value = "127.0.0.1:9128")]
+    pub admin: String,
+    /// Proxy address to advertise in /proxy.pac (default: the first --listen address).
+    #[arg(long, env = "SOCIALGATE_PAC_PROXY")]
+    pub pac_proxy: Option<SocketAddr>,
+    /// HMAC key file for pseudonymising users in the access log; created with mode 0600 if missing.
+    /// The policy's logging.key_file takes precedence.
+    #[arg(long, env = "SOCIALGATE_PSEUDONYM_KEY", default_value = "socialgate-pseudonym.key")]
+    pub pseudonym_key: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +144,20 @@ pub fn main() -> ExitCode {
         Command::Check(d) => check(d),
         Command::Explain(a) => explain(a),
         Command::Test(d) => test(d),
+        Command::Report(a) => match crate::report::run(&a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("socialgate report: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Simulate(a) => match crate::simulate::run(&a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("socialgate simulate: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -166,6 +194,18 @@ fn run(args: RunArgs) -> ExitCode {
         },
         watch_interval: (args.watch_interval_ms > 0).then(|| Duration::from_millis(args.watch_interval_ms)),
         drain: Duration::from_secs(args.drain_timeout),
+        admin: match args.admin.as_str() {
+            "off" => None,
+            a => match a.parse() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    eprintln!("socialgate: --admin {a:?} is not an address; write e.g. 127.0.0.1:9128, or off");
+                    return ExitCode::from(2);
+                }
+            },
+        },
+        pac_proxy: args.pac_proxy,
+        pseudonym_key: args.pseudonym_key.clone(),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -188,6 +228,9 @@ fn run(args: RunArgs) -> ExitCode {
             }
         };
         let policy = app.policy().load();
+        if let Some(a) = app.admin_addr {
+            tracing::info!(admin = %a, "admin endpoints: /metrics /healthz /readyz /proxy.pac, POST /reload");
+        }
         for a in &app.proxy_addrs {
             tracing::info!(proxy = %a, policy = %policy.source.dir.display(), hash = %policy.source.hash, rules = policy.rules.len(), platforms = policy.platforms.len(), "socialgate listening");
         }

@@ -19,20 +19,25 @@
 //! - [`activetime`]: estimated active time (5-minute idle sessions), shared
 //!   by reports and, later, budgets.
 //! - [`report`]: `socialgate report`, offline: reads access logs only.
+//! - [`metrics`] and [`admin`]: Prometheus metrics derived from events, and
+//!   the admin listener (`/metrics`, `/healthz`, `/readyz`, `/proxy.pac`).
 //! - [`reload`]: the policy snapshot, swapped atomically on SIGHUP or when
 //!   a policy file changes.
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`, `test`).
 //! - [`yaml`]: the one place that parses YAML.
 
 pub mod accesslog;
+pub mod admin;
 pub mod activetime;
 pub mod app;
 pub mod cli;
 pub mod event;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod pseudonym;
 pub mod reload;
 pub mod report;
+pub mod simulate;
 pub mod yaml;

@@ -139,7 +139,9 @@ async fn forward(state: &ProxyState, peer: SocketAddr, mut req: Request<Incoming
         host: &host,
         port,
     };
+    let t0 = Instant::now();
     let decision = decide(&policy, &facts, jiff::Timestamp::now());
+    state.metrics.observe_decision_time(t0.elapsed());
     apply_decision(&mut ev, &decision);
     let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     ev.activity = Some(if write { "write" } else { "view" }.into());

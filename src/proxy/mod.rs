@@ -91,6 +91,8 @@ pub struct ProxyState {
     pub dialer: Arc<upstream::Dialer>,
     pub config: ProxyConfig,
     pub gauges: Arc<Gauges>,
+    /// Decision and connect-time histograms (the rest derives from events).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -115,12 +117,14 @@ impl ProxyState {
         recorder: Recorder,
         config: ProxyConfig,
         listen_addrs: Vec<SocketAddr>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         let dialer = Arc::new(upstream::Dialer::new(
             policy.clone(),
             listen_addrs,
             config.resolve.clone(),
             config.connect_timeout,
+            Some(metrics.clone()),
         ));
         let client = upstream::pooled_client(dialer.clone(), config.pool_idle_timeout);
         Arc::new(Self {
@@ -131,6 +135,7 @@ impl ProxyState {
             dialer,
             config,
             gauges: Arc::new(Gauges::default()),
+            metrics,
         })
     }
 }

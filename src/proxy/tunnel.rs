@@ -61,7 +61,9 @@ pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: 
     ev.auth = identity.auth;
 
     let facts = RequestFacts { client: peer.ip(), user: identity.user.as_deref(), host: &host, port };
+    let t0 = Instant::now();
     let mut decision = decide(&policy, &facts, jiff::Timestamp::now());
+    state.metrics.observe_decision_time(t0.elapsed());
     if !policy.tunnel_port_allowed(port) && !decision.refuses() {
         decision = decision.refused_for(Reason::PortNotAllowed);
     }

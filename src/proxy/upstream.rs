@@ -67,6 +67,7 @@ pub struct Dialer {
     listen_addrs: Vec<SocketAddr>,
     resolve: HashMap<String, IpAddr>,
     connect_timeout: Duration,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// An established upstream connection and how long it took.
@@ -82,12 +83,14 @@ impl Dialer {
         listen_addrs: Vec<SocketAddr>,
         resolve: HashMap<String, IpAddr>,
         connect_timeout: Duration,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Self {
         Self {
             policy,
             listen_addrs,
             resolve,
             connect_timeout,
+            metrics,
         }
     }
 
@@ -163,10 +166,14 @@ impl Dialer {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
+                    let connect_time = started.elapsed();
+                    if let Some(m) = &self.metrics {
+                        m.observe_connect_time(connect_time);
+                    }
                     return Ok(Dialed {
                         stream,
                         addr,
-                        connect_time: started.elapsed(),
+                        connect_time,
                     });
                 }
                 Ok(Err(source)) => last = Some(DialError::Connect { addr, source }),

@@ -1,0 +1,133 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/proxy.pac`, and
+//! `POST /reload`.
+//!
+//! It binds to loopback by default and serves operators and Prometheus, not
+//! proxy clients; it never forwards anything. `/readyz` answers 200 once a
+//! policy is loaded and the proxy listeners are bound (always true once the
+//! app has started), with the policy hash, so a rollout can check which
+//! policy each instance runs.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::proxy::ProxyState;
+
+/// What the admin handlers read.
+pub struct AdminState {
+    pub proxy: Arc<ProxyState>,
+    pub metrics: Arc<Metrics>,
+    /// The address written into the PAC file.
+    pub pac_proxy: SocketAddr,
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let st = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(st.clone(), req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(body.into()))
+        .expect("valid admin response")
+}
+
+async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let policy = state.proxy.policy.load();
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(&state.proxy.gauges),
+        ),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        (&Method::GET, "/readyz") => text(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({
+                "ready": true,
+                "policy_hash": policy.source.hash,
+                "policy_version": policy.source.version,
+                "rules": policy.rules.len(),
+                "platforms": policy.platforms.len(),
+                "reloads_ok": state.proxy.policy.stats.ok.load(std::sync::atomic::Ordering::Relaxed),
+                "reloads_failed": state.proxy.policy.stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .to_string(),
+        ),
+        (&Method::GET, "/proxy.pac") => text(
+            StatusCode::OK,
+            "application/x-ns-proxy-autoconfig",
+            pac_file(state.pac_proxy),
+        ),
+        (&Method::POST, "/reload") => match state.proxy.policy.reload_async("admin").await {
+            Ok(p) => text(StatusCode::OK, "text/plain; charset=utf-8", format!("reloaded; policy hash {}\n", p.source.hash)),
+            Err(e) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "text/plain; charset=utf-8",
+                format!("reload failed; the previous policy stays in force:\n{e}\n"),
+            ),
+        },
+        (_, "/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "use POST /reload\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "socialgate admin: /metrics /healthz /readyz /proxy.pac, POST /reload\n",
+        ),
+    };
+    Ok(resp)
+}
+
+/// A PAC file sending web traffic through the proxy, except local names
+/// and private networks.
+pub fn pac_file(proxy: SocketAddr) -> String {
+    format!(
+        r#"// socialgate proxy auto-configuration
+function FindProxyForURL(url, host) {{
+  if (isPlainHostName(host) || host === "localhost" ||
+      shExpMatch(host, "*.local") ||
+      isInNet(host, "10.0.0.0", "255.0.0.0") ||
+      isInNet(host, "172.16.0.0", "255.240.0.0") ||
+      isInNet(host, "192.168.0.0", "255.255.0.0") ||
+      isInNet(host, "127.0.0.0", "255.0.0.0")) {{
+    return "DIRECT";
+  }}
+  return "PROXY {proxy}";
+}}
+"#
+    )
+}

@@ -1,0 +1,232 @@
+//! Prometheus metrics, derived from the one `Event` per request or tunnel.
+//!
+//! [`Metrics`] owns its own registry, so a test can read exact counts. Labels
+//! are bounded: groups, platforms and rules come from the policy (`none` /
+//! `other` when absent), actions, modes, reasons, directions and error
+//! labels are fixed sets. A user name or a raw host is never a label.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::accesslog::Observer;
+use crate::event::{Event, Kind};
+use crate::policy::Policy;
+use crate::proxy::Gauges;
+
+/// Every metric socialgate exports (docs/metrics.md lists them).
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    bytes: IntCounterVec,
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    auth_failures: IntCounterVec,
+    decision_seconds: Histogram,
+    upstream_connect_seconds: Histogram,
+    request_seconds: HistogramVec,
+    reloads: IntCounterVec,
+    policy_info: IntGaugeVec,
+    log_dropped: IntCounter,
+    connections: IntGauge,
+    tunnels: IntGauge,
+    in_flight: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    // Names and labels are constants of this module; a clash is a programming error caught by every test.
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let r = Registry::new();
+        let decisions = counter_vec(
+            &r,
+            "socialgate_decisions_total",
+            "Policy decisions, by the client's group, the destination platform, the action, the mode and the deciding rule.",
+            &["group", "platform", "action", "mode", "rule"],
+        );
+        let bytes = counter_vec(
+            &r,
+            "socialgate_bytes_total",
+            "Bytes relayed, by group, platform and direction (up = client to site, down = site to client).",
+            &["group", "platform", "direction"],
+        );
+        let requests = counter_vec(
+            &r,
+            "socialgate_requests_total",
+            "Finished requests and tunnels, by kind (request, tunnel) and status class (2xx, 4xx, ...).",
+            &["kind", "status"],
+        );
+        let errors = counter_vec(
+            &r,
+            "socialgate_errors_total",
+            "Requests and tunnels that ended with an error, by error label (upstream-connect, client-closed, ...).",
+            &["error"],
+        );
+        let auth_failures = counter_vec(
+            &r,
+            "socialgate_auth_failures_total",
+            "Proxy authentication failures: reason auth-required (no credentials) or auth-failed (wrong credentials).",
+            &["reason"],
+        );
+        let decision_seconds = histogram(
+            &r,
+            "socialgate_decision_seconds",
+            "Time to identify the client and decide a request (bcrypt checks excluded once cached).",
+            vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1],
+        );
+        let upstream_connect_seconds = histogram(
+            &r,
+            "socialgate_upstream_connect_seconds",
+            "Time to resolve and connect to an upstream.",
+            vec![1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        );
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "socialgate_request_seconds",
+                "Duration of requests (to the end of the response body) and tunnels (to close), by kind.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0]),
+            &["kind"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(request_seconds.clone())).expect("unique metric");
+        let reloads = counter_vec(
+            &r,
+            "socialgate_policy_reloads_total",
+            "Policy reload attempts, by result (ok, error). On error the previous policy stays in force.",
+            &["result"],
+        );
+        let policy_info = IntGaugeVec::new(
+            Opts::new("socialgate_policy_info", "The policy in force: 1 for its schema version and content hash."),
+            &["version", "hash"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(policy_info.clone())).expect("unique metric");
+        let log_dropped = IntCounter::new(
+            "socialgate_access_log_dropped_total",
+            "Access-log records dropped because the writer could not keep up.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(log_dropped.clone())).expect("unique metric");
+        let connections = gauge(&r, "socialgate_active_connections", "Open client connections.");
+        let tunnels = gauge(&r, "socialgate_active_tunnels", "Open CONNECT tunnels and upgraded (WebSocket) connections.");
+        let in_flight = gauge(&r, "socialgate_requests_in_flight", "Requests being handled right now.");
+        Arc::new(Metrics {
+            registry: r,
+            decisions,
+            bytes,
+            requests,
+            errors,
+            auth_failures,
+            decision_seconds,
+            upstream_connect_seconds,
+            request_seconds,
+            reloads,
+            policy_info,
+            log_dropped,
+            connections,
+            tunnels,
+            in_flight,
+        })
+    }
+
+    pub fn observe_decision_time(&self, d: Duration) {
+        self.decision_seconds.observe(d.as_secs_f64());
+    }
+
+    pub fn observe_connect_time(&self, d: Duration) {
+        self.upstream_connect_seconds.observe(d.as_secs_f64());
+    }
+
+    pub fn log_dropped(&self) {
+        self.log_dropped.inc();
+    }
+
+    /// Records a reload attempt and the policy now in force.
+    pub fn reloaded(&self, policy: &Policy, ok: bool) {
+        self.reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+        self.set_policy(policy);
+    }
+
+    pub fn set_policy(&self, policy: &Policy) {
+        self.policy_info.reset();
+        self.policy_info
+            .with_label_values(&[&policy.source.version.to_string(), &policy.source.hash])
+            .set(1);
+    }
+
+    /// The text exposition, with the live gauges read at scrape time.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        self.connections.set(gauges.connections.load(Ordering::Relaxed) as i64);
+        self.tunnels.set(gauges.tunnels.load(Ordering::Relaxed) as i64);
+        self.in_flight.set(gauges.in_flight.load(Ordering::Relaxed) as i64);
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which `register` rejects.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Observer for Metrics {
+    fn observe(&self, ev: &Event) {
+        let group = ev.group.as_deref().unwrap_or("none");
+        let platform = ev.platform.as_deref().unwrap_or("other");
+        self.decisions
+            .with_label_values(&[group, platform, &ev.action, &ev.mode, &ev.rule])
+            .inc();
+        if ev.bytes_up > 0 {
+            self.bytes.with_label_values(&[group, platform, "up"]).inc_by(ev.bytes_up);
+        }
+        if ev.bytes_down > 0 {
+            self.bytes.with_label_values(&[group, platform, "down"]).inc_by(ev.bytes_down);
+        }
+        let kind = match ev.kind {
+            Kind::Request => "request",
+            Kind::Tunnel => "tunnel",
+        };
+        let class = match ev.status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        self.requests.with_label_values(&[kind, class]).inc();
+        self.request_seconds
+            .with_label_values(&[kind])
+            .observe(ev.duration_ms as f64 / 1000.0);
+        if let Some(e) = &ev.error {
+            self.errors.with_label_values(&[e]).inc();
+        }
+        if matches!(ev.reason.as_str(), "auth-failed" | "auth-required") {
+            self.auth_failures.with_label_values(&[&ev.reason]).inc();
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `socialgate simulate`: replay recorded traffic under a candidate policy.
+//!
+//! Each access-log record is decided again with the pure `decide`, using the
+//! recorded client address, user, destination (the TLS server name for
+//! tunnels, when recorded) and time. Records whose outcome changes are
+//! grouped by group, platform, old and new outcome and deciding rule, and
+//! printed as sentences an admin can act on. Like `report`, it reads the log
+//! as a stream and never sees the proxy. Users in the log are pseudonyms, so
+//! rules that name users match only if the candidate policy names the same
+//! pseudonyms; groups by network replay exactly.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::policy::{decide, load_dir, normalize_host, Decision, RequestFacts};
+use crate::report::read::{read_logs, ReadStats, Record};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Access-log files to replay (JSON lines; .gz and `-` for stdin work).
+    #[arg(long = "log", value_name = "FILE", num_args = 1.., required = true)]
+    pub logs: Vec<PathBuf>,
+    /// The candidate policy directory.
+    #[arg(long, value_name = "DIR")]
+    pub policy: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: SimFormat,
+    /// Person counts below this are shown as "fewer than K".
+    #[arg(long, default_value_t = 5)]
+    pub k: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimFormat {
+    Text,
+    Json,
+}
+
+/// What happened to a request, in words that compare across policies.
+fn outcome(action: &str, mode: &str) -> &'static str {
+    match (action, mode) {
+        ("block", "enforce") => "refused",
+        ("block", _) => "reported",
+        _ => "allowed",
+    }
+}
+
+#[derive(Debug, Default)]
+struct Change {
+    requests: u64,
+    persons: HashSet<String>,
+}
+
+/// Key: group, platform, old outcome, new outcome, new rule.
+type ChangeKey = (String, String, &'static str, &'static str, String);
+
+/// The replay's result.
+#[derive(Debug, Default)]
+pub struct Simulation {
+    pub read: ReadStats,
+    pub replayed: u64,
+    /// Records not replayed: identity refusals and malformed requests.
+    pub skipped: u64,
+    pub changed: u64,
+    changes: BTreeMap<ChangeKey, Change>,
+}
+
+/// Replays `args.logs` under the policy in `args.policy`.
+pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
+    let policy = load_dir(&args.policy).map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
+    let mut sim = Simulation::default();
+    let mut read = ReadStats::default();
+    read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
+        if rec.rule.starts_with("builtin:identity") || rec.rule.starts_with("builtin:request") {
+            sim.skipped += 1;
+            return;
+        }
+        let Ok(client) = rec.client.parse() else {
+            sim.skipped += 1;
+            return;
+        };
+        let target = rec.sni.as_deref().unwrap_or(&rec.host);
+        let Ok(host) = normalize_host(target) else {
+            sim.skipped += 1;
+            return;
+        };
+        let facts = RequestFacts {
+            client,
+            user: rec.user.as_deref(),
+            host: &host,
+            port: rec.port,
+        };
+        let d: Decision = decide(&policy, &facts, rec.time);
+        sim.replayed += 1;
+        let old = outcome(&rec.action, &rec.mode);
+        let new = outcome(d.action.as_str(), d.mode.as_str());
+        if old == new {
+            return;
+        }
+        sim.changed += 1;
+        let group = d
+            .group
+            .as_deref()
+            .or(rec.group.as_deref())
+            .unwrap_or("(no group)")
+            .to_string();
+        let platform = rec.platform.as_deref().unwrap_or("(other sites)").to_string();
+        let key = (group, platform, old, new, d.rule.to_string());
+        let c = sim.changes.entry(key).or_default();
+        c.requests += 1;
+        let person = match &rec.user {
+            Some(u) => u.to_string(),
+            None => format!("ip:{}", rec.client),
+        };
+        c.persons.insert(person);
+    });
+    sim.read = read;
+    Ok(sim)
+}
+
+fn persons(n: usize, k: usize) -> String {
+    if n < k {
+        format!("fewer than {k} users")
+    } else if n == 1 {
+        "1 user".into()
+    } else {
+        format!("{n} users")
+    }
+}
+
+fn verb(new: &str) -> &'static str {
+    match new {
+        "refused" => "would be refused",
+        "reported" => "would pass but be reported as would-refuse",
+        _ => "would be allowed",
+    }
+}
+
+pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let sim = simulate(args)?;
+    let mut out = std::io::stdout().lock();
+    for f in sim.read.failed_files() {
+        eprintln!("socialgate simulate: {}", f.error.as_deref().unwrap_or("unreadable input"));
+    }
+    if sim.read.malformed > 0 {
+        eprintln!("socialgate simulate: {} malformed line(s) skipped, e.g.:", sim.read.malformed);
+        for e in &sim.read.malformed_examples {
+            eprintln!("  {e}");
+        }
+    }
+    match args.format {
+        SimFormat::Json => {
+            let changes: Vec<serde_json::Value> = sim
+                .changes
+                .iter()
+                .map(|((g, p, old, new, rule), c)| {
+                    let n = c.persons.len();
+                    serde_json::json!({
+                        "group": g, "platform": p, "from": old, "to": new, "rule": rule,
+                        "requests": c.requests,
+                        "users": if n < args.k { serde_json::Value::from("suppressed") } else { n.into() },
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "lines": sim.read.lines, "records": sim.read.records, "malformed": sim.read.malformed,
+                "replayed": sim.replayed, "skipped": sim.skipped, "changed": sim.changed,
+                "changes": changes,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+        SimFormat::Text => {
+            writeln!(
+                out,
+                "replayed {} of {} records under {} ({} skipped: identity refusals and malformed requests)",
+                sim.replayed,
+                sim.read.records,
+                args.policy.display(),
+                sim.skipped
+            )?;
+            if sim.changes.is_empty() {
+                writeln!(out, "no request would be treated differently")?;
+            } else {
+                writeln!(out, "{} requests would be treated differently:", sim.changed)?;
+                let mut rows: Vec<_> = sim.changes.iter().collect();
+                rows.sort_by(|a, b| b.1.requests.cmp(&a.1.requests));
+                for ((g, p, old, new, rule), c) in rows {
+                    writeln!(
+                        out,
+                        "  {} requests by {} of {g} to {p} {} by rule `{rule}` (now {old})",
+                        c.requests,
+                        persons(c.persons.len(), args.k),
+                        verb(new),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(if sim.read.records == 0 && sim.read.lines == 0 && sim.read.failed_files().count() > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
