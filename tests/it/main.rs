@@ -3,4 +3,13 @@
 
 mod support;
 
+mod bad_input;
+mod cli;
 mod forwarding;
+mod identity;
+mod policy_rules;
+mod protocol;
+mod reload;
+mod safety;
+mod streaming;
+mod websocket;

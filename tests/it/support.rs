@@ -31,7 +31,7 @@ fn full(s: impl Into<Bytes>) -> OriginBody {
 /// A plain-HTTP origin server with a few routes:
 /// `/hello`, `/headers` (echoes request headers), `/echo` (streams the
 /// request body back), `/stream` (5 chunks, 100 ms apart), `/big` (1 MiB),
-/// `/ws` (WebSocket echo).
+/// `/ws` (WebSocket echo), `/sleep` (answers after 3 s).
 pub struct Origin {
     pub addr: SocketAddr,
     /// TCP connections accepted so far.
@@ -57,7 +57,9 @@ impl Origin {
         let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
                 conns.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -67,7 +69,11 @@ impl Origin {
                 });
             }
         });
-        Origin { addr, connections, task }
+        Origin {
+            addr,
+            connections,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -92,10 +98,16 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
         }
         "/echo" => Response::new(req.into_body().map_err(|e| e.into()).boxed()),
         "/stream" => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(1);
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(1);
             tokio::spawn(async move {
                 for i in 0..5 {
-                    if tx.send(Ok(Frame::data(Bytes::from(format!("chunk-{i}\n"))))).await.is_err() {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(format!("chunk-{i}\n")))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -105,12 +117,20 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
         "/big" => Response::new(full(vec![b'x'; 1 << 20])),
+        "/sleep" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Response::new(full("slept"))
+        }
         "/ws" => {
             let key = req.headers().get("sec-websocket-key").cloned();
             let Some(key) = key else {
-                return Ok(Response::builder().status(400).body(full("no key")).unwrap());
+                return Ok(Response::builder()
+                    .status(400)
+                    .body(full("no key"))
+                    .unwrap());
             };
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(up) = on_upgrade.await {
@@ -139,7 +159,10 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
                 .body(full(""))
                 .unwrap()
         }
-        _ => Response::builder().status(404).body(full("not found")).unwrap(),
+        _ => Response::builder()
+            .status(404)
+            .body(full("not found"))
+            .unwrap(),
     };
     Ok(resp)
 }
@@ -166,7 +189,10 @@ impl Drop for TlsOrigin {
 
 impl TlsOrigin {
     pub async fn start(names: &[&str]) -> TlsOrigin {
-        let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let cert_der = ck.cert.der().to_vec();
         let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -181,7 +207,9 @@ impl TlsOrigin {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(stream).await {
@@ -192,7 +220,11 @@ impl TlsOrigin {
                 });
             }
         });
-        TlsOrigin { addr, cert_der, task }
+        TlsOrigin {
+            addr,
+            cert_der,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -289,15 +321,30 @@ impl TestProxy {
         let mut cfg = AppConfig {
             policy_dir: policy.path().to_path_buf(),
             listen: vec!["127.0.0.1:0".parse().unwrap()],
-            log: Some(LogConfig { path: Some(log_path.clone()), format: LogFormat::Json, capacity: 10_000 }),
-            proxy: ProxyConfig { resolve, ..ProxyConfig::default() },
+            log: Some(LogConfig {
+                path: Some(log_path.clone()),
+                format: LogFormat::Json,
+                capacity: 10_000,
+            }),
+            proxy: ProxyConfig {
+                resolve,
+                ..ProxyConfig::default()
+            },
             watch_interval: Some(Duration::from_millis(100)),
             drain: Duration::from_secs(5),
+            admin: Some("127.0.0.1:0".parse().unwrap()),
+            pac_proxy: None,
+            pseudonym_key: policy.path().join("pseudonym.key"),
         };
         tweak(&mut cfg);
         let app = App::start(cfg).await.expect("socialgate starts");
         let addr = app.proxy_addrs[0];
-        TestProxy { app: Some(app), addr, policy, log_path }
+        TestProxy {
+            app: Some(app),
+            addr,
+            policy,
+            log_path,
+        }
     }
 
     pub fn app(&self) -> &App {
@@ -324,10 +371,16 @@ impl TestProxy {
             let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
             let lines: Vec<serde_json::Value> = text
                 .lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}"))
+                })
                 .collect();
             if lines.len() >= n || tokio::time::Instant::now() > deadline {
-                assert!(lines.len() >= n, "expected {n} log lines, found {}: {text}", lines.len());
+                assert!(
+                    lines.len() >= n,
+                    "expected {n} log lines, found {}: {text}",
+                    lines.len()
+                );
                 return lines;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -338,7 +391,10 @@ impl TestProxy {
     pub async fn wait_for_generation(&self, gen: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.app().policy().generation() < gen {
-            assert!(tokio::time::Instant::now() < deadline, "policy was not reloaded");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "policy was not reloaded"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -361,4 +417,221 @@ pub async fn curl(args: &[&str]) -> (i32, String) {
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), s)
+}
+
+/// Connects to `addr` from a chosen loopback source address (127.x.y.z),
+/// so one test can play clients on different networks.
+pub async fn connect_from(local: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let local: std::net::IpAddr = local.parse().unwrap();
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4().unwrap()
+    } else {
+        tokio::net::TcpSocket::new_v6().unwrap()
+    };
+    sock.bind(SocketAddr::new(local, 0)).unwrap();
+    within(sock.connect(addr)).await.expect("connect")
+}
+
+/// Awaits `f`, failing the test after 10 seconds.
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("timed out after 10 s")
+}
+
+/// Reads a response head (up to and including the blank line).
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    within(async {
+        while !buf.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut byte).await.expect("read head");
+            assert!(
+                n > 0,
+                "connection closed before the end of the head: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.push(byte[0]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Sends raw bytes to `addr` from 127.0.0.1 and returns the first response:
+/// its head and `Content-Length` body (or everything until the server
+/// closes, or 5 s pass).
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if let Some(len) = len {
+                    if out.len() >= end + 4 + len {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP response.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// One htpasswd line with a bcrypt hash (cost 4: fast, still bcrypt).
+pub fn htpasswd_line(user: &str, password: &str) -> String {
+    format!("{user}:{}\n", bcrypt::hash(password, 4).unwrap())
+}
+
+impl TestProxy {
+    /// A reqwest client using this proxy, connecting from `local` (127.x.y.z).
+    pub fn client_from(&self, local: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.url()).unwrap())
+            .local_address(Some(local.parse().unwrap()))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    /// A reqwest client sending `Proxy-Authorization: Basic` from `local`.
+    pub fn client_as(&self, local: &str, user: &str, password: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::all(self.url())
+                    .unwrap()
+                    .basic_auth(user, password),
+            )
+            .local_address(Some(local.parse().unwrap()))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    /// Waits for exactly `n` log lines: at least `n`, and no more after a pause.
+    pub async fn exactly_log_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        self.log_lines(n).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let lines = self.log_lines(n).await;
+        assert_eq!(lines.len(), n, "expected exactly {n} log lines: {lines:#?}");
+        lines
+    }
+}
+
+/// The real `socialgate` binary, killed on drop.
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    /// Everything it wrote to stderr so far (tracing output).
+    pub stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl Spawned {
+    /// Runs `socialgate run --policy DIR --listen 127.0.0.1:0 ARGS...` and
+    /// waits for its "socialgate listening" line.
+    pub async fn run(policy: &Path, args: &[&str]) -> Spawned {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"))
+            .arg("run")
+            .arg("--policy")
+            .arg(policy)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn socialgate");
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = within(async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("socialgate exited before listening");
+                stderr.lock().unwrap().push_str(&format!("{line}\n"));
+                if line.contains("socialgate listening") {
+                    let at = line.find("proxy=").expect("proxy= in the listening line") + 6;
+                    let addr = line[at..].split_whitespace().next().unwrap();
+                    return addr.parse::<SocketAddr>().unwrap();
+                }
+            }
+        })
+        .await;
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        Spawned {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("still running") as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's PID has no memory-safety concerns.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{}", self.addr)).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+}
+
+/// Runs `socialgate ARGS...` to completion; returns (exit code, stdout, stderr).
+pub async fn socialgate(args: &[&str]) -> (i32, String, String) {
+    let out = within(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"))
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run socialgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
