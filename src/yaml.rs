@@ -29,6 +29,10 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
         if let Some(idx) = message.find(" at line ") {
             message.truncate(idx);
         }
+        // serde_yaml also prefixes the path; we print it ourselves.
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_string();
+        }
         YamlError {
             location,
             path: if path == "." { String::new() } else { path },
