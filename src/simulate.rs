@@ -5,9 +5,10 @@
 //! tunnels, when recorded) and time. Records whose outcome changes are
 //! grouped by group, platform, old and new outcome and deciding rule, and
 //! printed as sentences an admin can act on. Like `report`, it reads the log
-//! as a stream and never sees the proxy. Users in the log are pseudonyms, so
-//! rules that name users match only if the candidate policy names the same
-//! pseudonyms; groups by network replay exactly.
+//! as a stream and never sees the proxy. Users in the log are pseudonyms:
+//! with `--key` the candidate policy's user names are pseudonymised the same
+//! way and match exactly; without it, the groups recorded in the log stand
+//! in for user-based membership. Groups by network replay exactly.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::policy::{decide, load_dir, normalize_host, Decision, RequestFacts};
+use crate::policy::{decide_in_groups, load_dir, normalize_host, Decision, RequestFacts};
 use crate::report::read::{read_logs, ReadStats, Record};
 
 #[derive(Debug, Args)]
@@ -33,6 +34,12 @@ pub struct SimulateArgs {
     /// Person counts below this are shown as "fewer than K".
     #[arg(long, default_value_t = 5)]
     pub k: usize,
+    /// The pseudonym key the log was written with. With it, user names in
+    /// the candidate policy are matched against the log's pseudonyms exactly;
+    /// without it, the groups recorded in the log stand in for user-based
+    /// membership.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,7 +79,20 @@ pub struct Simulation {
 
 /// Replays `args.logs` under the policy in `args.policy`.
 pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
-    let policy = load_dir(&args.policy).map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
+    let mut policy = load_dir(&args.policy).map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
+    let exact = match &args.key {
+        Some(path) => {
+            let p = crate::pseudonym::Pseudonymizer::from_key_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for g in &mut policy.groups {
+                g.users = g.users.iter().map(|u| p.pseudonym(u)).collect();
+            }
+            for r in &mut policy.rules {
+                r.users = r.users.iter().map(|u| p.pseudonym(u)).collect();
+            }
+            true
+        }
+        None => false,
+    };
     let mut sim = Simulation::default();
     let mut read = ReadStats::default();
     read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
@@ -95,7 +115,18 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             host: &host,
             port: rec.port,
         };
-        let d: Decision = decide(&policy, &facts, rec.time);
+        let mut groups = policy.groups_of(client, facts.user);
+        if !exact {
+            for name in &rec.groups {
+                if let Some(i) = policy.groups.iter().position(|g| &*g.name == name.as_ref()) {
+                    if !groups.contains(&(i as u16)) {
+                        groups.push(i as u16);
+                    }
+                }
+            }
+            groups.sort_unstable();
+        }
+        let d: Decision = decide_in_groups(&policy, &facts, &groups, rec.time);
         sim.replayed += 1;
         let old = outcome(&rec.action, &rec.mode);
         let new = outcome(d.action.as_str(), d.mode.as_str());

@@ -162,7 +162,15 @@ pub struct TraceStep {
 
 /// Decides a request under `policy` at `now`.
 pub fn decide(policy: &Policy, facts: &RequestFacts<'_>, now: Timestamp) -> Decision {
-    decide_inner(policy, facts, now, None)
+    let groups = policy.groups_of(facts.client, facts.user);
+    decide_inner(policy, facts, &groups, now, None)
+}
+
+/// Like [`decide`], with the client's group indices given instead of
+/// derived from its address and user (used to replay logs, where users are
+/// pseudonyms).
+pub fn decide_in_groups(policy: &Policy, facts: &RequestFacts<'_>, groups: &[u16], now: Timestamp) -> Decision {
+    decide_inner(policy, facts, groups, now, None)
 }
 
 /// Like [`decide`], and also records every rule considered.
@@ -172,16 +180,17 @@ pub fn decide_traced(
     now: Timestamp,
     trace: &mut Vec<TraceStep>,
 ) -> Decision {
-    decide_inner(policy, facts, now, Some(trace))
+    let groups = policy.groups_of(facts.client, facts.user);
+    decide_inner(policy, facts, &groups, now, Some(trace))
 }
 
 fn decide_inner(
     policy: &Policy,
     facts: &RequestFacts<'_>,
+    group_ids: &[u16],
     now: Timestamp,
     mut trace: Option<&mut Vec<TraceStep>>,
 ) -> Decision {
-    let group_ids = policy.groups_of(facts.client, facts.user);
     let groups: Vec<Arc<str>> = group_ids
         .iter()
         .map(|&g| policy.groups[g as usize].name.clone())

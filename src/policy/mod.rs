@@ -25,7 +25,7 @@ use ipnet::IpNet;
 
 pub use cases::{run_cases, CaseOutcome};
 pub use compile::load_dir;
-pub use decide::{decide, decide_traced, Decision, Reason, RequestFacts, TraceStep};
+pub use decide::{decide, decide_in_groups, decide_traced, Decision, Reason, RequestFacts, TraceStep};
 pub use domains::DomainTable;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{normalize_host, Host};

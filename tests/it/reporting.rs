@@ -1,0 +1,164 @@
+//! Reports and simulation built from an access log that real traffic
+//! through socialgate produced.
+
+use std::time::Duration;
+
+use crate::support::*;
+use socialgate::report::model::Cell;
+
+const POLICY: &str = r#"
+version: 1
+destinations:
+  allow: [127.0.0.0/8]
+auth:
+  htpasswd: users.htpasswd
+groups:
+  staff:
+    users: [u1, u2, u3, u4, u5, u6]
+rules:
+  - id: no-tiktok
+    groups: [staff]
+    platforms: [tiktok]
+    action: block
+  - id: instagram-dry-run
+    groups: [staff]
+    platforms: [instagram]
+    action: block
+    mode: report
+"#;
+
+fn user_client(proxy: &TestProxy, user: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth(user, "pw"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Six users browse LinkedIn, four try TikTok, five use Instagram (report
+/// mode), one posts to LinkedIn. Returns the proxy (with its log).
+async fn traffic() -> (TestProxy, Origin) {
+    let origin = Origin::start().await;
+    let dir = PolicyDir::new(POLICY);
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let users: String = (1..=6).map(|i| format!("u{i}:{hash}\n")).collect();
+    dir.write("users.htpasswd", &users);
+    let proxy = TestProxy::start_in(dir, |_| {}).await;
+    let port = origin.port();
+    let mut expected = 0;
+    for i in 1..=6 {
+        let c = user_client(&proxy, &format!("u{i}"));
+        let r = c
+            .get(format!("http://www.linkedin.com:{port}/hello"))
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        expected += 1;
+        if i <= 4 {
+            assert_eq!(c.get(format!("http://www.tiktok.com:{port}/")).send().await.unwrap().status(), 403);
+            expected += 1;
+        }
+        if i <= 5 {
+            let r = c.get(format!("http://www.instagram.com:{port}/hello")).header("Accept", "text/html").send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+            expected += 1;
+        }
+        if i == 1 {
+            let r = c.post(format!("http://www.linkedin.com:{port}/echo")).body("a post").send().await.unwrap();
+            r.bytes().await.unwrap();
+            expected += 1;
+        }
+    }
+    proxy.log_lines(expected).await;
+    (proxy, origin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_from_real_traffic_has_the_expected_numbers_and_suppresses_small_cells() {
+    let (proxy, _origin) = traffic().await;
+    let args = socialgate::report::ReportArgs::new(vec![proxy.log_path.clone()]);
+    let report = socialgate::report::build_report(&args).unwrap();
+    assert_eq!(report.input.malformed, 0);
+    assert_eq!(report.input.records, 6 + 4 + 5 + 1);
+
+    let strategy = report.strategy.as_ref().unwrap();
+    let staff = strategy.groups.iter().find(|g| g.group == "staff").unwrap();
+    assert_eq!(staff.active_members, Cell::Value(6));
+    let linkedin = strategy
+        .platforms
+        .iter()
+        .find(|r| r.group == "staff" && r.platform == "linkedin")
+        .unwrap();
+    assert_eq!(linkedin.active_users, Cell::Value(6), "{}", serde_json::to_string(&strategy.platforms).unwrap());
+    assert_eq!(linkedin.adoption, Cell::Value(1.0));
+    assert_eq!(linkedin.writes, Cell::Value(1));
+    assert_eq!(linkedin.views, Cell::Value(6));
+
+    let security = report.security.as_ref().unwrap();
+    let insta = security.would_refuse.iter().find(|r| r.platform == "instagram" && r.group == "staff").unwrap();
+    assert_eq!(insta.requests, Cell::Value(5), "5 persons = k: shown");
+    assert_eq!(insta.persons, Cell::Value(5));
+    let tiktok = security.refused.iter().find(|r| r.platform == "tiktok" && r.group == "staff").unwrap();
+    assert!(tiktok.requests.is_suppressed(), "4 persons = k-1: suppressed");
+    assert!(tiktok.persons.is_suppressed());
+    let insta_use = strategy.platforms.iter().find(|r| r.group == "staff" && r.platform == "instagram").unwrap();
+    assert_eq!(insta_use.active_users, Cell::Value(5));
+    assert_eq!(insta_use.adoption, Cell::Value(5.0 / 6.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_and_simulate_commands_work_on_a_real_log() {
+    let (proxy, _origin) = traffic().await;
+    let bin = env!("CARGO_BIN_EXE_socialgate");
+    let html = proxy.policy.path().join("report.html");
+    let out = std::process::Command::new(bin)
+        .args(["report", "--log"])
+        .arg(&proxy.log_path)
+        .args(["--format", "html", "--out"])
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("<table"), "the HTML report has charts and tables");
+    assert!(!page.contains(">u1<"), "no real user names without --reveal");
+
+    // Enforcing the dry-run rule: the 4 Instagram requests would be refused.
+    let candidate = PolicyDir::new(&POLICY.replace("    mode: report\n", ""));
+    std::fs::copy(proxy.policy.path().join("users.htpasswd"), candidate.path().join("users.htpasswd")).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["simulate", "--log"])
+        .arg(&proxy.log_path)
+        .arg("--policy")
+        .arg(candidate.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("5 requests by 5 users of staff to instagram would be refused by rule `instagram-dry-run` (now reported)"),
+        "{text}"
+    );
+    assert!(text.contains("5 requests would be treated differently"), "{text}");
+
+    // With the pseudonym key, user names in the candidate match exactly.
+    let out = std::process::Command::new(bin)
+        .args(["simulate", "--format", "json", "--log"])
+        .arg(&proxy.log_path)
+        .arg("--policy")
+        .arg(candidate.path())
+        .arg("--key")
+        .arg(proxy.policy.path().join("pseudonym.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["changed"], 5);
+    assert_eq!(doc["changes"][0]["platform"], "instagram");
+    assert_eq!(doc["changes"][0]["to"], "refused");
+    assert_eq!(doc["changes"][0]["users"], 5);
+}
