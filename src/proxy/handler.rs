@@ -33,13 +33,38 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     state.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
-    let resp = if req.method() == Method::CONNECT {
+    let resp = if head_size(&req) > state.config.max_header_bytes {
+        too_large(&state, peer, &req)
+    } else if req.method() == Method::CONNECT {
         tunnel::handle_connect(&state, peer, req).await
     } else {
         forward(&state, peer, req).await
     };
     state.gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
     Ok(resp)
+}
+
+/// The size of a request head as sent: hyper's read-buffer limit alone lets
+/// a head that arrives in one burst grow past `max_header_bytes`.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    line + req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+}
+
+/// Refuses a request head larger than the configured limit, with a 431.
+fn too_large(state: &ProxyState, peer: SocketAddr, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let host = req.uri().host().unwrap_or("-").to_string();
+    let port = req.uri().port_u16().unwrap_or(0);
+    let kind = if req.method() == Method::CONNECT { Kind::Tunnel } else { Kind::Request };
+    let mut ev = new_event(kind, peer, req.method(), host, port);
+    apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
+    let detail = format!("the request head is larger than {} bytes", state.config.max_header_bytes);
+    let resp = responses::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "bad-request", &detail);
+    finish_now(state, ev, Instant::now(), resp)
 }
 
 /// A fresh event with what is known before identification.

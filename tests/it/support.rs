@@ -305,6 +305,9 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub policy: PolicyDir,
     pub log_path: PathBuf,
+    /// Holds the access log, apart from the policy directory so that log
+    /// writes never look like policy changes to the file watcher.
+    log_dir: tempfile::TempDir,
 }
 
 impl TestProxy {
@@ -313,7 +316,8 @@ impl TestProxy {
     }
 
     pub async fn start_in(policy: PolicyDir, tweak: impl FnOnce(&mut AppConfig)) -> TestProxy {
-        let log_path = policy.path().join("access.log");
+        let log_dir = tempfile::tempdir().unwrap();
+        let log_path = log_dir.path().join("access.log");
         let mut resolve = std::collections::HashMap::new();
         for h in TEST_HOSTS {
             resolve.insert(h.to_string(), "127.0.0.1".parse().unwrap());
@@ -344,6 +348,7 @@ impl TestProxy {
             addr,
             policy,
             log_path,
+            log_dir,
         }
     }
 
@@ -399,10 +404,12 @@ impl TestProxy {
         }
     }
 
-    pub async fn stop(mut self) {
+    /// Shuts down gracefully; returns the access log as written at exit.
+    pub async fn stop(mut self) -> String {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
         }
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 }
 
