@@ -59,7 +59,11 @@ fn head_size(req: &Request<Incoming>) -> usize {
 fn too_large(state: &ProxyState, peer: SocketAddr, req: &Request<Incoming>) -> Response<ProxyBody> {
     let host = req.uri().host().unwrap_or("-").to_string();
     let port = req.uri().port_u16().unwrap_or(0);
-    let kind = if req.method() == Method::CONNECT { Kind::Tunnel } else { Kind::Request };
+    let kind = if req.method() == Method::CONNECT {
+        Kind::Tunnel
+    } else {
+        Kind::Request
+    };
     let mut ev = new_event(kind, peer, req.method(), host, port);
     apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
     let detail = format!("the request head is larger than {} bytes", state.config.max_header_bytes);
