@@ -66,8 +66,10 @@ fn too_large(state: &ProxyState, peer: SocketAddr, req: &Request<Incoming>) -> R
     };
     let mut ev = new_event(kind, peer, req.method(), host, port);
     apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
-    let detail = format!("the request head is larger than {} bytes", state.config.max_header_bytes);
-    let resp = responses::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "bad-request", &detail);
+    let limit = state.config.max_header_bytes;
+    let detail = format!("the request head is larger than {limit} bytes");
+    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    let resp = responses::error(status, "bad-request", &detail);
     finish_now(state, ev, Instant::now(), resp)
 }
 
