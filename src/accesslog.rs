@@ -12,12 +12,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::event::{Event, Kind};
+
+/// How often the writer looks for new records. Lines reach the file at
+/// most this late; the queue (`--log-queue`) absorbs bursts in between.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Access-log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -212,36 +216,45 @@ struct Writer {
 }
 
 impl Writer {
+    /// Polls the queue instead of blocking on it: a blocked receiver would
+    /// have every `record` wake this thread (a futex call and a context
+    /// switch per request); polling every few milliseconds batches the
+    /// writes and keeps senders wait-free.
     fn run(mut self) {
         let mut line = Vec::with_capacity(1024);
         loop {
-            let first = match self.rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
             if self.reopen.swap(false, Ordering::Relaxed) {
                 let _ = self.sink.writer().flush();
                 match Sink::open(self.path.as_ref()) {
                     Ok(s) => self.sink = s,
-                    Err(e) => tracing::error!(error = %e, "cannot reopen the access log; still writing to the old file"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reopen the access log; still writing to the old file")
+                    }
                 }
             }
-            // Write everything queued, then flush once the queue is empty,
-            // so lines appear promptly without a syscall per line under load.
-            let mut next = first;
+            let mut wrote = false;
             let mut stop = false;
-            while let Some(m) = next {
-                match m {
-                    Msg::Event(ev) => self.write_one(*ev, &mut line),
-                    Msg::Stop => stop = true,
+            loop {
+                match self.rx.try_recv() {
+                    Ok(Msg::Event(ev)) => {
+                        self.write_one(*ev, &mut line);
+                        wrote = true;
+                    }
+                    Ok(Msg::Stop) => stop = true,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
                 }
-                next = self.rx.try_recv().ok();
             }
-            let _ = self.sink.writer().flush();
+            if wrote {
+                let _ = self.sink.writer().flush();
+            }
             if stop {
                 break;
             }
+            std::thread::sleep(POLL_INTERVAL);
         }
         let _ = self.sink.writer().flush();
     }
@@ -292,8 +305,17 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     let url = match ev.kind {
         Kind::Tunnel => format!("{}:{}", host_for_url(&ev.host), ev.port),
         Kind::Request => {
-            let port = if ev.port == 80 { String::new() } else { format!(":{}", ev.port) };
-            format!("http://{}{}{}", host_for_url(&ev.host), port, ev.path.as_deref().unwrap_or("/"))
+            let port = if ev.port == 80 {
+                String::new()
+            } else {
+                format!(":{}", ev.port)
+            };
+            format!(
+                "http://{}{}{}",
+                host_for_url(&ev.host),
+                port,
+                ev.path.as_deref().unwrap_or("/")
+            )
         }
     };
     let hier = if refused || ev.status >= 500 {

@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 use crate::accesslog::{LogConfig, Observer, Recorder, UserMapper, WriterHandle};
 use crate::admin::{self, AdminState};
 use crate::metrics::Metrics;
-use crate::pseudonym::Pseudonymizer;
 use crate::policy::{load_dir, ConfigErrors};
 use crate::proxy::{self, ProxyConfig, ProxyState};
+use crate::pseudonym::Pseudonymizer;
 use crate::reload::{self, PolicyHandle};
 
 /// Everything needed to start.
@@ -70,9 +70,16 @@ pub struct App {
 impl App {
     pub async fn start(cfg: AppConfig) -> Result<App, StartError> {
         if cfg.listen.is_empty() {
-            return Err(anyhow::anyhow!("no proxy listening address; give at least one --listen").into());
+            return Err(
+                anyhow::anyhow!("no proxy listening address; give at least one --listen").into(),
+            );
         }
         let dir = cfg.policy_dir.clone();
+        // Taken before loading, so a change made while starting is seen.
+        // The htpasswd file is only known after loading; a change to it in
+        // that window is caught on the next policy change.
+        let mut initial_fingerprint =
+            reload::fingerprint(&reload::policy_files(&cfg.policy_dir, None));
         let policy = tokio::task::spawn_blocking(move || load_dir(&dir))
             .await
             .context("policy loader panicked")?
@@ -80,7 +87,11 @@ impl App {
                 dir: cfg.policy_dir.clone(),
                 errors,
             })?;
-        let key_path = policy.logging.key_file.clone().unwrap_or_else(|| cfg.pseudonym_key.clone());
+        let key_path = policy
+            .logging
+            .key_file
+            .clone()
+            .unwrap_or_else(|| cfg.pseudonym_key.clone());
         let pseudonymizer = if key_path.exists() {
             Pseudonymizer::from_key_file(&key_path)
         } else {
@@ -92,6 +103,9 @@ impl App {
         }
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot use the pseudonym key {} (set --pseudonym-key or logging.key_file)", key_path.display()))?;
+        if let Some(p) = &policy.auth.htpasswd_path {
+            initial_fingerprint.extend(reload::fingerprint(std::slice::from_ref(p)));
+        }
         let handle = PolicyHandle::new(policy);
         let metrics = Metrics::new();
         metrics.set_policy(&handle.load());
@@ -130,12 +144,16 @@ impl App {
         };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {
-                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop)).with_context(|| {
-                    format!(
-                        "cannot open the access log {}",
-                        log.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(stdout)".into())
-                    )
-                })?;
+                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop))
+                    .with_context(|| {
+                        format!(
+                            "cannot open the access log {}",
+                            log.path
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_else(|| "(stdout)".into())
+                        )
+                    })?;
                 (r, Some(w))
             }
             None => (Recorder::without_log(observers), None),
@@ -153,7 +171,13 @@ impl App {
             None => None,
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let state = ProxyState::new(handle.clone(), recorder.clone(), cfg.proxy.clone(), self_addrs, metrics.clone());
+        let state = ProxyState::new(
+            handle.clone(),
+            recorder.clone(),
+            cfg.proxy.clone(),
+            self_addrs,
+            metrics.clone(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         for l in listeners {
@@ -183,7 +207,11 @@ impl App {
             }));
         }
         if let Some(every) = cfg.watch_interval {
-            background.push(tokio::spawn(reload::watch_files(handle.clone(), every)));
+            background.push(tokio::spawn(reload::watch_files(
+                handle.clone(),
+                every,
+                initial_fingerprint,
+            )));
         }
         #[cfg(unix)]
         background.push(tokio::spawn(reload::watch_sighup(handle.clone())));
@@ -226,7 +254,12 @@ impl App {
         for b in self.background.drain(..) {
             b.abort();
         }
-        let App { writer, recorder, state, .. } = self;
+        let App {
+            writer,
+            recorder,
+            state,
+            ..
+        } = self;
         drop(state);
         drop(recorder);
         if let Some(w) = writer {

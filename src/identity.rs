@@ -162,9 +162,10 @@ pub struct CredentialCache {
 const CACHE_LIMIT: usize = 100_000;
 
 impl CredentialCache {
-    pub fn key(header: &[u8], htpasswd_ptr: usize) -> [u8; 32] {
+    pub fn key(header: &[u8], generation: &[u8]) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(htpasswd_ptr.to_le_bytes());
+        h.update(generation);
+        h.update([0]);
         h.update(header);
         h.finalize().into()
     }

@@ -26,6 +26,10 @@ pub struct ReloadStats {
     pub failed: AtomicU64,
 }
 
+/// Called after each reload attempt with the policy in force and whether
+/// the attempt succeeded.
+type ReloadHook = Box<dyn Fn(&Policy, bool) + Send + Sync>;
+
 /// The current policy, and the means to replace it.
 pub struct PolicyHandle {
     current: ArcSwap<Policy>,
@@ -35,7 +39,7 @@ pub struct PolicyHandle {
     reloading: Mutex<()>,
     pub stats: ReloadStats,
     /// Called after each reload attempt with its result (metrics hook).
-    on_reload: Mutex<Vec<Box<dyn Fn(&Policy, bool) + Send + Sync>>>,
+    on_reload: Mutex<Vec<ReloadHook>>,
 }
 
 impl PolicyHandle {
@@ -98,7 +102,10 @@ impl PolicyHandle {
             }
             Err(errors) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(trigger, "policy reload failed; the previous policy stays in force:\n{errors}");
+                tracing::error!(
+                    trigger,
+                    "policy reload failed; the previous policy stays in force:\n{errors}"
+                );
                 let current = self.load();
                 for h in hooks.iter() {
                     h(&current, false);
@@ -109,7 +116,10 @@ impl PolicyHandle {
     }
 
     /// Reloads from an async context.
-    pub async fn reload_async(self: &Arc<Self>, trigger: &'static str) -> Result<Arc<Policy>, ConfigErrors> {
+    pub async fn reload_async(
+        self: &Arc<Self>,
+        trigger: &'static str,
+    ) -> Result<Arc<Policy>, ConfigErrors> {
         let me = self.clone();
         match tokio::task::spawn_blocking(move || me.reload(trigger)).await {
             Ok(r) => r,
@@ -122,46 +132,74 @@ impl PolicyHandle {
     }
 }
 
-/// What identifies the directory's content cheaply: names, sizes, mtimes.
-pub fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            // Follow symlinks: ConfigMaps swap a `..data` link.
-            if let Ok(m) = std::fs::metadata(e.path()) {
-                if m.is_file() {
-                    out.push((name, m.len(), m.modified().ok()));
-                }
-            }
-        }
+/// What identifies the policy's files cheaply: for each, its path, size,
+/// modification time and inode (an atomic rename changes the inode even
+/// within one mtime tick). Only the files a policy is made of are watched,
+/// so logs or keys kept beside them do not trigger reloads.
+pub type Fingerprint = Vec<(PathBuf, Option<(u64, Option<SystemTime>, u64)>)>;
+
+/// The files of the policy in `dir` (the htpasswd file as named by `policy`).
+pub fn policy_files(dir: &Path, policy: Option<&Policy>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = [
+        crate::policy::compile::CATALOG_FILE,
+        crate::policy::compile::POLICY_FILE,
+        crate::policy::compile::CASES_FILE,
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
+    if let Some(p) = policy.and_then(|p| p.auth.htpasswd_path.clone()) {
+        files.push(p);
     }
-    out.sort();
-    out
+    files
 }
 
-/// Polls the policy directory and reloads when it changes.
-pub async fn watch_files(handle: Arc<PolicyHandle>, every: Duration) {
+pub fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+    files
+        .iter()
+        .map(|f| {
+            // Follow symlinks: ConfigMaps swap a `..data` link.
+            let meta = std::fs::metadata(f).ok().map(|m| {
+                #[cfg(unix)]
+                let ino = std::os::unix::fs::MetadataExt::ino(&m);
+                #[cfg(not(unix))]
+                let ino = 0;
+                (m.len(), m.modified().ok(), ino)
+            });
+            (f.clone(), meta)
+        })
+        .collect()
+}
+
+/// Polls the policy directory and reloads when it changes. `initial` is
+/// the fingerprint taken before the running policy was loaded, so a change
+/// made while starting up is not missed.
+pub async fn watch_files(handle: Arc<PolicyHandle>, every: Duration, initial: Fingerprint) {
     let dir = handle.dir().to_path_buf();
-    let mut last = fingerprint(&dir);
+    let mut last = initial;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let d = dir.clone();
-        let now = match tokio::task::spawn_blocking(move || fingerprint(&d)).await {
+        let files = policy_files(&dir, Some(&handle.load()));
+        let now = match tokio::task::spawn_blocking(move || fingerprint(&files)).await {
             Ok(f) => f,
             Err(_) => continue,
         };
         if now != last {
-            last = now;
             // Editors write files in several steps; let them finish.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let d = dir.clone();
-            if let Ok(f) = tokio::task::spawn_blocking(move || fingerprint(&d)).await {
+            let files = policy_files(&dir, Some(&handle.load()));
+            last = match tokio::task::spawn_blocking(move || fingerprint(&files)).await {
+                Ok(f) => f,
+                Err(_) => now,
+            };
+            let _ = handle.reload_async("file-change").await;
+            // A reload may name another htpasswd file: watch what is in force now.
+            let files = policy_files(&dir, Some(&handle.load()));
+            if let Ok(f) = tokio::task::spawn_blocking(move || fingerprint(&files)).await {
                 last = f;
             }
-            let _ = handle.reload_async("file-change").await;
         }
     }
 }

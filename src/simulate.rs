@@ -79,10 +79,12 @@ pub struct Simulation {
 
 /// Replays `args.logs` under the policy in `args.policy`.
 pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
-    let mut policy = load_dir(&args.policy).map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
+    let mut policy = load_dir(&args.policy)
+        .map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
     let exact = match &args.key {
         Some(path) => {
-            let p = crate::pseudonym::Pseudonymizer::from_key_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let p = crate::pseudonym::Pseudonymizer::from_key_file(path)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             for g in &mut policy.groups {
                 g.users = g.users.iter().map(|u| p.pseudonym(u)).collect();
             }
@@ -140,7 +142,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             .or(rec.group.as_deref())
             .unwrap_or("(no group)")
             .to_string();
-        let platform = rec.platform.as_deref().unwrap_or("(other sites)").to_string();
+        let platform = rec
+            .platform
+            .as_deref()
+            .unwrap_or("(other sites)")
+            .to_string();
         let key = (group, platform, old, new, d.rule.to_string());
         let c = sim.changes.entry(key).or_default();
         c.requests += 1;
@@ -176,10 +182,16 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let sim = simulate(args)?;
     let mut out = std::io::stdout().lock();
     for f in sim.read.failed_files() {
-        eprintln!("socialgate simulate: {}", f.error.as_deref().unwrap_or("unreadable input"));
+        eprintln!(
+            "socialgate simulate: {}",
+            f.error.as_deref().unwrap_or("unreadable input")
+        );
     }
     if sim.read.malformed > 0 {
-        eprintln!("socialgate simulate: {} malformed line(s) skipped, e.g.:", sim.read.malformed);
+        eprintln!(
+            "socialgate simulate: {} malformed line(s) skipped, e.g.:",
+            sim.read.malformed
+        );
         for e in &sim.read.malformed_examples {
             eprintln!("  {e}");
         }
@@ -217,9 +229,13 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             if sim.changes.is_empty() {
                 writeln!(out, "no request would be treated differently")?;
             } else {
-                writeln!(out, "{} requests would be treated differently:", sim.changed)?;
+                writeln!(
+                    out,
+                    "{} requests would be treated differently:",
+                    sim.changed
+                )?;
                 let mut rows: Vec<_> = sim.changes.iter().collect();
-                rows.sort_by(|a, b| b.1.requests.cmp(&a.1.requests));
+                rows.sort_by_key(|r| std::cmp::Reverse(r.1.requests));
                 for ((g, p, old, new, rule), c) in rows {
                     writeln!(
                         out,
@@ -232,9 +248,11 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if sim.read.records == 0 && sim.read.lines == 0 && sim.read.failed_files().count() > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if sim.read.records == 0 && sim.read.lines == 0 && sim.read.failed_files().count() > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

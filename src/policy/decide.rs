@@ -169,7 +169,12 @@ pub fn decide(policy: &Policy, facts: &RequestFacts<'_>, now: Timestamp) -> Deci
 /// Like [`decide`], with the client's group indices given instead of
 /// derived from its address and user (used to replay logs, where users are
 /// pseudonyms).
-pub fn decide_in_groups(policy: &Policy, facts: &RequestFacts<'_>, groups: &[u16], now: Timestamp) -> Decision {
+pub fn decide_in_groups(
+    policy: &Policy,
+    facts: &RequestFacts<'_>,
+    groups: &[u16],
+    now: Timestamp,
+) -> Decision {
     decide_inner(policy, facts, groups, now, None)
 }
 
@@ -200,10 +205,14 @@ fn decide_inner(
     // which rules name the host among their extra domains.
     let name = facts.host.name();
     let hit = name.and_then(|n| policy.domains.lookup(n)).map(|(_, h)| *h);
-    let rule_domain_hits: &[u16] = name
-        .and_then(|n| policy.rule_domains.lookup(n))
-        .map(|(_, v)| v.as_slice())
-        .unwrap_or(&[]);
+    // A rule naming `example.com` covers `www.example.com` even when another
+    // rule names `www.example.com` itself: gather every level.
+    let mut rule_domain_hits: Vec<u16> = Vec::new();
+    if let Some(n) = name {
+        for v in policy.rule_domains.lookup_all(n) {
+            rule_domain_hits.extend_from_slice(v);
+        }
+    }
     let platform = hit.map(|h| &policy.platforms[h.platform as usize]);
 
     let mut decision = Decision {
@@ -225,7 +234,10 @@ fn decide_inner(
             t.push(TraceStep {
                 rule: Reason::NotAMember.builtin_rule().into(),
                 matched: true,
-                note: format!("client {} is in no group and not authenticated", facts.client),
+                note: format!(
+                    "client {} is in no group and not authenticated",
+                    facts.client
+                ),
             });
         }
         return decision.refused_for(Reason::NotAMember);
@@ -241,7 +253,9 @@ fn decide_inner(
             rule_group.is_some() || facts.user.is_some_and(|u| rule.users.contains(u))
         };
         if !who {
-            note(&mut trace, rule, false, || "not for this client's groups or user".into());
+            note(&mut trace, rule, false, || {
+                "not for this client's groups or user".into()
+            });
             continue;
         }
         // What.
@@ -258,7 +272,9 @@ fn decide_inner(
             by_platform || (rule.has_domains && rule_domain_hits.contains(&(idx as u16)))
         };
         if !what {
-            note(&mut trace, rule, false, || "does not cover this destination".into());
+            note(&mut trace, rule, false, || {
+                "does not cover this destination".into()
+            });
             continue;
         }
         // When.
@@ -289,7 +305,7 @@ fn decide_inner(
         Some(Class::Embedded) => (policy.defaults.embedded, Reason::DefaultEmbedded),
         None => (policy.defaults.other, Reason::DefaultOther),
     };
-    if let Some(t) = trace.as_deref_mut() {
+    if let Some(t) = trace {
         t.push(TraceStep {
             rule: reason.builtin_rule().into(),
             matched: true,

@@ -50,6 +50,26 @@ impl<V> DomainTable<V> {
         self.entries.is_empty()
     }
 
+    /// Every entry covering `host`, most specific first.
+    pub fn lookup_all<'s, 'h>(
+        &'s self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'s V> + use<'s, 'h, V> {
+        let mut rest = Some(host);
+        std::iter::from_fn(move || loop {
+            let cur = rest?;
+            rest = cur.find('.').map(|i| &cur[i + 1..]);
+            if let Some(v) = self.entries.get(cur) {
+                return Some(v);
+            }
+        })
+        .take(if self.entries.is_empty() {
+            0
+        } else {
+            usize::MAX
+        })
+    }
+
     /// The most specific entry covering `host` (a normalised name), with the
     /// domain that matched.
     pub fn lookup<'h>(&self, host: &'h str) -> Option<(&'h str, &V)> {

@@ -25,7 +25,9 @@ use ipnet::IpNet;
 
 pub use cases::{run_cases, CaseOutcome};
 pub use compile::load_dir;
-pub use decide::{decide, decide_in_groups, decide_traced, Decision, Reason, RequestFacts, TraceStep};
+pub use decide::{
+    decide, decide_in_groups, decide_traced, Decision, Reason, RequestFacts, TraceStep,
+};
 pub use domains::DomainTable;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{normalize_host, Host};
@@ -162,6 +164,8 @@ pub struct TrustedHeader {
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub htpasswd: Option<Arc<Htpasswd>>,
+    /// Where the htpasswd file was read from (watched for changes).
+    pub htpasswd_path: Option<PathBuf>,
     pub realm: String,
     pub required: bool,
     pub cache_ttl: Duration,

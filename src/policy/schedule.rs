@@ -66,11 +66,24 @@ pub fn parse_clock(s: &str) -> Result<u16, String> {
 }
 
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const DAY_FULL: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
+/// A day name (`mon` or `monday`, any case) as 0 = Monday .. 6 = Sunday.
 fn day_index(s: &str) -> Option<u8> {
     let s = s.trim().to_ascii_lowercase();
-    let s = s.get(..3)?;
-    DAY_NAMES.iter().position(|d| *d == s).map(|i| i as u8)
+    DAY_NAMES
+        .iter()
+        .position(|d| *d == s)
+        .or_else(|| DAY_FULL.iter().position(|d| *d == s))
+        .map(|i| i as u8)
 }
 
 /// Parses a day spec: `mon`, `monday`, `mon-fri`, `fri-mon` (wraps),
@@ -84,7 +97,9 @@ pub fn parse_days(s: &str) -> Result<u8, String> {
         _ => {}
     }
     let bad = || {
-        format!("{s:?} is not a day; write mon..sun, a range such as mon-fri, weekdays, weekend or all")
+        format!(
+            "{s:?} is not a day; write mon..sun, a range such as mon-fri, weekdays, weekend or all"
+        )
     };
     if let Some((a, b)) = t.split_once('-') {
         let (a, b) = (day_index(a).ok_or_else(bad)?, day_index(b).ok_or_else(bad)?);
@@ -99,21 +114,7 @@ pub fn parse_days(s: &str) -> Result<u8, String> {
         }
         return Ok(mask);
     }
-    if t.len() >= 3 && DAY_NAMES.iter().any(|d| {
-        let full = [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ];
-        t == *d || full.contains(&t.as_str())
-    }) {
-        return day_index(&t).map(|i| 1 << i).ok_or_else(bad);
-    }
-    Err(bad())
+    day_index(&t).map(|i| 1 << i).ok_or_else(bad)
 }
 
 /// Looks up an IANA time-zone name.
@@ -194,6 +195,8 @@ mod tests {
         assert_eq!(parse_days("weekend"), Ok(0x60));
         assert!(parse_days("funday").is_err());
         assert!(parse_days("mon-xyz").is_err());
+        assert!(parse_days("monkey-fri").is_err());
+        assert!(parse_days("thurs").is_err());
         assert!(parse_tz("Europe/Berlin").is_ok());
         assert!(parse_tz("Mars/Olympus").unwrap_err().contains("IANA"));
     }

@@ -9,7 +9,6 @@
 //! group (or the policy requires them from everyone).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use http::HeaderMap;
@@ -49,7 +48,9 @@ pub async fn identify(
     }
     if let Some(htpasswd) = &policy.auth.htpasswd {
         if let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) {
-            let key = CredentialCache::key(value.as_bytes(), Arc::as_ptr(htpasswd) as usize);
+            // Keyed by the policy hash (which covers the htpasswd file), so a
+            // cached check never outlives the file it was made against.
+            let key = CredentialCache::key(value.as_bytes(), policy.source.hash.as_bytes());
             let now = Instant::now();
             if let Some(user) = state.creds.get(&key, now) {
                 return Ok(Identity {

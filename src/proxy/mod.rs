@@ -93,6 +93,8 @@ pub struct ProxyState {
     pub gauges: Arc<Gauges>,
     /// Decision and connect-time histograms (the rest derives from events).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set when the drain time is up: open tunnels close (and are recorded).
+    pub hard_stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -136,6 +138,7 @@ impl ProxyState {
             config,
             gauges: Arc::new(Gauges::default()),
             metrics,
+            hard_stop: tokio::sync::watch::channel(false).0,
         })
     }
 }
@@ -181,7 +184,9 @@ pub async fn serve(
             .header_read_timeout(state.config.header_read_timeout)
             .max_buf_size(state.config.max_header_bytes.max(8192))
             .keep_alive(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
         let st = state.clone();
         let mut stop = stop_rx.clone();
         st.gauges.connections.fetch_add(1, Ordering::Relaxed);
@@ -204,15 +209,33 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(drain, async {
+    let idle = || {
+        state.gauges.connections.load(Ordering::Relaxed) == 0
+            && state.gauges.tunnels.load(Ordering::Relaxed) == 0
+    };
+    let drained = tokio::time::timeout(drain, async {
         // Tunnels and upgraded connections outlive their HTTP connection.
-        while state.gauges.connections.load(Ordering::Relaxed) > 0
-            || state.gauges.tunnels.load(Ordering::Relaxed) > 0
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        while !idle() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
+    if drained.is_err() {
+        // Time is up: close what is still open, so every tunnel still ends
+        // in its access-log record before the writer stops.
+        tracing::warn!(
+            tunnels = state.gauges.tunnels.load(Ordering::Relaxed),
+            connections = state.gauges.connections.load(Ordering::Relaxed),
+            "drain time is up; closing what is still open"
+        );
+        state.hard_stop.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while state.gauges.tunnels.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
 }
 
 /// The executor hyper uses for background connection tasks.

@@ -9,7 +9,12 @@ use crate::support::*;
 
 async fn scrape(proxy: &TestProxy) -> String {
     let admin = proxy.app().admin_addr.expect("admin listener");
-    reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap()
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// The value of one sample, matched by name and an exact label set.
@@ -86,28 +91,100 @@ async fn metrics_count_decisions_and_bytes_per_group_platform_and_rule() {
         assert_eq!(r.status(), 200, "report mode lets traffic pass");
         r.bytes().await.unwrap();
     }
-    let up = staff.post(format!("http://www.instagram.com:{}/upload", origin.port())).body(vec![b'u'; 1000]).send().await.unwrap();
+    let up = staff
+        .post(format!("http://www.instagram.com:{}/upload", origin.port()))
+        .body(vec![b'u'; 1000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(up.status(), 404);
     up.bytes().await.unwrap();
     proxy.log_lines(10).await; // every event recorded
 
     let m = scrape(&proxy).await;
     let d = |g, p, a, mode, r| {
-        sample(&m, "socialgate_decisions_total", &[("group", g), ("platform", p), ("action", a), ("mode", mode), ("rule", r)])
+        sample(
+            &m,
+            "socialgate_decisions_total",
+            &[
+                ("group", g),
+                ("platform", p),
+                ("action", a),
+                ("mode", mode),
+                ("rule", r),
+            ],
+        )
     };
-    assert_eq!(d("staff", "tiktok", "block", "enforce", "no-tiktok"), Some(3.0), "{m}");
-    assert_eq!(d("marketing", "tiktok", "allow", "enforce", "marketing-social"), Some(2.0), "{m}");
-    assert_eq!(d("staff", "instagram", "block", "report", "instagram-dry-run"), Some(5.0), "{m}");
-    let down = sample(&m, "socialgate_bytes_total", &[("group", "marketing"), ("platform", "tiktok"), ("direction", "down")]);
+    assert_eq!(
+        d("staff", "tiktok", "block", "enforce", "no-tiktok"),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        d(
+            "marketing",
+            "tiktok",
+            "allow",
+            "enforce",
+            "marketing-social"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        d("staff", "instagram", "block", "report", "instagram-dry-run"),
+        Some(5.0),
+        "{m}"
+    );
+    let down = sample(
+        &m,
+        "socialgate_bytes_total",
+        &[
+            ("group", "marketing"),
+            ("platform", "tiktok"),
+            ("direction", "down"),
+        ],
+    );
     assert_eq!(down, Some(2.0 * "hello from origin".len() as f64), "{m}");
-    let up = sample(&m, "socialgate_bytes_total", &[("group", "staff"), ("platform", "instagram"), ("direction", "up")]);
+    let up = sample(
+        &m,
+        "socialgate_bytes_total",
+        &[
+            ("group", "staff"),
+            ("platform", "instagram"),
+            ("direction", "up"),
+        ],
+    );
     assert_eq!(up, Some(1000.0), "{m}");
-    assert_eq!(sample(&m, "socialgate_requests_total", &[("kind", "request"), ("status", "4xx")]), Some(4.0), "{m}");
-    assert_eq!(sample(&m, "socialgate_decision_seconds_count", &[]), Some(10.0), "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            "socialgate_requests_total",
+            &[("kind", "request"), ("status", "4xx")]
+        ),
+        Some(4.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "socialgate_decision_seconds_count", &[]),
+        Some(10.0),
+        "{m}"
+    );
     assert!(sample(&m, "socialgate_upstream_connect_seconds_count", &[]).unwrap() >= 1.0);
     let hash = proxy.app().policy().load().source.hash.clone();
-    assert_eq!(sample(&m, "socialgate_policy_info", &[("version", "1"), ("hash", &hash)]), Some(1.0), "{m}");
-    assert_eq!(sample(&m, "socialgate_access_log_dropped_total", &[]), Some(0.0));
+    assert_eq!(
+        sample(
+            &m,
+            "socialgate_policy_info",
+            &[("version", "1"), ("hash", &hash)]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "socialgate_access_log_dropped_total", &[]),
+        Some(0.0)
+    );
     // Bounded labels: never a user or a raw host.
     assert!(!m.contains("www.tiktok.com"), "a raw host became a label");
     assert!(!m.contains("user="), "a user became a label");
@@ -115,54 +192,153 @@ async fn metrics_count_decisions_and_bytes_per_group_platform_and_rule() {
 
 #[tokio::test]
 async fn metrics_count_reloads_auth_failures_and_serve_health_endpoints() {
-    let dir = PolicyDir::new(&BASIC_POLICY.replace(
-        "\ngroups:\n",
-        "\nauth:\n  htpasswd: users.htpasswd\ngroups:\n",
-    ).replace("networks: [127.0.0.0/8, \"::1/128\"]", "networks: [127.0.0.1/32]"));
-    dir.write("users.htpasswd", &format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap()));
+    let dir = PolicyDir::new(
+        &BASIC_POLICY
+            .replace(
+                "\ngroups:\n",
+                "\nauth:\n  htpasswd: users.htpasswd\ngroups:\n",
+            )
+            .replace(
+                "networks: [127.0.0.0/8, \"::1/128\"]",
+                "networks: [127.0.0.1/32]",
+            ),
+    );
+    dir.write(
+        "users.htpasswd",
+        &format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap()),
+    );
     let proxy = TestProxy::start_in(dir, |_| {}).await;
     let outsider = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
         .local_address(Some("127.0.0.7".parse().unwrap()))
         .build()
         .unwrap();
-    assert_eq!(outsider.get("http://example.org/").send().await.unwrap().status(), 407);
+    assert_eq!(
+        outsider
+            .get("http://example.org/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        407
+    );
     let wrong = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth("alice", "nope"))
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .basic_auth("alice", "nope"),
+        )
         .local_address(Some("127.0.0.7".parse().unwrap()))
         .build()
         .unwrap();
-    assert_eq!(wrong.get("http://example.org/").send().await.unwrap().status(), 407);
+    assert_eq!(
+        wrong
+            .get("http://example.org/")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        407
+    );
 
     // One good reload, one broken.
     let admin = proxy.app().admin_addr.unwrap();
     let http = reqwest::Client::new();
-    let ok = http.post(format!("http://{admin}/reload")).send().await.unwrap();
+    let ok = http
+        .post(format!("http://{admin}/reload"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    std::fs::write(proxy.policy.path().join("policy.yaml"), "version: 1\nrules: [oops\n").unwrap();
-    let bad = http.post(format!("http://{admin}/reload")).send().await.unwrap();
+    std::fs::write(
+        proxy.policy.path().join("policy.yaml"),
+        "version: 1\nrules: [oops\n",
+    )
+    .unwrap();
+    let bad = http
+        .post(format!("http://{admin}/reload"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 422);
     assert!(bad.text().await.unwrap().contains("policy.yaml"));
 
     proxy.log_lines(2).await;
     let m = scrape(&proxy).await;
-    assert_eq!(sample(&m, "socialgate_auth_failures_total", &[("reason", "auth-required")]), Some(1.0), "{m}");
-    assert_eq!(sample(&m, "socialgate_auth_failures_total", &[("reason", "auth-failed")]), Some(1.0), "{m}");
-    assert!(sample(&m, "socialgate_policy_reloads_total", &[("result", "ok")]).unwrap() >= 1.0, "{m}");
-    assert!(sample(&m, "socialgate_policy_reloads_total", &[("result", "error")]).unwrap() >= 1.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            "socialgate_auth_failures_total",
+            &[("reason", "auth-required")]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "socialgate_auth_failures_total",
+            &[("reason", "auth-failed")]
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        sample(&m, "socialgate_policy_reloads_total", &[("result", "ok")]).unwrap() >= 1.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "socialgate_policy_reloads_total",
+            &[("result", "error")]
+        )
+        .unwrap()
+            >= 1.0,
+        "{m}"
+    );
 
-    assert_eq!(http.get(format!("http://{admin}/healthz")).send().await.unwrap().status(), 200);
-    let ready: serde_json::Value = serde_json::from_str(&http.get(format!("http://{admin}/readyz")).send().await.unwrap().text().await.unwrap()).unwrap();
+    assert_eq!(
+        http.get(format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready: serde_json::Value = serde_json::from_str(
+        &http
+            .get(format!("http://{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(ready["ready"], true);
     assert!(ready["policy_hash"].as_str().unwrap().len() == 16);
-    let pac = http.get(format!("http://{admin}/proxy.pac")).send().await.unwrap().text().await.unwrap();
+    let pac = http
+        .get(format!("http://{admin}/proxy.pac"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(pac.contains(&format!("PROXY {}", proxy.addr)), "{pac}");
 }
 
 #[tokio::test]
 async fn every_metric_is_documented_and_the_dashboard_uses_only_real_metrics() {
     let proxy = TestProxy::start(BASIC_POLICY).await;
-    let _ = proxy.client().get("http://www.tiktok.com/").send().await.unwrap();
+    let _ = proxy
+        .client()
+        .get("http://www.tiktok.com/")
+        .send()
+        .await
+        .unwrap();
     proxy.log_lines(1).await;
     let m = scrape(&proxy).await;
     let exported: BTreeSet<String> = m
@@ -180,7 +356,10 @@ async fn every_metric_is_documented_and_the_dashboard_uses_only_real_metrics() {
         .map(|n| format!("socialgate_{n}"))
         .collect();
     for name in &exported {
-        assert!(documented.contains(name), "docs/metrics.md does not list {name}");
+        assert!(
+            documented.contains(name),
+            "docs/metrics.md does not list {name}"
+        );
     }
     let dash = std::fs::read_to_string(root.join("deploy/grafana/socialgate.json")).unwrap();
     let _: serde_json::Value = serde_json::from_str(&dash).expect("dashboard is valid JSON");
@@ -188,13 +367,18 @@ async fn every_metric_is_documented_and_the_dashboard_uses_only_real_metrics() {
     let mut rest = dash.as_str();
     while let Some(i) = rest.find("socialgate_") {
         let tail = &rest[i..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
         used.insert(tail[..end].trim_end_matches("_bucket").to_string());
         rest = &tail[end..];
     }
     assert!(!used.is_empty());
     for name in used {
-        assert!(documented.contains(&name), "the dashboard uses {name}, which socialgate does not export");
+        assert!(
+            documented.contains(&name),
+            "the dashboard uses {name}, which socialgate does not export"
+        );
     }
 }
 
@@ -202,7 +386,13 @@ async fn every_metric_is_documented_and_the_dashboard_uses_only_real_metrics() {
 fn documented_fields() -> BTreeSet<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = std::fs::read_to_string(root.join("docs/access-log.md")).unwrap();
-    let schema = doc.split("## JSON schema").nth(1).unwrap().split("\n#").next().unwrap();
+    let schema = doc
+        .split("## JSON schema")
+        .nth(1)
+        .unwrap()
+        .split("\n#")
+        .next()
+        .unwrap();
     schema
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
@@ -214,19 +404,43 @@ fn documented_fields() -> BTreeSet<String> {
 #[tokio::test]
 async fn json_log_lines_follow_the_documented_schema_and_pseudonymise_users() {
     let origin = Origin::start().await;
-    let dir = PolicyDir::new(&BASIC_POLICY.replace("\ngroups:\n", "\nauth:\n  htpasswd: users.htpasswd\ngroups:\n"));
-    dir.write("users.htpasswd", &format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap()));
+    let dir = PolicyDir::new(&BASIC_POLICY.replace(
+        "\ngroups:\n",
+        "\nauth:\n  htpasswd: users.htpasswd\ngroups:\n",
+    ));
+    dir.write(
+        "users.htpasswd",
+        &format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap()),
+    );
     let proxy = TestProxy::start_in(dir, |_| {}).await;
     let alice = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth("alice", "pw"))
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .basic_auth("alice", "pw"),
+        )
         .build()
         .unwrap();
-    alice.get(format!("http://example.org:{}/hello", origin.port())).send().await.unwrap().text().await.unwrap();
-    alice.get("http://www.tiktok.com/secret/path").send().await.unwrap();
+    alice
+        .get(format!("http://example.org:{}/hello", origin.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    alice
+        .get("http://www.tiktok.com/secret/path")
+        .send()
+        .await
+        .unwrap();
     let lines = proxy.log_lines(2).await;
     let fields = documented_fields();
-    let required: BTreeSet<String> =
-        fields.iter().filter(|f| !["path", "sni", "error"].contains(&f.as_str())).cloned().collect();
+    let required: BTreeSet<String> = fields
+        .iter()
+        .filter(|f| !["path", "sni", "error"].contains(&f.as_str()))
+        .cloned()
+        .collect();
     for line in &lines {
         let obj = line.as_object().unwrap();
         let keys: BTreeSet<String> = obj.keys().cloned().collect();
@@ -238,7 +452,9 @@ async fn json_log_lines_follow_the_documented_schema_and_pseudonymise_users() {
         }
         assert!(obj["time"].as_str().unwrap().ends_with('Z'));
         assert!(["request", "tunnel"].contains(&obj["kind"].as_str().unwrap()));
-        assert!(obj["bytes_up"].is_u64() && obj["bytes_down"].is_u64() && obj["duration_ms"].is_u64());
+        assert!(
+            obj["bytes_up"].is_u64() && obj["bytes_down"].is_u64() && obj["duration_ms"].is_u64()
+        );
         // Pseudonymised by default: p: + 16 hex digits, never the name.
         let user = obj["user"].as_str().unwrap();
         assert!(user.starts_with("p:") && user.len() == 18, "{user}");
@@ -262,7 +478,13 @@ async fn squid_format_lines_work_for_squid_log_analyzers() {
     })
     .await;
     let c = proxy.client();
-    c.get(format!("http://example.org:{}/hello", origin.port())).send().await.unwrap().text().await.unwrap();
+    c.get(format!("http://example.org:{}/hello", origin.port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     c.get("http://www.tiktok.com/").send().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let text = loop {
@@ -278,13 +500,20 @@ async fn squid_format_lines_work_for_squid_log_analyzers() {
     for l in &lines {
         let f: Vec<&str> = l.split_whitespace().collect();
         assert_eq!(f.len(), 10, "{l}");
-        assert!(f[0].contains('.') && f[0].split('.').next().unwrap().parse::<u64>().is_ok(), "{l}");
+        assert!(
+            f[0].contains('.') && f[0].split('.').next().unwrap().parse::<u64>().is_ok(),
+            "{l}"
+        );
         assert!(f[1].parse::<u64>().is_ok(), "{l}");
         assert_eq!(f[2], "127.0.0.1");
         assert!(f[3].contains('/'), "{l}");
     }
     assert!(lines[0].contains("TCP_MISS/200"), "{}", lines[0]);
-    assert!(lines[0].contains(&format!("GET http://example.org:{}/hello", origin.port())), "{}", lines[0]);
+    assert!(
+        lines[0].contains(&format!("GET http://example.org:{}/hello", origin.port())),
+        "{}",
+        lines[0]
+    );
     assert!(lines[1].contains("TCP_DENIED/403"), "{}", lines[1]);
 }
 
@@ -296,7 +525,10 @@ async fn a_stalled_log_disk_never_stalls_traffic_and_drops_are_counted() {
     // A FIFO nobody reads: the writer blocks once the pipe buffer is full,
     // like a disk that stopped answering.
     let fifo = dir.path().join("stalled.log");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(status.success());
     let _reader = std::fs::OpenOptions::new()
         .read(true)
@@ -323,11 +555,27 @@ async fn a_stalled_log_disk_never_stalls_traffic_and_drops_are_counted() {
     }
     let recorder = &proxy.app().recorder;
     let dropped = recorder.dropped();
-    assert!(dropped > 0, "the pipe holds at most 64 KiB; some records must have been dropped");
+    assert!(
+        dropped > 0,
+        "the pipe holds at most 64 KiB; some records must have been dropped"
+    );
     let m = scrape(&proxy).await;
-    assert_eq!(sample(&m, "socialgate_access_log_dropped_total", &[]), Some(dropped as f64));
     assert_eq!(
-        sample(&m, "socialgate_decisions_total", &[("group", "staff"), ("platform", "other"), ("action", "allow"), ("mode", "enforce"), ("rule", "default:other")]),
+        sample(&m, "socialgate_access_log_dropped_total", &[]),
+        Some(dropped as f64)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "socialgate_decisions_total",
+            &[
+                ("group", "staff"),
+                ("platform", "other"),
+                ("action", "allow"),
+                ("mode", "enforce"),
+                ("rule", "default:other")
+            ]
+        ),
         Some(total as f64),
         "metrics still see every request"
     );

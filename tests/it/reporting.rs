@@ -29,7 +29,11 @@ rules:
 
 fn user_client(proxy: &TestProxy, user: &str) -> reqwest::Client {
     reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth(user, "pw"))
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .basic_auth(user, "pw"),
+        )
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
@@ -58,17 +62,34 @@ async fn traffic() -> (TestProxy, Origin) {
         r.bytes().await.unwrap();
         expected += 1;
         if i <= 4 {
-            assert_eq!(c.get(format!("http://www.tiktok.com:{port}/")).send().await.unwrap().status(), 403);
+            assert_eq!(
+                c.get(format!("http://www.tiktok.com:{port}/"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status(),
+                403
+            );
             expected += 1;
         }
         if i <= 5 {
-            let r = c.get(format!("http://www.instagram.com:{port}/hello")).header("Accept", "text/html").send().await.unwrap();
+            let r = c
+                .get(format!("http://www.instagram.com:{port}/hello"))
+                .header("Accept", "text/html")
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             r.bytes().await.unwrap();
             expected += 1;
         }
         if i == 1 {
-            let r = c.post(format!("http://www.linkedin.com:{port}/echo")).body("a post").send().await.unwrap();
+            let r = c
+                .post(format!("http://www.linkedin.com:{port}/echo"))
+                .body("a post")
+                .send()
+                .await
+                .unwrap();
             r.bytes().await.unwrap();
             expected += 1;
         }
@@ -93,19 +114,39 @@ async fn a_report_from_real_traffic_has_the_expected_numbers_and_suppresses_smal
         .iter()
         .find(|r| r.group == "staff" && r.platform == "linkedin")
         .unwrap();
-    assert_eq!(linkedin.active_users, Cell::Value(6), "{}", serde_json::to_string(&strategy.platforms).unwrap());
+    assert_eq!(
+        linkedin.active_users,
+        Cell::Value(6),
+        "{}",
+        serde_json::to_string(&strategy.platforms).unwrap()
+    );
     assert_eq!(linkedin.adoption, Cell::Value(1.0));
     assert_eq!(linkedin.writes, Cell::Value(1));
     assert_eq!(linkedin.views, Cell::Value(6));
 
     let security = report.security.as_ref().unwrap();
-    let insta = security.would_refuse.iter().find(|r| r.platform == "instagram" && r.group == "staff").unwrap();
+    let insta = security
+        .would_refuse
+        .iter()
+        .find(|r| r.platform == "instagram" && r.group == "staff")
+        .unwrap();
     assert_eq!(insta.requests, Cell::Value(5), "5 persons = k: shown");
     assert_eq!(insta.persons, Cell::Value(5));
-    let tiktok = security.refused.iter().find(|r| r.platform == "tiktok" && r.group == "staff").unwrap();
-    assert!(tiktok.requests.is_suppressed(), "4 persons = k-1: suppressed");
+    let tiktok = security
+        .refused
+        .iter()
+        .find(|r| r.platform == "tiktok" && r.group == "staff")
+        .unwrap();
+    assert!(
+        tiktok.requests.is_suppressed(),
+        "4 persons = k-1: suppressed"
+    );
     assert!(tiktok.persons.is_suppressed());
-    let insta_use = strategy.platforms.iter().find(|r| r.group == "staff" && r.platform == "instagram").unwrap();
+    let insta_use = strategy
+        .platforms
+        .iter()
+        .find(|r| r.group == "staff" && r.platform == "instagram")
+        .unwrap();
     assert_eq!(insta_use.active_users, Cell::Value(5));
     assert_eq!(insta_use.adoption, Cell::Value(5.0 / 6.0));
 }
@@ -122,14 +163,28 @@ async fn the_report_and_simulate_commands_work_on_a_real_log() {
         .arg(&html)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(page.contains("<svg") && page.contains("<table"), "the HTML report has charts and tables");
-    assert!(!page.contains(">u1<"), "no real user names without --reveal");
+    assert!(
+        page.contains("<svg") && page.contains("<table"),
+        "the HTML report has charts and tables"
+    );
+    assert!(
+        !page.contains(">u1<"),
+        "no real user names without --reveal"
+    );
 
     // Enforcing the dry-run rule: the 4 Instagram requests would be refused.
     let candidate = PolicyDir::new(&POLICY.replace("    mode: report\n", ""));
-    std::fs::copy(proxy.policy.path().join("users.htpasswd"), candidate.path().join("users.htpasswd")).unwrap();
+    std::fs::copy(
+        proxy.policy.path().join("users.htpasswd"),
+        candidate.path().join("users.htpasswd"),
+    )
+    .unwrap();
     let out = std::process::Command::new(bin)
         .args(["simulate", "--log"])
         .arg(&proxy.log_path)
@@ -138,12 +193,19 @@ async fn the_report_and_simulate_commands_work_on_a_real_log() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("5 requests by 5 users of staff to instagram would be refused by rule `instagram-dry-run` (now reported)"),
         "{text}"
     );
-    assert!(text.contains("5 requests would be treated differently"), "{text}");
+    assert!(
+        text.contains("5 requests would be treated differently"),
+        "{text}"
+    );
 
     // With the pseudonym key, user names in the candidate match exactly.
     let out = std::process::Command::new(bin)
@@ -155,7 +217,11 @@ async fn the_report_and_simulate_commands_work_on_a_real_log() {
         .arg(proxy.policy.path().join("pseudonym.key"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["changed"], 5);
     assert_eq!(doc["changes"][0]["platform"], "instagram");
