@@ -224,7 +224,9 @@ impl Writer {
                 let _ = self.sink.writer().flush();
                 match Sink::open(self.path.as_ref()) {
                     Ok(s) => self.sink = s,
-                    Err(e) => tracing::error!(error = %e, "cannot reopen the access log; still writing to the old file"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reopen the access log; still writing to the old file")
+                    }
                 }
             }
             // Write everything queued, then flush once the queue is empty,
@@ -292,8 +294,17 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     let url = match ev.kind {
         Kind::Tunnel => format!("{}:{}", host_for_url(&ev.host), ev.port),
         Kind::Request => {
-            let port = if ev.port == 80 { String::new() } else { format!(":{}", ev.port) };
-            format!("http://{}{}{}", host_for_url(&ev.host), port, ev.path.as_deref().unwrap_or("/"))
+            let port = if ev.port == 80 {
+                String::new()
+            } else {
+                format!(":{}", ev.port)
+            };
+            format!(
+                "http://{}{}{}",
+                host_for_url(&ev.host),
+                port,
+                ev.path.as_deref().unwrap_or("/")
+            )
         }
     };
     let hier = if refused || ev.status >= 500 {

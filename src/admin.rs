@@ -32,7 +32,11 @@ pub struct AdminState {
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -57,7 +61,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: impl
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
@@ -66,7 +74,10 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
         .expect("valid admin response")
 }
 
-async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<AdminState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let policy = state.proxy.policy.load();
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(

@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 use crate::accesslog::{LogConfig, Observer, Recorder, UserMapper, WriterHandle};
 use crate::admin::{self, AdminState};
 use crate::metrics::Metrics;
-use crate::pseudonym::Pseudonymizer;
 use crate::policy::{load_dir, ConfigErrors};
 use crate::proxy::{self, ProxyConfig, ProxyState};
+use crate::pseudonym::Pseudonymizer;
 use crate::reload::{self, PolicyHandle};
 
 /// Everything needed to start.
@@ -70,7 +70,9 @@ pub struct App {
 impl App {
     pub async fn start(cfg: AppConfig) -> Result<App, StartError> {
         if cfg.listen.is_empty() {
-            return Err(anyhow::anyhow!("no proxy listening address; give at least one --listen").into());
+            return Err(
+                anyhow::anyhow!("no proxy listening address; give at least one --listen").into(),
+            );
         }
         let dir = cfg.policy_dir.clone();
         let policy = tokio::task::spawn_blocking(move || load_dir(&dir))
@@ -80,7 +82,11 @@ impl App {
                 dir: cfg.policy_dir.clone(),
                 errors,
             })?;
-        let key_path = policy.logging.key_file.clone().unwrap_or_else(|| cfg.pseudonym_key.clone());
+        let key_path = policy
+            .logging
+            .key_file
+            .clone()
+            .unwrap_or_else(|| cfg.pseudonym_key.clone());
         let pseudonymizer = if key_path.exists() {
             Pseudonymizer::from_key_file(&key_path)
         } else {
@@ -130,12 +136,16 @@ impl App {
         };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {
-                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop)).with_context(|| {
-                    format!(
-                        "cannot open the access log {}",
-                        log.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(stdout)".into())
-                    )
-                })?;
+                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop))
+                    .with_context(|| {
+                        format!(
+                            "cannot open the access log {}",
+                            log.path
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_else(|| "(stdout)".into())
+                        )
+                    })?;
                 (r, Some(w))
             }
             None => (Recorder::without_log(observers), None),
@@ -153,7 +163,13 @@ impl App {
             None => None,
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let state = ProxyState::new(handle.clone(), recorder.clone(), cfg.proxy.clone(), self_addrs, metrics.clone());
+        let state = ProxyState::new(
+            handle.clone(),
+            recorder.clone(),
+            cfg.proxy.clone(),
+            self_addrs,
+            metrics.clone(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         for l in listeners {
@@ -226,7 +242,12 @@ impl App {
         for b in self.background.drain(..) {
             b.abort();
         }
-        let App { writer, recorder, state, .. } = self;
+        let App {
+            writer,
+            recorder,
+            state,
+            ..
+        } = self;
         drop(state);
         drop(recorder);
         if let Some(w) = writer {

@@ -52,13 +52,23 @@ pub struct RunArgs {
     #[arg(long, env = "SOCIALGATE_POLICY", default_value = "policies")]
     pub policy: PathBuf,
     /// Proxy listening address; repeat for several (e.g. IPv4 and IPv6).
-    #[arg(long, env = "SOCIALGATE_LISTEN", value_delimiter = ',', default_value = "127.0.0.1:3128")]
+    #[arg(
+        long,
+        env = "SOCIALGATE_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:3128"
+    )]
     pub listen: Vec<SocketAddr>,
     /// Access-log file; `-` writes to standard output, `off` disables it.
     #[arg(long, env = "SOCIALGATE_ACCESS_LOG", default_value = "-")]
     pub access_log: String,
     /// Access-log format.
-    #[arg(long, env = "SOCIALGATE_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        env = "SOCIALGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
     /// Access-log records that may wait for the writer before new ones are dropped (and counted).
     #[arg(long, default_value_t = 65_536)]
@@ -98,7 +108,11 @@ pub struct RunArgs {
     pub pac_proxy: Option<SocketAddr>,
     /// HMAC key file for pseudonymising users in the access log; created with mode 0600 if missing.
     /// The policy's logging.key_file takes precedence.
-    #[arg(long, env = "SOCIALGATE_PSEUDONYM_KEY", default_value = "socialgate-pseudonym.key")]
+    #[arg(
+        long,
+        env = "SOCIALGATE_PSEUDONYM_KEY",
+        default_value = "socialgate-pseudonym.key"
+    )]
     pub pseudonym_key: PathBuf,
 }
 
@@ -131,7 +145,9 @@ fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
     let (h, ip) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: write HOST=IP, e.g. www.example.com=127.0.0.1"))?;
-    let ip: IpAddr = ip.parse().map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
     let host = crate::policy::normalize_host(h).map_err(|e| e.to_string())?;
     Ok((host.to_string(), ip))
 }
@@ -175,8 +191,16 @@ fn run(args: RunArgs) -> ExitCode {
     init_tracing();
     let log = match args.access_log.as_str() {
         "off" => None,
-        "-" => Some(LogConfig { path: None, format: args.log_format, capacity: args.log_queue }),
-        p => Some(LogConfig { path: Some(PathBuf::from(p)), format: args.log_format, capacity: args.log_queue }),
+        "-" => Some(LogConfig {
+            path: None,
+            format: args.log_format,
+            capacity: args.log_queue,
+        }),
+        p => Some(LogConfig {
+            path: Some(PathBuf::from(p)),
+            format: args.log_format,
+            capacity: args.log_queue,
+        }),
     };
     let cfg = AppConfig {
         policy_dir: args.policy.clone(),
@@ -192,7 +216,8 @@ fn run(args: RunArgs) -> ExitCode {
             resolve: args.resolve.iter().cloned().collect::<HashMap<_, _>>(),
             ..ProxyConfig::default()
         },
-        watch_interval: (args.watch_interval_ms > 0).then(|| Duration::from_millis(args.watch_interval_ms)),
+        watch_interval: (args.watch_interval_ms > 0)
+            .then(|| Duration::from_millis(args.watch_interval_ms)),
         drain: Duration::from_secs(args.drain_timeout),
         admin: match args.admin.as_str() {
             "off" => None,
@@ -207,7 +232,10 @@ fn run(args: RunArgs) -> ExitCode {
         pac_proxy: args.pac_proxy,
         pseudonym_key: args.pseudonym_key.clone(),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("socialgate: cannot start the async runtime: {e}");
@@ -310,14 +338,36 @@ fn explain(a: ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let facts = RequestFacts { client: a.client, user: a.user.as_deref(), host: &host, port };
+    let facts = RequestFacts {
+        client: a.client,
+        user: a.user.as_deref(),
+        host: &host,
+        port,
+    };
     let mut trace = Vec::new();
     let d = decide_traced(&policy, &facts, at, &mut trace);
     let groups: Vec<&str> = d.groups.iter().map(|g| &**g).collect();
-    println!("client:   {}{}", a.client, a.user.as_deref().map(|u| format!(" (user {u})")).unwrap_or_default());
-    println!("groups:   {}", if groups.is_empty() { "(none)".to_string() } else { groups.join(", ") });
+    println!(
+        "client:   {}{}",
+        a.client,
+        a.user
+            .as_deref()
+            .map(|u| format!(" (user {u})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "groups:   {}",
+        if groups.is_empty() {
+            "(none)".to_string()
+        } else {
+            groups.join(", ")
+        }
+    );
     println!("target:   {host}:{port}");
-    println!("at:       {}", at.to_zoned_datetime(policy.settings.timezone.clone()));
+    println!(
+        "at:       {}",
+        at.to_zoned_datetime(policy.settings.timezone.clone())
+    );
     println!(
         "platform: {}",
         match (&d.platform, &d.class, &d.category) {
@@ -327,7 +377,12 @@ fn explain(a: ExplainArgs) -> ExitCode {
     );
     println!("rules considered:");
     for step in &trace {
-        println!("  {} {:<28} {}", if step.matched { "=>" } else { "  " }, step.rule, step.note);
+        println!(
+            "  {} {:<28} {}",
+            if step.matched { "=>" } else { "  " },
+            step.rule,
+            step.note
+        );
     }
     println!(
         "decision: {} ({}) by {}, reason {}{}",
@@ -356,7 +411,10 @@ fn test(d: DirArg) -> ExitCode {
         }
     };
     if policy.cases.is_empty() {
-        eprintln!("{}: no test cases; add them to tests.yaml (see docs/policy.md)", d.dir.display());
+        eprintln!(
+            "{}: no test cases; add them to tests.yaml (see docs/policy.md)",
+            d.dir.display()
+        );
         return ExitCode::from(2);
     }
     let outcomes = run_cases(&policy, jiff::Timestamp::now());

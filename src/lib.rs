@@ -27,8 +27,8 @@
 //! - [`yaml`]: the one place that parses YAML.
 
 pub mod accesslog;
-pub mod admin;
 pub mod activetime;
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod event;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::accesslog::Observer;
@@ -52,7 +52,8 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -100,7 +101,9 @@ impl Metrics {
             &r,
             "socialgate_upstream_connect_seconds",
             "Time to resolve and connect to an upstream.",
-            vec![1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            vec![
+                1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
         );
         let request_seconds = HistogramVec::new(
             HistogramOpts::new(
@@ -111,7 +114,8 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
-        r.register(Box::new(request_seconds.clone())).expect("unique metric");
+        r.register(Box::new(request_seconds.clone()))
+            .expect("unique metric");
         let reloads = counter_vec(
             &r,
             "socialgate_policy_reloads_total",
@@ -119,20 +123,37 @@ impl Metrics {
             &["result"],
         );
         let policy_info = IntGaugeVec::new(
-            Opts::new("socialgate_policy_info", "The policy in force: 1 for its schema version and content hash."),
+            Opts::new(
+                "socialgate_policy_info",
+                "The policy in force: 1 for its schema version and content hash.",
+            ),
             &["version", "hash"],
         )
         .expect("valid metric");
-        r.register(Box::new(policy_info.clone())).expect("unique metric");
+        r.register(Box::new(policy_info.clone()))
+            .expect("unique metric");
         let log_dropped = IntCounter::new(
             "socialgate_access_log_dropped_total",
             "Access-log records dropped because the writer could not keep up.",
         )
         .expect("valid metric");
-        r.register(Box::new(log_dropped.clone())).expect("unique metric");
-        let connections = gauge(&r, "socialgate_active_connections", "Open client connections.");
-        let tunnels = gauge(&r, "socialgate_active_tunnels", "Open CONNECT tunnels and upgraded (WebSocket) connections.");
-        let in_flight = gauge(&r, "socialgate_requests_in_flight", "Requests being handled right now.");
+        r.register(Box::new(log_dropped.clone()))
+            .expect("unique metric");
+        let connections = gauge(
+            &r,
+            "socialgate_active_connections",
+            "Open client connections.",
+        );
+        let tunnels = gauge(
+            &r,
+            "socialgate_active_tunnels",
+            "Open CONNECT tunnels and upgraded (WebSocket) connections.",
+        );
+        let in_flight = gauge(
+            &r,
+            "socialgate_requests_in_flight",
+            "Requests being handled right now.",
+        );
         Arc::new(Metrics {
             registry: r,
             decisions,
@@ -166,7 +187,9 @@ impl Metrics {
 
     /// Records a reload attempt and the policy now in force.
     pub fn reloaded(&self, policy: &Policy, ok: bool) {
-        self.reloads.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
         self.set_policy(policy);
     }
 
@@ -179,9 +202,12 @@ impl Metrics {
 
     /// The text exposition, with the live gauges read at scrape time.
     pub fn render(&self, gauges: &Gauges) -> String {
-        self.connections.set(gauges.connections.load(Ordering::Relaxed) as i64);
-        self.tunnels.set(gauges.tunnels.load(Ordering::Relaxed) as i64);
-        self.in_flight.set(gauges.in_flight.load(Ordering::Relaxed) as i64);
+        self.connections
+            .set(gauges.connections.load(Ordering::Relaxed) as i64);
+        self.tunnels
+            .set(gauges.tunnels.load(Ordering::Relaxed) as i64);
+        self.in_flight
+            .set(gauges.in_flight.load(Ordering::Relaxed) as i64);
         let mut buf = Vec::new();
         // Encoding into a Vec only fails on invalid metric families, which `register` rejects.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
@@ -201,10 +227,14 @@ impl Observer for Metrics {
             .with_label_values(&[group, platform, &ev.action, &ev.mode, &ev.rule])
             .inc();
         if ev.bytes_up > 0 {
-            self.bytes.with_label_values(&[group, platform, "up"]).inc_by(ev.bytes_up);
+            self.bytes
+                .with_label_values(&[group, platform, "up"])
+                .inc_by(ev.bytes_up);
         }
         if ev.bytes_down > 0 {
-            self.bytes.with_label_values(&[group, platform, "down"]).inc_by(ev.bytes_down);
+            self.bytes
+                .with_label_values(&[group, platform, "down"])
+                .inc_by(ev.bytes_down);
         }
         let kind = match ev.kind {
             Kind::Request => "request",

@@ -26,6 +26,9 @@ pub struct ReloadStats {
     pub failed: AtomicU64,
 }
 
+/// A callback run after each reload attempt.
+type ReloadHook = Box<dyn Fn(&Policy, bool) + Send + Sync>;
+
 /// The current policy, and the means to replace it.
 pub struct PolicyHandle {
     current: ArcSwap<Policy>,
@@ -35,7 +38,7 @@ pub struct PolicyHandle {
     reloading: Mutex<()>,
     pub stats: ReloadStats,
     /// Called after each reload attempt with its result (metrics hook).
-    on_reload: Mutex<Vec<Box<dyn Fn(&Policy, bool) + Send + Sync>>>,
+    on_reload: Mutex<Vec<ReloadHook>>,
 }
 
 impl PolicyHandle {
@@ -98,7 +101,10 @@ impl PolicyHandle {
             }
             Err(errors) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(trigger, "policy reload failed; the previous policy stays in force:\n{errors}");
+                tracing::error!(
+                    trigger,
+                    "policy reload failed; the previous policy stays in force:\n{errors}"
+                );
                 let current = self.load();
                 for h in hooks.iter() {
                     h(&current, false);
@@ -109,7 +115,10 @@ impl PolicyHandle {
     }
 
     /// Reloads from an async context.
-    pub async fn reload_async(self: &Arc<Self>, trigger: &'static str) -> Result<Arc<Policy>, ConfigErrors> {
+    pub async fn reload_async(
+        self: &Arc<Self>,
+        trigger: &'static str,
+    ) -> Result<Arc<Policy>, ConfigErrors> {
         let me = self.clone();
         match tokio::task::spawn_blocking(move || me.reload(trigger)).await {
             Ok(r) => r,

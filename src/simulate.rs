@@ -72,7 +72,8 @@ pub struct Simulation {
 
 /// Replays `args.logs` under the policy in `args.policy`.
 pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
-    let policy = load_dir(&args.policy).map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
+    let policy = load_dir(&args.policy)
+        .map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
     let mut sim = Simulation::default();
     let mut read = ReadStats::default();
     read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
@@ -109,7 +110,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             .or(rec.group.as_deref())
             .unwrap_or("(no group)")
             .to_string();
-        let platform = rec.platform.as_deref().unwrap_or("(other sites)").to_string();
+        let platform = rec
+            .platform
+            .as_deref()
+            .unwrap_or("(other sites)")
+            .to_string();
         let key = (group, platform, old, new, d.rule.to_string());
         let c = sim.changes.entry(key).or_default();
         c.requests += 1;
@@ -145,10 +150,16 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let sim = simulate(args)?;
     let mut out = std::io::stdout().lock();
     for f in sim.read.failed_files() {
-        eprintln!("socialgate simulate: {}", f.error.as_deref().unwrap_or("unreadable input"));
+        eprintln!(
+            "socialgate simulate: {}",
+            f.error.as_deref().unwrap_or("unreadable input")
+        );
     }
     if sim.read.malformed > 0 {
-        eprintln!("socialgate simulate: {} malformed line(s) skipped, e.g.:", sim.read.malformed);
+        eprintln!(
+            "socialgate simulate: {} malformed line(s) skipped, e.g.:",
+            sim.read.malformed
+        );
         for e in &sim.read.malformed_examples {
             eprintln!("  {e}");
         }
@@ -186,9 +197,13 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             if sim.changes.is_empty() {
                 writeln!(out, "no request would be treated differently")?;
             } else {
-                writeln!(out, "{} requests would be treated differently:", sim.changed)?;
+                writeln!(
+                    out,
+                    "{} requests would be treated differently:",
+                    sim.changed
+                )?;
                 let mut rows: Vec<_> = sim.changes.iter().collect();
-                rows.sort_by(|a, b| b.1.requests.cmp(&a.1.requests));
+                rows.sort_by_key(|r| std::cmp::Reverse(r.1.requests));
                 for ((g, p, old, new, rule), c) in rows {
                     writeln!(
                         out,
@@ -201,9 +216,11 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if sim.read.records == 0 && sim.read.lines == 0 && sim.read.failed_files().count() > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if sim.read.records == 0 && sim.read.lines == 0 && sim.read.failed_files().count() > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }

@@ -57,8 +57,16 @@ pub fn parse_target(url: &str) -> Result<(Host, u16), String> {
     let default_port = match uri.scheme_str() {
         Some("http") => 80,
         Some("https") => 443,
-        Some(other) => return Err(format!("scheme {other:?} is not supported; use http:// or https://")),
-        None => return Err(format!("{url:?} has no scheme; write http://host/ or https://host/")),
+        Some(other) => {
+            return Err(format!(
+                "scheme {other:?} is not supported; use http:// or https://"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "{url:?} has no scheme; write http://host/ or https://host/"
+            ))
+        }
     };
     let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     let host = normalize_host(host).map_err(|e| e.to_string())?;
@@ -101,7 +109,11 @@ pub(crate) fn compile_cases(
         let client = match c.client.parse::<IpAddr>() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                e(format!("{base}.client"), format!("{:?} is not an IP address", c.client), "write the client's address, e.g. 10.1.2.3");
+                e(
+                    format!("{base}.client"),
+                    format!("{:?} is not an IP address", c.client),
+                    "write the client's address, e.g. 10.1.2.3",
+                );
                 None
             }
         };
@@ -116,16 +128,28 @@ pub(crate) fn compile_cases(
             None => Some(None),
             Some(Ok(t)) => Some(Some(t)),
             Some(Err(m)) => {
-                e(format!("{base}.at"), m, "include the offset so the case means the same everywhere");
+                e(
+                    format!("{base}.at"),
+                    m,
+                    "include the offset so the case means the same everywhere",
+                );
                 None
             }
         };
         if !matches!(c.expect.action.as_str(), "allow" | "block") {
-            e(format!("{base}.expect.action"), format!("unknown action {:?}", c.expect.action), "write allow or block");
+            e(
+                format!("{base}.expect.action"),
+                format!("unknown action {:?}", c.expect.action),
+                "write allow or block",
+            );
         }
         if let Some(m) = &c.expect.mode {
             if !matches!(m.as_str(), "enforce" | "report") {
-                e(format!("{base}.expect.mode"), format!("unknown mode {m:?}"), "write enforce or report");
+                e(
+                    format!("{base}.expect.mode"),
+                    format!("unknown mode {m:?}"),
+                    "write enforce or report",
+                );
             }
         }
         if let Some(r) = &c.expect.rule {
@@ -138,12 +162,20 @@ pub(crate) fn compile_cases(
         }
         if let Some(p) = &c.expect.platform {
             if policy.platform(p).is_none() {
-                e(format!("{base}.expect.platform"), format!("unknown platform {p:?}"), "use a platform id from catalog.yaml");
+                e(
+                    format!("{base}.expect.platform"),
+                    format!("unknown platform {p:?}"),
+                    "use a platform id from catalog.yaml",
+                );
             }
         }
         if let Some(g) = &c.expect.group {
             if !policy.groups.iter().any(|x| &*x.name == g.as_str()) {
-                e(format!("{base}.expect.group"), format!("unknown group {g:?}"), "use a group from policy.yaml");
+                e(
+                    format!("{base}.expect.group"),
+                    format!("unknown group {g:?}"),
+                    "use a group from policy.yaml",
+                );
             }
         }
         if let (Some(client), Some((host, port)), Some(at)) = (client, target, at) {
@@ -200,9 +232,17 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
             check("action", Some(&c.expect.action), Some(d.action.as_str()));
             check("mode", c.expect.mode.as_deref(), Some(d.mode.as_str()));
             check("rule", c.expect.rule.as_deref(), Some(&d.rule));
-            check("platform", c.expect.platform.as_deref(), d.platform.as_deref());
+            check(
+                "platform",
+                c.expect.platform.as_deref(),
+                d.platform.as_deref(),
+            );
             check("group", c.expect.group.as_deref(), d.group.as_deref());
-            check("reason", c.expect.reason.as_deref(), Some(d.reason.as_str()));
+            check(
+                "reason",
+                c.expect.reason.as_deref(),
+                Some(d.reason.as_str()),
+            );
             CaseOutcome {
                 name: c.name.clone(),
                 passed: mismatches.is_empty(),

@@ -85,7 +85,11 @@ fn read_yaml<T: serde::de::DeserializeOwned>(
             return None;
         }
     };
-    hasher.update(path.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+    hasher.update(
+        path.file_name()
+            .map(|n| n.as_encoded_bytes())
+            .unwrap_or_default(),
+    );
     hasher.update(text.as_bytes());
     match crate::yaml::from_str::<T>(&text) {
         Ok(v) => Some(v),
@@ -107,8 +111,13 @@ fn yaml_hint(message: &str) -> Option<String> {
     } else if message.starts_with("missing field") {
         Some("add the field; docs/policy.md lists the required keys".into())
     } else if message.contains("invalid type") {
-        Some("check the value's type (a list needs [a, b] or '- ' items; text may need quotes)".into())
-    } else if message.contains("did not find expected") || message.contains("mapping values are not allowed") {
+        Some(
+            "check the value's type (a list needs [a, b] or '- ' items; text may need quotes)"
+                .into(),
+        )
+    } else if message.contains("did not find expected")
+        || message.contains("mapping values are not allowed")
+    {
         Some("YAML syntax: check indentation and that text containing ': ' is quoted".into())
     } else {
         None
@@ -122,7 +131,12 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    fn err(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+    fn err(
+        &mut self,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         self.errs
             .push(ConfigError::new(&self.file, path, message).hint(hint));
     }
@@ -139,37 +153,77 @@ impl Compiler<'_> {
         // Catalog.
         self.file = catalog_path.to_path_buf();
         if catalog.version != 1 {
-            self.err("version", format!("unsupported catalog version {}", catalog.version), "this socialgate reads version: 1");
+            self.err(
+                "version",
+                format!("unsupported catalog version {}", catalog.version),
+                "this socialgate reads version: 1",
+            );
         }
-        let categories: Vec<Arc<str>> = catalog.categories.keys().map(|k| Arc::from(k.as_str())).collect();
+        let categories: Vec<Arc<str>> = catalog
+            .categories
+            .keys()
+            .map(|k| Arc::from(k.as_str()))
+            .collect();
         let mut platforms = Vec::new();
         let mut domains: DomainTable<DomainHit> = DomainTable::new();
         let mut domain_owner: HashMap<String, String> = HashMap::new();
         for (i, (id, p)) in catalog.platforms.iter().enumerate() {
             let base = format!("platforms.{id}");
             if !valid_id(id) {
-                self.err(&base, format!("platform id {id:?} is not a valid id"), "use lowercase letters, digits, '-' and '_'");
+                self.err(
+                    &base,
+                    format!("platform id {id:?} is not a valid id"),
+                    "use lowercase letters, digits, '-' and '_'",
+                );
             }
             if !catalog.categories.contains_key(&p.category) {
-                let hint = match closest(&p.category, catalog.categories.keys().map(String::as_str)) {
-                    Some(s) => format!("did you mean {s:?}? categories are declared under `categories:`"),
-                    None => "declare the category under `categories:` or use an existing one".into(),
+                let hint = match closest(&p.category, catalog.categories.keys().map(String::as_str))
+                {
+                    Some(s) => {
+                        format!("did you mean {s:?}? categories are declared under `categories:`")
+                    }
+                    None => {
+                        "declare the category under `categories:` or use an existing one".into()
+                    }
                 };
-                self.err(format!("{base}.category"), format!("unknown category {:?}", p.category), hint);
+                self.err(
+                    format!("{base}.category"),
+                    format!("unknown category {:?}", p.category),
+                    hint,
+                );
             }
             if p.domains.is_empty() {
-                self.err(format!("{base}.domains"), "a platform needs at least one domain", "list the platform's own domains, e.g. [example.com]");
+                self.err(
+                    format!("{base}.domains"),
+                    "a platform needs at least one domain",
+                    "list the platform's own domains, e.g. [example.com]",
+                );
             }
-            for (class, list, key) in [(Class::Primary, &p.domains, "domains"), (Class::Embedded, &p.embedded, "embedded")] {
+            for (class, list, key) in [
+                (Class::Primary, &p.domains, "domains"),
+                (Class::Embedded, &p.embedded, "embedded"),
+            ] {
                 for (j, d) in list.iter().enumerate() {
                     let path = format!("{base}.{key}[{j}]");
-                    let Some(name) = self.domain(&path, d) else { continue };
+                    let Some(name) = self.domain(&path, d) else {
+                        continue;
+                    };
                     if let Some(prev) = domain_owner.get(&name) {
-                        self.err(&path, format!("domain {name:?} is already listed by {prev}"), "a domain belongs to one platform and class; remove one of the entries");
+                        self.err(
+                            &path,
+                            format!("domain {name:?} is already listed by {prev}"),
+                            "a domain belongs to one platform and class; remove one of the entries",
+                        );
                         continue;
                     }
                     domain_owner.insert(name.clone(), path.clone());
-                    domains.insert(&name, DomainHit { platform: i as u16, class });
+                    domains.insert(
+                        &name,
+                        DomainHit {
+                            platform: i as u16,
+                            class,
+                        },
+                    );
                 }
             }
             platforms.push(Platform {
@@ -186,13 +240,25 @@ impl Compiler<'_> {
         // Policy.
         self.file = self.dir.join(POLICY_FILE);
         if raw.version != 1 {
-            self.err("version", format!("unsupported policy version {}", raw.version), "this socialgate reads version: 1");
+            self.err(
+                "version",
+                format!("unsupported policy version {}", raw.version),
+                "this socialgate reads version: 1",
+            );
         }
-        let tz_name = raw.settings.timezone.clone().unwrap_or_else(|| "UTC".into());
+        let tz_name = raw
+            .settings
+            .timezone
+            .clone()
+            .unwrap_or_else(|| "UTC".into());
         let timezone = match parse_tz(&tz_name) {
             Ok(tz) => tz,
             Err(e) => {
-                self.err("settings.timezone", e, "see the tz database names, e.g. Europe/Berlin");
+                self.err(
+                    "settings.timezone",
+                    e,
+                    "see the tz database names, e.g. Europe/Berlin",
+                );
                 jiff::tz::TimeZone::UTC
             }
         };
@@ -216,7 +282,11 @@ impl Compiler<'_> {
         let tunnels = self.tunnels(&raw.tunnels);
         let logging = Logging {
             pseudonymize: raw.logging.pseudonymize.unwrap_or(true),
-            key_file: raw.logging.key_file.as_deref().map(|p| resolve_path(self.dir, p)),
+            key_file: raw
+                .logging
+                .key_file
+                .as_deref()
+                .map(|p| resolve_path(self.dir, p)),
             log_paths: raw.logging.log_paths.unwrap_or(false),
         };
 
@@ -225,10 +295,18 @@ impl Compiler<'_> {
         for (name, g) in &raw.groups {
             let base = format!("groups.{name}");
             if !valid_id(name) {
-                self.err(&base, format!("group name {name:?} is not a valid name"), "use letters, digits, '-' and '_'");
+                self.err(
+                    &base,
+                    format!("group name {name:?} is not a valid name"),
+                    "use letters, digits, '-' and '_'",
+                );
             }
             if g.networks.is_empty() && g.users.is_empty() {
-                self.err(&base, "the group has neither networks nor users", "add `networks:` (CIDRs) and/or `users:`");
+                self.err(
+                    &base,
+                    "the group has neither networks nor users",
+                    "add `networks:` (CIDRs) and/or `users:`",
+                );
             }
             let networks = g
                 .networks
@@ -248,9 +326,18 @@ impl Compiler<'_> {
         }
 
         let defaults = Defaults {
-            catalog: self.action("defaults.catalog", raw.defaults.catalog.as_deref().unwrap_or("allow")),
-            embedded: self.action("defaults.embedded", raw.defaults.embedded.as_deref().unwrap_or("allow")),
-            other: self.action("defaults.other", raw.defaults.other.as_deref().unwrap_or("allow")),
+            catalog: self.action(
+                "defaults.catalog",
+                raw.defaults.catalog.as_deref().unwrap_or("allow"),
+            ),
+            embedded: self.action(
+                "defaults.embedded",
+                raw.defaults.embedded.as_deref().unwrap_or("allow"),
+            ),
+            other: self.action(
+                "defaults.other",
+                raw.defaults.other.as_deref().unwrap_or("allow"),
+            ),
         };
 
         // Rules.
@@ -260,9 +347,17 @@ impl Compiler<'_> {
         for (i, r) in raw.rules.iter().enumerate() {
             let base = format!("rules[{i}]");
             if !valid_id(&r.id) {
-                self.err(format!("{base}.id"), format!("rule id {:?} is not a valid id", r.id), "use letters, digits, '-' and '_' (the id appears in logs and metrics)");
+                self.err(
+                    format!("{base}.id"),
+                    format!("rule id {:?} is not a valid id", r.id),
+                    "use letters, digits, '-' and '_' (the id appears in logs and metrics)",
+                );
             } else if !seen_ids.insert(r.id.clone()) {
-                self.err(format!("{base}.id"), format!("rule id {:?} is used twice", r.id), "give every rule its own id");
+                self.err(
+                    format!("{base}.id"),
+                    format!("rule id {:?} is used twice", r.id),
+                    "give every rule its own id",
+                );
             }
             let mut group_ids = Vec::new();
             for (j, g) in r.groups.iter().enumerate() {
@@ -270,23 +365,35 @@ impl Compiler<'_> {
                     Some(idx) => group_ids.push(idx as u16),
                     None => {
                         let hint = match closest(g, groups.iter().map(|x| &*x.name)) {
-                            Some(s) => format!("did you mean {s:?}? groups are defined under `groups:`"),
+                            Some(s) => {
+                                format!("did you mean {s:?}? groups are defined under `groups:`")
+                            }
                             None => "define the group under `groups:`".into(),
                         };
-                        self.err(format!("{base}.groups[{j}]"), format!("unknown group {g:?}"), hint);
+                        self.err(
+                            format!("{base}.groups[{j}]"),
+                            format!("unknown group {g:?}"),
+                            hint,
+                        );
                     }
                 }
             }
             let mut mask: Option<Vec<bool>> = None;
             for (j, p) in r.platforms.iter().enumerate() {
                 match platforms.iter().position(|x| &*x.id == p.as_str()) {
-                    Some(idx) => mask.get_or_insert_with(|| vec![false; platforms.len()])[idx] = true,
+                    Some(idx) => {
+                        mask.get_or_insert_with(|| vec![false; platforms.len()])[idx] = true
+                    }
                     None => {
                         let hint = match closest(p, platforms.iter().map(|x| &*x.id)) {
                             Some(s) => format!("did you mean {s:?}? platforms are defined in catalog.yaml"),
                             None => "use a platform id from catalog.yaml, or list the site under `domains:`".into(),
                         };
-                        self.err(format!("{base}.platforms[{j}]"), format!("unknown platform {p:?}"), hint);
+                        self.err(
+                            format!("{base}.platforms[{j}]"),
+                            format!("unknown platform {p:?}"),
+                            hint,
+                        );
                     }
                 }
             }
@@ -296,7 +403,11 @@ impl Compiler<'_> {
                         Some(s) => format!("did you mean {s:?}?"),
                         None => format!("known categories: {}", categories.join(", ")),
                     };
-                    self.err(format!("{base}.categories[{j}]"), format!("unknown category {cat:?}"), hint);
+                    self.err(
+                        format!("{base}.categories[{j}]"),
+                        format!("unknown category {cat:?}"),
+                        hint,
+                    );
                     continue;
                 }
                 let m = mask.get_or_insert_with(|| vec![false; platforms.len()]);
@@ -328,7 +439,11 @@ impl Compiler<'_> {
             };
             let schedule = if r.when.is_empty() {
                 if r.timezone.is_some() {
-                    self.err(format!("{base}.timezone"), "a time zone without `when:` windows has no effect", "add `when:` windows or remove `timezone:`");
+                    self.err(
+                        format!("{base}.timezone"),
+                        "a time zone without `when:` windows has no effect",
+                        "add `when:` windows or remove `timezone:`",
+                    );
                 }
                 None
             } else {
@@ -336,7 +451,11 @@ impl Compiler<'_> {
                     Some(name) => match parse_tz(name) {
                         Ok(tz) => (tz, name.clone()),
                         Err(e) => {
-                            self.err(format!("{base}.timezone"), e, "see the tz database names, e.g. Europe/Berlin");
+                            self.err(
+                                format!("{base}.timezone"),
+                                e,
+                                "see the tz database names, e.g. Europe/Berlin",
+                            );
                             (timezone.clone(), tz_name.clone())
                         }
                     },
@@ -348,7 +467,11 @@ impl Compiler<'_> {
                     .enumerate()
                     .filter_map(|(j, w)| self.window(&format!("{base}.when[{j}]"), w))
                     .collect();
-                Some(Schedule { tz, tz_name, windows })
+                Some(Schedule {
+                    tz,
+                    tz_name,
+                    windows,
+                })
             };
             rules.push(Rule {
                 id: Arc::from(r.id.as_str()),
@@ -456,7 +579,9 @@ impl Compiler<'_> {
                     let path = format!("tunnels.ports[{i}]");
                     let hint = "write a port (443), a range (\"8000-8999\") or \"any\"";
                     match p {
-                        RawPort::Number(n) if (1..=65535).contains(n) => ports.push((*n as u16, *n as u16)),
+                        RawPort::Number(n) if (1..=65535).contains(n) => {
+                            ports.push((*n as u16, *n as u16))
+                        }
                         RawPort::Number(n) => self.err(&path, format!("{n} is not a port"), hint),
                         RawPort::Text(t) if t == "any" => ports.push((1, 65535)),
                         RawPort::Text(t) => {
@@ -474,7 +599,10 @@ impl Compiler<'_> {
                 }
             }
         }
-        let sni_mismatch = self.action("tunnels.sni_mismatch", raw.sni_mismatch.as_deref().unwrap_or("block"));
+        let sni_mismatch = self.action(
+            "tunnels.sni_mismatch",
+            raw.sni_mismatch.as_deref().unwrap_or("block"),
+        );
         Tunnels {
             ports,
             sni_mismatch,
@@ -487,11 +615,19 @@ impl Compiler<'_> {
             "allow" => Action::Allow,
             "block" => Action::Block,
             "warn" | "read_only" => {
-                self.err(path, format!("action {s:?} is not available yet"), "this version supports `allow` and `block`");
+                self.err(
+                    path,
+                    format!("action {s:?} is not available yet"),
+                    "this version supports `allow` and `block`",
+                );
                 Action::Block
             }
             other => {
-                self.err(path, format!("unknown action {other:?}"), "write `allow` or `block`");
+                self.err(
+                    path,
+                    format!("unknown action {other:?}"),
+                    "write `allow` or `block`",
+                );
                 Action::Block
             }
         }
@@ -513,21 +649,37 @@ impl Compiler<'_> {
 
     fn domain(&mut self, path: &str, s: &str) -> Option<String> {
         if s.contains('*') {
-            self.err(path, format!("{s:?} contains a wildcard"), "write the domain itself: an entry covers the domain and all of its subdomains");
+            self.err(
+                path,
+                format!("{s:?} contains a wildcard"),
+                "write the domain itself: an entry covers the domain and all of its subdomains",
+            );
             return None;
         }
         if s.contains('/') || s.contains(':') {
-            self.err(path, format!("{s:?} is not a domain"), "write a bare domain such as example.com, without scheme, port or path");
+            self.err(
+                path,
+                format!("{s:?} is not a domain"),
+                "write a bare domain such as example.com, without scheme, port or path",
+            );
             return None;
         }
         match normalize_host(s) {
             Ok(Host::Name(n)) => Some(n),
             Ok(_) => {
-                self.err(path, format!("{s:?} is an address, not a domain"), "platforms are recognised by name; destinations.allow takes networks");
+                self.err(
+                    path,
+                    format!("{s:?} is an address, not a domain"),
+                    "platforms are recognised by name; destinations.allow takes networks",
+                );
                 None
             }
             Err(e) => {
-                self.err(path, e.to_string(), "write a bare domain such as example.com");
+                self.err(
+                    path,
+                    e.to_string(),
+                    "write a bare domain such as example.com",
+                );
                 None
             }
         }
@@ -537,27 +689,53 @@ impl Compiler<'_> {
         let mut days = 0u8;
         let mut ok = true;
         if w.days.is_empty() {
-            self.err(format!("{path}.days"), "no days listed", "write e.g. [mon-fri] or [all]");
+            self.err(
+                format!("{path}.days"),
+                "no days listed",
+                "write e.g. [mon-fri] or [all]",
+            );
             ok = false;
         }
         for (i, d) in w.days.iter().enumerate() {
             match parse_days(d) {
                 Ok(m) => days |= m,
                 Err(e) => {
-                    self.err(format!("{path}.days[{i}]"), e, "days are mon tue wed thu fri sat sun");
+                    self.err(
+                        format!("{path}.days[{i}]"),
+                        e,
+                        "days are mon tue wed thu fri sat sun",
+                    );
                     ok = false;
                 }
             }
         }
-        let from = parse_clock(&w.from).map_err(|e| self.err(format!("{path}.from"), e, "e.g. from: \"09:00\"")).ok();
-        let to = parse_clock(&w.to).map_err(|e| self.err(format!("{path}.to"), e, "e.g. to: \"17:30\"; 24:00 is the end of the day")).ok();
+        let from = parse_clock(&w.from)
+            .map_err(|e| self.err(format!("{path}.from"), e, "e.g. from: \"09:00\""))
+            .ok();
+        let to = parse_clock(&w.to)
+            .map_err(|e| {
+                self.err(
+                    format!("{path}.to"),
+                    e,
+                    "e.g. to: \"17:30\"; 24:00 is the end of the day",
+                )
+            })
+            .ok();
         let (from, to) = (from?, to?);
         if from == to {
-            self.err(path, "the window is empty (from equals to)", "for a whole day write from: \"00:00\", to: \"24:00\"");
+            self.err(
+                path,
+                "the window is empty (from equals to)",
+                "for a whole day write from: \"00:00\", to: \"24:00\"",
+            );
             return None;
         }
         if from == 1440 {
-            self.err(format!("{path}.from"), "a window cannot start at 24:00", "start at 00:00 of the next day");
+            self.err(
+                format!("{path}.from"),
+                "a window cannot start at 24:00",
+                "start at 00:00 of the next day",
+            );
             return None;
         }
         ok.then_some(Window { days, from, to })
@@ -567,5 +745,6 @@ impl Compiler<'_> {
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }

@@ -216,7 +216,10 @@ fn decide_inner(
             t.push(TraceStep {
                 rule: Reason::NotAMember.builtin_rule().into(),
                 matched: true,
-                note: format!("client {} is in no group and not authenticated", facts.client),
+                note: format!(
+                    "client {} is in no group and not authenticated",
+                    facts.client
+                ),
             });
         }
         return decision.refused_for(Reason::NotAMember);
@@ -232,7 +235,9 @@ fn decide_inner(
             rule_group.is_some() || facts.user.is_some_and(|u| rule.users.contains(u))
         };
         if !who {
-            note(&mut trace, rule, false, || "not for this client's groups or user".into());
+            note(&mut trace, rule, false, || {
+                "not for this client's groups or user".into()
+            });
             continue;
         }
         // What.
@@ -249,7 +254,9 @@ fn decide_inner(
             by_platform || (rule.has_domains && rule_domain_hits.contains(&(idx as u16)))
         };
         if !what {
-            note(&mut trace, rule, false, || "does not cover this destination".into());
+            note(&mut trace, rule, false, || {
+                "does not cover this destination".into()
+            });
             continue;
         }
         // When.
@@ -280,7 +287,7 @@ fn decide_inner(
         Some(Class::Embedded) => (policy.defaults.embedded, Reason::DefaultEmbedded),
         None => (policy.defaults.other, Reason::DefaultOther),
     };
-    if let Some(t) = trace.as_deref_mut() {
+    if let Some(t) = trace {
         t.push(TraceStep {
             rule: reason.builtin_rule().into(),
             matched: true,

@@ -84,7 +84,9 @@ pub fn parse_days(s: &str) -> Result<u8, String> {
         _ => {}
     }
     let bad = || {
-        format!("{s:?} is not a day; write mon..sun, a range such as mon-fri, weekdays, weekend or all")
+        format!(
+            "{s:?} is not a day; write mon..sun, a range such as mon-fri, weekdays, weekend or all"
+        )
     };
     if let Some((a, b)) = t.split_once('-') {
         let (a, b) = (day_index(a).ok_or_else(bad)?, day_index(b).ok_or_else(bad)?);
@@ -99,18 +101,20 @@ pub fn parse_days(s: &str) -> Result<u8, String> {
         }
         return Ok(mask);
     }
-    if t.len() >= 3 && DAY_NAMES.iter().any(|d| {
-        let full = [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ];
-        t == *d || full.contains(&t.as_str())
-    }) {
+    if t.len() >= 3
+        && DAY_NAMES.iter().any(|d| {
+            let full = [
+                "monday",
+                "tuesday",
+                "wednesday",
+                "thursday",
+                "friday",
+                "saturday",
+                "sunday",
+            ];
+            t == *d || full.contains(&t.as_str())
+        })
+    {
         return day_index(&t).map(|i| 1 << i).ok_or_else(bad);
     }
     Err(bad())

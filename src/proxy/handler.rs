@@ -43,7 +43,13 @@ pub async fn handle(
 }
 
 /// A fresh event with what is known before identification.
-pub(crate) fn new_event(kind: Kind, peer: SocketAddr, method: &Method, host: String, port: u16) -> Event {
+pub(crate) fn new_event(
+    kind: Kind,
+    peer: SocketAddr,
+    method: &Method,
+    host: String,
+    port: u16,
+) -> Event {
     Event {
         time: jiff::Timestamp::now(),
         kind,
@@ -91,7 +97,11 @@ fn host_string(h: &Host) -> String {
     h.to_string()
 }
 
-async fn forward(state: &ProxyState, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(
+    state: &ProxyState,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let policy = state.policy.load();
     let navigation = is_navigation(req.method(), req.headers());
@@ -124,7 +134,11 @@ async fn forward(state: &ProxyState, peer: SocketAddr, mut req: Request<Incoming
         Err(reason) => {
             let d = Decision::builtin(reason);
             apply_decision(&mut ev, &d);
-            let view = RequestView { navigation, host: &ev.host, connect: false };
+            let view = RequestView {
+                navigation,
+                host: &ev.host,
+                connect: false,
+            };
             let resp = responses::refusal(&d, &policy, &view);
             return finish_now(state, ev, started, resp);
         }
@@ -150,7 +164,11 @@ async fn forward(state: &ProxyState, peer: SocketAddr, mut req: Request<Incoming
         ev.path = uri.path_and_query().map(|p| p.as_str().to_string());
     }
     if decision.refuses() {
-        let view = RequestView { navigation, host: &ev.host, connect: false };
+        let view = RequestView {
+            navigation,
+            host: &ev.host,
+            connect: false,
+        };
         let resp = responses::refusal(&decision, &policy, &view);
         return finish_now(state, ev, started, resp);
     }
@@ -175,18 +193,43 @@ async fn forward(state: &ProxyState, peer: SocketAddr, mut req: Request<Incoming
     let body = Counted::new(body, pending.up.clone()).boxed();
 
     if let Some(client_upgrade) = client_upgrade {
-        return forward_upgrade(state, &policy, &decision, navigation, parts, body, pending, client_upgrade).await;
+        return forward_upgrade(
+            state,
+            &policy,
+            &decision,
+            navigation,
+            parts,
+            body,
+            pending,
+            client_upgrade,
+        )
+        .await;
     }
 
     let request = Request::from_parts(parts, body);
-    let result = tokio::time::timeout(state.config.upstream_timeout, state.client.request(request)).await;
+    let result =
+        tokio::time::timeout(state.config.upstream_timeout, state.client.request(request)).await;
     match result {
         Ok(Ok(resp)) => relay_response(resp, pending),
-        Ok(Err(e)) => upstream_failure(&policy, &decision, navigation, pending, find_dial_error(&e), &e.to_string()),
+        Ok(Err(e)) => upstream_failure(
+            &policy,
+            &decision,
+            navigation,
+            pending,
+            find_dial_error(&e),
+            &e.to_string(),
+        ),
         Err(_) => {
             let mut pending = pending;
             pending.event_mut().error = Some("upstream-timeout".into());
-            respond_pending(pending, responses::error(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the site did not answer in time"))
+            respond_pending(
+                pending,
+                responses::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    "the site did not answer in time",
+                ),
+            )
         }
     }
 }
@@ -220,7 +263,11 @@ fn upstream_failure(
             let d = decision.refused_for(reason);
             apply_decision(pending.event_mut(), &d);
             let host = pending.event_mut().host.clone();
-            let view = RequestView { navigation, host: &host, connect: false };
+            let view = RequestView {
+                navigation,
+                host: &host,
+                connect: false,
+            };
             let resp = responses::refusal(&d, policy, &view);
             respond_pending(pending, resp)
         }
@@ -239,7 +286,11 @@ fn upstream_failure(
             tracing::debug!(error = detail, "upstream exchange failed");
             respond_pending(
                 pending,
-                responses::error(StatusCode::BAD_GATEWAY, "upstream-protocol", "the site closed the connection or sent an invalid response"),
+                responses::error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-protocol",
+                    "the site closed the connection or sent an invalid response",
+                ),
             )
         }
     }
@@ -287,7 +338,9 @@ async fn forward_upgrade(
         .await;
     let (mut sender, conn) = match handshake {
         Ok(x) => x,
-        Err(e) => return upstream_failure(policy, decision, navigation, pending, None, &e.to_string()),
+        Err(e) => {
+            return upstream_failure(policy, decision, navigation, pending, None, &e.to_string())
+        }
     };
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
@@ -307,10 +360,19 @@ async fn forward_upgrade(
     .await
     {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return upstream_failure(policy, decision, navigation, pending, None, &e.to_string()),
+        Ok(Err(e)) => {
+            return upstream_failure(policy, decision, navigation, pending, None, &e.to_string())
+        }
         Err(_) => {
             pending.event_mut().error = Some("upstream-timeout".into());
-            return respond_pending(pending, responses::error(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the site did not answer in time"));
+            return respond_pending(
+                pending,
+                responses::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream-timeout",
+                    "the site did not answer in time",
+                ),
+            );
         }
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -336,4 +398,3 @@ async fn forward_upgrade(
     });
     Response::from_parts(parts, responses::empty())
 }
-

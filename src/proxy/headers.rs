@@ -33,7 +33,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     for name in named {
         if name != header::UPGRADE || upgrade.is_none() {
             headers.remove(&name);
@@ -96,7 +98,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -142,9 +147,18 @@ mod tests {
     fn tells_navigations_from_other_requests() {
         let get = http::Method::GET;
         assert!(is_navigation(&get, &map(&[("sec-fetch-dest", "document")])));
-        assert!(!is_navigation(&get, &map(&[("sec-fetch-dest", "script"), ("accept", "text/html")])));
-        assert!(is_navigation(&get, &map(&[("accept", "text/html,application/xhtml+xml")])));
+        assert!(!is_navigation(
+            &get,
+            &map(&[("sec-fetch-dest", "script"), ("accept", "text/html")])
+        ));
+        assert!(is_navigation(
+            &get,
+            &map(&[("accept", "text/html,application/xhtml+xml")])
+        ));
         assert!(!is_navigation(&get, &map(&[("accept", "*/*")])));
-        assert!(!is_navigation(&http::Method::POST, &map(&[("accept", "text/html")])));
+        assert!(!is_navigation(
+            &http::Method::POST,
+            &map(&[("accept", "text/html")])
+        ));
     }
 }

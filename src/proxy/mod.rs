@@ -181,7 +181,9 @@ pub async fn serve(
             .header_read_timeout(state.config.header_read_timeout)
             .max_buf_size(state.config.max_header_bytes.max(8192))
             .keep_alive(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
         let st = state.clone();
         let mut stop = stop_rx.clone();
         st.gauges.connections.fetch_add(1, Ordering::Relaxed);

@@ -21,7 +21,9 @@ pub const REASON_HEADER: &str = "x-socialgate-reason";
 pub const ERROR_HEADER: &str = "x-socialgate-error";
 
 pub fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> ProxyBody {
@@ -43,9 +45,15 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
         _ => StatusCode::FORBIDDEN,
     };
     let (content_type, body) = if req.navigation && !req.connect {
-        ("text/html; charset=utf-8", html_page(decision, policy, req.host, status))
+        (
+            "text/html; charset=utf-8",
+            html_page(decision, policy, req.host, status),
+        )
     } else {
-        ("text/plain; charset=utf-8", text_body(decision, policy, req.host))
+        (
+            "text/plain; charset=utf-8",
+            text_body(decision, policy, req.host),
+        )
     };
     let mut resp = Response::builder()
         .status(status)
@@ -81,22 +89,28 @@ pub fn error(status: StatusCode, label: &str, detail: &str) -> Response<ProxyBod
 
 fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| {
-        let cleaned: String = s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect();
+        let cleaned: String = s
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .collect();
         HeaderValue::from_str(&cleaned).unwrap_or(HeaderValue::from_static("-"))
     })
 }
 
 fn text_body(d: &Decision, policy: &Policy, host: &str) -> String {
-    let mut s = format!(
-        "socialgate refused this request.\nsite: {host}\n",
-    );
+    let mut s = format!("socialgate refused this request.\nsite: {host}\n",);
     if let Some(p) = &d.platform_name {
         s.push_str(&format!("platform: {p}\n"));
     }
     if let Some(g) = &d.group {
         s.push_str(&format!("group: {g}\n"));
     }
-    s.push_str(&format!("rule: {}\nreason: {} ({})\n", d.rule, d.reason.as_str(), d.reason.explain()));
+    s.push_str(&format!(
+        "rule: {}\nreason: {} ({})\n",
+        d.rule,
+        d.reason.as_str(),
+        d.reason.explain()
+    ));
     if let Some(m) = &d.message {
         s.push_str(&format!("{m}\n"));
     }
@@ -107,7 +121,11 @@ fn text_body(d: &Decision, policy: &Policy, host: &str) -> String {
 }
 
 fn html_page(d: &Decision, policy: &Policy, host: &str, status: StatusCode) -> String {
-    let org = policy.settings.organization.as_deref().unwrap_or("Your organisation");
+    let org = policy
+        .settings
+        .organization
+        .as_deref()
+        .unwrap_or("Your organisation");
     let title = match status {
         StatusCode::PROXY_AUTHENTICATION_REQUIRED => "Sign-in needed",
         _ => "This site is not available",

@@ -106,16 +106,26 @@ mod tests {
     #[test]
     fn reads_the_server_name_from_a_real_client_hello() {
         let hello = client_hello("www.tiktok.com");
-        assert_eq!(server_name(&hello), Hello::Tls(Some("www.tiktok.com".into())));
+        assert_eq!(
+            server_name(&hello),
+            Hello::Tls(Some("www.tiktok.com".into()))
+        );
     }
 
     #[test]
     fn every_prefix_of_a_client_hello_is_incomplete_never_wrong() {
         let hello = client_hello("www.linkedin.com");
         for len in 1..hello.len() {
-            assert_eq!(server_name(&hello[..len]), Hello::Incomplete, "prefix of {len} bytes");
+            assert_eq!(
+                server_name(&hello[..len]),
+                Hello::Incomplete,
+                "prefix of {len} bytes"
+            );
         }
-        assert_eq!(server_name(&hello), Hello::Tls(Some("www.linkedin.com".into())));
+        assert_eq!(
+            server_name(&hello),
+            Hello::Tls(Some("www.linkedin.com".into()))
+        );
     }
 
     #[test]
@@ -128,6 +138,9 @@ mod tests {
     fn plain_text_is_not_tls() {
         assert_eq!(server_name(b"GET / HTTP/1.1\r\n"), Hello::NotTls);
         assert_eq!(server_name(b"SSH-2.0-OpenSSH_9.2\r\n"), Hello::NotTls);
-        assert_eq!(server_name(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0, 0, 0, 0]), Hello::NotTls);
+        assert_eq!(
+            server_name(&[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0, 0, 0, 0]),
+            Hello::NotTls
+        );
     }
 }

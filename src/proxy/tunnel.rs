@@ -30,7 +30,11 @@ use crate::event::Kind;
 use crate::policy::{decide, normalize_host, Action, Decision, Host, Reason, RequestFacts};
 use crate::reload::PolicyHandle;
 
-pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle_connect(
+    state: &Arc<ProxyState>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let policy = state.policy.load();
     let authority = req.uri().authority().cloned();
@@ -40,14 +44,24 @@ pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: 
         Some((host, port))
     });
     let Some((host, port)) = parsed else {
-        let raw = authority.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        let raw = authority
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
         let mut ev = new_event(Kind::Tunnel, peer, req.method(), raw, 0);
         apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
-        let resp = responses::error(StatusCode::BAD_REQUEST, "bad-request", "CONNECT needs host:port");
+        let resp = responses::error(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "CONNECT needs host:port",
+        );
         return finish_now(state, ev, started, resp);
     };
     let mut ev = new_event(Kind::Tunnel, peer, req.method(), host.to_string(), port);
-    let view = RequestView { navigation: false, host: &host.to_string(), connect: true };
+    let view = RequestView {
+        navigation: false,
+        host: &host.to_string(),
+        connect: true,
+    };
 
     let identity = match identify(state, &policy, peer.ip(), req.headers()).await {
         Ok(i) => i,
@@ -60,7 +74,12 @@ pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: 
     ev.user = identity.user.clone();
     ev.auth = identity.auth;
 
-    let facts = RequestFacts { client: peer.ip(), user: identity.user.as_deref(), host: &host, port };
+    let facts = RequestFacts {
+        client: peer.ip(),
+        user: identity.user.as_deref(),
+        host: &host,
+        port,
+    };
     let t0 = Instant::now();
     let mut decision = decide(&policy, &facts, jiff::Timestamp::now());
     state.metrics.observe_decision_time(t0.elapsed());
@@ -70,7 +89,12 @@ pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: 
     apply_decision(&mut ev, &decision);
     ev.foreground = decision.class == Some(crate::policy::Class::Primary);
     if decision.refuses() {
-        return finish_now(state, ev, started, responses::refusal(&decision, &policy, &view));
+        return finish_now(
+            state,
+            ev,
+            started,
+            responses::refusal(&decision, &policy, &view),
+        );
     }
 
     let dialed = match state.dialer.dial(&host.to_string(), port).await {
@@ -78,14 +102,22 @@ pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: 
         Err(e) => {
             let resp = match &e {
                 DialError::Private(_) | DialError::SelfLoop(_) => {
-                    let reason = if matches!(e, DialError::SelfLoop(_)) { Reason::DestinationSelf } else { Reason::DestinationPrivate };
+                    let reason = if matches!(e, DialError::SelfLoop(_)) {
+                        Reason::DestinationSelf
+                    } else {
+                        Reason::DestinationPrivate
+                    };
                     let d = decision.refused_for(reason);
                     apply_decision(&mut ev, &d);
                     responses::refusal(&d, &policy, &view)
                 }
                 other => {
                     ev.error = Some(other.label().into());
-                    let status = if other.label() == "upstream-timeout" { StatusCode::GATEWAY_TIMEOUT } else { StatusCode::BAD_GATEWAY };
+                    let status = if other.label() == "upstream-timeout" {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    };
                     responses::error(status, other.label(), &other.to_string())
                 }
             };
@@ -129,7 +161,12 @@ pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: 
                     pending.complete();
                     return;
                 }
-                let facts = RequestFacts { client: peer.ip(), user: user.as_deref(), host: &sni_host, port };
+                let facts = RequestFacts {
+                    client: peer.ip(),
+                    user: user.as_deref(),
+                    host: &sni_host,
+                    port,
+                };
                 let d = decide(&policy, &facts, jiff::Timestamp::now());
                 apply_decision(pending.event_mut(), &d);
                 pending.event_mut().foreground = d.class == Some(crate::policy::Class::Primary);
@@ -157,7 +194,14 @@ pub async fn handle_connect(state: &Arc<ProxyState>, peer: SocketAddr, mut req: 
             host: decided_host,
             port,
         };
-        splice(client, upstream, &mut pending, state.config.idle_timeout, Some(recheck)).await;
+        splice(
+            client,
+            upstream,
+            &mut pending,
+            state.config.idle_timeout,
+            Some(recheck),
+        )
+        .await;
         pending.complete();
     });
     Response::builder()
@@ -178,7 +222,12 @@ pub struct Recheck {
 impl Recheck {
     fn still_allowed(&self) -> Option<Decision> {
         let policy = self.handle.load();
-        let facts = RequestFacts { client: self.peer.ip(), user: self.user.as_deref(), host: &self.host, port: self.port };
+        let facts = RequestFacts {
+            client: self.peer.ip(),
+            user: self.user.as_deref(),
+            host: &self.host,
+            port: self.port,
+        };
         let d = decide(&policy, &facts, jiff::Timestamp::now());
         d.refuses().then_some(d)
     }
@@ -186,13 +235,24 @@ impl Recheck {
 
 /// Copies bytes both ways until either side closes, the tunnel is idle for
 /// `idle`, or a reload makes the policy refuse it.
-pub async fn splice<A, B>(client: A, upstream: B, pending: &mut Pending, idle: Duration, recheck: Option<Recheck>)
-where
+pub async fn splice<A, B>(
+    client: A,
+    upstream: B,
+    pending: &mut Pending,
+    idle: Duration,
+    recheck: Option<Recheck>,
+) where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut c = CountedIo { inner: client, n: pending.up.clone() };
-    let mut u = CountedIo { inner: upstream, n: pending.down.clone() };
+    let mut c = CountedIo {
+        inner: client,
+        n: pending.up.clone(),
+    };
+    let mut u = CountedIo {
+        inner: upstream,
+        n: pending.down.clone(),
+    };
     let mut generation = recheck.as_ref().map(|r| r.handle.subscribe());
     let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
     tokio::pin!(copy);
@@ -242,7 +302,11 @@ struct CountedIo<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
@@ -254,7 +318,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -263,7 +331,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

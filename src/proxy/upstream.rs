@@ -207,7 +207,10 @@ impl tower_service::Service<http::Uri> for Connector {
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_string();
             let port = uri.port_u16().unwrap_or(80);
-            dialer.dial(&host, port).await.map(|d| TokioIo::new(d.stream))
+            dialer
+                .dial(&host, port)
+                .await
+                .map(|d| TokioIo::new(d.stream))
         })
     }
 }
@@ -227,9 +230,7 @@ pub fn pooled_client(dialer: Arc<Dialer>, idle: Duration) -> PooledClient {
 }
 
 /// Finds a [`DialError`] in an error's source chain.
-pub fn find_dial_error<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a DialError> {
+pub fn find_dial_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DialError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(d) = e.downcast_ref::<DialError>() {

@@ -21,10 +21,16 @@ async fn forwards_plain_http_with_via_and_without_hop_by_hop_headers() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["via"], "1.1 socialgate");
     let body = resp.text().await.unwrap();
-    assert!(body.starts_with("GET /headers HTTP/1.1"), "origin saw origin-form: {body}");
+    assert!(
+        body.starts_with("GET /headers HTTP/1.1"),
+        "origin saw origin-form: {body}"
+    );
     assert!(body.contains("via: 1.1 socialgate"), "{body}");
     assert!(body.contains("x-kept: yes"), "{body}");
-    assert!(!body.contains("x-private"), "header named by Connection leaked: {body}");
+    assert!(
+        !body.contains("x-private"),
+        "header named by Connection leaked: {body}"
+    );
     assert!(!body.contains("keep-alive: timeout"), "{body}");
     assert!(!body.contains("proxy-"), "{body}");
 
@@ -50,14 +56,23 @@ async fn reuses_upstream_connections_across_keep_alive_requests() {
             .unwrap();
         assert_eq!(r.text().await.unwrap(), "hello from origin");
     }
-    assert_eq!(origin.connections(), 1, "the proxy should keep one upstream connection alive");
+    assert_eq!(
+        origin.connections(),
+        1,
+        "the proxy should keep one upstream connection alive"
+    );
     assert_eq!(proxy.log_lines(20).await.len(), 20);
 }
 
 #[tokio::test]
 async fn blocks_tiktok_for_staff_and_names_the_rule() {
     let proxy = TestProxy::start(BASIC_POLICY).await;
-    let resp = proxy.client().get("http://www.tiktok.com/foryou").send().await.unwrap();
+    let resp = proxy
+        .client()
+        .get("http://www.tiktok.com/foryou")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["x-socialgate-rule"], "no-tiktok");
     assert_eq!(resp.headers()["x-socialgate-reason"], "rule-matched");
@@ -73,9 +88,19 @@ async fn blocks_tiktok_for_staff_and_names_the_rule() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let page = resp.text().await.unwrap();
-    for needle in ["TikTok", "staff", "no-tiktok", "rule-matched", "Ask the test desk.", "Test Corp"] {
+    for needle in [
+        "TikTok",
+        "staff",
+        "no-tiktok",
+        "rule-matched",
+        "Ask the test desk.",
+        "Test Corp",
+    ] {
         assert!(page.contains(needle), "page lacks {needle}: {page}");
     }
     let log = proxy.log_lines(2).await;
@@ -108,7 +133,10 @@ async fn tunnels_https_to_a_tls_origin_and_records_the_server_name() {
     assert_eq!(log[0]["sni"], "www.linkedin.com");
     assert_eq!(log[0]["platform"], "linkedin");
     assert_eq!(log[0]["status"], 200);
-    assert!(log[0]["bytes_up"].as_u64().unwrap() > 100, "ClientHello and request counted");
+    assert!(
+        log[0]["bytes_up"].as_u64().unwrap() > 100,
+        "ClientHello and request counted"
+    );
     assert!(log[0]["bytes_down"].as_u64().unwrap() > 100);
 }
 
@@ -118,5 +146,9 @@ async fn refuses_connect_to_a_blocked_platform_with_403() {
     let (code, out) = curl(&["-x", &proxy.url(), "-i", "https://www.tiktok.com/"]).await;
     assert_ne!(code, 0, "curl must fail: {out}");
     assert!(out.contains("403"), "{out}");
-    assert!(out.to_ascii_lowercase().contains("x-socialgate-rule: no-tiktok"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("x-socialgate-rule: no-tiktok"),
+        "{out}"
+    );
 }

@@ -57,7 +57,9 @@ impl Origin {
         let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
                 conns.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -67,7 +69,11 @@ impl Origin {
                 });
             }
         });
-        Origin { addr, connections, task }
+        Origin {
+            addr,
+            connections,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -92,10 +98,16 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
         }
         "/echo" => Response::new(req.into_body().map_err(|e| e.into()).boxed()),
         "/stream" => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>(1);
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(1);
             tokio::spawn(async move {
                 for i in 0..5 {
-                    if tx.send(Ok(Frame::data(Bytes::from(format!("chunk-{i}\n"))))).await.is_err() {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(format!("chunk-{i}\n")))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -108,9 +120,13 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
         "/ws" => {
             let key = req.headers().get("sec-websocket-key").cloned();
             let Some(key) = key else {
-                return Ok(Response::builder().status(400).body(full("no key")).unwrap());
+                return Ok(Response::builder()
+                    .status(400)
+                    .body(full("no key"))
+                    .unwrap());
             };
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(up) = on_upgrade.await {
@@ -139,7 +155,10 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
                 .body(full(""))
                 .unwrap()
         }
-        _ => Response::builder().status(404).body(full("not found")).unwrap(),
+        _ => Response::builder()
+            .status(404)
+            .body(full("not found"))
+            .unwrap(),
     };
     Ok(resp)
 }
@@ -166,7 +185,10 @@ impl Drop for TlsOrigin {
 
 impl TlsOrigin {
     pub async fn start(names: &[&str]) -> TlsOrigin {
-        let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let cert_der = ck.cert.der().to_vec();
         let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -181,7 +203,9 @@ impl TlsOrigin {
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(stream).await {
@@ -192,7 +216,11 @@ impl TlsOrigin {
                 });
             }
         });
-        TlsOrigin { addr, cert_der, task }
+        TlsOrigin {
+            addr,
+            cert_der,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -289,15 +317,30 @@ impl TestProxy {
         let mut cfg = AppConfig {
             policy_dir: policy.path().to_path_buf(),
             listen: vec!["127.0.0.1:0".parse().unwrap()],
-            log: Some(LogConfig { path: Some(log_path.clone()), format: LogFormat::Json, capacity: 10_000 }),
-            proxy: ProxyConfig { resolve, ..ProxyConfig::default() },
+            log: Some(LogConfig {
+                path: Some(log_path.clone()),
+                format: LogFormat::Json,
+                capacity: 10_000,
+            }),
+            proxy: ProxyConfig {
+                resolve,
+                ..ProxyConfig::default()
+            },
             watch_interval: Some(Duration::from_millis(100)),
             drain: Duration::from_secs(5),
+            admin: None,
+            pac_proxy: None,
+            pseudonym_key: policy.path().join("pseudonym.key"),
         };
         tweak(&mut cfg);
         let app = App::start(cfg).await.expect("socialgate starts");
         let addr = app.proxy_addrs[0];
-        TestProxy { app: Some(app), addr, policy, log_path }
+        TestProxy {
+            app: Some(app),
+            addr,
+            policy,
+            log_path,
+        }
     }
 
     pub fn app(&self) -> &App {
@@ -324,10 +367,16 @@ impl TestProxy {
             let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
             let lines: Vec<serde_json::Value> = text
                 .lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}"))
+                })
                 .collect();
             if lines.len() >= n || tokio::time::Instant::now() > deadline {
-                assert!(lines.len() >= n, "expected {n} log lines, found {}: {text}", lines.len());
+                assert!(
+                    lines.len() >= n,
+                    "expected {n} log lines, found {}: {text}",
+                    lines.len()
+                );
                 return lines;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -338,7 +387,10 @@ impl TestProxy {
     pub async fn wait_for_generation(&self, gen: u64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.app().policy().generation() < gen {
-            assert!(tokio::time::Instant::now() < deadline, "policy was not reloaded");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "policy was not reloaded"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
