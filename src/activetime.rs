@@ -26,8 +26,9 @@
 //! Memory holds only open sessions (plus, in [`DailyLedger`], one running
 //! total per key for the current day).
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -92,13 +93,15 @@ struct Open {
 
 /// Streaming sessionizer: feed hits with [`observe`](Self::observe), collect
 /// closed sessions from its return value and from [`flush`](Self::flush).
+/// `S` hashes the keys (std's `RandomState` by default; `report` uses a
+/// faster one for its integer keys).
 #[derive(Debug)]
-pub struct Sessionizer<K> {
+pub struct Sessionizer<K, S = RandomState> {
     rules: SessionRules,
     idle_ms: i64,
     credit_ms: i64,
     grace_ms: i64,
-    open: HashMap<K, Open>,
+    open: HashMap<K, Open, S>,
     /// Newest hit time seen (ms).
     watermark: i64,
     /// Watermark at the last sweep of expired sessions (ms).
@@ -107,12 +110,19 @@ pub struct Sessionizer<K> {
 
 impl<K: Hash + Eq + Clone> Sessionizer<K> {
     pub fn new(rules: SessionRules) -> Self {
+        Self::with_hasher(rules)
+    }
+}
+
+impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Sessionizer<K, S> {
+    /// Like [`Sessionizer::new`], with the key hasher `S`.
+    pub fn with_hasher(rules: SessionRules) -> Self {
         Sessionizer {
             rules,
             idle_ms: rules.idle.as_millis() as i64,
             credit_ms: rules.credit.as_millis() as i64,
             grace_ms: rules.grace.as_millis() as i64,
-            open: HashMap::new(),
+            open: HashMap::with_hasher(S::default()),
             watermark: i64::MIN,
             swept_at: i64::MIN,
         }
@@ -194,7 +204,7 @@ impl<K: Hash + Eq + Clone> Sessionizer<K> {
     /// Closes all open sessions.
     pub fn flush(&mut self) -> Vec<Session<K>> {
         let mut out: Vec<Session<K>> = Vec::with_capacity(self.open.len());
-        let open = std::mem::take(&mut self.open);
+        let open = std::mem::replace(&mut self.open, HashMap::with_hasher(S::default()));
         for (k, s) in open {
             out.push(self.session(k, s));
         }

@@ -4,9 +4,15 @@
 //! once; a record's group list is interned as a whole ("group set"), so each
 //! record costs a handful of hash operations whatever the number of groups it
 //! is in. Counters and distinct-person sets are keyed by (group set, platform,
-//! ...) and expanded to single groups only in [`Aggregator::finish`]. Memory
-//! is bounded by groups × platforms × days and by the number of persons, never
-//! by the number of lines.
+//! ...) and expanded to single groups only in [`Aggregator::finish`].
+//! Persons are interned to dense ids, and every distinct-person count is a
+//! [`PersonSet`] per key: a small hash set of ids that turns into a bitset
+//! once the bitset is the smaller of the two, so a record costs a few lookups
+//! in small tables and a bit set, whatever the number of lines. Memory is
+//! bounded by (distinct keys: group sets × platforms × days, plus reasons and
+//! refusal rows) × min(persons in the key × 8 bytes, all persons / 8 bytes),
+//! plus one name per person and the open sessions; never by the number of
+//! lines.
 //!
 //! This module must not read files or format output, and must not let any
 //! number that describes fewer than k persons out of [`Aggregator::finish`]
@@ -18,8 +24,8 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+use super::fast::Hit;
 use super::model::*;
-use super::read::Record;
 use crate::activetime::{SessionRules, Sessionizer};
 use crate::event::AuthMethod;
 
@@ -76,6 +82,110 @@ impl Hasher for Fx {
 type FxBuild = BuildHasherDefault<Fx>;
 type FxMap<K, V> = HashMap<K, V, FxBuild>;
 type FxSet<K> = HashSet<K, FxBuild>;
+
+/// Distinct persons (dense ids): a hash set while small, a bitset once the
+/// bitset (one bit per person known so far) takes less memory.
+#[derive(Clone, Debug)]
+pub enum PersonSet {
+    Sparse(FxSet<u32>),
+    Dense(Vec<u64>),
+}
+
+impl Default for PersonSet {
+    fn default() -> Self {
+        PersonSet::Sparse(FxSet::default())
+    }
+}
+
+impl PersonSet {
+    /// Adds person `p`; `universe` is the number of persons known so far
+    /// (every id is below it).
+    #[inline]
+    pub fn insert(&mut self, p: u32, universe: u32) {
+        match self {
+            PersonSet::Dense(words) => set_bit(words, p),
+            PersonSet::Sparse(set) => {
+                // A hash set costs about 8 bytes per person, a bitset
+                // universe / 8 bytes.
+                if set.insert(p) && set.len() >= 16 && set.len() * 64 >= universe as usize {
+                    let mut words = vec![0u64; universe as usize / 64 + 1];
+                    for &q in set.iter() {
+                        set_bit(&mut words, q);
+                    }
+                    *self = PersonSet::Dense(words);
+                }
+            }
+        }
+    }
+
+    /// Number of persons in the set.
+    pub fn len(&self) -> u64 {
+        match self {
+            PersonSet::Sparse(set) => set.len() as u64,
+            PersonSet::Dense(words) => words.iter().map(|w| u64::from(w.count_ones())).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empty without counting: a set only turns dense when it is large.
+    fn is_sparse_empty(&self) -> bool {
+        matches!(self, PersonSet::Sparse(set) if set.is_empty())
+    }
+
+    /// ORs the set into a bitset.
+    fn add_to(&self, bits: &mut Vec<u64>) {
+        match self {
+            PersonSet::Sparse(set) => {
+                for &p in set {
+                    set_bit(bits, p);
+                }
+            }
+            PersonSet::Dense(words) => {
+                if bits.len() < words.len() {
+                    bits.resize(words.len(), 0);
+                }
+                for (b, w) in bits.iter_mut().zip(words) {
+                    *b |= w;
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn set_bit(words: &mut Vec<u64>, p: u32) {
+    let w = (p >> 6) as usize;
+    if w >= words.len() {
+        words.resize(w + 1, 0);
+    }
+    words[w] |= 1u64 << (p & 63);
+}
+
+/// Distinct persons per key over the union of the sets listed for it.
+/// Keys whose union is empty are left out.
+fn distinct<K: Ord + Hash + Copy>(mut items: Vec<(K, &PersonSet)>) -> FxMap<K, u64> {
+    items.sort_unstable_by_key(|&(k, _)| k);
+    let mut out: FxMap<K, u64> = FxMap::default();
+    let mut bits: Vec<u64> = Vec::new();
+    for run in items.chunk_by(|a, b| a.0 == b.0) {
+        let n = if let [(_, one)] = run {
+            one.len()
+        } else {
+            bits.clear();
+            for (_, set) in run {
+                set.add_to(&mut bits);
+            }
+            bits.iter().map(|w| u64::from(w.count_ones())).sum()
+        };
+        if n > 0 {
+            out.insert(run[0].0, n);
+        }
+    }
+    out
+}
 
 /// Names ↔ dense ids.
 #[derive(Default)]
@@ -193,6 +303,61 @@ struct HourSlot {
     how: u8,
 }
 
+/// The local hour of `t`, from `cache` when `t` is in the cached hour.
+#[inline]
+fn hour_slot(cache: &mut Option<HourSlot>, tz: &TimeZone, t: Timestamp) -> HourSlot {
+    let ms = t.as_millisecond();
+    if let Some(s) = *cache {
+        if ms >= s.start && ms < s.end {
+            return s;
+        }
+    }
+    let z = t.to_zoned_datetime(tz.clone());
+    let into_hour =
+        i64::from(z.minute()) * 60_000 + i64::from(z.second()) * 1000 + i64::from(z.millisecond());
+    let start = ms - into_hour;
+    let d = z.date();
+    let slot = HourSlot {
+        start,
+        end: start + 3_600_000,
+        day: (d.year() as u32) * 10_000 + (d.month() as u32) * 100 + d.day() as u32,
+        how: (z.weekday().to_monday_zero_offset() as u8) * 24 + z.hour() as u8,
+    };
+    *cache = Some(slot);
+    slot
+}
+
+/// Per group set: requests and distinct persons.
+#[derive(Default)]
+struct GroupSetAgg {
+    requests: u64,
+    unauth: u64,
+    members: PersonSet,
+    unauth_persons: PersonSet,
+}
+
+/// Per (group set, platform or ANY).
+#[derive(Default)]
+struct CellAgg {
+    c: Counters,
+    /// Any traffic to the platform (backs bytes).
+    seen: PersonSet,
+    /// Not-refused primary traffic (backs the read/write mix).
+    users: PersonSet,
+    /// Foreground, primary, not refused (adoption, time, sessions).
+    active: PersonSet,
+    refused: PersonSet,
+    would: PersonSet,
+}
+
+/// Per (group set, platform or ANY, day).
+#[derive(Default)]
+struct DayAgg {
+    c: Counters,
+    active: PersonSet,
+    refused: PersonSet,
+}
+
 /// Aggregates records; call [`observe`](Self::observe) per record and
 /// [`finish`](Self::finish) once.
 pub struct Aggregator {
@@ -206,41 +371,33 @@ pub struct Aggregator {
     group_sets: FxMap<Box<[u32]>, u32>,
     group_set_members: Vec<Box<[u32]>>,
     scratch: Vec<u32>,
+    /// Hour of the latest record, and of the latest closed session's start.
     slot: Option<HourSlot>,
+    session_slot: Option<HourSlot>,
 
     in_period: u64,
     first: Option<Timestamp>,
     last: Option<Timestamp>,
 
-    /// (group set) → requests, unauthenticated requests.
-    gs_requests: FxMap<u32, (u64, u64)>,
-    /// (group set, person)
-    members: FxSet<(u32, u32)>,
-    unauth_persons: FxSet<(u32, u32)>,
-    /// (group set, platform) → counters
-    cells: FxMap<(u32, u32), Counters>,
-    /// (who, group set, platform, person)
-    persons: FxSet<(Who, u32, u32, u32)>,
-    /// (group set, platform, day) → counters
-    daily: FxMap<(u32, u32, u32), Counters>,
-    /// (who, group set, platform, day, person); who ∈ {Active, Refused}
-    daily_persons: FxSet<(Who, u32, u32, u32, u32)>,
-    /// (refused?, group set, platform or NONE, activity) → requests
-    sec: FxMap<(bool, u32, u32, u8), u64>,
-    sec_persons: FxSet<(bool, u32, u32, u8, u32)>,
-    /// reason → refused requests; (reason, person)
-    reason_counts: FxMap<u32, u64>,
-    reason_persons: FxSet<(u32, u32)>,
+    /// Indexed by group set id.
+    gsets: Vec<GroupSetAgg>,
+    /// (group set, platform)
+    cells: FxMap<(u32, u32), CellAgg>,
+    /// (group set, platform, day); only for refused or active traffic and sessions.
+    daily: FxMap<(u32, u32, u32), DayAgg>,
+    /// (refused?, group set, platform or NONE, activity) → requests, persons
+    sec: FxMap<(bool, u32, u32, u8), (u64, PersonSet)>,
+    /// reason → refused requests, persons
+    reason_counts: FxMap<u32, (u64, PersonSet)>,
     /// person → refused requests; (person, platform)
     person_refused: FxMap<u32, u64>,
     person_refused_platforms: FxSet<(u32, u32)>,
-    /// (refused? else would-refuse, person), over all groups and hosts
-    sec_people: FxSet<(bool, u32)>,
+    /// [would-refuse, refused] persons, over all groups and hosts
+    sec_people: [PersonSet; 2],
     heat: [u64; 168],
-    heat_persons: FxSet<(u8, u32)>,
-    sessions: Sessionizer<SessKey>,
+    heat_persons: Vec<PersonSet>,
+    sessions: Sessionizer<SessKey, FxBuild>,
     closed: Vec<crate::activetime::Session<SessKey>>,
-    /// Session key → day of its first hit is computed on close.
     total_requests: u64,
 }
 
@@ -263,34 +420,30 @@ impl Aggregator {
             group_set_members: Vec::new(),
             scratch: Vec::new(),
             slot: None,
+            session_slot: None,
             in_period: 0,
             first: None,
             last: None,
-            gs_requests: FxMap::default(),
-            members: FxSet::default(),
-            unauth_persons: FxSet::default(),
+            gsets: Vec::new(),
             cells: FxMap::default(),
-            persons: FxSet::default(),
             daily: FxMap::default(),
-            daily_persons: FxSet::default(),
             sec: FxMap::default(),
-            sec_persons: FxSet::default(),
             reason_counts: FxMap::default(),
-            reason_persons: FxSet::default(),
             person_refused: FxMap::default(),
             person_refused_platforms: FxSet::default(),
-            sec_people: FxSet::default(),
+            sec_people: Default::default(),
             heat: [0; 168],
-            heat_persons: FxSet::default(),
-            sessions: Sessionizer::new(rules),
+            heat_persons: vec![PersonSet::default(); 168],
+            sessions: Sessionizer::with_hasher(rules),
             closed: Vec::new(),
             total_requests: 0,
         }
     }
 
-    fn person(&mut self, rec: &Record<'_>) -> u32 {
+    #[inline]
+    fn person(&mut self, rec: &Hit<'_>) -> u32 {
         let next = self.person_names.len() as u32;
-        match rec.user.as_deref() {
+        match rec.user {
             Some(u) => {
                 if let Some(&p) = self.users.get(u) {
                     return p;
@@ -299,7 +452,7 @@ impl Aggregator {
                 self.person_names.push(u.into());
             }
             None => {
-                let c: &str = &rec.client;
+                let c = rec.client;
                 if let Some(&p) = self.ips.get(c) {
                     return p;
                 }
@@ -310,10 +463,11 @@ impl Aggregator {
         next
     }
 
-    fn group_set(&mut self, rec: &Record<'_>) -> u32 {
+    #[inline]
+    fn group_set(&mut self, rec: &Hit<'_>) -> u32 {
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
-        for g in &rec.groups {
+        for g in rec.groups.iter() {
             ids.push(self.groups.id(g));
         }
         ids.sort_unstable();
@@ -324,6 +478,7 @@ impl Aggregator {
                 let id = self.group_set_members.len() as u32;
                 self.group_set_members.push(ids.clone().into_boxed_slice());
                 self.group_sets.insert(ids.clone().into_boxed_slice(), id);
+                self.gsets.push(GroupSetAgg::default());
                 id
             }
         };
@@ -331,31 +486,8 @@ impl Aggregator {
         id
     }
 
-    fn hour_slot(&mut self, t: Timestamp) -> HourSlot {
-        let ms = t.as_millisecond();
-        if let Some(s) = self.slot {
-            if ms >= s.start && ms < s.end {
-                return s;
-            }
-        }
-        let z = t.to_zoned_datetime(self.opt.tz.clone());
-        let into_hour = i64::from(z.minute()) * 60_000
-            + i64::from(z.second()) * 1000
-            + i64::from(z.millisecond());
-        let start = ms - into_hour;
-        let d = z.date();
-        let slot = HourSlot {
-            start,
-            end: start + 3_600_000,
-            day: (d.year() as u32) * 10_000 + (d.month() as u32) * 100 + d.day() as u32,
-            how: (z.weekday().to_monday_zero_offset() as u8) * 24 + z.hour() as u8,
-        };
-        self.slot = Some(slot);
-        slot
-    }
-
     /// Adds one record (records outside --from/--to are skipped here).
-    pub fn observe(&mut self, rec: &Record<'_>) {
+    pub fn observe(&mut self, rec: &Hit<'_>) {
         if self.opt.from.is_some_and(|f| rec.time < f) || self.opt.to.is_some_and(|t| rec.time >= t)
         {
             return;
@@ -363,59 +495,63 @@ impl Aggregator {
         self.in_period += 1;
         self.first = Some(self.first.map_or(rec.time, |f| f.min(rec.time)));
         self.last = Some(self.last.map_or(rec.time, |l| l.max(rec.time)));
-        let slot = self.hour_slot(rec.time);
+        let slot = hour_slot(&mut self.slot, &self.opt.tz, rec.time);
         let gs = self.group_set(rec);
         let p = self.person(rec);
+        let universe = self.person_names.len() as u32;
         let unauth = rec.auth == AuthMethod::None;
         self.total_requests += 1;
-        let e = self.gs_requests.entry(gs).or_default();
-        e.0 += 1;
-        self.members.insert((gs, p));
+        let g = &mut self.gsets[gs as usize];
+        g.requests += 1;
+        g.members.insert(p, universe);
         if unauth {
-            e.1 += 1;
-            self.unauth_persons.insert((gs, p));
+            g.unauth += 1;
+            g.unauth_persons.insert(p, universe);
         }
         let refused = rec.refused();
         let would = rec.would_refuse();
-        let act = match rec.activity.as_deref() {
+        let act = match rec.activity {
             Some("view") => ACT_VIEW,
             Some("write") => ACT_WRITE,
             _ => ACT_UNKNOWN,
         };
-        let plat = rec.platform.as_deref().map(|name| self.platforms.id(name));
+        let plat = rec.platform.map(|name| self.platforms.id(name));
         if refused || would {
             let pl = plat.unwrap_or(NONE);
-            *self.sec.entry((refused, gs, pl, act)).or_default() += 1;
-            self.sec_persons.insert((refused, gs, pl, act, p));
-            self.sec_people.insert((refused, p));
+            let e = self.sec.entry((refused, gs, pl, act)).or_default();
+            e.0 += 1;
+            e.1.insert(p, universe);
+            self.sec_people[usize::from(refused)].insert(p, universe);
             if refused {
-                let r = self.reasons.id(&rec.reason);
-                *self.reason_counts.entry(r).or_default() += 1;
-                self.reason_persons.insert((r, p));
+                let r = self.reasons.id(rec.reason);
+                let e = self.reason_counts.entry(r).or_default();
+                e.0 += 1;
+                e.1.insert(p, universe);
                 *self.person_refused.entry(p).or_default() += 1;
                 self.person_refused_platforms.insert((p, pl));
             }
         }
         let Some(pl) = plat else { return };
-        let primary = rec.class.as_deref() == Some("primary");
+        let primary = rec.class == Some("primary");
         let active = !refused && primary && rec.foreground;
         for pp in [pl, ANY] {
-            let c = self.cells.entry((gs, pp)).or_default();
+            let cell = self.cells.entry((gs, pp)).or_default();
+            let c = &mut cell.c;
             c.requests += 1;
             c.bytes_up += rec.bytes_up;
             c.bytes_down += rec.bytes_down;
-            self.persons.insert((Who::Seen, gs, pp, p));
+            cell.seen.insert(p, universe);
             if refused {
                 c.refused += 1;
-                self.persons.insert((Who::Refused, gs, pp, p));
-                self.daily.entry((gs, pp, slot.day)).or_default().refused += 1;
-                self.daily_persons
-                    .insert((Who::Refused, gs, pp, slot.day, p));
+                cell.refused.insert(p, universe);
+                let d = self.daily.entry((gs, pp, slot.day)).or_default();
+                d.c.refused += 1;
+                d.refused.insert(p, universe);
                 continue;
             }
             if would {
                 c.would_refuse += 1;
-                self.persons.insert((Who::WouldRefuse, gs, pp, p));
+                cell.would.insert(p, universe);
             }
             if !primary {
                 continue;
@@ -425,36 +561,38 @@ impl Aggregator {
                 ACT_WRITE => c.writes += 1,
                 _ => {}
             }
-            self.persons.insert((Who::Users, gs, pp, p));
+            cell.users.insert(p, universe);
             if active {
                 c.foreground += 1;
-                self.persons.insert((Who::Active, gs, pp, p));
-                self.daily.entry((gs, pp, slot.day)).or_default().foreground += 1;
-                self.daily_persons
-                    .insert((Who::Active, gs, pp, slot.day, p));
-                let mut closed = std::mem::take(&mut self.closed);
+                cell.active.insert(p, universe);
+                let d = self.daily.entry((gs, pp, slot.day)).or_default();
+                d.c.foreground += 1;
+                d.active.insert(p, universe);
                 self.sessions
-                    .observe_into(&(p, pp, gs), rec.time, &mut closed);
-                for s in closed.drain(..) {
-                    self.add_session(s);
-                }
-                self.closed = closed;
+                    .observe_into(&(p, pp, gs), rec.time, &mut self.closed);
             }
+        }
+        if !self.closed.is_empty() {
+            let mut closed = std::mem::take(&mut self.closed);
+            for s in closed.drain(..) {
+                self.add_session(s);
+            }
+            self.closed = closed;
         }
         if active {
             self.heat[slot.how as usize] += 1;
-            self.heat_persons.insert((slot.how, p));
+            self.heat_persons[slot.how as usize].insert(p, universe);
         }
     }
 
     fn add_session(&mut self, s: crate::activetime::Session<SessKey>) {
         let (_, pp, gs) = s.key;
         let ms = s.active.as_millis() as i64;
-        let c = self.cells.entry((gs, pp)).or_default();
+        let c = &mut self.cells.entry((gs, pp)).or_default().c;
         c.sessions += 1;
         c.active_ms += ms;
-        let day = self.hour_slot(s.first).day;
-        let d = self.daily.entry((gs, pp, day)).or_default();
+        let day = hour_slot(&mut self.session_slot, &self.opt.tz, s.first).day;
+        let d = &mut self.daily.entry((gs, pp, day)).or_default().c;
         d.sessions += 1;
         d.active_ms += ms;
     }
@@ -535,7 +673,7 @@ impl Aggregator {
         let mut refused_by_reason: Vec<ReasonRow> = self
             .reason_counts
             .iter()
-            .map(|(&r, &n)| {
+            .map(|(&r, &(n, _))| {
                 let persons = count(&x.reason_persons, r);
                 ReasonRow {
                     reason: self.reasons.name(r).to_owned(),
@@ -616,9 +754,9 @@ impl Aggregator {
             })
             .collect();
         let all_persons = count(&x.members, ALLG);
-        let ref_persons = self.sec_people.iter().filter(|(r, _)| *r).count() as u64;
-        let would_persons = self.sec_people.len() as u64 - ref_persons;
-        let total_refused: u64 = self.reason_counts.values().sum();
+        let ref_persons = self.sec_people[1].len();
+        let would_persons = self.sec_people[0].len();
+        let total_refused: u64 = self.reason_counts.values().map(|v| v.0).sum();
         let would_total: u64 = x
             .sec
             .iter()
@@ -744,10 +882,7 @@ impl Aggregator {
                 refused_requests: Cell::gated(c.refused, refused, k),
             });
         }
-        let mut heat_persons = [0u64; 168];
-        for &(h, _) in &self.heat_persons {
-            heat_persons[h as usize] += 1;
-        }
+        let heat_persons: Vec<u64> = self.heat_persons.iter().map(PersonSet::len).collect();
         let hour_of_week = HeatMap {
             days: vec!["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
             foreground_requests: (0..7)
@@ -1004,75 +1139,93 @@ impl Expanded {
                 .copied()
                 .chain(std::iter::once(ALLG))
         };
-        fn distinct<K: Hash + Eq + Copy, T: Hash + Eq>(
-            items: impl Iterator<Item = (K, T)>,
-        ) -> FxMap<K, u64> {
-            let set: FxSet<(K, T)> = items.collect();
-            let mut out: FxMap<K, u64> = FxMap::default();
-            for (k, _) in set {
-                *out.entry(k).or_default() += 1;
-            }
-            out
-        }
-        let members = distinct(
-            a.members
+        let by_group = |pick: fn(&GroupSetAgg) -> &PersonSet| {
+            let items = a
+                .gsets
                 .iter()
-                .flat_map(|&(gs, p)| expand(gs).map(move |g| (g, p))),
-        );
-        let unauth_persons = distinct(
-            a.unauth_persons
-                .iter()
-                .flat_map(|&(gs, p)| expand(gs).map(move |g| (g, p))),
-        );
+                .enumerate()
+                .flat_map(|(gs, agg)| expand(gs as u32).map(move |g| (g, pick(agg))))
+                .collect();
+            distinct(items)
+        };
+        let members = by_group(|g| &g.members);
+        let unauth_persons = by_group(|g| &g.unauth_persons);
         let mut group_requests: FxMap<u32, (u64, u64)> = FxMap::default();
-        for (&gs, &(n, u)) in &a.gs_requests {
-            for g in expand(gs) {
+        for (gs, agg) in a.gsets.iter().enumerate() {
+            for g in expand(gs as u32) {
                 let e = group_requests.entry(g).or_default();
-                e.0 += n;
-                e.1 += u;
+                e.0 += agg.requests;
+                e.1 += agg.unauth;
             }
         }
         let mut cells: FxMap<(u32, u32), Counters> = FxMap::default();
         for (&(gs, p), c) in &a.cells {
             for g in expand(gs) {
-                cells.entry((g, p)).or_default().add(c);
+                cells.entry((g, p)).or_default().add(&c.c);
             }
         }
         let mut cell_order: Vec<(u32, u32)> = cells.keys().copied().collect();
         cell_order.sort_by_key(|&(g, p)| (a.gsort(g), a.psort(p)));
         let who = distinct(
-            a.persons
+            a.cells
                 .iter()
-                .flat_map(|&(w, gs, p, person)| expand(gs).map(move |g| ((w, g, p), person))),
+                .flat_map(|(&(gs, p), c)| {
+                    [
+                        (Who::Seen, &c.seen),
+                        (Who::Users, &c.users),
+                        (Who::Active, &c.active),
+                        (Who::Refused, &c.refused),
+                        (Who::WouldRefuse, &c.would),
+                    ]
+                    .into_iter()
+                    .filter(|(_, set)| !set.is_sparse_empty())
+                    .flat_map(move |(w, set)| expand(gs).map(move |g| ((w, g, p), set)))
+                })
+                .collect(),
         );
         let mut daily: FxMap<(u32, u32, u32), Counters> = FxMap::default();
         for (&(gs, p, d), c) in &a.daily {
             for g in expand(gs) {
-                daily.entry((g, p, d)).or_default().add(c);
+                daily.entry((g, p, d)).or_default().add(&c.c);
             }
         }
-        let daily_persons =
-            distinct(a.daily_persons.iter().flat_map(|&(w, gs, p, d, person)| {
-                expand(gs).map(move |g| ((w, g, p, d), person))
-            }));
+        let daily_persons = distinct(
+            a.daily
+                .iter()
+                .flat_map(|(&(gs, p, d), c)| {
+                    [(Who::Active, &c.active), (Who::Refused, &c.refused)]
+                        .into_iter()
+                        .filter(|(_, set)| !set.is_sparse_empty())
+                        .flat_map(move |(w, set)| expand(gs).map(move |g| ((w, g, p, d), set)))
+                })
+                .collect(),
+        );
         // Security rows: per group and platform, plus "*" group and "*"
         // platform totals.
         let mut sec: FxMap<(bool, u32, u32, u8), u64> = FxMap::default();
-        for (&(r, gs, p, act), &n) in &a.sec {
+        for (&(r, gs, p, act), &(n, _)) in &a.sec {
             for g in expand(gs) {
                 for pp in [p, ANY] {
                     *sec.entry((r, g, pp, act)).or_default() += n;
                 }
             }
         }
-        let sec_persons = distinct(a.sec_persons.iter().flat_map(|&(r, gs, p, act, person)| {
-            expand(gs).flat_map(move |g| {
-                [p, ANY]
-                    .into_iter()
-                    .map(move |pp| ((r, g, pp, act), person))
-            })
-        }));
-        let reason_persons = distinct(a.reason_persons.iter().copied());
+        let sec_persons = distinct(
+            a.sec
+                .iter()
+                .flat_map(|(&(r, gs, p, act), (_, set))| {
+                    expand(gs).flat_map(move |g| {
+                        [p, ANY].into_iter().map(move |pp| ((r, g, pp, act), set))
+                    })
+                })
+                .collect(),
+        );
+        let reason_persons = a
+            .reason_counts
+            .iter()
+            .map(|(&r, (_, set))| (r, set.len()))
+            .filter(|&(_, n)| n > 0)
+            .collect();
         Expanded {
             members,
             unauth_persons,

@@ -12,6 +12,7 @@
 //! section.
 
 pub mod aggregate;
+pub mod fast;
 pub mod model;
 pub mod read;
 pub mod render;
@@ -237,8 +238,8 @@ pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
     };
     let mut agg = aggregate::Aggregator::new(opt);
     let mut stats = ReadStats::default();
-    read_logs(&order_inputs(&args.logs), &mut stats, |rec| {
-        agg.observe(rec)
+    fast::read_hits(&order_inputs(&args.logs), &mut stats, |hit| {
+        agg.observe(hit)
     });
     let input = model::Input {
         files: stats.files,
