@@ -189,16 +189,21 @@ pub async fn watch_files(handle: Arc<PolicyHandle>, every: Duration, initial: Fi
         if now != last {
             // Editors write files in several steps; let them finish.
             tokio::time::sleep(Duration::from_millis(100)).await;
+            // Fingerprint what is about to be loaded, before loading it: a
+            // write that lands during the reload then shows up as a change.
             let files = policy_files(&dir, Some(&handle.load()));
-            last = match tokio::task::spawn_blocking(move || fingerprint(&files)).await {
+            let list = files.clone();
+            last = match tokio::task::spawn_blocking(move || fingerprint(&list)).await {
                 Ok(f) => f,
                 Err(_) => now,
             };
             let _ = handle.reload_async("file-change").await;
             // A reload may name another htpasswd file: watch what is in force now.
-            let files = policy_files(&dir, Some(&handle.load()));
-            if let Ok(f) = tokio::task::spawn_blocking(move || fingerprint(&files)).await {
-                last = f;
+            let after = policy_files(&dir, Some(&handle.load()));
+            if after != files {
+                if let Ok(f) = tokio::task::spawn_blocking(move || fingerprint(&after)).await {
+                    last = f;
+                }
             }
         }
     }
