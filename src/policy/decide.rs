@@ -74,6 +74,29 @@ impl Reason {
         }
     }
 
+    /// [`Self::builtin_rule`] as a shared string, allocated once per process.
+    pub fn builtin_rule_arc(self) -> Arc<str> {
+        static ALL: std::sync::OnceLock<[Arc<str>; 12]> = std::sync::OnceLock::new();
+        let all = ALL.get_or_init(|| {
+            [
+                Reason::RuleMatched,
+                Reason::DefaultCatalog,
+                Reason::DefaultEmbedded,
+                Reason::DefaultOther,
+                Reason::NotAMember,
+                Reason::AuthRequired,
+                Reason::AuthFailed,
+                Reason::DestinationPrivate,
+                Reason::DestinationSelf,
+                Reason::PortNotAllowed,
+                Reason::SniMismatch,
+                Reason::BadRequest,
+            ]
+            .map(|r| Arc::from(r.builtin_rule()))
+        });
+        all[self as usize].clone()
+    }
+
     /// A sentence for people, used on refusal pages and by `explain`.
     pub fn explain(self) -> &'static str {
         match self {
@@ -125,7 +148,7 @@ impl Decision {
         Decision {
             action: Action::Block,
             mode: Mode::Enforce,
-            rule: Arc::from(reason.builtin_rule()),
+            rule: reason.builtin_rule_arc(),
             reason,
             platform: None,
             platform_name: None,
@@ -143,7 +166,7 @@ impl Decision {
         Decision {
             action: Action::Block,
             mode: Mode::Enforce,
-            rule: Arc::from(reason.builtin_rule()),
+            rule: reason.builtin_rule_arc(),
             reason,
             message: None,
             ..self.clone()
@@ -218,7 +241,7 @@ fn decide_inner(
     let mut decision = Decision {
         action: Action::Allow,
         mode: Mode::Enforce,
-        rule: Arc::from(""),
+        rule: Reason::RuleMatched.builtin_rule_arc(),
         reason: Reason::DefaultOther,
         platform: platform.map(|p| p.id.clone()),
         platform_name: platform.map(|p| p.name.clone()),
@@ -314,7 +337,7 @@ fn decide_inner(
     }
     decision.action = action;
     decision.reason = reason;
-    decision.rule = Arc::from(reason.builtin_rule());
+    decision.rule = reason.builtin_rule_arc();
     decision
 }
 
@@ -330,5 +353,166 @@ fn note(
             matched,
             note: text(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{load_dir, normalize_host};
+
+    const CATALOG: &str = r#"
+version: 1
+categories: {social: Social, video: Video, professional: Professional}
+platforms:
+  facebook: {name: Facebook, category: social, domains: [facebook.com, fbcdn.net], embedded: [facebook.net]}
+  tiktok: {name: TikTok, category: video, domains: [tiktok.com, tiktokcdn.com]}
+  youtube: {name: YouTube, category: video, domains: [youtube.com, youtu.be]}
+  linkedin: {name: LinkedIn, category: professional, domains: [linkedin.com], embedded: [platform.linkedin.com]}
+"#;
+
+    const POLICY: &str = r#"
+version: 1
+settings: {timezone: Europe/Berlin}
+groups:
+  marketing: {networks: [10.10.0.0/16]}
+  hr: {users: [alice]}
+  staff: {networks: [10.0.0.0/8, "fd00::/8"]}
+defaults: {catalog: allow, embedded: allow, other: allow}
+rules:
+  - {id: marketing-all, groups: [marketing], categories: [social, video], action: allow}
+  - {id: hr-linkedin, groups: [hr], platforms: [linkedin], action: allow}
+  - {id: no-tiktok, groups: [staff], platforms: [tiktok], action: block}
+  - id: no-video-at-work
+    groups: [staff]
+    categories: [video]
+    when: [{days: [mon-fri], from: "09:00", to: "17:00"}]
+    action: block
+  - {id: fb-dry-run, groups: [staff], platforms: [facebook], action: block, mode: report}
+  - {id: no-fb-widgets, users: [bob], platforms: [facebook], include_embedded: true, action: block}
+  - {id: intranet-social, domains: [social.example.org], action: block}
+  - {id: deep-allow, domains: [www.social.example.org], action: allow}
+"#;
+
+    fn policy() -> (tempfile::TempDir, Policy) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, p)
+    }
+
+    // Wednesday 2026-11-25, Berlin is UTC+1.
+    const WORK: &str = "2026-11-25T10:00:00+01:00";
+    const EVENING: &str = "2026-11-25T19:00:00+01:00";
+    const SATURDAY: &str = "2026-11-28T10:00:00+01:00";
+
+    #[test]
+    fn decides_by_group_platform_time_and_mode() {
+        let (_d, p) = policy();
+        // client, user, host, time => action, mode, rule, group, platform
+        #[rustfmt::skip]
+        let cases: &[(&str, Option<&str>, &str, &str, &str, &str, &str, Option<&str>, Option<&str>)] = &[
+            ("10.1.2.3", None, "www.tiktok.com", WORK, "block", "enforce", "no-tiktok", Some("staff"), Some("tiktok")),
+            ("10.1.2.3", None, "v16.tiktokcdn.com", EVENING, "block", "enforce", "no-tiktok", Some("staff"), Some("tiktok")),
+            ("10.10.0.5", None, "www.tiktok.com", WORK, "allow", "enforce", "marketing-all", Some("marketing"), Some("tiktok")),
+            ("10.1.2.3", None, "m.youtube.com", WORK, "block", "enforce", "no-video-at-work", Some("staff"), Some("youtube")),
+            ("10.1.2.3", None, "youtu.be", EVENING, "allow", "enforce", "default:catalog", Some("staff"), Some("youtube")),
+            ("10.1.2.3", None, "youtu.be", SATURDAY, "allow", "enforce", "default:catalog", Some("staff"), Some("youtube")),
+            ("10.1.2.3", None, "www.facebook.com", WORK, "block", "report", "fb-dry-run", Some("staff"), Some("facebook")),
+            ("10.1.2.3", None, "connect.facebook.net", WORK, "allow", "enforce", "default:embedded", Some("staff"), Some("facebook")),
+            ("192.0.2.1", Some("bob"), "connect.facebook.net", WORK, "block", "enforce", "no-fb-widgets", None, Some("facebook")),
+            ("192.0.2.1", Some("alice"), "www.linkedin.com", WORK, "allow", "enforce", "hr-linkedin", Some("hr"), Some("linkedin")),
+            ("192.0.2.1", Some("carol"), "www.linkedin.com", WORK, "allow", "enforce", "default:catalog", None, Some("linkedin")),
+            ("192.0.2.1", None, "www.linkedin.com", WORK, "block", "enforce", "builtin:identity", None, Some("linkedin")),
+            ("fd00::7", None, "www.tiktok.com", WORK, "block", "enforce", "no-tiktok", Some("staff"), Some("tiktok")),
+            ("::ffff:10.1.2.3", None, "www.tiktok.com", WORK, "block", "enforce", "no-tiktok", Some("staff"), Some("tiktok")),
+            ("10.1.2.3", None, "notfacebook.com", WORK, "allow", "enforce", "default:other", Some("staff"), None),
+            ("10.1.2.3", None, "social.example.org", WORK, "block", "enforce", "intranet-social", Some("staff"), None),
+            ("10.1.2.3", None, "www.social.example.org", WORK, "block", "enforce", "intranet-social", Some("staff"), None),
+            ("10.1.2.3", None, "127.0.0.1", WORK, "allow", "enforce", "default:other", Some("staff"), None),
+        ];
+        for (client, user, host, at, action, mode, rule, group, platform) in cases {
+            let host = normalize_host(host).unwrap();
+            let facts = RequestFacts {
+                client: client.parse().unwrap(),
+                user: *user,
+                host: &host,
+                port: 443,
+            };
+            let d = decide(&p, &facts, at.parse().unwrap());
+            let what = format!("{client} {user:?} {host} {at}");
+            assert_eq!(d.action.as_str(), *action, "action for {what}");
+            assert_eq!(d.mode.as_str(), *mode, "mode for {what}");
+            assert_eq!(&*d.rule, *rule, "rule for {what}");
+            assert_eq!(d.group.as_deref(), *group, "group for {what}");
+            assert_eq!(d.platform.as_deref(), *platform, "platform for {what}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_report_aware_and_reasons_are_stable_labels() {
+        let (_d, p) = policy();
+        let host = normalize_host("www.facebook.com").unwrap();
+        let facts = RequestFacts {
+            client: "10.1.2.3".parse().unwrap(),
+            user: None,
+            host: &host,
+            port: 443,
+        };
+        let d = decide(&p, &facts, WORK.parse().unwrap());
+        assert!(!d.refuses(), "a report-mode block lets traffic pass");
+        assert_eq!(d.reason.as_str(), "rule-matched");
+        for r in [
+            Reason::RuleMatched,
+            Reason::DefaultCatalog,
+            Reason::DefaultEmbedded,
+            Reason::DefaultOther,
+            Reason::NotAMember,
+            Reason::AuthRequired,
+            Reason::AuthFailed,
+            Reason::DestinationPrivate,
+            Reason::DestinationSelf,
+            Reason::PortNotAllowed,
+            Reason::SniMismatch,
+            Reason::BadRequest,
+        ] {
+            assert_eq!(&*r.builtin_rule_arc(), r.builtin_rule());
+        }
+    }
+
+    #[test]
+    fn explain_traces_every_rule_considered() {
+        let (_d, p) = policy();
+        let host = normalize_host("www.youtube.com").unwrap();
+        let facts = RequestFacts {
+            client: "10.1.2.3".parse().unwrap(),
+            user: None,
+            host: &host,
+            port: 443,
+        };
+        let mut trace = Vec::new();
+        let d = decide_traced(&p, &facts, EVENING.parse().unwrap(), &mut trace);
+        assert_eq!(&*d.rule, "default:catalog");
+        let rules: Vec<&str> = trace.iter().map(|t| t.rule.as_str()).collect();
+        assert_eq!(
+            rules,
+            [
+                "marketing-all",
+                "hr-linkedin",
+                "no-tiktok",
+                "no-video-at-work",
+                "fb-dry-run",
+                "no-fb-widgets",
+                "intranet-social",
+                "deep-allow",
+                "default:catalog"
+            ]
+        );
+        assert!(
+            trace[3].note.contains("outside its time windows"),
+            "{:?}",
+            trace[3]
+        );
     }
 }
