@@ -407,12 +407,25 @@ rules:
     const EVENING: &str = "2026-11-25T19:00:00+01:00";
     const SATURDAY: &str = "2026-11-28T10:00:00+01:00";
 
+    /// client, user, host, time => action, mode, rule, group, platform
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+
     #[test]
     fn decides_by_group_platform_time_and_mode() {
         let (_d, p) = policy();
         // client, user, host, time => action, mode, rule, group, platform
         #[rustfmt::skip]
-        let cases: &[(&str, Option<&str>, &str, &str, &str, &str, &str, Option<&str>, Option<&str>)] = &[
+        let cases: &[Case] = &[
             ("10.1.2.3", None, "www.tiktok.com", WORK, "block", "enforce", "no-tiktok", Some("staff"), Some("tiktok")),
             ("10.1.2.3", None, "v16.tiktokcdn.com", EVENING, "block", "enforce", "no-tiktok", Some("staff"), Some("tiktok")),
             ("10.10.0.5", None, "www.tiktok.com", WORK, "allow", "enforce", "marketing-all", Some("marketing"), Some("tiktok")),
