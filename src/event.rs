@@ -7,6 +7,8 @@
 //! The JSON form is the access-log schema documented in `docs/access-log.md`;
 //! changing a field here is a schema change and must be documented there.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// What kind of traffic a record describes.
@@ -34,8 +36,11 @@ pub enum AuthMethod {
 /// One request or tunnel, as recorded.
 ///
 /// Strings that repeat on every request (groups, platform, rule) are cheap
-/// clones of the compiled policy's `Arc<str>`s.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// clones of the compiled policy's `Arc<str>`s, and fixed labels are
+/// `&'static str`: building an event allocates little on the hot path.
+/// Readers of the log (`report`, `simulate`) have their own lenient,
+/// borrowing record type; this one is only ever written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// When the request line or CONNECT line was read (RFC 3339, UTC).
     pub time: jiff::Timestamp,
@@ -47,9 +52,9 @@ pub struct Event {
     pub user: Option<String>,
     pub auth: AuthMethod,
     /// Every group the client is in, in policy order.
-    pub groups: Vec<String>,
+    pub groups: Vec<Arc<str>>,
     /// The group the decision was made for (the rule's group, else the first).
-    pub group: Option<String>,
+    pub group: Option<Arc<str>>,
     pub method: String,
     /// The normalised destination host (lowercase, punycode, no trailing dot).
     pub host: String,
@@ -61,23 +66,23 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
     /// The catalog platform, if the host belongs to one.
-    pub platform: Option<String>,
-    pub category: Option<String>,
+    pub platform: Option<Arc<str>>,
+    pub category: Option<Arc<str>>,
     /// `primary` for the platform's own domains, `embedded` for its widgets/SDKs.
-    pub class: Option<String>,
+    pub class: Option<&'static str>,
     /// What the user did, where it is known: `view` or `write` for plain HTTP.
     pub activity: Option<String>,
     /// A top-level navigation or a tunnel to a platform's own domain: the
     /// requests that count towards estimated active time.
     pub foreground: bool,
     /// The action of the deciding rule (`allow` or `block`).
-    pub action: String,
+    pub action: &'static str,
     /// `enforce`, or `report` when the action was only recorded.
-    pub mode: String,
+    pub mode: &'static str,
     /// The deciding rule's id, or a `default:*` pseudo-rule.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// A stable, short reason label (see docs/access-log.md).
-    pub reason: String,
+    pub reason: &'static str,
     /// The HTTP status sent to the client (200 for an established tunnel).
     pub status: u16,
     /// Bytes from the client to the upstream (request body / tunnel upstream).

@@ -224,7 +224,7 @@ impl Observer for Metrics {
         let group = ev.group.as_deref().unwrap_or("none");
         let platform = ev.platform.as_deref().unwrap_or("other");
         self.decisions
-            .with_label_values(&[group, platform, &ev.action, &ev.mode, &ev.rule])
+            .with_label_values(&[group, platform, ev.action, ev.mode, &ev.rule])
             .inc();
         if ev.bytes_up > 0 {
             self.bytes
@@ -255,8 +255,8 @@ impl Observer for Metrics {
         if let Some(e) = &ev.error {
             self.errors.with_label_values(&[e]).inc();
         }
-        if matches!(ev.reason.as_str(), "auth-failed" | "auth-required") {
-            self.auth_failures.with_label_values(&[&ev.reason]).inc();
+        if matches!(ev.reason, "auth-failed" | "auth-required") {
+            self.auth_failures.with_label_values(&[ev.reason]).inc();
         }
     }
 }

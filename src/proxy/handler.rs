@@ -99,10 +99,10 @@ pub(crate) fn new_event(
         class: None,
         activity: None,
         foreground: false,
-        action: "allow".into(),
-        mode: "enforce".into(),
-        rule: String::new(),
-        reason: String::new(),
+        action: "allow",
+        mode: "enforce",
+        rule: crate::policy::Reason::RuleMatched.builtin_rule_arc(),
+        reason: "",
         status: 0,
         bytes_up: 0,
         bytes_down: 0,
@@ -113,15 +113,15 @@ pub(crate) fn new_event(
 
 /// Copies a decision into the event.
 pub(crate) fn apply_decision(ev: &mut Event, d: &Decision) {
-    ev.groups = d.groups.iter().map(|g| g.to_string()).collect();
-    ev.group = d.group.as_deref().map(str::to_string);
-    ev.platform = d.platform.as_deref().map(str::to_string);
-    ev.category = d.category.as_deref().map(str::to_string);
-    ev.class = d.class.map(|c| c.as_str().to_string());
-    ev.action = d.action.as_str().to_string();
-    ev.mode = d.mode.as_str().to_string();
-    ev.rule = d.rule.to_string();
-    ev.reason = d.reason.as_str().to_string();
+    ev.groups.clone_from(&d.groups);
+    ev.group.clone_from(&d.group);
+    ev.platform.clone_from(&d.platform);
+    ev.category.clone_from(&d.category);
+    ev.class = d.class.map(|c| c.as_str());
+    ev.action = d.action.as_str();
+    ev.mode = d.mode.as_str();
+    ev.rule = d.rule.clone();
+    ev.reason = d.reason.as_str();
 }
 
 fn host_string(h: &Host) -> String {

@@ -256,7 +256,8 @@ pub async fn splice<A, B>(
         n: pending.down.clone(),
     };
     let mut generation = recheck.as_ref().map(|r| r.handle.subscribe());
-    let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
+    // 64 KiB buffers: fewer, larger reads and writes for bulk tunnels.
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 64 * 1024, 64 * 1024);
     tokio::pin!(copy);
     let mut ticker = tokio::time::interval(idle.max(Duration::from_millis(10)));
     ticker.tick().await;
