@@ -55,7 +55,8 @@ pub struct Event {
     pub groups: Vec<Arc<str>>,
     /// The group the decision was made for (the rule's group, else the first).
     pub group: Option<Arc<str>>,
-    pub method: String,
+    #[serde(serialize_with = "method_str")]
+    pub method: http::Method,
     /// The normalised destination host (lowercase, punycode, no trailing dot).
     pub host: String,
     pub port: u16,
@@ -93,4 +94,8 @@ pub struct Event {
     /// A short, fixed error label when the request failed (`upstream-connect`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn method_str<S: serde::Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
 }

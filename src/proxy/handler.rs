@@ -89,7 +89,7 @@ pub(crate) fn new_event(
         auth: AuthMethod::None,
         groups: Vec::new(),
         group: None,
-        method: method.as_str().to_string(),
+        method: method.clone(),
         host,
         port,
         path: None,
