@@ -61,7 +61,7 @@ PY
 echo -e "case\treq/s\tproxy µs/req\terrors(connect ...)" > "$RUN/results.tsv"
 for r in $(seq "$ROUNDS"); do
   measure "log-off" --access-log off >> "$RUN/results.tsv"
-  measure "log-json" --access-log "$RUN/access.log" >> "$RUN/results.tsv"
+  measure "log-json" --access-log "$RUN/access.log" ${LOG_FLAGS:-} >> "$RUN/results.tsv"
   rm -f "$RUN/access.log"
 done
 cat "$RUN/results.tsv"

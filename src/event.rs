@@ -72,7 +72,7 @@ pub struct Event {
     /// `primary` for the platform's own domains, `embedded` for its widgets/SDKs.
     pub class: Option<&'static str>,
     /// What the user did, where it is known: `view` or `write` for plain HTTP.
-    pub activity: Option<String>,
+    pub activity: Option<&'static str>,
     /// A top-level navigation or a tunnel to a platform's own domain: the
     /// requests that count towards estimated active time.
     pub foreground: bool,
@@ -93,7 +93,7 @@ pub struct Event {
     pub duration_ms: u64,
     /// A short, fixed error label when the request failed (`upstream-connect`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<&'static str>,
 }
 
 fn method_str<S: serde::Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {

@@ -63,7 +63,7 @@ impl Drop for Pending {
             ev.bytes_down = self.down.load(Ordering::Relaxed);
             ev.duration_ms = self.started.elapsed().as_millis() as u64;
             if !self.completed && ev.error.is_none() {
-                ev.error = Some("client-closed".into());
+                ev.error = Some("client-closed");
             }
             self.recorder.record(ev);
         }
@@ -148,10 +148,10 @@ where
 }
 
 impl<B> Counted<B> {
-    fn finish(&mut self, error: Option<&str>) {
+    fn finish(&mut self, error: Option<&'static str>) {
         if let Some(mut p) = self.pending.take() {
             if let Some(e) = error {
-                p.event_mut().error = Some(e.into());
+                p.event_mut().error = Some(e);
             }
             p.complete();
         }

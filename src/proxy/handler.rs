@@ -114,6 +114,11 @@ pub(crate) fn new_event(
 /// Copies a decision into the event.
 pub(crate) fn apply_decision(ev: &mut Event, d: &Decision) {
     ev.groups.clone_from(&d.groups);
+    apply_decision_keeping_groups(ev, d);
+}
+
+/// Like [`apply_decision`], leaving `ev.groups` as it is.
+fn apply_decision_keeping_groups(ev: &mut Event, d: &Decision) {
     ev.group.clone_from(&d.group);
     ev.platform.clone_from(&d.platform);
     ev.category.clone_from(&d.category);
@@ -185,11 +190,13 @@ async fn forward(
         port,
     };
     let t0 = Instant::now();
-    let decision = decide(&policy, &facts, jiff::Timestamp::now());
+    let mut decision = decide(&policy, &facts, jiff::Timestamp::now());
     state.metrics.observe_decision_time(t0.elapsed());
-    apply_decision(&mut ev, &decision);
+    // The event takes the group list; nothing below reads it from the decision.
+    ev.groups = std::mem::take(&mut decision.groups);
+    apply_decision_keeping_groups(&mut ev, &decision);
     let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    ev.activity = Some(if write { "write" } else { "view" }.into());
+    ev.activity = Some(if write { "write" } else { "view" });
     ev.foreground = navigation && decision.class == Some(crate::policy::Class::Primary);
     if decision.platform.is_none() || policy.logging.log_paths {
         ev.path = uri.path_and_query().map(|p| p.as_str().to_string());
@@ -252,7 +259,7 @@ async fn forward(
         ),
         Err(_) => {
             let mut pending = pending;
-            pending.event_mut().error = Some("upstream-timeout".into());
+            pending.event_mut().error = Some("upstream-timeout");
             respond_pending(
                 pending,
                 responses::error(
@@ -292,7 +299,8 @@ fn upstream_failure(
                 Reason::DestinationPrivate
             };
             let d = decision.refused_for(reason);
-            apply_decision(pending.event_mut(), &d);
+            // The event already holds the client's groups (moved out of `decision`).
+            apply_decision_keeping_groups(pending.event_mut(), &d);
             let host = pending.event_mut().host.clone();
             let view = RequestView {
                 navigation,
@@ -304,7 +312,7 @@ fn upstream_failure(
         }
         Some(e) => {
             let label = e.label();
-            pending.event_mut().error = Some(label.into());
+            pending.event_mut().error = Some(label);
             let status = if label == "upstream-timeout" {
                 StatusCode::GATEWAY_TIMEOUT
             } else {
@@ -313,7 +321,7 @@ fn upstream_failure(
             respond_pending(pending, responses::error(status, label, &e.to_string()))
         }
         None => {
-            pending.event_mut().error = Some("upstream-protocol".into());
+            pending.event_mut().error = Some("upstream-protocol");
             tracing::debug!(error = detail, "upstream exchange failed");
             respond_pending(
                 pending,
@@ -395,7 +403,7 @@ async fn forward_upgrade(
             return upstream_failure(policy, decision, navigation, pending, None, &e.to_string())
         }
         Err(_) => {
-            pending.event_mut().error = Some("upstream-timeout".into());
+            pending.event_mut().error = Some("upstream-timeout");
             return respond_pending(
                 pending,
                 responses::error(
@@ -432,7 +440,7 @@ async fn forward_upgrade(
                 )
                 .await;
             }
-            Err(_) => pending.event_mut().error = Some("upstream-protocol".into()),
+            Err(_) => pending.event_mut().error = Some("upstream-protocol"),
         }
         pending.complete();
     });

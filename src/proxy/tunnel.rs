@@ -112,7 +112,7 @@ pub async fn handle_connect(
                     responses::refusal(&d, &policy, &view)
                 }
                 other => {
-                    ev.error = Some(other.label().into());
+                    ev.error = Some(other.label());
                     let status = if other.label() == "upstream-timeout" {
                         StatusCode::GATEWAY_TIMEOUT
                     } else {
@@ -136,7 +136,7 @@ pub async fn handle_connect(
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(_) => {
-                pending.event_mut().error = Some("client-closed".into());
+                pending.event_mut().error = Some("client-closed");
                 pending.complete();
                 return;
             }
@@ -157,7 +157,7 @@ pub async fn handle_connect(
                 if fronting && policy.tunnels.sni_mismatch == Action::Block {
                     let d = decision.refused_for(Reason::SniMismatch);
                     apply_decision(pending.event_mut(), &d);
-                    pending.event_mut().error = Some("tunnel-closed-by-policy".into());
+                    pending.event_mut().error = Some("tunnel-closed-by-policy");
                     pending.complete();
                     return;
                 }
@@ -171,7 +171,7 @@ pub async fn handle_connect(
                 apply_decision(pending.event_mut(), &d);
                 pending.event_mut().foreground = d.class == Some(crate::policy::Class::Primary);
                 if d.refuses() {
-                    pending.event_mut().error = Some("tunnel-closed-by-policy".into());
+                    pending.event_mut().error = Some("tunnel-closed-by-policy");
                     pending.complete();
                     return;
                 }
@@ -183,7 +183,7 @@ pub async fn handle_connect(
             return;
         }
         if !first.is_empty() && upstream.write_all(&first).await.is_err() {
-            pending.event_mut().error = Some("upstream-connect".into());
+            pending.event_mut().error = Some("upstream-connect");
             pending.complete();
             return;
         }
@@ -282,18 +282,18 @@ pub async fn splice<A, B>(
                 }
                 if let Some(d) = recheck.as_ref().and_then(Recheck::still_allowed) {
                     apply_decision(pending.event_mut(), &d);
-                    pending.event_mut().error = Some("tunnel-refused-after-reload".into());
+                    pending.event_mut().error = Some("tunnel-refused-after-reload");
                     break;
                 }
             }
             _ = hard_stop.wait_for(|s| *s) => {
-                pending.event_mut().error = Some("shutdown".into());
+                pending.event_mut().error = Some("shutdown");
                 break;
             }
             _ = ticker.tick() => {
                 let total = pending.up.load(Ordering::Relaxed) + pending.down.load(Ordering::Relaxed);
                 if total == last_total {
-                    pending.event_mut().error = Some("idle-timeout".into());
+                    pending.event_mut().error = Some("idle-timeout");
                     break;
                 }
                 last_total = total;
