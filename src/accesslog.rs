@@ -50,11 +50,11 @@ pub trait Observer: Send + Sync {
     fn observe(&self, ev: &Event);
 }
 
-// Events travel by value: the queue's slots are preallocated, so this saves
-// an allocation (and a cross-thread free) per record.
-#[allow(clippy::large_enum_variant)]
+// Events travel boxed: the queue's slots are preallocated (and touched) at
+// start, so small slots keep the idle footprint small (8192 x 16 bytes
+// rather than 8192 x ~400).
 enum Msg {
-    Event(Event),
+    Event(Box<Event>),
     /// Write what is queued, flush, and exit.
     Stop,
 }
@@ -143,7 +143,7 @@ impl Recorder {
             o.observe(&ev);
         }
         if let Some(tx) = &self.tx {
-            match tx.try_send(Msg::Event(ev)) {
+            match tx.try_send(Msg::Event(Box::new(ev))) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                     self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +240,7 @@ impl Writer {
             loop {
                 match self.rx.try_recv() {
                     Ok(Msg::Event(ev)) => {
-                        self.write_one(ev, &mut line);
+                        self.write_one(*ev, &mut line);
                         wrote = true;
                     }
                     Ok(Msg::Stop) => stop = true,
