@@ -71,7 +71,7 @@ pub struct RunArgs {
     )]
     pub log_format: LogFormat,
     /// Access-log records that may wait for the writer before new ones are dropped (and counted).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = 4096)]
     pub log_queue: usize,
     /// Pin a host name to an address, like curl's --resolve (HOST=IP); for tests and split-horizon DNS.
     #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
