@@ -377,7 +377,11 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
     opt(out, ev.class);
     out.extend_from_slice(b",\"activity\":");
     opt(out, ev.activity);
-    out.extend_from_slice(if ev.foreground { b",\"foreground\":true,\"action\":" as &[u8] } else { b",\"foreground\":false,\"action\":" });
+    out.extend_from_slice(if ev.foreground {
+        b",\"foreground\":true,\"action\":" as &[u8]
+    } else {
+        b",\"foreground\":false,\"action\":"
+    });
     s(out, ev.action);
     out.extend_from_slice(b",\"mode\":");
     s(out, ev.mode);
@@ -461,7 +465,12 @@ mod tests {
     use super::*;
     use crate::event::AuthMethod;
 
-    fn event(user: Option<&str>, host: &str, path: Option<&str>, error: Option<&'static str>) -> Event {
+    fn event(
+        user: Option<&str>,
+        host: &str,
+        path: Option<&str>,
+        error: Option<&'static str>,
+    ) -> Event {
         Event {
             time: "2026-11-25T12:34:56.789Z".parse().unwrap(),
             kind: Kind::Request,
@@ -497,7 +506,12 @@ mod tests {
         let weird = "a\"b\\c\nd\re\tf\u{1}g\u{7f}h é 😀 </script>";
         for ev in [
             event(None, "www.tiktok.com", None, None),
-            event(Some("p:0123456789abcdef"), "xn--bcher-kva.example", Some("/a?b=c&d=\"e\""), Some("client-closed")),
+            event(
+                Some("p:0123456789abcdef"),
+                "xn--bcher-kva.example",
+                Some("/a?b=c&d=\"e\""),
+                Some("client-closed"),
+            ),
             event(Some(weird), weird, Some(weird), Some("shutdown")),
         ] {
             let mut line = Vec::new();
@@ -507,11 +521,12 @@ mod tests {
             let reference = serde_json::to_value(&ev).unwrap();
             assert_eq!(fast, reference, "{}", String::from_utf8_lossy(&line));
             // Same field order as the documented schema / serde.
-            let keys: Vec<String> = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&line)
-                .unwrap()
-                .keys()
-                .cloned()
-                .collect();
+            let keys: Vec<String> =
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&line)
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
             assert!(keys.len() >= 24, "{keys:?}");
         }
     }

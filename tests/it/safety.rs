@@ -149,7 +149,11 @@ async fn refuses_loopback_destinations_by_ip_by_name_and_by_connect() {
     for line in &log {
         assert_eq!(line["reason"], "destination-private", "{line}");
         assert_eq!(line["status"], 403);
-        assert_eq!(line["groups"], serde_json::json!(["staff"]), "the client's groups are still recorded: {line}");
+        assert_eq!(
+            line["groups"],
+            serde_json::json!(["staff"]),
+            "the client's groups are still recorded: {line}"
+        );
     }
     assert_eq!(log[2]["kind"], "tunnel");
 }
