@@ -151,12 +151,17 @@ pub fn parse_identity_header(value: &[u8]) -> Option<String> {
     Some(user.to_string())
 }
 
-/// Remembers verified credentials for a while, so bcrypt runs once per
-/// user and password rather than once per request.
+/// Remembers checked credentials for a while, so bcrypt runs once per
+/// user and password rather than once per request. Failures are remembered
+/// too (as `None`), so a client that keeps sending a stale password cannot
+/// make the proxy run bcrypt on every request.
 #[derive(Debug, Default)]
 pub struct CredentialCache {
-    entries: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], Cached>>,
 }
+
+/// The user (`None` for a refusal) and when the entry expires.
+type Cached = (Option<String>, Instant);
 
 /// Upper bound on cached credentials; the cache is cleared when reached.
 const CACHE_LIMIT: usize = 100_000;
@@ -170,8 +175,9 @@ impl CredentialCache {
         h.finalize().into()
     }
 
-    /// The user for a verified header, if cached and fresh.
-    pub fn get(&self, key: &[u8; 32], now: Instant) -> Option<String> {
+    /// `Some(Some(user))` for credentials verified recently, `Some(None)`
+    /// for credentials refused recently, `None` when not cached (or stale).
+    pub fn get(&self, key: &[u8; 32], now: Instant) -> Option<Option<String>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(key) {
             Some((user, expires)) if *expires > now => Some(user.clone()),
@@ -179,7 +185,7 @@ impl CredentialCache {
         }
     }
 
-    pub fn insert(&self, key: [u8; 32], user: String, ttl: Duration, now: Instant) {
+    pub fn insert(&self, key: [u8; 32], user: Option<String>, ttl: Duration, now: Instant) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CACHE_LIMIT {
             entries.retain(|_, (_, exp)| *exp > now);
@@ -226,6 +232,26 @@ mod tests {
         assert!(ok.verify("alice", "pw"));
         assert!(!ok.verify("alice", "wrong"));
         assert!(!ok.verify("mallory", "pw"));
+    }
+
+    #[test]
+    fn remembers_successes_and_failures_until_they_expire() {
+        let cache = CredentialCache::default();
+        let now = Instant::now();
+        let ok = CredentialCache::key(b"Basic YWxpY2U6cHc=", b"gen1");
+        let bad = CredentialCache::key(b"Basic YWxpY2U6bm9wZQ==", b"gen1");
+        assert_ne!(
+            ok,
+            CredentialCache::key(b"Basic YWxpY2U6cHc=", b"gen2"),
+            "a new policy starts afresh"
+        );
+        cache.insert(ok, Some("alice".into()), Duration::from_secs(60), now);
+        cache.insert(bad, None, Duration::from_secs(60), now);
+        assert_eq!(cache.get(&ok, now), Some(Some("alice".into())));
+        assert_eq!(cache.get(&bad, now), Some(None));
+        let later = now + Duration::from_secs(61);
+        assert_eq!(cache.get(&ok, later), None);
+        assert_eq!(cache.get(&bad, later), None);
     }
 
     #[test]

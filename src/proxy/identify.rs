@@ -18,6 +18,10 @@ use crate::event::AuthMethod;
 use crate::identity::{parse_basic, parse_identity_header, CredentialCache};
 use crate::policy::{Policy, Reason};
 
+/// How long a failed check is remembered: a client retrying stale
+/// credentials on every request costs one bcrypt a minute, not one each.
+const FAILED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// An established identity.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -52,11 +56,16 @@ pub async fn identify(
             // cached check never outlives the file it was made against.
             let key = CredentialCache::key(value.as_bytes(), policy.source.hash.as_bytes());
             let now = Instant::now();
-            if let Some(user) = state.creds.get(&key, now) {
-                return Ok(Identity {
-                    user: Some(user),
-                    auth: AuthMethod::Basic,
-                });
+            match state.creds.get(&key, now) {
+                Some(Some(user)) => {
+                    return Ok(Identity {
+                        user: Some(user),
+                        auth: AuthMethod::Basic,
+                    })
+                }
+                // The same wrong credentials again: refuse without another bcrypt.
+                Some(None) => return Err(Reason::AuthFailed),
+                None => {}
             }
             let Some(creds) = parse_basic(value.as_bytes()) else {
                 return Err(Reason::AuthFailed);
@@ -67,11 +76,12 @@ pub async fn identify(
                 .await
                 .unwrap_or(false);
             if !ok {
+                state.creds.insert(key, None, FAILED_TTL, now);
                 return Err(Reason::AuthFailed);
             }
             state
                 .creds
-                .insert(key, user.clone(), policy.auth.cache_ttl, now);
+                .insert(key, Some(user.clone()), policy.auth.cache_ttl, now);
             return Ok(Identity {
                 user: Some(user),
                 auth: AuthMethod::Basic,
