@@ -24,7 +24,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use super::fast::Hit;
+use super::hit::Hit;
 use super::model::*;
 use crate::activetime::{SessionRules, Sessionizer};
 use crate::event::AuthMethod;

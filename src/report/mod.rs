@@ -12,7 +12,7 @@
 //! section.
 
 pub mod aggregate;
-pub mod fast;
+pub mod hit;
 pub mod model;
 pub mod read;
 pub mod render;
@@ -238,7 +238,7 @@ pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
     };
     let mut agg = aggregate::Aggregator::new(opt);
     let mut stats = ReadStats::default();
-    fast::read_hits(&order_inputs(&args.logs), &mut stats, |hit| {
+    hit::read_hits(&order_inputs(&args.logs), &mut stats, |hit| {
         agg.observe(hit)
     });
     let input = model::Input {

@@ -146,7 +146,7 @@ where
 /// (trimmed of surrounding blanks); a line it returns an error for is counted
 /// as malformed, with the error as the example. Records are counted for the
 /// other lines. The building block of [`read_logs`] and of the report's
-/// faster reader ([`super::fast::read_hits`]).
+/// lean reader ([`super::hit::read_hits`]).
 pub fn read_lines_with<H>(inputs: &[PathBuf], stats: &mut ReadStats, mut handle: H)
 where
     H: FnMut(&[u8]) -> Result<(), serde_json::Error>,
