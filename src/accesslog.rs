@@ -289,127 +289,15 @@ impl Writer {
 /// Formats one record, newline included.
 pub fn format_event(ev: &Event, format: LogFormat, out: &mut Vec<u8>) {
     match format {
-        LogFormat::Json => write_json(ev, out),
+        LogFormat::Json => {
+            // Serialising plain data into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, ev);
+            out.push(b'\n');
+        }
         LogFormat::Squid => {
             let _ = write_squid(ev, out);
         }
     }
-}
-
-/// Writes the JSON form of `ev` (the same document `serde_json` makes from
-/// its `Serialize` impl, field for field; a test holds the two together)
-/// without serde's per-field machinery: keys are literals, and only values
-/// are escaped. This runs once per record on the writer thread.
-fn write_json(ev: &Event, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    fn s(out: &mut Vec<u8>, v: &str) {
-        out.push(b'"');
-        let bytes = v.as_bytes();
-        let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let esc: &[u8] = match b {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0..=0x1f | 0x7f => {
-                    out.extend_from_slice(&bytes[start..i]);
-                    let _ = write!(out, "\\u{:04x}", b);
-                    start = i + 1;
-                    continue;
-                }
-                _ => continue,
-            };
-            out.extend_from_slice(&bytes[start..i]);
-            out.extend_from_slice(esc);
-            start = i + 1;
-        }
-        out.extend_from_slice(&bytes[start..]);
-        out.push(b'"');
-    }
-    fn opt(out: &mut Vec<u8>, v: Option<&str>) {
-        match v {
-            Some(v) => s(out, v),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-    fn num(out: &mut Vec<u8>, n: u64) {
-        let _ = write!(out, "{n}");
-    }
-    out.extend_from_slice(b"{\"time\":\"");
-    let _ = write!(out, "{}", ev.time);
-    out.extend_from_slice(b"\",\"kind\":");
-    out.extend_from_slice(match ev.kind {
-        Kind::Request => b"\"request\"",
-        Kind::Tunnel => b"\"tunnel\"",
-    });
-    out.extend_from_slice(b",\"client\":\"");
-    let _ = write!(out, "{}", ev.client);
-    out.extend_from_slice(b"\",\"user\":");
-    opt(out, ev.user.as_deref());
-    out.extend_from_slice(b",\"auth\":");
-    out.extend_from_slice(match ev.auth {
-        crate::event::AuthMethod::None => b"\"none\"" as &[u8],
-        crate::event::AuthMethod::Basic => b"\"basic\"",
-        crate::event::AuthMethod::Header => b"\"header\"",
-    });
-    out.extend_from_slice(b",\"groups\":[");
-    for (i, g) in ev.groups.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        s(out, g);
-    }
-    out.extend_from_slice(b"],\"group\":");
-    opt(out, ev.group.as_deref());
-    out.extend_from_slice(b",\"method\":");
-    s(out, ev.method.as_str());
-    out.extend_from_slice(b",\"host\":");
-    s(out, &ev.host);
-    out.extend_from_slice(b",\"port\":");
-    num(out, u64::from(ev.port));
-    if let Some(p) = &ev.path {
-        out.extend_from_slice(b",\"path\":");
-        s(out, p);
-    }
-    if let Some(v) = &ev.sni {
-        out.extend_from_slice(b",\"sni\":");
-        s(out, v);
-    }
-    out.extend_from_slice(b",\"platform\":");
-    opt(out, ev.platform.as_deref());
-    out.extend_from_slice(b",\"category\":");
-    opt(out, ev.category.as_deref());
-    out.extend_from_slice(b",\"class\":");
-    opt(out, ev.class);
-    out.extend_from_slice(b",\"activity\":");
-    opt(out, ev.activity);
-    out.extend_from_slice(if ev.foreground {
-        b",\"foreground\":true,\"action\":" as &[u8]
-    } else {
-        b",\"foreground\":false,\"action\":"
-    });
-    s(out, ev.action);
-    out.extend_from_slice(b",\"mode\":");
-    s(out, ev.mode);
-    out.extend_from_slice(b",\"rule\":");
-    s(out, &ev.rule);
-    out.extend_from_slice(b",\"reason\":");
-    s(out, ev.reason);
-    out.extend_from_slice(b",\"status\":");
-    num(out, u64::from(ev.status));
-    out.extend_from_slice(b",\"bytes_up\":");
-    num(out, ev.bytes_up);
-    out.extend_from_slice(b",\"bytes_down\":");
-    num(out, ev.bytes_down);
-    out.extend_from_slice(b",\"duration_ms\":");
-    num(out, ev.duration_ms);
-    if let Some(e) = &ev.error {
-        out.extend_from_slice(b",\"error\":");
-        s(out, e);
-    }
-    out.extend_from_slice(b"}\n");
 }
 
 /// Squid's native format:
@@ -510,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fast_json_writer_matches_serde_field_for_field() {
+    fn json_lines_escape_every_value_and_keep_the_schema_fields() {
         let weird = "a\"b\\c\nd\re\tf\u{1}g\u{7f}h é 😀 </script>";
         for ev in [
             event(None, "www.tiktok.com", None, None),

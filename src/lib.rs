@@ -32,6 +32,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod event;
+pub mod html;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

@@ -161,21 +161,7 @@ pub(crate) fn compile_cases(
             }
         }
         if let Some(r) = &c.expect.reason {
-            const REASONS: [&str; 12] = [
-                "rule-matched",
-                "default-catalog",
-                "default-embedded",
-                "default-other",
-                "not-a-member",
-                "auth-required",
-                "auth-failed",
-                "destination-private",
-                "destination-self",
-                "port-not-allowed",
-                "sni-mismatch",
-                "bad-request",
-            ];
-            if !REASONS.contains(&r.as_str()) {
+            if !super::Reason::ALL.iter().any(|x| x.as_str() == r) {
                 e(format!("{base}.expect.reason"), format!("unknown reason {r:?}"), "see the reason labels in docs/access-log.md, e.g. rule-matched or default-other");
             }
         }

@@ -42,6 +42,22 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [Reason; 12] = [
+        Reason::RuleMatched,
+        Reason::DefaultCatalog,
+        Reason::DefaultEmbedded,
+        Reason::DefaultOther,
+        Reason::NotAMember,
+        Reason::AuthRequired,
+        Reason::AuthFailed,
+        Reason::DestinationPrivate,
+        Reason::DestinationSelf,
+        Reason::PortNotAllowed,
+        Reason::SniMismatch,
+        Reason::BadRequest,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::RuleMatched => "rule-matched",
@@ -77,23 +93,7 @@ impl Reason {
     /// [`Self::builtin_rule`] as a shared string, allocated once per process.
     pub fn builtin_rule_arc(self) -> Arc<str> {
         static ALL: std::sync::OnceLock<[Arc<str>; 12]> = std::sync::OnceLock::new();
-        let all = ALL.get_or_init(|| {
-            [
-                Reason::RuleMatched,
-                Reason::DefaultCatalog,
-                Reason::DefaultEmbedded,
-                Reason::DefaultOther,
-                Reason::NotAMember,
-                Reason::AuthRequired,
-                Reason::AuthFailed,
-                Reason::DestinationPrivate,
-                Reason::DestinationSelf,
-                Reason::PortNotAllowed,
-                Reason::SniMismatch,
-                Reason::BadRequest,
-            ]
-            .map(|r| Arc::from(r.builtin_rule()))
-        });
+        let all = ALL.get_or_init(|| Reason::ALL.map(|r| Arc::from(r.builtin_rule())));
         all[self as usize].clone()
     }
 
@@ -476,20 +476,8 @@ rules:
         let d = decide(&p, &facts, WORK.parse().unwrap());
         assert!(!d.refuses(), "a report-mode block lets traffic pass");
         assert_eq!(d.reason.as_str(), "rule-matched");
-        for r in [
-            Reason::RuleMatched,
-            Reason::DefaultCatalog,
-            Reason::DefaultEmbedded,
-            Reason::DefaultOther,
-            Reason::NotAMember,
-            Reason::AuthRequired,
-            Reason::AuthFailed,
-            Reason::DestinationPrivate,
-            Reason::DestinationSelf,
-            Reason::PortNotAllowed,
-            Reason::SniMismatch,
-            Reason::BadRequest,
-        ] {
+        for (i, r) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "ALL is in declaration order");
             assert_eq!(&*r.builtin_rule_arc(), r.builtin_rule());
         }
     }

@@ -184,18 +184,4 @@ td{{padding:.3rem 0;font-family:ui-monospace,Menlo,monospace;font-size:.95rem}} 
     )
 }
 
-/// Escapes text for HTML element and attribute content.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::html::escape;

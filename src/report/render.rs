@@ -407,18 +407,7 @@ pub fn csv_all(r: &Report) -> String {
 // ---------------------------------------------------------------- HTML
 
 fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
-    o
+    crate::html::escape(s)
 }
 
 fn human_bytes(n: u64) -> String {

@@ -167,12 +167,7 @@ async fn records_exactly_one_log_line_per_request_and_tunnel() {
         .await
         .unwrap();
     assert_eq!(blocked.status(), 403);
-    let tls_client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .add_root_certificate(reqwest::Certificate::from_der(&tls.cert_der).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let tls_client = proxy.tls_client(&tls);
     let resp = within(
         tls_client
             .get(format!("https://www.linkedin.com:{}/hello", tls.port()))

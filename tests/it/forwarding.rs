@@ -1,7 +1,5 @@
 //! Plain-HTTP forwarding, keep-alive, streaming, and CONNECT tunnels.
 
-use std::time::Duration;
-
 use crate::support::*;
 
 #[tokio::test]
@@ -113,12 +111,7 @@ async fn blocks_tiktok_for_staff_and_names_the_rule() {
 async fn tunnels_https_to_a_tls_origin_and_records_the_server_name() {
     let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
     let proxy = TestProxy::start(BASIC_POLICY).await;
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .add_root_certificate(reqwest::Certificate::from_der(&origin.cert_der).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = proxy.tls_client(&origin);
     let resp = client
         .get(format!("https://www.linkedin.com:{}/hello", origin.port()))
         .send()

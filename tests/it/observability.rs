@@ -63,21 +63,12 @@ rules:
     mode: report
 "#;
 
-fn client_from(proxy: &TestProxy, ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .local_address(Some(ip.parse().unwrap()))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_count_decisions_and_bytes_per_group_platform_and_rule() {
     let origin = Origin::start().await;
     let proxy = TestProxy::start(TWO_GROUPS).await;
-    let staff = client_from(&proxy, "127.0.0.1");
-    let marketing = client_from(&proxy, "127.0.0.2");
+    let staff = proxy.client_from("127.0.0.1");
+    let marketing = proxy.client_from("127.0.0.2");
     let tiktok = format!("http://www.tiktok.com:{}/hello", origin.port());
     let insta = format!("http://www.instagram.com:{}/hello", origin.port());
     for _ in 0..3 {

@@ -1,8 +1,6 @@
 //! Reports and simulation built from an access log that real traffic
 //! through socialgate produced.
 
-use std::time::Duration;
-
 use crate::support::*;
 use socialgate::report::model::Cell;
 
@@ -27,18 +25,6 @@ rules:
     mode: report
 "#;
 
-fn user_client(proxy: &TestProxy, user: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .proxy(
-            reqwest::Proxy::all(proxy.url())
-                .unwrap()
-                .basic_auth(user, "pw"),
-        )
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
 /// Six users browse LinkedIn, four try TikTok, five use Instagram (report
 /// mode), one posts to LinkedIn. Returns the proxy (with its log).
 async fn traffic() -> (TestProxy, Origin) {
@@ -51,7 +37,7 @@ async fn traffic() -> (TestProxy, Origin) {
     let port = origin.port();
     let mut expected = 0;
     for i in 1..=6 {
-        let c = user_client(&proxy, &format!("u{i}"));
+        let c = proxy.client_as("127.0.0.1", &format!("u{i}"), "pw");
         let r = c
             .get(format!("http://www.linkedin.com:{port}/hello"))
             .header("Accept", "text/html")

@@ -180,12 +180,7 @@ async fn reaches_loopback_destinations_that_the_policy_allows() {
     .await
     .unwrap();
     assert_eq!(resp.status(), 200, "a name resolving to an allowed address");
-    let tls_client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .add_root_certificate(reqwest::Certificate::from_der(&tls.cert_der).unwrap())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let tls_client = proxy.tls_client(&tls);
     let resp = within(
         tls_client
             .get(format!("https://www.linkedin.com:{}/hello", tls.port()))

@@ -524,6 +524,16 @@ impl TestProxy {
             .unwrap()
     }
 
+    /// A reqwest client through this proxy that trusts `origin`'s certificate.
+    pub fn tls_client(&self, origin: &TlsOrigin) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.url()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_der(&origin.cert_der).unwrap())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
     /// A reqwest client sending `Proxy-Authorization: Basic` from `local`.
     pub fn client_as(&self, local: &str, user: &str, password: &str) -> reqwest::Client {
         reqwest::Client::builder()
