@@ -82,7 +82,8 @@ pub struct RunArgs {
     /// Largest request head accepted, in bytes.
     #[arg(long, default_value_t = 65_536)]
     pub max_header_bytes: usize,
-    /// Seconds a client has to send a complete request head.
+    /// Seconds a client has to send a complete request head. The same timer closes an idle
+    /// keep-alive client connection (it starts when the connection waits for its next request).
     #[arg(long, default_value_t = 30)]
     pub header_read_timeout: u64,
     /// Seconds without traffic after which a tunnel or WebSocket is closed.
@@ -94,6 +95,10 @@ pub struct RunArgs {
     /// Seconds to wait for an upstream's response head.
     #[arg(long, default_value_t = 60)]
     pub upstream_timeout: u64,
+    /// Seconds a request or response body may carry no data before the exchange is ended
+    /// (logged as client-timeout or upstream-timeout).
+    #[arg(long, default_value_t = 120)]
+    pub body_idle_timeout: u64,
     /// Seconds SIGTERM waits for in-flight requests and tunnels.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout: u64,
@@ -211,6 +216,7 @@ fn run(args: RunArgs) -> ExitCode {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             connect_timeout: Duration::from_secs(args.connect_timeout),
             upstream_timeout: Duration::from_secs(args.upstream_timeout),
+            body_idle_timeout: Duration::from_secs(args.body_idle_timeout),
             max_connections: args.max_connections,
             max_header_bytes: args.max_header_bytes,
             resolve: args.resolve.iter().cloned().collect::<HashMap<_, _>>(),

@@ -1,34 +1,100 @@
-//! Streaming bodies that count bytes, and the guard that records a request
-//! exactly once.
+//! Streaming bodies that count bytes, time out when they stall, and the
+//! guard that records a request exactly once.
 //!
 //! Bodies are never buffered: [`Counted`] passes each frame through as it
-//! arrives and adds its length to a counter. [`Pending`] holds the request's
-//! `Event` until the exchange is over, whichever way it ends: the response
-//! body finished, the client went away (the body is dropped), or an error
-//! response was sent. Its `Drop` is the one logging phase.
+//! arrives and adds its length to the exchange's [`Meter`]. A body that
+//! carries nothing for the configured idle time ends with an error, so a
+//! stalled origin or client cannot pin a connection and a task forever.
+//! [`Pending`] holds the request's `Event` until the exchange is over,
+//! whichever way it ends: the response body finished, the client went away
+//! (the body is dropped), or an error response was sent. Its `Drop` is the
+//! one logging phase. This module decides nothing about policy.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
 
 use crate::accesslog::Recorder;
 use crate::event::Event;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What the client did wrong while sending its request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientFault {
+    /// The body's framing was invalid (bad chunk size, oversized extension).
+    Protocol = 1,
+    /// The client stopped sending for longer than the body idle timeout.
+    Timeout = 2,
+    /// The client closed the connection before its body was complete.
+    Closed = 3,
+}
+
+impl ClientFault {
+    /// The access-log error label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientFault::Protocol => "client-protocol",
+            ClientFault::Timeout => "client-timeout",
+            ClientFault::Closed => "client-closed",
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<ClientFault> {
+        match v {
+            1 => Some(ClientFault::Protocol),
+            2 => Some(ClientFault::Timeout),
+            3 => Some(ClientFault::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// Byte counts of one exchange, and whether the client broke its side.
+/// Shared by the request body, the response body and the record.
+#[derive(Debug, Default)]
+pub struct Meter {
+    /// Bytes client -> upstream (request body, tunnel upstream).
+    pub up: AtomicU64,
+    /// Bytes upstream -> client (response body, tunnel downstream).
+    pub down: AtomicU64,
+    fault: AtomicU8,
+    /// The request body is waiting for the client to send more.
+    waiting: std::sync::atomic::AtomicBool,
+}
+
+impl Meter {
+    /// The first fault the client's request body showed, if any.
+    pub fn client_fault(&self) -> Option<ClientFault> {
+        ClientFault::from_u8(self.fault.load(Ordering::Relaxed))
+    }
+
+    /// True while the request body waits for data from the client: a stall
+    /// at this moment is the client's, not the upstream's.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn set_client_fault(&self, f: ClientFault) {
+        let _ = self
+            .fault
+            .compare_exchange(0, f as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
 /// An `Event` waiting for its exchange to end.
 pub struct Pending {
     event: Option<Event>,
     started: Instant,
-    /// Bytes client -> upstream, counted by the request body wrapper.
-    pub up: Arc<AtomicU64>,
-    /// Bytes upstream -> client.
-    pub down: Arc<AtomicU64>,
+    pub meter: Arc<Meter>,
     recorder: Recorder,
     completed: bool,
 }
@@ -38,8 +104,7 @@ impl Pending {
         Self {
             event: Some(event),
             started,
-            up: Arc::new(AtomicU64::new(0)),
-            down: Arc::new(AtomicU64::new(0)),
+            meter: Arc::new(Meter::default()),
             recorder,
             completed: false,
         }
@@ -59,10 +124,14 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut ev) = self.event.take() {
-            ev.bytes_up = self.up.load(Ordering::Relaxed);
-            ev.bytes_down = self.down.load(Ordering::Relaxed);
+            ev.bytes_up = self.meter.up.load(Ordering::Relaxed);
+            ev.bytes_down = self.meter.down.load(Ordering::Relaxed);
             ev.duration_ms = self.started.elapsed().as_millis() as u64;
-            if !self.completed && ev.error.is_none() {
+            if let Some(fault) = self.meter.client_fault() {
+                // The client broke the exchange; whatever failed upstream
+                // afterwards followed from that.
+                ev.error = Some(fault.label());
+            } else if !self.completed && ev.error.is_none() {
                 ev.error = Some("client-closed");
             }
             self.recorder.record(ev);
@@ -70,25 +139,54 @@ impl Drop for Pending {
     }
 }
 
-/// A body that counts the bytes of its data frames, and optionally owns the
+/// Which way a [`Counted`] body flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// The client's request body, on its way upstream.
+    Request,
+    /// The upstream's response body, on its way to the client.
+    Response,
+}
+
+/// The error a body yields when it carried nothing for its idle time.
+#[derive(Debug, thiserror::Error)]
+#[error("no body data for {0:?}")]
+pub struct BodyIdle(pub Duration);
+
+/// A body that counts the bytes of its data frames, ends with an error when
+/// it stalls for longer than its idle time, and optionally owns the
 /// request's [`Pending`] record, which it completes at end of stream.
 pub struct Counted<B> {
     inner: B,
-    counter: Arc<AtomicU64>,
+    meter: Arc<Meter>,
+    flow: Flow,
     pending: Option<Pending>,
+    idle: Option<Duration>,
+    /// Armed lazily, the first time the body waits: most small bodies end
+    /// without ever waiting, and then cost no timer at all.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A frame went through since the timer was last armed.
+    progressed: bool,
 }
 
 impl<B> Counted<B> {
-    pub fn new(inner: B, counter: Arc<AtomicU64>) -> Self {
+    /// The client's request body: counts into `meter.up`; a stall or a
+    /// framing error is marked as the client's fault on the meter.
+    pub fn request(inner: B, meter: Arc<Meter>, idle: Option<Duration>) -> Self {
         Self {
             inner,
-            counter,
+            meter,
+            flow: Flow::Request,
             pending: None,
+            idle,
+            timer: None,
+            progressed: false,
         }
     }
 
-    /// Counts into `pending.down` and records when the body ends or is dropped.
-    pub fn recording(inner: B, mut pending: Pending) -> Self
+    /// The upstream's response body: counts into `pending.meter.down` and
+    /// records when the body ends or is dropped.
+    pub fn response(inner: B, mut pending: Pending, idle: Option<Duration>) -> Self
     where
         B: Body,
     {
@@ -97,9 +195,39 @@ impl<B> Counted<B> {
         }
         Self {
             inner,
-            counter: pending.down.clone(),
+            meter: pending.meter.clone(),
+            flow: Flow::Response,
             pending: Some(pending),
+            idle,
+            timer: None,
+            progressed: false,
         }
+    }
+
+    fn finish(&mut self, error: Option<&'static str>) {
+        if let Some(mut p) = self.pending.take() {
+            if let Some(e) = error {
+                p.event_mut().error = Some(e);
+            }
+            p.complete();
+        }
+    }
+
+    /// Polls the idle timer; true when the body has stalled too long.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + idle;
+        match &mut self.timer {
+            Some(t) if self.progressed => t.as_mut().reset(deadline),
+            Some(_) => {}
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.progressed = false;
+        // Just set above when it was missing.
+        let timer = self.timer.as_mut().expect("timer armed");
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -116,25 +244,50 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.flow == Flow::Request {
+            this.meter
+                .waiting
+                .store(polled.is_pending(), Ordering::Relaxed);
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let n = data.len() as u64;
+                    match this.flow {
+                        Flow::Request => this.meter.up.fetch_add(n, Ordering::Relaxed),
+                        Flow::Response => this.meter.down.fetch_add(n, Ordering::Relaxed),
+                    };
                 }
+                this.progressed = true;
                 if this.inner.is_end_stream() {
                     this.finish(None);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.finish(Some("upstream-protocol"));
-                Poll::Ready(Some(Err(e.into())))
+                let e: BoxError = e.into();
+                match this.flow {
+                    Flow::Request => this.meter.set_client_fault(request_fault(&*e)),
+                    Flow::Response => this.finish(Some("upstream-protocol")),
+                }
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.finish(None);
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !this.stalled(cx) {
+                    return Poll::Pending;
+                }
+                let idle = this.idle.unwrap_or_default();
+                match this.flow {
+                    Flow::Request => this.meter.set_client_fault(ClientFault::Timeout),
+                    Flow::Response => this.finish(Some("upstream-timeout")),
+                }
+                Poll::Ready(Some(Err(Box::new(BodyIdle(idle)))))
+            }
         }
     }
 
@@ -147,13 +300,23 @@ where
     }
 }
 
-impl<B> Counted<B> {
-    fn finish(&mut self, error: Option<&'static str>) {
-        if let Some(mut p) = self.pending.take() {
-            if let Some(e) = error {
-                p.event_mut().error = Some(e);
+/// Classifies an error from the client's request body: a connection that
+/// ended early is the client leaving, anything else is broken framing.
+fn request_fault(e: &(dyn std::error::Error + 'static)) -> ClientFault {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted) {
+                return ClientFault::Closed;
             }
-            p.complete();
         }
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return ClientFault::Closed;
+            }
+        }
+        cur = err.source();
     }
+    ClientFault::Protocol
 }

@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{Counted, Pending};
+use super::body::{ClientFault, Counted, Pending};
 use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
 use super::identify::identify;
 use super::responses::{self, RequestView};
@@ -47,9 +47,16 @@ pub async fn handle(
 /// The size of a request head as sent: hyper's read-buffer limit alone lets
 /// a head that arrives in one burst grow past `max_header_bytes`.
 fn head_size(req: &Request<Incoming>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    line + req
-        .headers()
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    req.method().as_str().len() + target + 12 + headers_size(req.headers())
+}
+
+/// The size of a header block as sent (`name: value\r\n` per field).
+fn headers_size(headers: &http::HeaderMap) -> usize {
+    headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
@@ -163,6 +170,12 @@ async fn forward(
         }
     };
     let mut ev = new_event(Kind::Request, peer, req.method(), host_string(&host), port);
+    if let Err((status, detail)) = check_request_framing(req.headers()) {
+        apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
+        ev.error = Some(ClientFault::Protocol.label());
+        let resp = responses::error(status, ClientFault::Protocol.label(), detail);
+        return finish_now(state, ev, started, close_after(resp));
+    }
 
     // Identify.
     let identity = match identify(state, &policy, peer.ip(), req.headers()).await {
@@ -220,15 +233,10 @@ async fn forward(
         parts.headers.remove(&th.name);
     }
     add_via(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(a) = uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-    }
+    target_judged_host(&mut parts, &host, port);
     let pending = Pending::new(ev, started, state.recorder.clone());
-    let body = Counted::new(body, pending.up.clone()).boxed();
+    let idle = Some(state.config.body_idle_timeout);
+    let body = Counted::request(body, pending.meter.clone(), idle).boxed();
 
     if let Some(client_upgrade) = client_upgrade {
         return forward_upgrade(
@@ -248,7 +256,7 @@ async fn forward(
     let result =
         tokio::time::timeout(state.config.upstream_timeout, state.client.request(request)).await;
     match result {
-        Ok(Ok(resp)) => relay_response(resp, pending),
+        Ok(Ok(resp)) => relay_response(state, resp, pending),
         Ok(Err(e)) => upstream_failure(
             &policy,
             &decision,
@@ -257,28 +265,150 @@ async fn forward(
             find_dial_error(&e),
             &e.to_string(),
         ),
-        Err(_) => {
-            let mut pending = pending;
-            pending.event_mut().error = Some("upstream-timeout");
-            respond_pending(
-                pending,
-                responses::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream-timeout",
-                    "the site did not answer in time",
-                ),
-            )
+        Err(_) => upstream_head_timeout(pending),
+    }
+}
+
+/// No response head in time. If the client was still holding back its own
+/// request body, the stall is the client's; otherwise the site's.
+fn upstream_head_timeout(mut pending: Pending) -> Response<ProxyBody> {
+    if pending.meter.waiting_on_client() {
+        return client_failure(pending, ClientFault::Timeout);
+    }
+    pending.event_mut().error = Some("upstream-timeout");
+    respond_pending(
+        pending,
+        responses::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream-timeout",
+            "the site did not answer in time",
+        ),
+    )
+}
+
+/// Answers an exchange that failed because of the client's request body:
+/// 400 for broken framing, 408 for a stall. The connection is closed, since
+/// the rest of the client's stream can no longer be trusted.
+fn client_failure(pending: Pending, fault: ClientFault) -> Response<ProxyBody> {
+    let (status, detail) = match fault {
+        ClientFault::Protocol => (
+            StatusCode::BAD_REQUEST,
+            "the request body is not validly framed",
+        ),
+        ClientFault::Timeout => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stopped arriving",
+        ),
+        ClientFault::Closed => (
+            StatusCode::BAD_REQUEST,
+            "the client closed the connection before its request body was complete",
+        ),
+    };
+    // The meter holds the fault; the record takes its label from there.
+    let resp = responses::error(status, fault.label(), detail);
+    respond_pending(pending, close_after(resp))
+}
+
+/// Asks hyper to close the client connection after this response.
+fn close_after(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Request framing that socialgate refuses to forward (RFC 9112 §6):
+/// transfer codings other than a bare `chunked` (501), and a message that
+/// carries both `Content-Length` and `Transfer-Encoding` (400). hyper
+/// already rejects a final coding other than chunked and drops the
+/// `Content-Length` of a chunked request; these checks hold whatever the
+/// HTTP layer lets through.
+fn check_request_framing(
+    headers: &http::HeaderMap,
+) -> Result<(), (StatusCode, &'static str)> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(first) = codings.next() else {
+        return Ok(());
+    };
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "a request must not carry both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let bare_chunked = first
+        .to_str()
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    if !bare_chunked || codings.next().is_some() {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "only the chunked transfer coding is supported in requests",
+        ));
+    }
+    Ok(())
+}
+
+/// Makes the request go to exactly the host that was judged (RFC 9112
+/// §3.2.2): the request target and `Host` both name it. A client's `Host`
+/// naming some other site is replaced, never forwarded, so a shared front
+/// end (CDN, virtual hosting) cannot be steered to a site the policy did
+/// not decide on.
+fn target_judged_host(parts: &mut http::request::Parts, host: &Host, port: u16) {
+    let authority = match (host, port) {
+        (Host::Ip(std::net::IpAddr::V6(ip)), 80) => format!("[{ip}]"),
+        (Host::Ip(std::net::IpAddr::V6(ip)), p) => format!("[{ip}]:{p}"),
+        (h, 80) => h.to_string(),
+        (h, p) => format!("{h}:{p}"),
+    };
+    let same_host = parts
+        .headers
+        .get(header::HOST)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(authority.as_bytes()));
+    if !same_host || parts.headers.get_all(header::HOST).iter().count() > 1 {
+        // `authority` is a normalised host and a port: always a valid value.
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    if parts.uri.authority().map(|a| a.as_str()) != Some(authority.as_str()) {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = format!("http://{authority}{path}").parse() {
+            parts.uri = uri;
         }
     }
 }
 
 /// Sends the upstream's response on, recording when its body ends.
-fn relay_response(resp: Response<Incoming>, mut pending: Pending) -> Response<ProxyBody> {
+///
+/// A response whose framing is ambiguous (`Transfer-Encoding` together with
+/// `Content-Length`, RFC 9112 §6.3) or whose head is larger than
+/// `--max-header-bytes` is not relayed: the client gets a 502
+/// `upstream-protocol` and the upstream connection is dropped.
+fn relay_response(
+    state: &ProxyState,
+    resp: Response<Incoming>,
+    mut pending: Pending,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
+    let problem = if parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        Some("the site sent both Transfer-Encoding and Content-Length (ambiguous framing)")
+    } else if 20 + headers_size(&parts.headers) > state.config.max_header_bytes {
+        Some("the site's response head is larger than the proxy accepts")
+    } else {
+        None
+    };
+    if let Some(detail) = problem {
+        drop(body);
+        pending.event_mut().error = Some("upstream-protocol");
+        let resp = responses::error(StatusCode::BAD_GATEWAY, "upstream-protocol", detail);
+        return respond_pending(pending, resp);
+    }
     strip_hop_by_hop(&mut parts.headers, false);
     add_via(&mut parts.headers);
     pending.event_mut().status = parts.status.as_u16();
-    Response::from_parts(parts, Counted::recording(body, pending).boxed())
+    let idle = Some(state.config.body_idle_timeout);
+    Response::from_parts(parts, Counted::response(body, pending, idle).boxed())
 }
 
 /// Maps a failed upstream exchange to a refusal (destination checks) or a
@@ -291,6 +421,9 @@ fn upstream_failure(
     dial: Option<&DialError>,
     detail: &str,
 ) -> Response<ProxyBody> {
+    if let Some(fault) = pending.meter.client_fault() {
+        return client_failure(pending, fault);
+    }
     match dial {
         Some(DialError::Private(_)) | Some(DialError::SelfLoop(_)) => {
             let reason = if matches!(dial, Some(DialError::SelfLoop(_))) {
@@ -402,20 +535,10 @@ async fn forward_upgrade(
         Ok(Err(e)) => {
             return upstream_failure(policy, decision, navigation, pending, None, &e.to_string())
         }
-        Err(_) => {
-            pending.event_mut().error = Some("upstream-timeout");
-            return respond_pending(
-                pending,
-                responses::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream-timeout",
-                    "the site did not answer in time",
-                ),
-            );
-        }
+        Err(_) => return upstream_head_timeout(pending),
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return relay_response(resp, pending);
+        return relay_response(state, resp, pending);
     }
     let mut resp = resp;
     let upstream_upgrade = hyper::upgrade::on(&mut resp);

@@ -36,7 +36,9 @@ use crate::reload::PolicyHandle;
 /// Limits and network settings of a running proxy (from flags, not policy).
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head. It also closes an
+    /// idle keep-alive client connection: hyper starts this timer as soon as
+    /// the connection waits for its next request head.
     pub header_read_timeout: Duration,
     /// A tunnel or upgraded connection with no traffic this long is closed.
     pub idle_timeout: Duration,
@@ -44,6 +46,9 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Time to wait for the upstream's response head.
     pub upstream_timeout: Duration,
+    /// A forwarded body (request or response) that carries no data this
+    /// long ends the exchange (`client-timeout` / `upstream-timeout`).
+    pub body_idle_timeout: Duration,
     /// Concurrent client connections; further clients wait in the backlog.
     pub max_connections: usize,
     /// Largest request head accepted, in bytes.
@@ -61,6 +66,7 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(120),
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,
             resolve: HashMap::new(),
@@ -128,7 +134,11 @@ impl ProxyState {
             config.connect_timeout,
             Some(metrics.clone()),
         ));
-        let client = upstream::pooled_client(dialer.clone(), config.pool_idle_timeout);
+        let client = upstream::pooled_client(
+            dialer.clone(),
+            config.pool_idle_timeout,
+            config.max_header_bytes,
+        );
         Arc::new(Self {
             policy,
             recorder,

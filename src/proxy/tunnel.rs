@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::body::Pending;
+use super::body::{Meter, Pending};
 use super::handler::{apply_decision, finish_now, new_event};
 use super::identify::identify;
 use super::responses::{self, RequestView};
@@ -148,7 +148,7 @@ pub async fn handle_connect(
         // Second look: the server name in the ClientHello.
         let mut first = Vec::new();
         let peeked = sni::peek(&mut client, &mut first, policy.tunnels.sni_timeout).await;
-        pending.up.fetch_add(first.len() as u64, Ordering::Relaxed);
+        pending.meter.up.fetch_add(first.len() as u64, Ordering::Relaxed);
         let mut decided_host = host.clone();
         if let Peeked::Hello(Hello::Tls(Some(name))) = &peeked {
             pending.event_mut().sni = Some(name.clone());
@@ -249,11 +249,13 @@ pub async fn splice<A, B>(
 {
     let mut c = CountedIo {
         inner: client,
-        n: pending.up.clone(),
+        meter: pending.meter.clone(),
+        up: true,
     };
     let mut u = CountedIo {
         inner: upstream,
-        n: pending.down.clone(),
+        meter: pending.meter.clone(),
+        up: false,
     };
     let mut generation = recheck.as_ref().map(|r| r.handle.subscribe());
     // 64 KiB buffers: fewer, larger reads and writes for bulk tunnels.
@@ -291,7 +293,7 @@ pub async fn splice<A, B>(
                 break;
             }
             _ = ticker.tick() => {
-                let total = pending.up.load(Ordering::Relaxed) + pending.down.load(Ordering::Relaxed);
+                let total = pending.meter.up.load(Ordering::Relaxed) + pending.meter.down.load(Ordering::Relaxed);
                 if total == last_total {
                     pending.event_mut().error = Some("idle-timeout");
                     break;
@@ -305,7 +307,9 @@ pub async fn splice<A, B>(
 /// A stream that counts the bytes read from it.
 struct CountedIo<S> {
     inner: S,
-    n: Arc<AtomicU64>,
+    meter: Arc<Meter>,
+    /// Bytes read from this side travel upstream (the client side).
+    up: bool,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
@@ -318,7 +322,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
         if read > 0 {
-            self.n.fetch_add(read as u64, Ordering::Relaxed);
+            let n = if self.up {
+                &self.meter.up
+            } else {
+                &self.meter.down
+            };
+            n.fetch_add(read as u64, Ordering::Relaxed);
         }
         r
     }

@@ -220,8 +220,12 @@ pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, super::b
 /// A keep-alive client that reuses upstream connections.
 pub type PooledClient = Client<Connector, ProxyBody>;
 
-pub fn pooled_client(dialer: Arc<Dialer>, idle: Duration) -> PooledClient {
+/// `max_head` bounds the upstream's response head as `--max-header-bytes`
+/// bounds the client's request head (hyper's read buffer cannot go below
+/// 8 KiB; the handler measures the parsed head exactly).
+pub fn pooled_client(dialer: Arc<Dialer>, idle: Duration, max_head: usize) -> PooledClient {
     Client::builder(super::executor())
+        .http1_max_buf_size(max_head.max(8192))
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(idle)
         .pool_max_idle_per_host(256)

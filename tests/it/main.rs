@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod forwarding;
+mod hostile;
 mod identity;
 mod observability;
 mod policy_rules;

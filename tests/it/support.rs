@@ -30,7 +30,7 @@ fn full(s: impl Into<Bytes>) -> OriginBody {
 
 /// A plain-HTTP origin server with a few routes:
 /// `/hello`, `/headers` (echoes request headers), `/echo` (streams the
-/// request body back), `/stream` (5 chunks, 100 ms apart), `/big` (1 MiB),
+/// request body back), `/consume` (reads the whole body, then answers), `/stream` (5 chunks, 100 ms apart), `/big` (1 MiB),
 /// `/ws` (WebSocket echo), `/sleep` (answers after 3 s).
 pub struct Origin {
     pub addr: SocketAddr,
@@ -97,6 +97,13 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
             Response::new(full(s))
         }
         "/echo" => Response::new(req.into_body().map_err(|e| e.into()).boxed()),
+        "/consume" => match req.into_body().collect().await {
+            Ok(b) => Response::new(full(format!("consumed {} bytes", b.to_bytes().len()))),
+            Err(e) => Response::builder()
+                .status(400)
+                .body(full(format!("body error: {e}")))
+                .unwrap(),
+        },
         "/stream" => {
             let (tx, rx) = tokio::sync::mpsc::channel::<
                 Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
@@ -651,4 +658,103 @@ pub async fn socialgate(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// What a [`RawOrigin`] does after writing its canned response.
+#[derive(Clone, Copy, Debug)]
+pub enum After {
+    /// Close the connection.
+    Close,
+    /// Keep the connection open and silent until the peer closes it.
+    Stall,
+}
+
+/// A misbehaving origin written for attacker tests: it reads each request
+/// head, keeps every byte it received, answers with canned bytes (no HTTP
+/// library on its side), then closes or stalls.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawOrigin {
+    pub async fn replying(response: impl Into<Vec<u8>>, after: After) -> RawOrigin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let response: Arc<Vec<u8>> = Arc::new(response.into());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rx = received.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let response = response.clone();
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                head.extend_from_slice(&buf[..n]);
+                                rx.lock().unwrap().extend_from_slice(&buf[..n]);
+                            }
+                        }
+                    }
+                    let _ = s.write_all(&response).await;
+                    let _ = s.flush().await;
+                    if let After::Stall = after {
+                        // Keep reading (and keeping) whatever comes, never answer more.
+                        loop {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => rx.lock().unwrap().extend_from_slice(&buf[..n]),
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        RawOrigin {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every byte the origin received so far, as text.
+    pub fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+/// Writes `bytes` to the proxy from 127.0.0.1 and reads until the proxy
+/// closes the connection (failing the test after 10 s).
+pub async fn raw_until_close(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    within(async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
 }
