@@ -13,6 +13,8 @@
 //! - [`proxy`]: the async shell. Accept loop, HTTP forwarding, CONNECT
 //!   tunnels with the ClientHello peek, upstream dialing with destination
 //!   checks, and the one module that builds every refusal and error response.
+//! - [`outcome`]: outcomes as types (action, mode, reason, activity, error
+//!   and the side it blames) and the one definition of "refused".
 //! - [`event`] and [`accesslog`]: every request or tunnel ends in exactly one
 //!   `Event`; the access log is written from it off the hot path.
 //! - [`pseudonym`]: keyed HMAC pseudonyms for users in logs and reports.
@@ -35,6 +37,7 @@ pub mod event;
 pub mod html;
 pub mod identity;
 pub mod metrics;
+pub mod outcome;
 pub mod policy;
 pub mod proxy;
 pub mod pseudonym;

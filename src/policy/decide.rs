@@ -25,7 +25,8 @@ pub struct RequestFacts<'a> {
 
 /// Why a decision came out as it did. Stable labels: used in logs, metric
 /// labels, response headers and refusal pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Reason {
     RuleMatched,
     DefaultCatalog,

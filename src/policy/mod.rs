@@ -36,7 +36,8 @@ pub use schedule::Schedule;
 use crate::identity::Htpasswd;
 
 /// What a rule does to matching traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     Allow,
     Block,
@@ -52,7 +53,8 @@ impl Action {
 }
 
 /// Whether a rule's action is applied or only recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     Enforce,
     /// Dry run: the would-be action is logged and counted, traffic passes.
@@ -69,7 +71,8 @@ impl Mode {
 }
 
 /// Whether a domain is the platform itself or one of its embeddable parts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Class {
     Primary,
     Embedded,

@@ -1,0 +1,263 @@
+//! Outcomes as types: how a request or tunnel ended, shared by the proxy
+//! that writes the access log and the offline tools that read it.
+//!
+//! The decision's own outcomes ([`Action`], [`Mode`], [`Class`],
+//! [`Reason`]) live in the pure policy core and are re-exported here; this
+//! module adds what happened on the wire ([`Activity`], [`ErrorKind`] with
+//! the [`Side`] it blames) and the one definition of what "refused" means
+//! ([`Verdict`]). Every type serialises to the exact strings documented in
+//! `docs/access-log.md`, so the log schema is the serde form of these enums.
+//! Readers of older or newer logs use [`Lenient`], which keeps a value it
+//! does not know instead of failing the line, so it can be counted.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::policy::{Action, Class, Mode, Reason};
+
+/// What happened to the traffic: the one definition of "refused" that the
+/// log, the metrics, the report and simulate share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The traffic went through (an allow, or no decision against it).
+    Passed,
+    /// The traffic was stopped: a `block` that was enforced.
+    Refused,
+    /// A `block` rule in `report` mode: recorded, traffic passed.
+    WouldRefuse,
+}
+
+impl Verdict {
+    pub fn of(action: Action, mode: Mode) -> Verdict {
+        match (action, mode) {
+            (Action::Block, Mode::Enforce) => Verdict::Refused,
+            (Action::Block, Mode::Report) => Verdict::WouldRefuse,
+            (Action::Allow, _) => Verdict::Passed,
+        }
+    }
+
+    pub fn refused(self) -> bool {
+        self == Verdict::Refused
+    }
+}
+
+/// What the user did, where it is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activity {
+    /// A safe method (GET, HEAD, OPTIONS) on plain HTTP.
+    View,
+    /// Any other method on plain HTTP.
+    Write,
+}
+
+impl Activity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::View => "view",
+            Activity::Write => "write",
+        }
+    }
+
+    /// The activity a plain-HTTP method stands for.
+    pub fn of_method(method: &http::Method) -> Activity {
+        use http::Method;
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            Activity::View
+        } else {
+            Activity::Write
+        }
+    }
+}
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client broke the exchange (left, stalled, sent bad framing).
+    Client,
+    /// The policy ended it (a refusal that came while traffic flowed).
+    Policy,
+    /// The destination failed (resolve, connect, timeout, bad response).
+    Upstream,
+    /// socialgate's own limits or lifecycle (idle timeout, shutdown).
+    Internal,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Policy => "policy",
+            Side::Upstream => "upstream",
+            Side::Internal => "internal",
+        }
+    }
+}
+
+/// How a request or tunnel failed. The serde names are the access log's
+/// `error` labels and the `error` label of `socialgate_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    UpstreamResolve,
+    UpstreamConnect,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    ClientClosed,
+    ClientTimeout,
+    ClientProtocol,
+    IdleTimeout,
+    TunnelClosedByPolicy,
+    TunnelRefusedAfterReload,
+    TunnelRefusedOnSchedule,
+    Shutdown,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::UpstreamResolve,
+        ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::UpstreamProtocol,
+        ErrorKind::ClientClosed,
+        ErrorKind::ClientTimeout,
+        ErrorKind::ClientProtocol,
+        ErrorKind::IdleTimeout,
+        ErrorKind::TunnelClosedByPolicy,
+        ErrorKind::TunnelRefusedAfterReload,
+        ErrorKind::TunnelRefusedOnSchedule,
+        ErrorKind::Shutdown,
+    ];
+
+    /// The stable label (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::UpstreamResolve => "upstream-resolve",
+            ErrorKind::UpstreamConnect => "upstream-connect",
+            ErrorKind::UpstreamTimeout => "upstream-timeout",
+            ErrorKind::UpstreamProtocol => "upstream-protocol",
+            ErrorKind::ClientClosed => "client-closed",
+            ErrorKind::ClientTimeout => "client-timeout",
+            ErrorKind::ClientProtocol => "client-protocol",
+            ErrorKind::IdleTimeout => "idle-timeout",
+            ErrorKind::TunnelClosedByPolicy => "tunnel-closed-by-policy",
+            ErrorKind::TunnelRefusedAfterReload => "tunnel-refused-after-reload",
+            ErrorKind::TunnelRefusedOnSchedule => "tunnel-refused-on-schedule",
+            ErrorKind::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn side(self) -> Side {
+        use ErrorKind::*;
+        match self {
+            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => Side::Upstream,
+            ClientClosed | ClientTimeout | ClientProtocol => Side::Client,
+            TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
+                Side::Policy
+            }
+            IdleTimeout | Shutdown => Side::Internal,
+        }
+    }
+
+    /// The status socialgate answers with when this error ends an exchange
+    /// before any response went out.
+    pub fn status(self) -> http::StatusCode {
+        use http::StatusCode;
+        use ErrorKind::*;
+        match self {
+            UpstreamResolve | UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ClientClosed | ClientProtocol => StatusCode::BAD_REQUEST,
+            TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
+                StatusCode::FORBIDDEN
+            }
+            IdleTimeout | Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value read from a log that may have been written by another version:
+/// a known variant, or the text of one this version does not know. Readers
+/// count `Unknown` values instead of rejecting the line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lenient<T> {
+    Known(T),
+    Unknown(String),
+}
+
+impl<T> Lenient<T> {
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Lenient::Known(t) => Some(t),
+            Lenient::Unknown(_) => None,
+        }
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Lenient::Unknown(_))
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let value = serde_json::Value::String(s.clone().into_owned());
+        Ok(match serde_json::from_value::<T>(value) {
+            Ok(t) => Lenient::Known(t),
+            Err(_) => Lenient::Unknown(s.into_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_serialise_to_their_labels_and_blame_a_side() {
+        for k in ErrorKind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+            let back: ErrorKind = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, k);
+        }
+        assert_eq!(ErrorKind::ClientProtocol.side(), Side::Client);
+        assert_eq!(ErrorKind::UpstreamTimeout.side(), Side::Upstream);
+        assert_eq!(ErrorKind::ClientTimeout.status(), 408);
+    }
+
+    #[test]
+    fn reasons_actions_and_modes_serialise_to_the_documented_strings() {
+        for r in Reason::ALL {
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+        }
+        assert_eq!(serde_json::to_string(&Action::Block).unwrap(), "\"block\"");
+        assert_eq!(serde_json::to_string(&Mode::Report).unwrap(), "\"report\"");
+        assert_eq!(serde_json::to_string(&Class::Embedded).unwrap(), "\"embedded\"");
+        assert_eq!(serde_json::to_string(&Activity::Write).unwrap(), "\"write\"");
+    }
+
+    #[test]
+    fn one_definition_of_refused() {
+        assert_eq!(Verdict::of(Action::Block, Mode::Enforce), Verdict::Refused);
+        assert_eq!(Verdict::of(Action::Block, Mode::Report), Verdict::WouldRefuse);
+        assert_eq!(Verdict::of(Action::Allow, Mode::Enforce), Verdict::Passed);
+        assert_eq!(Verdict::of(Action::Allow, Mode::Report), Verdict::Passed);
+    }
+
+    #[test]
+    fn lenient_values_keep_what_they_do_not_know() {
+        let v: Vec<Lenient<ErrorKind>> =
+            serde_json::from_str(r#"["client-closed","from-the-future"]"#).unwrap();
+        assert_eq!(v[0], Lenient::Known(ErrorKind::ClientClosed));
+        assert_eq!(v[1], Lenient::Unknown("from-the-future".into()));
+    }
+}
