@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::event::{Event, Kind};
+use crate::outcome::Verdict;
 
 /// How often the writer looks for new records. Lines reach the file at
 /// most this late; the queue (`--log-queue`) absorbs bursts in between.
@@ -42,7 +43,8 @@ pub struct LogConfig {
     pub capacity: usize,
 }
 
-/// Turns a user name into what the log shows.
+/// Turns a user name into its pseudonym, for events decided on a policy
+/// that pseudonymises (`Event::pseudonymize`).
 pub type UserMapper = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// Something that sees every event on the hot path (metrics).
@@ -272,8 +274,10 @@ impl Writer {
     }
 
     fn write_one(&mut self, mut ev: Event, line: &mut Vec<u8>) {
-        if let Some(u) = ev.user.take() {
-            ev.user = Some((self.users)(&u));
+        if ev.pseudonymize {
+            if let Some(u) = ev.user.take() {
+                ev.user = Some((self.users)(&u));
+            }
         }
         line.clear();
         format_event(&ev, self.format, line);
@@ -304,7 +308,7 @@ pub fn format_event(ev: &Event, format: LogFormat, out: &mut Vec<u8>) {
 /// `time elapsed client code/status bytes method URL user hierarchy/peer type`.
 fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     let secs = ev.time.as_millisecond() as f64 / 1000.0;
-    let refused = ev.action == "block" && ev.mode == "enforce" || matches!(ev.status, 403 | 407);
+    let refused = Verdict::of(ev.action, ev.mode).refused();
     let code = if refused {
         "TCP_DENIED"
     } else if ev.error.is_some() && ev.status >= 500 {
@@ -360,12 +364,13 @@ fn host_for_url(host: &str) -> String {
 mod tests {
     use super::*;
     use crate::event::AuthMethod;
+    use crate::outcome::{Action, Activity, Class, ErrorKind, Mode, Reason};
 
     fn event(
         user: Option<&str>,
         host: &str,
         path: Option<&str>,
-        error: Option<&'static str>,
+        error: Option<ErrorKind>,
     ) -> Event {
         Event {
             time: "2026-11-25T12:34:56.789Z".parse().unwrap(),
@@ -382,18 +387,19 @@ mod tests {
             sni: Some("www.example.org".into()),
             platform: None,
             category: Some(Arc::from("video")),
-            class: Some("primary"),
-            activity: Some("write"),
+            class: Some(Class::Primary),
+            activity: Some(Activity::Write),
             foreground: true,
-            action: "block",
-            mode: "report",
+            action: Action::Block,
+            mode: Mode::Report,
             rule: Arc::from("no-tiktok"),
-            reason: "rule-matched",
+            reason: Reason::RuleMatched,
             status: 403,
             bytes_up: 12,
             bytes_down: u64::MAX,
             duration_ms: 0,
             error,
+            pseudonymize: true,
         }
     }
 
@@ -406,9 +412,9 @@ mod tests {
                 Some("p:0123456789abcdef"),
                 "xn--bcher-kva.example",
                 Some("/a?b=c&d=\"e\""),
-                Some("client-closed"),
+                Some(ErrorKind::ClientClosed),
             ),
-            event(Some(weird), weird, Some(weird), Some("shutdown")),
+            event(Some(weird), weird, Some(weird), Some(ErrorKind::Shutdown)),
         ] {
             let mut line = Vec::new();
             format_event(&ev, LogFormat::Json, &mut line);

@@ -127,16 +127,9 @@ impl App {
             .collect::<Result<_, _>>()
             .context("cannot read the listening address")?;
 
-        let users: UserMapper = {
-            let h = handle.clone();
-            Arc::new(move |u: &str| {
-                if h.load().logging.pseudonymize {
-                    pseudonymizer.pseudonym(u)
-                } else {
-                    u.to_string()
-                }
-            })
-        };
+        // Whether to pseudonymise is the exchange's own policy snapshot's
+        // choice (`Event::pseudonymize`); the writer only applies the key.
+        let users: UserMapper = Arc::new(move |u: &str| pseudonymizer.pseudonym(u));
         let observers: Vec<Arc<dyn Observer>> = vec![metrics.clone()];
         let on_drop: Arc<dyn Fn() + Send + Sync> = {
             let m = metrics.clone();
@@ -215,6 +208,11 @@ impl App {
         }
         #[cfg(unix)]
         background.push(tokio::spawn(reload::watch_sighup(handle.clone())));
+        background.push(tokio::spawn(proxy::clock::run(
+            handle.clone(),
+            cfg.proxy.clock,
+            state.ticks.clone(),
+        )));
         #[cfg(unix)]
         {
             let r = recorder.clone();

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::outcome::{Action, Activity, Class, ErrorKind, Mode, Reason};
+
 /// What kind of traffic a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,8 +38,9 @@ pub enum AuthMethod {
 /// One request or tunnel, as recorded.
 ///
 /// Strings that repeat on every request (groups, platform, rule) are cheap
-/// clones of the compiled policy's `Arc<str>`s, and fixed labels are
-/// `&'static str`: building an event allocates little on the hot path.
+/// clones of the compiled policy's `Arc<str>`s, and outcomes are enums whose
+/// serde names are the documented labels: building an event allocates
+/// little on the hot path.
 /// Readers of the log (`report`, `simulate`) have their own lenient,
 /// borrowing record type; this one is only ever written.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,20 +73,20 @@ pub struct Event {
     pub platform: Option<Arc<str>>,
     pub category: Option<Arc<str>>,
     /// `primary` for the platform's own domains, `embedded` for its widgets/SDKs.
-    pub class: Option<&'static str>,
+    pub class: Option<Class>,
     /// What the user did, where it is known: `view` or `write` for plain HTTP.
-    pub activity: Option<&'static str>,
+    pub activity: Option<Activity>,
     /// A top-level navigation or a tunnel to a platform's own domain: the
     /// requests that count towards estimated active time.
     pub foreground: bool,
     /// The action of the deciding rule (`allow` or `block`).
-    pub action: &'static str,
+    pub action: Action,
     /// `enforce`, or `report` when the action was only recorded.
-    pub mode: &'static str,
+    pub mode: Mode,
     /// The deciding rule's id, or a `default:*` pseudo-rule.
     pub rule: Arc<str>,
     /// A stable, short reason label (see docs/access-log.md).
-    pub reason: &'static str,
+    pub reason: Reason,
     /// The HTTP status sent to the client (200 for an established tunnel).
     pub status: u16,
     /// Bytes from the client to the upstream (request body / tunnel upstream).
@@ -93,7 +96,12 @@ pub struct Event {
     pub duration_ms: u64,
     /// A short, fixed error label when the request failed (`upstream-connect`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'static str>,
+    pub error: Option<ErrorKind>,
+    /// Whether the writer pseudonymises `user`: taken from the policy
+    /// snapshot the exchange was decided on, not from the one current when
+    /// the line is written. Not part of the log line.
+    #[serde(skip)]
+    pub pseudonymize: bool,
 }
 
 fn method_str<S: serde::Serializer>(m: &http::Method, s: S) -> Result<S::Ok, S::Error> {

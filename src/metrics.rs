@@ -16,8 +16,15 @@ use prometheus::{
 
 use crate::accesslog::Observer;
 use crate::event::{Event, Kind};
-use crate::policy::Policy;
-use crate::proxy::Gauges;
+use crate::policy::{Policy, Reason};
+
+/// Live counts the proxy keeps and the metrics read at scrape time.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub connections: std::sync::atomic::AtomicU64,
+    pub tunnels: std::sync::atomic::AtomicU64,
+    pub in_flight: std::sync::atomic::AtomicU64,
+}
 
 /// Every metric socialgate exports (docs/metrics.md lists them).
 pub struct Metrics {
@@ -224,7 +231,13 @@ impl Observer for Metrics {
         let group = ev.group.as_deref().unwrap_or("none");
         let platform = ev.platform.as_deref().unwrap_or("other");
         self.decisions
-            .with_label_values(&[group, platform, ev.action, ev.mode, &ev.rule])
+            .with_label_values(&[
+                group,
+                platform,
+                ev.action.as_str(),
+                ev.mode.as_str(),
+                &ev.rule,
+            ])
             .inc();
         if ev.bytes_up > 0 {
             self.bytes
@@ -253,10 +266,12 @@ impl Observer for Metrics {
             .with_label_values(&[kind])
             .observe(ev.duration_ms as f64 / 1000.0);
         if let Some(e) = &ev.error {
-            self.errors.with_label_values(&[e]).inc();
+            self.errors.with_label_values(&[e.as_str()]).inc();
         }
-        if matches!(ev.reason, "auth-failed" | "auth-required") {
-            self.auth_failures.with_label_values(&[ev.reason]).inc();
+        if matches!(ev.reason, Reason::AuthFailed | Reason::AuthRequired) {
+            self.auth_failures
+                .with_label_values(&[ev.reason.as_str()])
+                .inc();
         }
     }
 }

@@ -213,6 +213,17 @@ pub fn decide_traced(
     decide_inner(policy, facts, &groups, now, Some(trace))
 }
 
+/// [`decide`] with an optional trace: the rules stage of [`super::admit`].
+pub(crate) fn decide_traced_opt(
+    policy: &Policy,
+    facts: &RequestFacts<'_>,
+    now: Timestamp,
+    trace: Option<&mut Vec<TraceStep>>,
+) -> Decision {
+    let groups = policy.groups_of(facts.client, facts.user);
+    decide_inner(policy, facts, &groups, now, trace)
+}
+
 fn decide_inner(
     policy: &Policy,
     facts: &RequestFacts<'_>,

@@ -6,6 +6,7 @@
 //! clock: the proxy loads a snapshot once per request and passes `now` in.
 //! Reading files happens only in [`load_dir`].
 
+pub mod admit;
 pub mod cases;
 pub mod compile;
 pub mod decide;
@@ -23,6 +24,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use admit::{
+    admit, admit_traced, destination_stage, next_change_after, port_stage, sni_stage, Admission,
+    Entry, Facts, Stage,
+};
 pub use cases::{run_cases, CaseOutcome};
 pub use compile::load_dir;
 pub use decide::{

@@ -36,6 +36,53 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The first instant strictly after `now` at which a window opens or
+    /// closes. Windows repeat weekly, so one is always found within eight
+    /// days; `None` only for a schedule without windows.
+    pub fn next_boundary_after(&self, now: Timestamp) -> Option<Timestamp> {
+        let today = now.to_zoned_datetime(self.tz.clone()).date();
+        let mut best: Option<Timestamp> = None;
+        // From yesterday (a window past midnight may still be open) to a week on.
+        for offset in -1..=8i32 {
+            let Ok(date) = today.checked_add(jiff::Span::new().days(offset)) else {
+                continue;
+            };
+            let day = date.weekday().to_monday_zero_offset() as u8;
+            for w in &self.windows {
+                if w.days & (1 << day) == 0 {
+                    continue;
+                }
+                let end_day_offset = if w.from < w.to { 0 } else { 1 };
+                for (d, minute) in [(0, w.from), (end_day_offset, w.to)] {
+                    let Some(t) = self.instant(date, d, minute) else {
+                        continue;
+                    };
+                    if t > now && best.is_none_or(|b| t < b) {
+                        best = Some(t);
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// `minute` minutes after local midnight of `date` + `days`, as an
+    /// instant (DST gaps resolve forward, as clocks do).
+    fn instant(&self, date: jiff::civil::Date, days: i32, minute: u16) -> Option<Timestamp> {
+        let date = date.checked_add(jiff::Span::new().days(days)).ok()?;
+        let dt = date.to_datetime(jiff::civil::Time::midnight());
+        let dt = dt
+            .checked_add(jiff::Span::new().minutes(i64::from(minute)))
+            .ok()?;
+        self.tz
+            .to_ambiguous_zoned_datetime(dt)
+            .compatible()
+            .ok()
+            .map(|z| z.timestamp())
+    }
+}
+
 impl Window {
     fn contains(&self, day: u8, minute: u16) -> bool {
         let on = |d: u8| self.days & (1 << d) != 0;

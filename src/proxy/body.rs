@@ -23,6 +23,7 @@ use tokio::time::Sleep;
 
 use crate::accesslog::Recorder;
 use crate::event::Event;
+use crate::outcome::ErrorKind;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,12 +40,12 @@ pub enum ClientFault {
 }
 
 impl ClientFault {
-    /// The access-log error label.
-    pub fn label(self) -> &'static str {
+    /// The error kind recorded for it.
+    pub fn kind(self) -> ErrorKind {
         match self {
-            ClientFault::Protocol => "client-protocol",
-            ClientFault::Timeout => "client-timeout",
-            ClientFault::Closed => "client-closed",
+            ClientFault::Protocol => ErrorKind::ClientProtocol,
+            ClientFault::Timeout => ErrorKind::ClientTimeout,
+            ClientFault::Closed => ErrorKind::ClientClosed,
         }
     }
 
@@ -130,9 +131,9 @@ impl Drop for Pending {
             if let Some(fault) = self.meter.client_fault() {
                 // The client broke the exchange; whatever failed upstream
                 // afterwards followed from that.
-                ev.error = Some(fault.label());
+                ev.error = Some(fault.kind());
             } else if !self.completed && ev.error.is_none() {
-                ev.error = Some("client-closed");
+                ev.error = Some(ErrorKind::ClientClosed);
             }
             self.recorder.record(ev);
         }
@@ -204,7 +205,7 @@ impl<B> Counted<B> {
         }
     }
 
-    fn finish(&mut self, error: Option<&'static str>) {
+    fn finish(&mut self, error: Option<ErrorKind>) {
         if let Some(mut p) = self.pending.take() {
             if let Some(e) = error {
                 p.event_mut().error = Some(e);
@@ -269,7 +270,7 @@ where
                 let e: BoxError = e.into();
                 match this.flow {
                     Flow::Request => this.meter.set_client_fault(request_fault(&*e)),
-                    Flow::Response => this.finish(Some("upstream-protocol")),
+                    Flow::Response => this.finish(Some(ErrorKind::UpstreamProtocol)),
                 }
                 Poll::Ready(Some(Err(e)))
             }
@@ -284,7 +285,7 @@ where
                 let idle = this.idle.unwrap_or_default();
                 match this.flow {
                     Flow::Request => this.meter.set_client_fault(ClientFault::Timeout),
-                    Flow::Response => this.finish(Some("upstream-timeout")),
+                    Flow::Response => this.finish(Some(ErrorKind::UpstreamTimeout)),
                 }
                 Poll::Ready(Some(Err(Box::new(BodyIdle(idle)))))
             }
@@ -307,7 +308,10 @@ fn request_fault(e: &(dyn std::error::Error + 'static)) -> ClientFault {
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted) {
+            if matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+            ) {
                 return ClientFault::Closed;
             }
         }

@@ -1,13 +1,13 @@
 //! One plain-HTTP request, through its phases: parse the target, identify,
-//! decide, forward (or refuse), record.
+//! admit, resolve and admit the addresses, forward (or refuse), record.
 //!
 //! CONNECT requests are handed to [`super::tunnel`]. Upgrade requests
 //! (WebSocket) are forwarded on a dedicated upstream connection and then
-//! spliced. Everything else goes through the pooled keep-alive client with
-//! streaming bodies in both directions.
+//! spliced under the policy's watch. Everything else goes through the
+//! pooled keep-alive client with streaming bodies in both directions.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,13 +18,18 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::{ClientFault, Counted, Pending};
+use super::context::Exchange;
 use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
 use super::identify::identify;
-use super::responses::{self, RequestView};
-use super::upstream::{find_dial_error, DialError, ProxyBody};
+use super::responses;
+use super::splice::{splice, Admitted, Watch};
+use super::upstream::{connect, find_upstream_error, ProxyBody};
 use super::{tunnel, ProxyState};
-use crate::event::{AuthMethod, Event, Kind};
-use crate::policy::{decide, normalize_host, Decision, Host, Policy, Reason, RequestFacts};
+use crate::event::Kind;
+use crate::outcome::{Activity, ErrorKind};
+use crate::policy::{
+    admit, destination_stage, normalize_host, Class, Decision, Entry, Facts, Host,
+};
 
 /// hyper's service entry point.
 pub async fn handle(
@@ -71,84 +76,22 @@ fn too_large(state: &ProxyState, peer: SocketAddr, req: &Request<Incoming>) -> R
     } else {
         Kind::Request
     };
-    let mut ev = new_event(kind, peer, req.method(), host, port);
-    apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
+    let ex = Exchange::begin(state, kind, peer, req.method(), host, port);
     let limit = state.config.max_header_bytes;
     let detail = format!("the request head is larger than {limit} bytes");
-    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-    let resp = responses::error(status, "bad-request", &detail);
-    finish_now(state, ev, Instant::now(), resp)
-}
-
-/// A fresh event with what is known before identification.
-pub(crate) fn new_event(
-    kind: Kind,
-    peer: SocketAddr,
-    method: &Method,
-    host: String,
-    port: u16,
-) -> Event {
-    Event {
-        time: jiff::Timestamp::now(),
-        kind,
-        client: crate::policy::canonical_ip(peer.ip()),
-        user: None,
-        auth: AuthMethod::None,
-        groups: Vec::new(),
-        group: None,
-        method: method.clone(),
-        host,
-        port,
-        path: None,
-        sni: None,
-        platform: None,
-        category: None,
-        class: None,
-        activity: None,
-        foreground: false,
-        action: "allow",
-        mode: "enforce",
-        rule: crate::policy::Reason::RuleMatched.builtin_rule_arc(),
-        reason: "",
-        status: 0,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
-        error: None,
-    }
-}
-
-/// Copies a decision into the event.
-pub(crate) fn apply_decision(ev: &mut Event, d: &Decision) {
-    ev.groups.clone_from(&d.groups);
-    apply_decision_keeping_groups(ev, d);
-}
-
-/// Like [`apply_decision`], leaving `ev.groups` as it is.
-fn apply_decision_keeping_groups(ev: &mut Event, d: &Decision) {
-    ev.group.clone_from(&d.group);
-    ev.platform.clone_from(&d.platform);
-    ev.category.clone_from(&d.category);
-    ev.class = d.class.map(|c| c.as_str());
-    ev.action = d.action.as_str();
-    ev.mode = d.mode.as_str();
-    ev.rule = d.rule.clone();
-    ev.reason = d.reason.as_str();
-}
-
-fn host_string(h: &Host) -> String {
-    h.to_string()
+    ex.bad_request(
+        state,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        None,
+        &detail,
+    )
 }
 
 async fn forward(
-    state: &ProxyState,
+    state: &Arc<ProxyState>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
-    let policy = state.policy.load();
-    let navigation = is_navigation(req.method(), req.headers());
-
     // Parse the target: absolute-form http:// only.
     let uri = req.uri().clone();
     let target = match (uri.scheme_str(), uri.host()) {
@@ -159,222 +102,130 @@ async fn forward(
         _ => Err("socialgate is a forward proxy: send absolute-form requests (configure it as the HTTP proxy)".into()),
     };
     let port = uri.port_u16().unwrap_or(80);
-    let raw_host = uri.host().unwrap_or("-").to_string();
     let host = match target {
         Ok(h) => h,
         Err(detail) => {
-            let mut ev = new_event(Kind::Request, peer, req.method(), raw_host, port);
-            apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
-            let resp = responses::error(StatusCode::BAD_REQUEST, "bad-request", &detail);
-            return finish_now(state, ev, started, resp);
+            let raw = uri.host().unwrap_or("-").to_string();
+            let ex = Exchange::begin(state, Kind::Request, peer, req.method(), raw, port);
+            return ex.bad_request(state, StatusCode::BAD_REQUEST, None, &detail);
         }
     };
-    let mut ev = new_event(Kind::Request, peer, req.method(), host_string(&host), port);
+    let mut ex = Exchange::begin(
+        state,
+        Kind::Request,
+        peer,
+        req.method(),
+        host.to_string(),
+        port,
+    );
+    ex.navigation = is_navigation(req.method(), req.headers());
     if let Err((status, detail)) = check_request_framing(req.headers()) {
-        apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
-        ev.error = Some(ClientFault::Protocol.label());
-        let resp = responses::error(status, ClientFault::Protocol.label(), detail);
-        return finish_now(state, ev, started, close_after(resp));
+        return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
     }
 
     // Identify.
-    let identity = match identify(state, &policy, peer.ip(), req.headers()).await {
+    let identity = match identify(state, &ex.policy, peer.ip(), req.headers()).await {
         Ok(i) => i,
-        Err(reason) => {
-            let d = Decision::builtin(reason);
-            apply_decision(&mut ev, &d);
-            let view = RequestView {
-                navigation,
-                host: &ev.host,
-                connect: false,
-            };
-            let resp = responses::refusal(&d, &policy, &view);
-            return finish_now(state, ev, started, resp);
-        }
+        Err(reason) => return ex.refuse(state, Decision::builtin(reason)),
     };
-    ev.user = identity.user.clone();
-    ev.auth = identity.auth;
+    ex.identified(&identity);
 
-    // Decide.
-    let facts = RequestFacts {
+    // Admit: rules, and the address if the target is an IP literal.
+    let facts = Facts {
+        entry: Entry::Request,
         client: peer.ip(),
         user: identity.user.as_deref(),
         host: &host,
         port,
+        resolved: None,
+        sni: None,
+        listeners: &state.listeners,
     };
     let t0 = Instant::now();
-    let mut decision = decide(&policy, &facts, jiff::Timestamp::now());
+    let mut decision = admit(&ex.policy, &facts, state.config.clock.now()).decision;
     state.metrics.observe_decision_time(t0.elapsed());
-    // The event takes the group list; nothing below reads it from the decision.
-    ev.groups = std::mem::take(&mut decision.groups);
-    apply_decision_keeping_groups(&mut ev, &decision);
-    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    ev.activity = Some(if write { "write" } else { "view" });
-    ev.foreground = navigation && decision.class == Some(crate::policy::Class::Primary);
-    if decision.platform.is_none() || policy.logging.log_paths {
-        ev.path = uri.path_and_query().map(|p| p.as_str().to_string());
+    ex.event.activity = Some(Activity::of_method(req.method()));
+    ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
+    if decision.platform.is_none() || ex.policy.logging.log_paths {
+        ex.event.path = uri.path_and_query().map(|p| p.as_str().to_string());
     }
     if decision.refuses() {
-        let view = RequestView {
-            navigation,
-            host: &ev.host,
-            connect: false,
-        };
-        let resp = responses::refusal(&decision, &policy, &view);
-        return finish_now(state, ev, started, resp);
+        return ex.refuse(state, decision);
     }
+    ex.apply(&mut decision);
+
+    // Resolve a name, then admit the addresses it resolved to.
+    let literal;
+    let resolved;
+    let addrs: &[IpAddr] = match &host {
+        Host::Ip(ip) => {
+            literal = [*ip];
+            &literal
+        }
+        Host::Name(n) | Host::Numeric(n) => {
+            resolved = match state.resolver.resolve(n).await {
+                Ok(a) => a,
+                Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
+            };
+            if let Some(reason) = destination_stage(&ex.policy, &resolved, port, &state.listeners) {
+                return ex.refuse(state, decision.refused_for(reason));
+            }
+            &resolved
+        }
+    };
 
     // Forward.
     let upgrade = wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    if let Some(th) = &policy.auth.trusted_header {
+    if let Some(th) = &ex.policy.auth.trusted_header {
         parts.headers.remove(&th.name);
     }
     add_via(&mut parts.headers);
-    target_judged_host(&mut parts, &host, port);
-    let pending = Pending::new(ev, started, state.recorder.clone());
+    set_judged_host(&mut parts.headers, &host, port);
+    let user = identity.user;
+    let (pending, _policy) = ex.into_pending(state);
     let idle = Some(state.config.body_idle_timeout);
     let body = Counted::request(body, pending.meter.clone(), idle).boxed();
 
     if let Some(client_upgrade) = client_upgrade {
-        return forward_upgrade(
-            state,
-            &policy,
-            &decision,
-            navigation,
-            parts,
-            body,
-            pending,
-            client_upgrade,
-        )
-        .await;
+        let admitted = Admitted {
+            entry: Entry::Request,
+            client: peer.ip(),
+            user,
+            host,
+            port,
+            resolved: Vec::new(),
+            sni: None,
+        };
+        return forward_upgrade(state, parts, body, pending, client_upgrade, addrs, admitted).await;
     }
 
+    // The pooled client dials exactly the admitted address: the target
+    // names it, and `Host` names the judged host.
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = match address_uri(addrs[0], port, path) {
+        Some(u) => u,
+        None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
+    };
     let request = Request::from_parts(parts, body);
     let result =
         tokio::time::timeout(state.config.upstream_timeout, state.client.request(request)).await;
     match result {
         Ok(Ok(resp)) => relay_response(state, resp, pending),
-        Ok(Err(e)) => upstream_failure(
-            &policy,
-            &decision,
-            navigation,
-            pending,
-            find_dial_error(&e),
-            &e.to_string(),
-        ),
+        Ok(Err(e)) => upstream_failure(pending, &e),
         Err(_) => upstream_head_timeout(pending),
     }
 }
 
-/// No response head in time. If the client was still holding back its own
-/// request body, the stall is the client's; otherwise the site's.
-fn upstream_head_timeout(mut pending: Pending) -> Response<ProxyBody> {
-    if pending.meter.waiting_on_client() {
-        return client_failure(pending, ClientFault::Timeout);
-    }
-    pending.event_mut().error = Some("upstream-timeout");
-    respond_pending(
-        pending,
-        responses::error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream-timeout",
-            "the site did not answer in time",
-        ),
-    )
-}
-
-/// Answers an exchange that failed because of the client's request body:
-/// 400 for broken framing, 408 for a stall. The connection is closed, since
-/// the rest of the client's stream can no longer be trusted.
-fn client_failure(pending: Pending, fault: ClientFault) -> Response<ProxyBody> {
-    let (status, detail) = match fault {
-        ClientFault::Protocol => (
-            StatusCode::BAD_REQUEST,
-            "the request body is not validly framed",
-        ),
-        ClientFault::Timeout => (
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body stopped arriving",
-        ),
-        ClientFault::Closed => (
-            StatusCode::BAD_REQUEST,
-            "the client closed the connection before its request body was complete",
-        ),
+/// `http://ADDRESS:PORT/path`, the pooled client's target.
+fn address_uri(ip: IpAddr, port: u16, path: &str) -> Option<http::Uri> {
+    let s = match ip {
+        IpAddr::V4(v4) => format!("http://{v4}:{port}{path}"),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}{path}"),
     };
-    // The meter holds the fault; the record takes its label from there.
-    let resp = responses::error(status, fault.label(), detail);
-    respond_pending(pending, close_after(resp))
-}
-
-/// Asks hyper to close the client connection after this response.
-fn close_after(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
-}
-
-/// Request framing that socialgate refuses to forward (RFC 9112 §6):
-/// transfer codings other than a bare `chunked` (501), and a message that
-/// carries both `Content-Length` and `Transfer-Encoding` (400). hyper
-/// already rejects a final coding other than chunked and drops the
-/// `Content-Length` of a chunked request; these checks hold whatever the
-/// HTTP layer lets through.
-fn check_request_framing(
-    headers: &http::HeaderMap,
-) -> Result<(), (StatusCode, &'static str)> {
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-    let Some(first) = codings.next() else {
-        return Ok(());
-    };
-    if headers.contains_key(header::CONTENT_LENGTH) {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "a request must not carry both Content-Length and Transfer-Encoding",
-        ));
-    }
-    let bare_chunked = first
-        .to_str()
-        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-    if !bare_chunked || codings.next().is_some() {
-        return Err((
-            StatusCode::NOT_IMPLEMENTED,
-            "only the chunked transfer coding is supported in requests",
-        ));
-    }
-    Ok(())
-}
-
-/// Makes the request go to exactly the host that was judged (RFC 9112
-/// §3.2.2): the request target and `Host` both name it. A client's `Host`
-/// naming some other site is replaced, never forwarded, so a shared front
-/// end (CDN, virtual hosting) cannot be steered to a site the policy did
-/// not decide on.
-fn target_judged_host(parts: &mut http::request::Parts, host: &Host, port: u16) {
-    let authority = match (host, port) {
-        (Host::Ip(std::net::IpAddr::V6(ip)), 80) => format!("[{ip}]"),
-        (Host::Ip(std::net::IpAddr::V6(ip)), p) => format!("[{ip}]:{p}"),
-        (h, 80) => h.to_string(),
-        (h, p) => format!("{h}:{p}"),
-    };
-    let same_host = parts
-        .headers
-        .get(header::HOST)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(authority.as_bytes()));
-    if !same_host || parts.headers.get_all(header::HOST).iter().count() > 1 {
-        // `authority` is a normalised host and a port: always a valid value.
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(header::HOST, v);
-        }
-    }
-    if parts.uri.authority().map(|a| a.as_str()) != Some(authority.as_str()) {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(uri) = format!("http://{authority}{path}").parse() {
-            parts.uri = uri;
-        }
-    }
+    s.parse().ok()
 }
 
 /// Sends the upstream's response on, recording when its body ends.
@@ -400,9 +251,7 @@ fn relay_response(
     };
     if let Some(detail) = problem {
         drop(body);
-        pending.event_mut().error = Some("upstream-protocol");
-        let resp = responses::error(StatusCode::BAD_GATEWAY, "upstream-protocol", detail);
-        return respond_pending(pending, resp);
+        return respond_pending(pending, ErrorKind::UpstreamProtocol, detail);
     }
     strip_hop_by_hop(&mut parts.headers, false);
     add_via(&mut parts.headers);
@@ -411,108 +260,146 @@ fn relay_response(
     Response::from_parts(parts, Counted::response(body, pending, idle).boxed())
 }
 
-/// Maps a failed upstream exchange to a refusal (destination checks) or a
-/// 502/504, and records it.
+/// Maps a failed upstream exchange to its error response, and records it.
+/// A client that broke its own request body is blamed, not the site.
 fn upstream_failure(
-    policy: &Policy,
-    decision: &Decision,
-    navigation: bool,
-    mut pending: Pending,
-    dial: Option<&DialError>,
-    detail: &str,
+    pending: Pending,
+    e: &(dyn std::error::Error + 'static),
 ) -> Response<ProxyBody> {
     if let Some(fault) = pending.meter.client_fault() {
         return client_failure(pending, fault);
     }
-    match dial {
-        Some(DialError::Private(_)) | Some(DialError::SelfLoop(_)) => {
-            let reason = if matches!(dial, Some(DialError::SelfLoop(_))) {
-                Reason::DestinationSelf
-            } else {
-                Reason::DestinationPrivate
-            };
-            let d = decision.refused_for(reason);
-            // The event already holds the client's groups (moved out of `decision`).
-            apply_decision_keeping_groups(pending.event_mut(), &d);
-            let host = pending.event_mut().host.clone();
-            let view = RequestView {
-                navigation,
-                host: &host,
-                connect: false,
-            };
-            let resp = responses::refusal(&d, policy, &view);
-            respond_pending(pending, resp)
-        }
-        Some(e) => {
-            let label = e.label();
-            pending.event_mut().error = Some(label);
-            let status = if label == "upstream-timeout" {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            respond_pending(pending, responses::error(status, label, &e.to_string()))
-        }
+    match find_upstream_error(e) {
+        Some(u) => respond_pending(pending, u.kind(), &u.to_string()),
         None => {
-            pending.event_mut().error = Some("upstream-protocol");
-            tracing::debug!(error = detail, "upstream exchange failed");
+            tracing::debug!(error = %e, "upstream exchange failed");
             respond_pending(
                 pending,
-                responses::error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream-protocol",
-                    "the site closed the connection or sent an invalid response",
-                ),
+                ErrorKind::UpstreamProtocol,
+                "the site closed the connection or sent an invalid response",
             )
         }
     }
 }
 
-fn respond_pending(mut pending: Pending, resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    pending.event_mut().status = resp.status().as_u16();
+/// No response head in time. If the client was still holding back its own
+/// request body, the stall is the client's; otherwise the site's.
+fn upstream_head_timeout(pending: Pending) -> Response<ProxyBody> {
+    if pending.meter.waiting_on_client() {
+        return client_failure(pending, ClientFault::Timeout);
+    }
+    respond_pending(
+        pending,
+        ErrorKind::UpstreamTimeout,
+        "the site did not answer in time",
+    )
+}
+
+/// Answers an exchange that failed because of the client's request body:
+/// 400 for broken framing, 408 for a stall; the connection is closed.
+fn client_failure(pending: Pending, fault: ClientFault) -> Response<ProxyBody> {
+    let detail = match fault {
+        ClientFault::Protocol => "the request body is not validly framed",
+        ClientFault::Timeout => "the request body stopped arriving",
+        ClientFault::Closed => {
+            "the client closed the connection before its request body was complete"
+        }
+    };
+    respond_pending(pending, fault.kind(), detail)
+}
+
+/// Ends a pending exchange with the proxy's own error response.
+fn respond_pending(mut pending: Pending, kind: ErrorKind, detail: &str) -> Response<ProxyBody> {
+    let resp = responses::failure(kind, detail);
+    let ev = pending.event_mut();
+    ev.status = resp.status().as_u16();
+    ev.error = Some(kind);
     pending.complete();
     drop(pending);
     resp
 }
 
-/// Records an exchange that ends with a response made by the proxy.
-pub(crate) fn finish_now(
-    state: &ProxyState,
-    mut ev: Event,
-    started: Instant,
-    resp: Response<ProxyBody>,
-) -> Response<ProxyBody> {
-    ev.status = resp.status().as_u16();
-    ev.duration_ms = started.elapsed().as_millis() as u64;
-    state.recorder.record(ev);
-    resp
+/// Request framing that socialgate refuses to forward (RFC 9112 §6):
+/// transfer codings other than a bare `chunked` (501), and a message that
+/// carries both `Content-Length` and `Transfer-Encoding` (400). hyper
+/// already rejects a final coding other than chunked and drops the
+/// `Content-Length` of a chunked request; these checks hold whatever the
+/// HTTP layer lets through.
+fn check_request_framing(headers: &http::HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(first) = codings.next() else {
+        return Ok(());
+    };
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "a request must not carry both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let bare_chunked = first
+        .to_str()
+        .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    if !bare_chunked || codings.next().is_some() {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "only the chunked transfer coding is supported in requests",
+        ));
+    }
+    Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Makes `Host` name exactly the host that was judged (RFC 9112 §3.2.2). A
+/// client's `Host` naming some other site is replaced, never forwarded, so
+/// a shared front end (CDN, virtual hosting) cannot be steered to a site
+/// the policy did not decide on.
+fn set_judged_host(headers: &mut http::HeaderMap, host: &Host, port: u16) {
+    let authority = match (host, port) {
+        (Host::Ip(IpAddr::V6(ip)), 80) => format!("[{ip}]"),
+        (Host::Ip(IpAddr::V6(ip)), p) => format!("[{ip}]:{p}"),
+        (h, 80) => h.to_string(),
+        (h, p) => format!("{h}:{p}"),
+    };
+    let same = headers
+        .get(header::HOST)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(authority.as_bytes()));
+    if !same || headers.get_all(header::HOST).iter().count() > 1 {
+        // A normalised host and a port: always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            headers.insert(header::HOST, v);
+        }
+    }
+}
+
+/// Forwards an Upgrade request (WebSocket) on its own upstream connection,
+/// then splices the two under the policy's watch.
 async fn forward_upgrade(
-    state: &ProxyState,
-    policy: &Policy,
-    decision: &Decision,
-    navigation: bool,
+    state: &Arc<ProxyState>,
     mut parts: http::request::Parts,
     body: ProxyBody,
     mut pending: Pending,
     client_upgrade: hyper::upgrade::OnUpgrade,
+    addrs: &[IpAddr],
+    mut admitted: Admitted,
 ) -> Response<ProxyBody> {
-    let host = pending.event_mut().host.clone();
-    let port = pending.event_mut().port;
-    let dialed = match state.dialer.dial(&host, port).await {
+    let dialed = match connect(
+        addrs,
+        admitted.port,
+        state.config.connect_timeout,
+        &state.metrics,
+    )
+    .await
+    {
         Ok(d) => d,
-        Err(e) => return upstream_failure(policy, decision, navigation, pending, Some(&e), ""),
+        Err(e) => return respond_pending(pending, e.kind(), &e.to_string()),
     };
+    admitted.resolved = vec![dialed.addr.ip()];
     let handshake = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(state.config.max_header_bytes.max(8192))
         .handshake::<_, ProxyBody>(TokioIo::new(dialed.stream))
         .await;
     let (mut sender, conn) = match handshake {
         Ok(x) => x,
-        Err(e) => {
-            return upstream_failure(policy, decision, navigation, pending, None, &e.to_string())
-        }
+        Err(e) => return upstream_failure(pending, &e),
     };
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
@@ -532,9 +419,7 @@ async fn forward_upgrade(
     .await
     {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            return upstream_failure(policy, decision, navigation, pending, None, &e.to_string())
-        }
+        Ok(Err(e)) => return upstream_failure(pending, &e),
         Err(_) => return upstream_head_timeout(pending),
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -547,25 +432,68 @@ async fn forward_upgrade(
     add_via(&mut parts.headers);
     pending.event_mut().status = 101;
     let idle = state.config.idle_timeout;
-    let tunnels_gauge = super::TunnelGauge::new(&state.gauges);
     let hard_stop = state.hard_stop.subscribe();
-    tokio::spawn(async move {
-        let _gauge = tunnels_gauge;
+    let watch = Watch {
+        state: state.clone(),
+        admitted,
+    };
+    state.spawn_tunnel(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {
-                tunnel::splice(
+                splice(
                     TokioIo::new(c),
                     TokioIo::new(u),
                     &mut pending,
                     idle,
-                    None,
+                    Some(watch),
                     hard_stop,
                 )
                 .await;
             }
-            Err(_) => pending.event_mut().error = Some("upstream-protocol"),
+            Err(_) => pending.event_mut().error = Some(ErrorKind::UpstreamProtocol),
         }
         pending.complete();
     });
     Response::from_parts(parts, responses::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bare_chunked_coding_passes() {
+        let map = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        assert!(check_request_framing(&map(&[])).is_ok());
+        assert!(check_request_framing(&map(&[("transfer-encoding", "Chunked")])).is_ok());
+        for bad in ["gzip, chunked", "chunked, chunked", "identity"] {
+            let e = check_request_framing(&map(&[("transfer-encoding", bad)])).unwrap_err();
+            assert_eq!(e.0, StatusCode::NOT_IMPLEMENTED, "{bad}");
+        }
+        let both = map(&[("transfer-encoding", "chunked"), ("content-length", "3")]);
+        assert_eq!(
+            check_request_framing(&both).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn the_host_header_names_the_judged_authority() {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::HOST, "www.tiktok.com".parse().unwrap());
+        set_judged_host(&mut h, &normalize_host("www.linkedin.com").unwrap(), 8080);
+        assert_eq!(h[header::HOST], "www.linkedin.com:8080");
+        set_judged_host(&mut h, &normalize_host("[::1]").unwrap(), 80);
+        assert_eq!(h[header::HOST], "[::1]");
+        assert!(address_uri("::1".parse().unwrap(), 80, "/a?b").is_some());
+    }
 }

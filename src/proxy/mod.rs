@@ -1,37 +1,50 @@
 //! The async shell: accept loop, HTTP forwarding, CONNECT tunnels.
 //!
 //! Each connection is served by hyper's HTTP/1 server. A request flows
-//! through named phases: **identify** (who is asking), **decide** (the pure
-//! policy core), **forward** (plain HTTP, Upgrade, or a CONNECT tunnel) and
-//! **record** (exactly one [`crate::event::Event`], on success and on error).
-//! Every response the proxy makes up itself comes from [`responses`].
-//! This module holds no policy logic: it asks [`crate::policy::decide`].
+//! through named phases, carried by one [`context::Exchange`]: **identify**
+//! (who is asking), **admit** (the pure policy core, on one snapshot),
+//! **forward** (plain HTTP, Upgrade, or a CONNECT tunnel) and **record**
+//! (exactly one [`crate::event::Event`], on success and on error). The shell
+//! gathers facts (identity, DNS answers, the ClientHello) and asks
+//! [`crate::policy::admit`] and its stages; it never decides itself. Every
+//! response the proxy makes up itself comes from [`responses`].
+//!
+//! Module graph (no cycles): `handler` → `tunnel`, both → `context`,
+//! `splice`, `upstream`, `responses`, `identify`, `body`, `headers`.
 
 pub mod body;
+pub mod clock;
+pub mod context;
 pub mod handler;
 pub mod headers;
 pub mod identify;
 pub mod responses;
 pub mod sni;
+pub mod splice;
 pub mod tunnel;
 pub mod upstream;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use crate::accesslog::Recorder;
 use crate::identity::CredentialCache;
+pub use crate::metrics::Gauges;
 use crate::reload::PolicyHandle;
+
+pub use clock::Clock;
 
 /// Limits and network settings of a running proxy (from flags, not policy).
 #[derive(Debug, Clone)]
@@ -51,12 +64,14 @@ pub struct ProxyConfig {
     pub body_idle_timeout: Duration,
     /// Concurrent client connections; further clients wait in the backlog.
     pub max_connections: usize,
-    /// Largest request head accepted, in bytes.
+    /// Largest request (and upstream response) head accepted, in bytes.
     pub max_header_bytes: usize,
     /// Host name -> address overrides, like `curl --resolve`.
     pub resolve: HashMap<String, IpAddr>,
     /// Upstream keep-alive connections idle longer than this are closed.
     pub pool_idle_timeout: Duration,
+    /// The policy clock: wall time plus an offset (zero outside tests).
+    pub clock: Clock,
 }
 
 impl Default for ProxyConfig {
@@ -71,34 +86,37 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             resolve: HashMap::new(),
             pool_idle_timeout: Duration::from_secs(90),
+            clock: Clock::default(),
         }
     }
 }
 
-/// Live counters the admin side reads.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    pub connections: AtomicU64,
-    pub tunnels: AtomicU64,
-    pub in_flight: AtomicU64,
-}
-
 /// Everything a request handler needs, shared by all connections.
 pub struct ProxyState {
-    /// The current policy snapshot; each request loads it once.
+    /// The current policy snapshot; each request or tunnel loads it once.
     pub policy: Arc<PolicyHandle>,
     /// Where every request's one `Event` goes.
     pub recorder: Recorder,
     /// Verified credentials, so bcrypt runs once per user, not per request.
     pub creds: CredentialCache,
-    /// Pooled keep-alive client for plain-HTTP upstreams.
+    /// Pooled keep-alive client for plain-HTTP upstreams; it dials the
+    /// address the request was admitted to, nothing else.
     pub client: upstream::PooledClient,
-    /// Dials upstreams with destination checks; shared with the client.
-    pub dialer: Arc<upstream::Dialer>,
+    /// Name resolution (with `--resolve` overrides and a small cache).
+    pub resolver: upstream::Resolver,
     pub config: ProxyConfig,
     pub gauges: Arc<Gauges>,
     /// Decision and connect-time histograms (the rest derives from events).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// socialgate's own listening addresses (proxy and admin): a fact every
+    /// admission gets, so the core can refuse them as destinations.
+    pub listeners: Vec<SocketAddr>,
+    /// Ticks whenever a time window in the policy opens or closes, so open
+    /// tunnels are decided again then (see [`clock::run`]).
+    pub ticks: tokio::sync::watch::Sender<u64>,
+    /// Tunnels and upgraded connections, which outlive their HTTP request:
+    /// shutdown waits for them.
+    pub tracker: TaskTracker,
     /// Set when the drain time is up: open tunnels close (and are recorded).
     pub hard_stop: tokio::sync::watch::Sender<bool>,
 }
@@ -124,32 +142,43 @@ impl ProxyState {
         policy: Arc<PolicyHandle>,
         recorder: Recorder,
         config: ProxyConfig,
-        listen_addrs: Vec<SocketAddr>,
+        listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
-        let dialer = Arc::new(upstream::Dialer::new(
-            policy.clone(),
-            listen_addrs,
-            config.resolve.clone(),
-            config.connect_timeout,
-            Some(metrics.clone()),
-        ));
         let client = upstream::pooled_client(
-            dialer.clone(),
+            config.connect_timeout,
             config.pool_idle_timeout,
             config.max_header_bytes,
+            metrics.clone(),
         );
+        let resolver = upstream::Resolver::new(config.resolve.clone(), config.connect_timeout);
         Arc::new(Self {
             policy,
             recorder,
             creds: CredentialCache::default(),
             client,
-            dialer,
+            resolver,
             config,
             gauges: Arc::new(Gauges::default()),
             metrics,
+            listeners,
+            ticks: tokio::sync::watch::channel(0).0,
+            tracker: TaskTracker::new(),
             hard_stop: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Runs `task` as a tunnel or upgraded connection: counted in the
+    /// tunnel gauge and waited for at shutdown.
+    pub(crate) fn spawn_tunnel<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let gauge = TunnelGauge::new(&self.gauges);
+        self.tracker.spawn(async move {
+            let _gauge = gauge;
+            task.await;
+        });
     }
 }
 
@@ -161,9 +190,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    // Connections watch this to start their graceful shutdown.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
+    let mut builder = auto::Builder::new(executor()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout)
+        // Room for heads up to twice the limit: the handler refuses those
+        // over the limit with a recorded 431; hyper refuses larger ones
+        // while reading (431, no record; docs/access-log.md says so).
+        .max_buf_size(state.config.max_header_bytes.saturating_mul(2).max(8192))
+        .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -188,46 +226,26 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let st = state.clone();
         let svc = service_fn(move |req| handler::handle(st.clone(), peer, req));
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.config.header_read_timeout)
-            .max_buf_size(state.config.max_header_bytes.max(8192))
-            .keep_alive(true);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        let st = state.clone();
-        let mut stop = stop_rx.clone();
-        st.gauges.connections.fetch_add(1, Ordering::Relaxed);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        // Watched: at shutdown hyper finishes the request in flight, then closes.
+        let conn = graceful.watch(conn.into_owned());
+        let gauges = state.gauges.clone();
+        gauges.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    // Finish the request in flight, then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            };
-            if let Err(e) = result {
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
-            st.gauges.connections.fetch_sub(1, Ordering::Relaxed);
+            gauges.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
     drop(listener);
-    let _ = stop_tx.send(true);
-    let idle = || {
-        state.gauges.connections.load(Ordering::Relaxed) == 0
-            && state.gauges.tunnels.load(Ordering::Relaxed) == 0
-    };
+    let tracker = state.tracker.clone();
     let drained = tokio::time::timeout(drain, async {
+        graceful.shutdown().await;
         // Tunnels and upgraded connections outlive their HTTP connection.
-        while !idle() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        tracker.close();
+        tracker.wait().await;
     })
     .await;
     if drained.is_err() {
@@ -239,12 +257,8 @@ pub async fn serve(
             "drain time is up; closing what is still open"
         );
         state.hard_stop.send_replace(true);
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while state.gauges.tunnels.load(Ordering::Relaxed) > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     }
 }
 

@@ -1,5 +1,5 @@
-//! Every response socialgate makes up itself: refusal pages, 407, and the
-//! 400/502/504 errors.
+//! Every response socialgate makes up itself: refusal pages, 407, the
+//! 400/408/431/501/502/504 errors and the CONNECT 200.
 //!
 //! A browser navigation gets an HTML page that names the platform, group,
 //! rule and reason, plus the policy's help text; anything else gets a short
@@ -14,6 +14,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
 use super::upstream::ProxyBody;
+use crate::outcome::ErrorKind;
 use crate::policy::{Decision, Policy, Reason};
 
 pub const RULE_HEADER: &str = "x-socialgate-rule";
@@ -70,6 +71,26 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
     }
     // Every header value above is valid ASCII or sanitised by `header_value`.
     resp.body(full(body)).expect("valid refusal response")
+}
+
+/// The answer to a CONNECT whose tunnel is open.
+pub fn connect_established() -> Response<ProxyBody> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+/// The response for an exchange that failed with `kind` before any
+/// response went out: the status comes from the kind (502, 504, 400, 408).
+/// Client-side failures also close the connection, since the rest of the
+/// client's stream can no longer be trusted.
+pub fn failure(kind: ErrorKind, detail: &str) -> Response<ProxyBody> {
+    let mut resp = error(kind.status(), kind.as_str(), detail);
+    if kind.side() == crate::outcome::Side::Client {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A 400, 502 or 504 made by the proxy, with a short text body.

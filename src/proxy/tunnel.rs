@@ -1,42 +1,41 @@
 //! CONNECT tunnels (Tier A: no decryption).
 //!
-//! Decide on the CONNECT authority; dial; answer 200; then peek the TLS
-//! ClientHello and decide again on its server name. A name that differs
-//! from the CONNECT host is domain fronting, handled by the policy's
-//! `tunnels.sni_mismatch` action. Then the bytes are spliced both ways,
-//! counted, with an idle timeout, and re-checked whenever the policy is
-//! reloaded: a tunnel the new policy refuses is closed.
+//! Identify; admit the CONNECT authority (rules, port, an IP literal);
+//! resolve and admit the addresses; dial; answer 200; then peek the TLS
+//! ClientHello and run the policy's SNI stage on its server name, on the
+//! same snapshot. Then the bytes are spliced both ways under the policy's
+//! watch ([`super::splice`]): re-admitted on every reload and at every
+//! time-window edge, and closed if refused.
 
-use std::net::SocketAddr;
-use std::pin::Pin;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 
-use super::body::{Meter, Pending};
-use super::handler::{apply_decision, finish_now, new_event};
+use super::context::{apply_keeping_groups, Exchange};
 use super::identify::identify;
-use super::responses::{self, RequestView};
+use super::responses;
 use super::sni::{self, Hello, Peeked};
-use super::upstream::{DialError, ProxyBody};
+use super::splice::{splice, Admitted, Watch};
+use super::upstream::{connect, ProxyBody};
 use super::ProxyState;
 use crate::event::Kind;
-use crate::policy::{decide, normalize_host, Action, Decision, Host, Reason, RequestFacts};
-use crate::reload::PolicyHandle;
+use crate::outcome::ErrorKind;
+use crate::policy::{
+    admit, destination_stage, normalize_host, sni_stage, Admission, Class, Decision, Entry, Facts,
+    Host, Stage,
+};
 
 pub async fn handle_connect(
     state: &Arc<ProxyState>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
-    let policy = state.policy.load();
     let authority = req.uri().authority().cloned();
     let parsed = authority.as_ref().and_then(|a| {
         let port = a.port_u16()?;
@@ -47,314 +46,167 @@ pub async fn handle_connect(
         let raw = authority
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
-        let mut ev = new_event(Kind::Tunnel, peer, req.method(), raw, 0);
-        apply_decision(&mut ev, &Decision::builtin(Reason::BadRequest));
-        let resp = responses::error(
+        let ex = Exchange::begin(state, Kind::Tunnel, peer, req.method(), raw, 0);
+        return ex.bad_request(
+            state,
             StatusCode::BAD_REQUEST,
-            "bad-request",
+            None,
             "CONNECT needs host:port",
         );
-        return finish_now(state, ev, started, resp);
     };
-    let mut ev = new_event(Kind::Tunnel, peer, req.method(), host.to_string(), port);
-    let view = RequestView {
-        navigation: false,
-        host: &host.to_string(),
-        connect: true,
-    };
+    let mut ex = Exchange::begin(
+        state,
+        Kind::Tunnel,
+        peer,
+        req.method(),
+        host.to_string(),
+        port,
+    );
 
-    let identity = match identify(state, &policy, peer.ip(), req.headers()).await {
+    let identity = match identify(state, &ex.policy, peer.ip(), req.headers()).await {
         Ok(i) => i,
-        Err(reason) => {
-            let d = Decision::builtin(reason);
-            apply_decision(&mut ev, &d);
-            return finish_now(state, ev, started, responses::refusal(&d, &policy, &view));
-        }
+        Err(reason) => return ex.refuse(state, Decision::builtin(reason)),
     };
-    ev.user = identity.user.clone();
-    ev.auth = identity.auth;
+    ex.identified(&identity);
 
-    let facts = RequestFacts {
+    let facts = Facts {
+        entry: Entry::Connect,
         client: peer.ip(),
         user: identity.user.as_deref(),
         host: &host,
         port,
+        resolved: None,
+        sni: None,
+        listeners: &state.listeners,
     };
     let t0 = Instant::now();
-    let mut decision = decide(&policy, &facts, jiff::Timestamp::now());
+    let mut admission = admit(&ex.policy, &facts, state.config.clock.now());
     state.metrics.observe_decision_time(t0.elapsed());
-    if !policy.tunnel_port_allowed(port) && !decision.refuses() {
-        decision = decision.refused_for(Reason::PortNotAllowed);
+    ex.event.foreground = admission.decision.class == Some(Class::Primary);
+    if admission.refuses() {
+        return ex.refuse(state, admission.decision);
     }
-    apply_decision(&mut ev, &decision);
-    ev.foreground = decision.class == Some(crate::policy::Class::Primary);
-    if decision.refuses() {
-        return finish_now(
-            state,
-            ev,
-            started,
-            responses::refusal(&decision, &policy, &view),
-        );
-    }
+    ex.apply(&mut admission.decision);
 
-    let dialed = match state.dialer.dial(&host.to_string(), port).await {
+    // Resolve a name, then admit the addresses it resolved to.
+    let addrs: Arc<[IpAddr]> = match &host {
+        Host::Ip(ip) => Arc::from([*ip]),
+        Host::Name(n) | Host::Numeric(n) => match state.resolver.resolve(n).await {
+            Ok(a) => a,
+            Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
+        },
+    };
+    if let Some(reason) = destination_stage(&ex.policy, &addrs, port, &state.listeners) {
+        return ex.refuse(state, admission.decision.refused_for(reason));
+    }
+    let dialed = match connect(&addrs, port, state.config.connect_timeout, &state.metrics).await {
         Ok(d) => d,
-        Err(e) => {
-            let resp = match &e {
-                DialError::Private(_) | DialError::SelfLoop(_) => {
-                    let reason = if matches!(e, DialError::SelfLoop(_)) {
-                        Reason::DestinationSelf
-                    } else {
-                        Reason::DestinationPrivate
-                    };
-                    let d = decision.refused_for(reason);
-                    apply_decision(&mut ev, &d);
-                    responses::refusal(&d, &policy, &view)
-                }
-                other => {
-                    ev.error = Some(other.label());
-                    let status = if other.label() == "upstream-timeout" {
-                        StatusCode::GATEWAY_TIMEOUT
-                    } else {
-                        StatusCode::BAD_GATEWAY
-                    };
-                    responses::error(status, other.label(), &other.to_string())
-                }
-            };
-            return finish_now(state, ev, started, resp);
-        }
+        Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
     };
 
-    ev.status = 200;
-    let mut pending = Pending::new(ev, started, state.recorder.clone());
+    ex.event.status = 200;
+    let (pending, policy) = ex.into_pending(state);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let gauge = super::TunnelGauge::new(&state.gauges);
-    let state = state.clone();
-    let user = identity.user;
-    tokio::spawn(async move {
-        let _gauge = gauge;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(_) => {
-                pending.event_mut().error = Some("client-closed");
-                pending.complete();
-                return;
-            }
-        };
-        let mut client = TokioIo::new(upgraded);
-        let mut upstream = dialed.stream;
-        let policy = state.policy.load();
-
-        // Second look: the server name in the ClientHello.
-        let mut first = Vec::new();
-        let peeked = sni::peek(&mut client, &mut first, policy.tunnels.sni_timeout).await;
-        pending.meter.up.fetch_add(first.len() as u64, Ordering::Relaxed);
-        let mut decided_host = host.clone();
-        if let Peeked::Hello(Hello::Tls(Some(name))) = &peeked {
-            pending.event_mut().sni = Some(name.clone());
-            if let Ok(sni_host) = normalize_host(name) {
-                let fronting = matches!(host, Host::Name(_)) && sni_host != host;
-                if fronting && policy.tunnels.sni_mismatch == Action::Block {
-                    let d = decision.refused_for(Reason::SniMismatch);
-                    apply_decision(pending.event_mut(), &d);
-                    pending.event_mut().error = Some("tunnel-closed-by-policy");
-                    pending.complete();
-                    return;
-                }
-                let facts = RequestFacts {
-                    client: peer.ip(),
-                    user: user.as_deref(),
-                    host: &sni_host,
-                    port,
-                };
-                let d = decide(&policy, &facts, jiff::Timestamp::now());
-                apply_decision(pending.event_mut(), &d);
-                pending.event_mut().foreground = d.class == Some(crate::policy::Class::Primary);
-                if d.refuses() {
-                    pending.event_mut().error = Some("tunnel-closed-by-policy");
-                    pending.complete();
-                    return;
-                }
-                decided_host = sni_host;
-            }
-        }
-        if matches!(peeked, Peeked::Closed) && first.is_empty() {
-            pending.complete();
-            return;
-        }
-        if !first.is_empty() && upstream.write_all(&first).await.is_err() {
-            pending.event_mut().error = Some("upstream-connect");
-            pending.complete();
-            return;
-        }
-        let recheck = Recheck {
-            handle: state.policy.clone(),
-            peer,
-            user,
-            host: decided_host,
-            port,
-        };
-        splice(
-            client,
-            upstream,
-            &mut pending,
-            state.config.idle_timeout,
-            Some(recheck),
-            state.hard_stop.subscribe(),
+    let admitted = Admitted {
+        entry: Entry::Connect,
+        client: peer.ip(),
+        user: identity.user,
+        host,
+        port,
+        resolved: vec![dialed.addr.ip()],
+        sni: None,
+    };
+    let st = state.clone();
+    state.spawn_tunnel(async move {
+        run_tunnel(
+            st,
+            policy,
+            pending,
+            on_upgrade,
+            dialed.stream,
+            admitted,
+            admission,
         )
         .await;
-        pending.complete();
     });
-    Response::builder()
-        .status(StatusCode::OK)
-        .body(responses::empty())
-        .expect("valid 200 response")
+    responses::connect_established()
 }
 
-/// What a tunnel needs to be decided again after a policy reload.
-pub struct Recheck {
-    pub handle: Arc<PolicyHandle>,
-    pub peer: SocketAddr,
-    pub user: Option<String>,
-    pub host: Host,
-    pub port: u16,
-}
+/// The tunnel after its 200: the SNI stage, then the splice.
+async fn run_tunnel(
+    state: Arc<ProxyState>,
+    policy: Arc<crate::policy::Policy>,
+    mut pending: super::body::Pending,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    mut upstream: tokio::net::TcpStream,
+    mut admitted: Admitted,
+    admission: Admission,
+) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(_) => {
+            pending.event_mut().error = Some(ErrorKind::ClientClosed);
+            pending.complete();
+            return;
+        }
+    };
+    let mut client = TokioIo::new(upgraded);
 
-impl Recheck {
-    fn still_allowed(&self) -> Option<Decision> {
-        let policy = self.handle.load();
-        let facts = RequestFacts {
-            client: self.peer.ip(),
-            user: self.user.as_deref(),
-            host: &self.host,
-            port: self.port,
+    // Second look, on the same snapshot: the server name in the ClientHello.
+    let mut first = Vec::new();
+    let peeked = sni::peek(&mut client, &mut first, policy.tunnels.sni_timeout).await;
+    pending
+        .meter
+        .up
+        .fetch_add(first.len() as u64, Ordering::Relaxed);
+    if let Peeked::Hello(Hello::Tls(Some(name))) = &peeked {
+        pending.event_mut().sni = Some(name.clone());
+        let facts = Facts {
+            entry: admitted.entry,
+            client: admitted.client,
+            user: admitted.user.as_deref(),
+            host: &admitted.host,
+            port: admitted.port,
+            resolved: Some(&admitted.resolved),
+            sni: Some(name),
+            listeners: &state.listeners,
         };
-        let d = decide(&policy, &facts, jiff::Timestamp::now());
-        d.refuses().then_some(d)
-    }
-}
-
-/// Copies bytes both ways until either side closes, the tunnel is idle for
-/// `idle`, or a reload makes the policy refuse it.
-pub async fn splice<A, B>(
-    client: A,
-    upstream: B,
-    pending: &mut Pending,
-    idle: Duration,
-    recheck: Option<Recheck>,
-    mut hard_stop: tokio::sync::watch::Receiver<bool>,
-) where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut c = CountedIo {
-        inner: client,
-        meter: pending.meter.clone(),
-        up: true,
-    };
-    let mut u = CountedIo {
-        inner: upstream,
-        meter: pending.meter.clone(),
-        up: false,
-    };
-    let mut generation = recheck.as_ref().map(|r| r.handle.subscribe());
-    // 64 KiB buffers: fewer, larger reads and writes for bulk tunnels.
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 64 * 1024, 64 * 1024);
-    tokio::pin!(copy);
-    let mut ticker = tokio::time::interval(idle.max(Duration::from_millis(10)));
-    ticker.tick().await;
-    let mut last_total = u64::MAX;
-    loop {
-        tokio::select! {
-            r = &mut copy => {
-                if r.is_err() && pending.event_mut().error.is_none() {
-                    // A reset from either side is an ordinary way for a tunnel to end.
-                }
-                break;
-            }
-            changed = async {
-                match generation.as_mut() {
-                    Some(g) => g.changed().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                if changed.is_err() {
-                    generation = None;
-                    continue;
-                }
-                if let Some(d) = recheck.as_ref().and_then(Recheck::still_allowed) {
-                    apply_decision(pending.event_mut(), &d);
-                    pending.event_mut().error = Some("tunnel-refused-after-reload");
-                    break;
-                }
-            }
-            _ = hard_stop.wait_for(|s| *s) => {
-                pending.event_mut().error = Some("shutdown");
-                break;
-            }
-            _ = ticker.tick() => {
-                let total = pending.meter.up.load(Ordering::Relaxed) + pending.meter.down.load(Ordering::Relaxed);
-                if total == last_total {
-                    pending.event_mut().error = Some("idle-timeout");
-                    break;
-                }
-                last_total = total;
-            }
+        let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
+        debug_assert_eq!(adm.stage, Stage::Sni);
+        let ev = pending.event_mut();
+        if !adm.decision.groups.is_empty() {
+            ev.groups = std::mem::take(&mut adm.decision.groups);
         }
-    }
-}
-
-/// A stream that counts the bytes read from it.
-struct CountedIo<S> {
-    inner: S,
-    meter: Arc<Meter>,
-    /// Bytes read from this side travel upstream (the client side).
-    up: bool,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            let n = if self.up {
-                &self.meter.up
-            } else {
-                &self.meter.down
-            };
-            n.fetch_add(read as u64, Ordering::Relaxed);
+        apply_keeping_groups(ev, &adm.decision);
+        ev.foreground = adm.decision.class == Some(Class::Primary);
+        if adm.refuses() {
+            ev.error = Some(ErrorKind::TunnelClosedByPolicy);
+            pending.complete();
+            return;
         }
-        r
+        admitted.sni = Some(name.clone());
     }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+    if matches!(peeked, Peeked::Closed) && first.is_empty() {
+        pending.complete();
+        return;
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    if !first.is_empty() && upstream.write_all(&first).await.is_err() {
+        pending.event_mut().error = Some(ErrorKind::UpstreamConnect);
+        pending.complete();
+        return;
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    let watch = Watch {
+        state: state.clone(),
+        admitted,
+    };
+    splice(
+        client,
+        upstream,
+        &mut pending,
+        state.config.idle_timeout,
+        Some(watch),
+        state.hard_stop.subscribe(),
+    )
+    .await;
+    pending.complete();
 }

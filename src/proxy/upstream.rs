@@ -1,19 +1,18 @@
-//! Dialing upstreams, with the destination checks that keep socialgate from
-//! being used against its own network.
+//! Reaching upstreams: name resolution and TCP connections. No policy.
 //!
-//! Every upstream TCP connection, pooled or tunnelled, is made by
-//! [`Dialer::dial`]: resolve (or take the `--resolve` override), refuse
-//! addresses that are socialgate's own listeners or non-public unless the
-//! policy's `destinations.allow` lists them, then connect with a timeout.
-//! Checking the resolved address (not the name) defeats DNS names that point
-//! at internal addresses. A refusal here is a typed [`DialError`], which the
-//! handler turns into a 403 with the right reason.
+//! The handler resolves a name with [`Resolver`] (the `--resolve`
+//! overrides, then the system resolver, with a short cache), hands the
+//! addresses to the policy core's destination stage, and dials only what it
+//! admitted: [`connect`] for tunnels and upgrades, and the pooled client,
+//! whose requests carry the admitted address as their target so that its
+//! connector never resolves anything itself. Failures are typed
+//! [`UpstreamError`]s that map onto the log's error kinds.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,12 +20,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::policy::canonical_ip;
-use crate::reload::PolicyHandle;
+use crate::outcome::ErrorKind;
 
 /// Why no upstream connection was made.
 #[derive(Debug, thiserror::Error)]
-pub enum DialError {
+pub enum UpstreamError {
     #[error("cannot resolve {host}: {source}")]
     Resolve {
         host: String,
@@ -34,10 +32,6 @@ pub enum DialError {
     },
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
-    #[error("destination {0} is not public and not allowed by the policy")]
-    Private(IpAddr),
-    #[error("destination {0} is this proxy itself")]
-    SelfLoop(SocketAddr),
     #[error("cannot connect to {addr}: {source}")]
     Connect {
         addr: SocketAddr,
@@ -47,168 +41,144 @@ pub enum DialError {
     Timeout(String),
 }
 
-impl DialError {
-    /// A short fixed label for logs and metrics.
-    pub fn label(&self) -> &'static str {
+impl UpstreamError {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            DialError::Resolve { .. } | DialError::NoAddress { .. } => "upstream-resolve",
-            DialError::Private(_) => "destination-private",
-            DialError::SelfLoop(_) => "destination-self",
-            DialError::Connect { .. } => "upstream-connect",
-            DialError::Timeout(_) => "upstream-timeout",
+            UpstreamError::Resolve { .. } | UpstreamError::NoAddress { .. } => {
+                ErrorKind::UpstreamResolve
+            }
+            UpstreamError::Connect { .. } => ErrorKind::UpstreamConnect,
+            UpstreamError::Timeout(_) => ErrorKind::UpstreamTimeout,
         }
     }
 }
 
-/// Makes upstream connections.
-pub struct Dialer {
-    policy: Arc<PolicyHandle>,
-    /// socialgate's own listening addresses, never a destination.
-    listen_addrs: Vec<SocketAddr>,
-    resolve: HashMap<String, IpAddr>,
-    connect_timeout: Duration,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+/// How long a system-resolver answer is reused. getaddrinfo gives no TTL;
+/// a short fixed time keeps lookups off the per-request path without
+/// holding on to stale answers for long.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+/// Names kept in the cache at most; it is cleared when full.
+const CACHE_MAX: usize = 10_000;
+
+/// Resolves names: `--resolve` overrides first, then the system resolver.
+pub struct Resolver {
+    overrides: HashMap<String, IpAddr>,
+    timeout: Duration,
+    /// name -> (addresses, when looked up)
+    cache: Mutex<HashMap<String, (Arc<[IpAddr]>, Instant)>>,
+}
+
+impl Resolver {
+    pub fn new(overrides: HashMap<String, IpAddr>, timeout: Duration) -> Resolver {
+        Resolver {
+            overrides,
+            timeout,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The addresses of `name` (a DNS name, not an IP literal).
+    pub async fn resolve(&self, name: &str) -> Result<Arc<[IpAddr]>, UpstreamError> {
+        if let Some(ip) = self.overrides.get(name) {
+            return Ok(Arc::from([*ip]));
+        }
+        let now = Instant::now();
+        if let Some((addrs, at)) = self.lock().get(name) {
+            if now.duration_since(*at) < CACHE_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let lookup = tokio::net::lookup_host((name, 0));
+        let addrs: Vec<IpAddr> = match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+            Ok(Err(source)) => {
+                return Err(UpstreamError::Resolve {
+                    host: name.to_string(),
+                    source,
+                })
+            }
+            Err(_) => return Err(UpstreamError::Timeout(name.to_string())),
+        };
+        if addrs.is_empty() {
+            return Err(UpstreamError::NoAddress {
+                host: name.to_string(),
+            });
+        }
+        let addrs: Arc<[IpAddr]> = Arc::from(addrs);
+        let mut cache = self.lock();
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(name.to_string(), (addrs.clone(), now));
+        Ok(addrs)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<[IpAddr]>, Instant)>> {
+        // A panic while holding this lock leaves only a cache behind.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// An established upstream connection and how long it took.
 pub struct Dialed {
     pub stream: TcpStream,
     pub addr: SocketAddr,
-    pub connect_time: Duration,
 }
 
-impl Dialer {
-    pub fn new(
-        policy: Arc<PolicyHandle>,
-        listen_addrs: Vec<SocketAddr>,
-        resolve: HashMap<String, IpAddr>,
-        connect_timeout: Duration,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
-    ) -> Self {
-        Self {
-            policy,
-            listen_addrs,
-            resolve,
-            connect_timeout,
-            metrics,
-        }
-    }
-
-    fn is_self(&self, addr: SocketAddr) -> bool {
-        let ip = canonical_ip(addr.ip());
-        self.listen_addrs.iter().any(|l| {
-            l.port() == addr.port()
-                && (canonical_ip(l.ip()) == ip
-                    || l.ip().is_unspecified()
-                    || ip.is_loopback()
-                    || ip.is_unspecified())
-        })
-    }
-
-    /// Resolves and checks `host:port` without connecting.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, DialError> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let candidates: Vec<SocketAddr> = if let Ok(ip) = bare.parse::<IpAddr>() {
-            vec![SocketAddr::new(ip, port)]
-        } else if let Some(ip) = self.resolve.get(bare) {
-            vec![SocketAddr::new(*ip, port)]
-        } else {
-            let lookup = tokio::net::lookup_host((bare, port));
-            match tokio::time::timeout(self.connect_timeout, lookup).await {
-                Ok(Ok(addrs)) => addrs.collect(),
-                Ok(Err(source)) => {
-                    return Err(DialError::Resolve {
-                        host: bare.to_string(),
-                        source,
-                    })
-                }
-                Err(_) => return Err(DialError::Timeout(bare.to_string())),
+/// Connects to the first of `addrs` that answers, each within `timeout`.
+pub async fn connect(
+    addrs: &[IpAddr],
+    port: u16,
+    timeout: Duration,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Dialed, UpstreamError> {
+    let started = Instant::now();
+    let mut last = None;
+    for &ip in addrs {
+        let addr = SocketAddr::new(ip, port);
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                metrics.observe_connect_time(started.elapsed());
+                return Ok(Dialed { stream, addr });
             }
-        };
-        if candidates.is_empty() {
-            return Err(DialError::NoAddress {
-                host: bare.to_string(),
-            });
-        }
-        let policy = self.policy.load();
-        let mut first_refusal = None;
-        let allowed: Vec<SocketAddr> = candidates
-            .into_iter()
-            .filter(|a| {
-                let refusal = if self.is_self(*a) {
-                    Some(DialError::SelfLoop(*a))
-                } else if !policy.destination_allowed(a.ip()) {
-                    Some(DialError::Private(a.ip()))
-                } else {
-                    None
-                };
-                match refusal {
-                    Some(r) => {
-                        first_refusal.get_or_insert(r);
-                        false
-                    }
-                    None => true,
-                }
-            })
-            .collect();
-        match (allowed.is_empty(), first_refusal) {
-            (true, Some(r)) => Err(r),
-            _ => Ok(allowed),
+            Ok(Err(source)) => last = Some(UpstreamError::Connect { addr, source }),
+            Err(_) => last = Some(UpstreamError::Timeout(addr.to_string())),
         }
     }
-
-    /// Resolves, checks and connects to `host:port`.
-    pub async fn dial(&self, host: &str, port: u16) -> Result<Dialed, DialError> {
-        let started = Instant::now();
-        let addrs = self.resolve(host, port).await?;
-        let mut last = None;
-        for addr in addrs {
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    let connect_time = started.elapsed();
-                    if let Some(m) = &self.metrics {
-                        m.observe_connect_time(connect_time);
-                    }
-                    return Ok(Dialed {
-                        stream,
-                        addr,
-                        connect_time,
-                    });
-                }
-                Ok(Err(source)) => last = Some(DialError::Connect { addr, source }),
-                Err(_) => last = Some(DialError::Timeout(addr.to_string())),
-            }
-        }
-        Err(last.unwrap_or(DialError::NoAddress {
-            host: host.to_string(),
-        }))
-    }
+    Err(last.unwrap_or(UpstreamError::NoAddress {
+        host: format!("port {port}"),
+    }))
 }
 
-/// The connector the pooled client uses: every new pooled connection goes
-/// through [`Dialer::dial`].
+/// The pooled client's connector. Every request reaching it targets an
+/// IP literal that the policy admitted, so it only connects: it cannot be
+/// made to resolve (and reach) a name the policy never saw.
 #[derive(Clone)]
 pub struct Connector {
-    dialer: Arc<Dialer>,
+    timeout: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl tower_service::Service<http::Uri> for Connector {
     type Response = TokioIo<TcpStream>;
-    type Error = DialError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
+    type Error = UpstreamError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, UpstreamError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
+        let this = self.clone();
         Box::pin(async move {
-            let host = uri.host().unwrap_or_default().to_string();
+            let host = uri.host().unwrap_or_default();
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(80);
-            dialer
-                .dial(&host, port)
+            let ip: IpAddr = bare.parse().map_err(|_| UpstreamError::NoAddress {
+                host: bare.to_string(),
+            })?;
+            connect(&[ip], port, this.timeout, &this.metrics)
                 .await
                 .map(|d| TokioIo::new(d.stream))
         })
@@ -217,27 +187,38 @@ impl tower_service::Service<http::Uri> for Connector {
 
 pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, super::body::BoxError>;
 
-/// A keep-alive client that reuses upstream connections.
+/// A keep-alive client that reuses upstream connections, keyed by the
+/// admitted address and port.
 pub type PooledClient = Client<Connector, ProxyBody>;
 
 /// `max_head` bounds the upstream's response head as `--max-header-bytes`
 /// bounds the client's request head (hyper's read buffer cannot go below
 /// 8 KiB; the handler measures the parsed head exactly).
-pub fn pooled_client(dialer: Arc<Dialer>, idle: Duration, max_head: usize) -> PooledClient {
+pub fn pooled_client(
+    connect_timeout: Duration,
+    idle: Duration,
+    max_head: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> PooledClient {
     Client::builder(super::executor())
         .http1_max_buf_size(max_head.max(8192))
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(idle)
         .pool_max_idle_per_host(256)
         .set_host(false)
-        .build(Connector { dialer })
+        .build(Connector {
+            timeout: connect_timeout,
+            metrics,
+        })
 }
 
-/// Finds a [`DialError`] in an error's source chain.
-pub fn find_dial_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a DialError> {
+/// Finds an [`UpstreamError`] in an error's source chain.
+pub fn find_upstream_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a UpstreamError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(d) = e.downcast_ref::<DialError>() {
+        if let Some(d) = e.downcast_ref::<UpstreamError>() {
             return Some(d);
         }
         cur = e.source();

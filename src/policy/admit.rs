@@ -1,0 +1,463 @@
+//! Admission: everything socialgate decides about a request or a tunnel, in
+//! one pure function.
+//!
+//! [`admit`] runs four stages over the facts the shell gathered, in order,
+//! and stops at the first refusal:
+//!
+//! 1. **rules**: groups, the ordered rules and the defaults ([`decide`]);
+//! 2. **port**: a CONNECT must name a port in `tunnels.ports`;
+//! 3. **destination**: the address (an IP literal, or every address the name
+//!    resolved to) must be public or listed in `destinations.allow`, and
+//!    never one of socialgate's own listeners;
+//! 4. **sni**: the ClientHello's server name against the CONNECT authority
+//!    (a different name is domain fronting, `tunnels.sni_mismatch`), and the
+//!    rules again on that name.
+//!
+//! The proxy learns its facts over time: the DNS answer after the rules
+//! passed, the ClientHello after the tunnel is open. It runs the later
+//! stages ([`destination_stage`], [`sni_stage`]) as those facts arrive, on
+//! the same policy snapshot; `explain`, `test` and `simulate` run [`admit`]
+//! with all facts at once. Either way the same functions decide, so they
+//! cannot disagree. No IO, no clock, no DNS here: the shell passes `now`
+//! and the resolved addresses in.
+
+use std::net::{IpAddr, SocketAddr};
+
+use jiff::Timestamp;
+
+use super::decide::{decide_traced_opt, Decision, Reason, RequestFacts, TraceStep};
+use super::host::{normalize_host, Host};
+use super::{canonical_ip, Action, Policy};
+
+/// How the traffic reached socialgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// A plain-HTTP request in absolute form.
+    Request,
+    /// A CONNECT tunnel.
+    Connect,
+}
+
+/// Everything the shell knows about a request or tunnel when it asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub entry: Entry,
+    pub client: IpAddr,
+    /// The authenticated user, if any.
+    pub user: Option<&'a str>,
+    /// The normalised host of the request target or CONNECT authority.
+    pub host: &'a Host,
+    pub port: u16,
+    /// The addresses `host` resolved to; `None` when not resolved (yet).
+    /// Ignored for IP literals, which are their own address.
+    pub resolved: Option<&'a [IpAddr]>,
+    /// The server name of the tunnel's ClientHello, as sent; `None` when no
+    /// ClientHello was seen (yet) or it carried no name.
+    pub sni: Option<&'a str>,
+    /// socialgate's own listening addresses: never a destination.
+    pub listeners: &'a [SocketAddr],
+}
+
+/// The stage that settled the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Rules,
+    Port,
+    Destination,
+    Sni,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Rules => "rules",
+            Stage::Port => "port",
+            Stage::Destination => "destination",
+            Stage::Sni => "sni",
+        }
+    }
+}
+
+/// The outcome of [`admit`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub decision: Decision,
+    /// The stage that refused, or the last stage that ran.
+    pub stage: Stage,
+    /// The host the final decision was made on: the SNI's when the tunnel
+    /// named another host and that was allowed, else the target's.
+    pub decided_host: Host,
+}
+
+impl Admission {
+    pub fn refuses(&self) -> bool {
+        self.decision.refuses()
+    }
+}
+
+/// Decides a request or tunnel under `policy` at `now`, with every fact given.
+pub fn admit(policy: &Policy, facts: &Facts<'_>, now: Timestamp) -> Admission {
+    admit_inner(policy, facts, now, None)
+}
+
+/// Like [`admit`], recording every rule and stage considered (for `explain`).
+pub fn admit_traced(
+    policy: &Policy,
+    facts: &Facts<'_>,
+    now: Timestamp,
+    trace: &mut Vec<TraceStep>,
+) -> Admission {
+    admit_inner(policy, facts, now, Some(trace))
+}
+
+fn admit_inner(
+    policy: &Policy,
+    facts: &Facts<'_>,
+    now: Timestamp,
+    mut trace: Option<&mut Vec<TraceStep>>,
+) -> Admission {
+    let rf = RequestFacts {
+        client: facts.client,
+        user: facts.user,
+        host: facts.host,
+        port: facts.port,
+    };
+    let decision = decide_traced_opt(policy, &rf, now, trace.as_deref_mut());
+    let mut adm = Admission {
+        decision,
+        stage: Stage::Rules,
+        decided_host: facts.host.clone(),
+    };
+    if adm.refuses() {
+        return adm;
+    }
+    if let Some(reason) = port_stage(policy, facts.entry, facts.port) {
+        step(&mut trace, Stage::Port, true, || {
+            format!("port {} is not in tunnels.ports", facts.port)
+        });
+        adm.decision = adm.decision.refused_for(reason);
+        adm.stage = Stage::Port;
+        return adm;
+    }
+    if facts.entry == Entry::Connect {
+        step(&mut trace, Stage::Port, false, || {
+            format!("port {} is allowed", facts.port)
+        });
+    }
+    let literal = match facts.host {
+        Host::Ip(ip) => Some([*ip]),
+        _ => None,
+    };
+    let addrs: Option<&[IpAddr]> = literal.as_ref().map(|a| &a[..]).or(facts.resolved);
+    match addrs {
+        Some(addrs) => {
+            if let Some(reason) = destination_stage(policy, addrs, facts.port, facts.listeners) {
+                step(&mut trace, Stage::Destination, true, || {
+                    format!("{} ({})", reason.explain(), list(addrs))
+                });
+                adm.decision = adm.decision.refused_for(reason);
+                adm.stage = Stage::Destination;
+                return adm;
+            }
+            step(&mut trace, Stage::Destination, false, || {
+                format!("{} may be reached", list(addrs))
+            });
+        }
+        None => step(&mut trace, Stage::Destination, false, || {
+            "not resolved: the addresses are checked when the name resolves".into()
+        }),
+    }
+    adm.stage = Stage::Destination;
+    if let Some(name) = facts.sni {
+        adm = sni_stage_inner(policy, facts, name, adm, now, trace.as_deref_mut());
+    }
+    adm
+}
+
+/// Stage 2: a CONNECT must go to a port in `tunnels.ports`.
+pub fn port_stage(policy: &Policy, entry: Entry, port: u16) -> Option<Reason> {
+    (entry == Entry::Connect && !policy.tunnel_port_allowed(port)).then_some(Reason::PortNotAllowed)
+}
+
+/// Stage 3: every address must be one the proxy may reach. All of them, not
+/// just one: a name that mixes public and internal addresses is refused,
+/// so DNS cannot be used to slip an internal address in beside a public one.
+pub fn destination_stage(
+    policy: &Policy,
+    addrs: &[IpAddr],
+    port: u16,
+    listeners: &[SocketAddr],
+) -> Option<Reason> {
+    addrs.iter().find_map(|&ip| {
+        if is_own_listener(ip, port, listeners) {
+            Some(Reason::DestinationSelf)
+        } else if !policy.destination_allowed(ip) {
+            Some(Reason::DestinationPrivate)
+        } else {
+            None
+        }
+    })
+}
+
+/// True when `ip:port` would reach one of socialgate's own listeners.
+fn is_own_listener(ip: IpAddr, port: u16, listeners: &[SocketAddr]) -> bool {
+    let ip = canonical_ip(ip);
+    listeners.iter().any(|l| {
+        l.port() == port
+            && (canonical_ip(l.ip()) == ip
+                || l.ip().is_unspecified()
+                || ip.is_loopback()
+                || ip.is_unspecified())
+    })
+}
+
+/// Stage 4, for a tunnel whose ClientHello arrived: `admitted` is what the
+/// earlier stages said (on the same snapshot); the result is the tunnel's
+/// final admission.
+pub fn sni_stage(
+    policy: &Policy,
+    facts: &Facts<'_>,
+    name: &str,
+    admitted: Admission,
+    now: Timestamp,
+) -> Admission {
+    sni_stage_inner(policy, facts, name, admitted, now, None)
+}
+
+fn sni_stage_inner(
+    policy: &Policy,
+    facts: &Facts<'_>,
+    name: &str,
+    mut adm: Admission,
+    now: Timestamp,
+    mut trace: Option<&mut Vec<TraceStep>>,
+) -> Admission {
+    adm.stage = Stage::Sni;
+    let Ok(sni_host) = normalize_host(name) else {
+        step(&mut trace, Stage::Sni, false, || {
+            format!("server name {name:?} is not a host name; the CONNECT decision stands")
+        });
+        return adm;
+    };
+    if &sni_host == facts.host {
+        step(&mut trace, Stage::Sni, false, || {
+            format!("server name {sni_host} is the CONNECT host")
+        });
+        return adm;
+    }
+    // A different name behind a named CONNECT is domain fronting. Behind an
+    // IP literal the name is the only statement of where the client goes.
+    let fronting = matches!(facts.host, Host::Name(_));
+    if fronting && policy.tunnels.sni_mismatch == Action::Block {
+        step(&mut trace, Stage::Sni, true, || {
+            format!(
+                "server name {sni_host} differs from the CONNECT host {} (domain fronting)",
+                facts.host
+            )
+        });
+        adm.decision = adm.decision.refused_for(Reason::SniMismatch);
+        return adm;
+    }
+    step(&mut trace, Stage::Sni, false, || {
+        format!("server name {sni_host} differs from the CONNECT host; deciding again on it")
+    });
+    let rf = RequestFacts {
+        client: facts.client,
+        user: facts.user,
+        host: &sni_host,
+        port: facts.port,
+    };
+    adm.decision = decide_traced_opt(policy, &rf, now, trace);
+    adm.decided_host = sni_host;
+    adm
+}
+
+fn step(
+    trace: &mut Option<&mut Vec<TraceStep>>,
+    stage: Stage,
+    refused: bool,
+    note: impl FnOnce() -> String,
+) {
+    if let Some(t) = trace.as_deref_mut() {
+        t.push(TraceStep {
+            rule: format!("stage:{}", stage.as_str()),
+            matched: refused,
+            note: note(),
+        });
+    }
+}
+
+fn list(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first instant after `now` at which any rule's time window opens or
+/// closes: until then, every decision that depends on time stays the same.
+/// `None` when no rule has a schedule.
+pub fn next_change_after(policy: &Policy, now: Timestamp) -> Option<Timestamp> {
+    policy
+        .rules
+        .iter()
+        .filter_map(|r| r.schedule.as_ref())
+        .filter_map(|s| s.next_boundary_after(now))
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load_dir;
+
+    const CATALOG: &str = r#"
+version: 1
+categories: {social: Social, video: Video, professional: Professional}
+platforms:
+  tiktok: {name: TikTok, category: video, domains: [tiktok.com]}
+  youtube: {name: YouTube, category: video, domains: [youtube.com]}
+  linkedin: {name: LinkedIn, category: professional, domains: [linkedin.com]}
+"#;
+
+    const POLICY: &str = r#"
+version: 1
+settings: {timezone: Europe/Berlin}
+destinations: {allow: [10.9.0.0/16]}
+tunnels: {ports: [443, 8000-8010]}
+groups:
+  staff: {networks: [10.0.0.0/8]}
+rules:
+  - {id: no-tiktok, groups: [staff], platforms: [tiktok], action: block}
+  - id: video-after-hours
+    groups: [staff]
+    platforms: [youtube]
+    when: [{days: [mon-fri], from: "09:00", to: "17:30"}]
+    action: block
+"#;
+
+    fn policy(extra: &str) -> (tempfile::TempDir, Policy) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), format!("{POLICY}{extra}")).unwrap();
+        let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        (dir, p)
+    }
+
+    const WORK: &str = "2026-11-25T10:00:00+01:00";
+
+    struct Case {
+        entry: Entry,
+        host: &'static str,
+        port: u16,
+        resolved: Option<&'static [&'static str]>,
+        sni: Option<&'static str>,
+        want: (&'static str, &'static str, Stage),
+    }
+
+    fn run(p: &Policy, c: &Case) -> Admission {
+        let host = normalize_host(c.host).unwrap();
+        let resolved: Option<Vec<IpAddr>> = c
+            .resolved
+            .map(|r| r.iter().map(|a| a.parse().unwrap()).collect());
+        let listeners: [SocketAddr; 1] = ["127.0.0.1:3128".parse().unwrap()];
+        let facts = Facts {
+            entry: c.entry,
+            client: "10.1.2.3".parse().unwrap(),
+            user: None,
+            host: &host,
+            port: c.port,
+            resolved: resolved.as_deref(),
+            sni: c.sni,
+            listeners: &listeners,
+        };
+        admit(p, &facts, WORK.parse().unwrap())
+    }
+
+    #[test]
+    fn every_stage_decides_in_one_function() {
+        let (_d, p) = policy("");
+        use Entry::*;
+        #[rustfmt::skip]
+        let cases = [
+            Case { entry: Connect, host: "www.linkedin.com", port: 443, resolved: None, sni: None, want: ("allow", "default:catalog", Stage::Destination) },
+            Case { entry: Connect, host: "www.linkedin.com", port: 8443, resolved: None, sni: None, want: ("block", "builtin:tunnel", Stage::Port) },
+            Case { entry: Connect, host: "www.linkedin.com", port: 8005, resolved: None, sni: None, want: ("allow", "default:catalog", Stage::Destination) },
+            Case { entry: Request, host: "www.linkedin.com", port: 8443, resolved: None, sni: None, want: ("allow", "default:catalog", Stage::Destination) },
+            Case { entry: Connect, host: "www.tiktok.com", port: 8443, resolved: None, sni: None, want: ("block", "no-tiktok", Stage::Rules) },
+            Case { entry: Request, host: "169.254.169.254", port: 80, resolved: None, sni: None, want: ("block", "builtin:destination", Stage::Destination) },
+            Case { entry: Request, host: "10.9.1.1", port: 80, resolved: None, sni: None, want: ("allow", "default:other", Stage::Destination) },
+            Case { entry: Request, host: "example.org", port: 80, resolved: Some(&["93.184.216.34", "10.1.1.1"]), sni: None, want: ("block", "builtin:destination", Stage::Destination) },
+            Case { entry: Request, host: "example.org", port: 80, resolved: Some(&["93.184.216.34"]), sni: None, want: ("allow", "default:other", Stage::Destination) },
+            Case { entry: Request, host: "example.org", port: 3128, resolved: Some(&["127.0.0.1"]), sni: None, want: ("block", "builtin:destination", Stage::Destination) },
+            Case { entry: Connect, host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34"]), sni: Some("www.tiktok.com"), want: ("block", "builtin:sni", Stage::Sni) },
+            Case { entry: Connect, host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34"]), sni: Some("WWW.LinkedIn.com."), want: ("allow", "default:catalog", Stage::Sni) },
+            Case { entry: Connect, host: "93.184.216.34", port: 443, resolved: None, sni: Some("www.tiktok.com"), want: ("block", "no-tiktok", Stage::Sni) },
+        ];
+        for c in &cases {
+            let a = run(&p, c);
+            let what = format!(
+                "{:?} {}:{} {:?} {:?}",
+                c.entry, c.host, c.port, c.resolved, c.sni
+            );
+            assert_eq!(a.decision.action.as_str(), c.want.0, "action for {what}");
+            assert_eq!(&*a.decision.rule, c.want.1, "rule for {what}");
+            assert_eq!(a.stage, c.want.2, "stage for {what}");
+        }
+    }
+
+    #[test]
+    fn a_mismatched_server_name_is_decided_on_its_own_when_fronting_is_allowed() {
+        let (_d, p) = {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+            let policy = POLICY.replace(
+                "tunnels: {ports: [443, 8000-8010]}",
+                "tunnels: {ports: [443], sni_mismatch: allow}",
+            );
+            std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+            let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            (dir, p)
+        };
+        let c = Case {
+            entry: Entry::Connect,
+            host: "www.linkedin.com",
+            port: 443,
+            resolved: None,
+            sni: Some("www.tiktok.com"),
+            want: ("block", "no-tiktok", Stage::Sni),
+        };
+        let a = run(&p, &c);
+        assert_eq!(a.decision.action.as_str(), c.want.0);
+        assert_eq!(&*a.decision.rule, c.want.1);
+        assert_eq!(a.stage, c.want.2);
+        assert_eq!(a.decided_host, normalize_host("www.tiktok.com").unwrap());
+    }
+
+    #[test]
+    fn the_next_change_is_the_next_window_edge() {
+        let (_d, p) = policy("");
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        // Wednesday 10:00 Berlin: the window closes at 17:30.
+        assert_eq!(
+            next_change_after(&p, at("2026-11-25T10:00:00+01:00")),
+            Some(at("2026-11-25T17:30:00+01:00"))
+        );
+        // Wednesday 18:00: it opens again on Thursday 09:00.
+        assert_eq!(
+            next_change_after(&p, at("2026-11-25T18:00:00+01:00")),
+            Some(at("2026-11-26T09:00:00+01:00"))
+        );
+        // Friday evening: Monday 09:00.
+        assert_eq!(
+            next_change_after(&p, at("2026-11-27T18:00:00+01:00")),
+            Some(at("2026-11-30T09:00:00+01:00"))
+        );
+        // Exactly at an edge: the next one, never `now` itself.
+        assert_eq!(
+            next_change_after(&p, at("2026-11-25T09:00:00+01:00")),
+            Some(at("2026-11-25T17:30:00+01:00"))
+        );
+    }
+}

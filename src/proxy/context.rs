@@ -1,0 +1,171 @@
+//! The request context: one [`Exchange`] carries a request or tunnel from
+//! identify through admit and forward to its record.
+//!
+//! It holds the policy snapshot taken when the request arrived (every phase
+//! uses that one snapshot, the writer's pseudonymisation choice included),
+//! the event being filled in, and what the refusal pages need to know. It
+//! ends in exactly one of two ways: a response the proxy makes up itself,
+//! recorded at once ([`Exchange::refuse`], [`Exchange::fail`],
+//! [`Exchange::finish`]), or a [`Pending`] record that the forwarded bodies
+//! or the tunnel complete.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Response, StatusCode};
+
+use super::body::Pending;
+use super::identify::Identity;
+use super::responses::{self, RequestView};
+use super::upstream::ProxyBody;
+use super::ProxyState;
+use crate::event::{AuthMethod, Event, Kind};
+use crate::outcome::{Action, ErrorKind, Mode, Reason};
+use crate::policy::{Decision, Policy};
+
+pub struct Exchange {
+    /// The snapshot this exchange is decided on, from start to record.
+    pub policy: Arc<Policy>,
+    pub started: Instant,
+    pub peer: SocketAddr,
+    pub event: Event,
+    /// A browser page load: refusals get the HTML page.
+    pub navigation: bool,
+}
+
+impl Exchange {
+    /// Starts an exchange on the current policy snapshot.
+    pub fn begin(
+        state: &ProxyState,
+        kind: Kind,
+        peer: SocketAddr,
+        method: &Method,
+        host: String,
+        port: u16,
+    ) -> Exchange {
+        let policy = state.policy.load();
+        let event = Event {
+            time: jiff::Timestamp::now(),
+            kind,
+            client: crate::policy::canonical_ip(peer.ip()),
+            user: None,
+            auth: AuthMethod::None,
+            groups: Vec::new(),
+            group: None,
+            method: method.clone(),
+            host,
+            port,
+            path: None,
+            sni: None,
+            platform: None,
+            category: None,
+            class: None,
+            activity: None,
+            foreground: false,
+            action: Action::Allow,
+            mode: Mode::Enforce,
+            rule: Reason::RuleMatched.builtin_rule_arc(),
+            reason: Reason::RuleMatched,
+            status: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            error: None,
+            pseudonymize: policy.logging.pseudonymize,
+        };
+        Exchange {
+            policy,
+            started: Instant::now(),
+            peer,
+            event,
+            navigation: false,
+        }
+    }
+
+    pub fn identified(&mut self, id: &Identity) {
+        self.event.user.clone_from(&id.user);
+        self.event.auth = id.auth;
+    }
+
+    /// Copies a decision into the event (the group list is moved out).
+    pub fn apply(&mut self, d: &mut Decision) {
+        self.event.groups = std::mem::take(&mut d.groups);
+        apply_keeping_groups(&mut self.event, d);
+    }
+
+    /// Answers with the refusal for `d`, and records it.
+    pub fn refuse(mut self, state: &ProxyState, mut d: Decision) -> Response<ProxyBody> {
+        if !d.groups.is_empty() || self.event.groups.is_empty() {
+            self.apply(&mut d);
+        } else {
+            apply_keeping_groups(&mut self.event, &d);
+        }
+        let connect = self.event.kind == Kind::Tunnel;
+        let view = RequestView {
+            navigation: self.navigation,
+            host: &self.event.host,
+            connect,
+        };
+        let resp = responses::refusal(&d, &self.policy, &view);
+        self.finish(state, resp)
+    }
+
+    /// Refuses a malformed request (400, 431, 501) as the client's fault.
+    pub fn bad_request(
+        mut self,
+        state: &ProxyState,
+        status: StatusCode,
+        error: Option<ErrorKind>,
+        detail: &str,
+    ) -> Response<ProxyBody> {
+        apply_keeping_groups(&mut self.event, &Decision::builtin(Reason::BadRequest));
+        self.event.error = error;
+        let label = error.map_or("bad-request", ErrorKind::as_str);
+        let mut resp = responses::error(status, label, detail);
+        // What follows a malformed request on the connection cannot be trusted.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        self.finish(state, resp)
+    }
+
+    /// Answers with the error response for `kind`, and records it.
+    pub fn fail(
+        mut self,
+        state: &ProxyState,
+        kind: ErrorKind,
+        detail: &str,
+    ) -> Response<ProxyBody> {
+        self.event.error = Some(kind);
+        self.finish(state, responses::failure(kind, detail))
+    }
+
+    /// Records the exchange as ending with `resp`, made by the proxy.
+    pub fn finish(mut self, state: &ProxyState, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+        self.event.status = resp.status().as_u16();
+        self.event.duration_ms = self.started.elapsed().as_millis() as u64;
+        state.recorder.record(self.event);
+        resp
+    }
+
+    /// Hands the event to a [`Pending`] record that the forwarded bodies or
+    /// the tunnel complete; keeps the snapshot for what follows.
+    pub fn into_pending(self, state: &ProxyState) -> (Pending, Arc<Policy>) {
+        let pending = Pending::new(self.event, self.started, state.recorder.clone());
+        (pending, self.policy)
+    }
+}
+
+/// Copies a decision into an event, leaving `groups` as it is.
+pub fn apply_keeping_groups(ev: &mut Event, d: &Decision) {
+    ev.group.clone_from(&d.group);
+    ev.platform.clone_from(&d.platform);
+    ev.category.clone_from(&d.category);
+    ev.class = d.class;
+    ev.action = d.action;
+    ev.mode = d.mode;
+    ev.rule = d.rule.clone();
+    ev.reason = d.reason;
+}

@@ -1,0 +1,200 @@
+//! Splicing an open tunnel or upgraded connection, and keeping it under the
+//! policy while it lives.
+//!
+//! Bytes are copied both ways and counted until either side closes, the
+//! connection is idle for `--idle-timeout`, the drain time runs out, or the
+//! policy refuses it: on every reload and at every time-window edge (the
+//! [`super::clock`] ticks) the tunnel is admitted again with all its facts
+//! by [`crate::policy::admit`], and closed and recorded if refused.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::body::{Meter, Pending};
+use super::context::apply_keeping_groups;
+use super::ProxyState;
+use crate::outcome::ErrorKind;
+use crate::policy::{admit, Decision, Entry, Facts, Host};
+
+/// The facts an open connection was admitted on, kept to admit it again.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub entry: Entry,
+    pub client: IpAddr,
+    pub user: Option<String>,
+    pub host: Host,
+    pub port: u16,
+    /// The address actually connected to.
+    pub resolved: Vec<IpAddr>,
+    pub sni: Option<String>,
+}
+
+/// Admits an open connection again under the current policy and clock.
+pub struct Watch {
+    pub state: Arc<ProxyState>,
+    pub admitted: Admitted,
+}
+
+impl Watch {
+    /// The refusal, if the current policy refuses this connection now.
+    fn refusal(&self) -> Option<Decision> {
+        let policy = self.state.policy.load();
+        let a = &self.admitted;
+        let facts = Facts {
+            entry: a.entry,
+            client: a.client,
+            user: a.user.as_deref(),
+            host: &a.host,
+            port: a.port,
+            resolved: Some(&a.resolved),
+            sni: a.sni.as_deref(),
+            listeners: &self.state.listeners,
+        };
+        let adm = admit(&policy, &facts, self.state.config.clock.now());
+        adm.refuses().then_some(adm.decision)
+    }
+}
+
+/// Copies bytes both ways until either side closes, the connection is idle
+/// for `idle`, the drain time runs out, or `watch` finds it refused.
+pub async fn splice<A, B>(
+    client: A,
+    upstream: B,
+    pending: &mut Pending,
+    idle: Duration,
+    watch: Option<Watch>,
+    mut hard_stop: tokio::sync::watch::Receiver<bool>,
+) where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut c = CountedIo {
+        inner: client,
+        meter: pending.meter.clone(),
+        up: true,
+    };
+    let mut u = CountedIo {
+        inner: upstream,
+        meter: pending.meter.clone(),
+        up: false,
+    };
+    let mut generation = watch.as_ref().map(|w| w.state.policy.subscribe());
+    let mut ticks = watch.as_ref().map(|w| w.state.ticks.subscribe());
+    // 64 KiB buffers: fewer, larger reads and writes for bulk tunnels.
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 64 * 1024, 64 * 1024);
+    tokio::pin!(copy);
+    let mut ticker = tokio::time::interval(idle.max(Duration::from_millis(10)));
+    ticker.tick().await;
+    let mut last_total = u64::MAX;
+    loop {
+        let refused_because = tokio::select! {
+            // A reset from either side is an ordinary way for a tunnel to end.
+            _ = &mut copy => break,
+            changed = changed(&mut generation) => {
+                if changed.is_err() {
+                    generation = None;
+                    continue;
+                }
+                ErrorKind::TunnelRefusedAfterReload
+            }
+            changed = changed(&mut ticks) => {
+                if changed.is_err() {
+                    ticks = None;
+                    continue;
+                }
+                ErrorKind::TunnelRefusedOnSchedule
+            }
+            _ = hard_stop.wait_for(|s| *s) => {
+                pending.event_mut().error = Some(ErrorKind::Shutdown);
+                break;
+            }
+            _ = ticker.tick() => {
+                let m = &pending.meter;
+                let total = m.up.load(Ordering::Relaxed) + m.down.load(Ordering::Relaxed);
+                if total == last_total {
+                    pending.event_mut().error = Some(ErrorKind::IdleTimeout);
+                    break;
+                }
+                last_total = total;
+                continue;
+            }
+        };
+        if let Some(mut d) = watch.as_ref().and_then(Watch::refusal) {
+            let ev = pending.event_mut();
+            ev.groups = std::mem::take(&mut d.groups);
+            apply_keeping_groups(ev, &d);
+            ev.error = Some(refused_because);
+            break;
+        }
+    }
+}
+
+async fn changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match rx.as_mut() {
+        Some(r) => r.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A stream that counts the bytes read from it into the exchange's meter.
+struct CountedIo<S> {
+    inner: S,
+    meter: Arc<Meter>,
+    /// Bytes read from this side travel upstream (the client side).
+    up: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            let n = if self.up {
+                &self.meter.up
+            } else {
+                &self.meter.down
+            };
+            n.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
