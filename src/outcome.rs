@@ -151,7 +151,9 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => Side::Upstream,
+            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => {
+                Side::Upstream
+            }
             ClientClosed | ClientTimeout | ClientProtocol => Side::Client,
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 Side::Policy
@@ -237,18 +239,30 @@ mod tests {
     #[test]
     fn reasons_actions_and_modes_serialise_to_the_documented_strings() {
         for r in Reason::ALL {
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
         assert_eq!(serde_json::to_string(&Action::Block).unwrap(), "\"block\"");
         assert_eq!(serde_json::to_string(&Mode::Report).unwrap(), "\"report\"");
-        assert_eq!(serde_json::to_string(&Class::Embedded).unwrap(), "\"embedded\"");
-        assert_eq!(serde_json::to_string(&Activity::Write).unwrap(), "\"write\"");
+        assert_eq!(
+            serde_json::to_string(&Class::Embedded).unwrap(),
+            "\"embedded\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Activity::Write).unwrap(),
+            "\"write\""
+        );
     }
 
     #[test]
     fn one_definition_of_refused() {
         assert_eq!(Verdict::of(Action::Block, Mode::Enforce), Verdict::Refused);
-        assert_eq!(Verdict::of(Action::Block, Mode::Report), Verdict::WouldRefuse);
+        assert_eq!(
+            Verdict::of(Action::Block, Mode::Report),
+            Verdict::WouldRefuse
+        );
         assert_eq!(Verdict::of(Action::Allow, Mode::Enforce), Verdict::Passed);
         assert_eq!(Verdict::of(Action::Allow, Mode::Report), Verdict::Passed);
     }

@@ -307,7 +307,10 @@ fn request_fault(e: &(dyn std::error::Error + 'static)) -> ClientFault {
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted) {
+            if matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+            ) {
                 return ClientFault::Closed;
             }
         }

@@ -322,9 +322,7 @@ fn close_after(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
 /// already rejects a final coding other than chunked and drops the
 /// `Content-Length` of a chunked request; these checks hold whatever the
 /// HTTP layer lets through.
-fn check_request_framing(
-    headers: &http::HeaderMap,
-) -> Result<(), (StatusCode, &'static str)> {
+fn check_request_framing(headers: &http::HeaderMap) -> Result<(), (StatusCode, &'static str)> {
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     let Some(first) = codings.next() else {
         return Ok(());

@@ -148,7 +148,10 @@ pub async fn handle_connect(
         // Second look: the server name in the ClientHello.
         let mut first = Vec::new();
         let peeked = sni::peek(&mut client, &mut first, policy.tunnels.sni_timeout).await;
-        pending.meter.up.fetch_add(first.len() as u64, Ordering::Relaxed);
+        pending
+            .meter
+            .up
+            .fetch_add(first.len() as u64, Ordering::Relaxed);
         let mut decided_host = host.clone();
         if let Peeked::Hello(Hello::Tls(Some(name))) = &peeked {
             pending.event_mut().sni = Some(name.clone());

@@ -34,7 +34,10 @@ fn header_of<'a>(response: &'a str, name: &str) -> Option<&'a str> {
 }
 
 fn body_of(response: &str) -> &str {
-    response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("")
 }
 
 // --- 1. The Host header cannot steer a request to another site ------------
@@ -84,7 +87,8 @@ async fn a_duplicated_or_case_shifted_host_header_still_reaches_only_the_judged_
 
 // --- 2. Response framing --------------------------------------------------
 
-const CHUNKED_66: &str = "42\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n0\r\n\r\n";
+const CHUNKED_66: &str =
+    "42\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n0\r\n\r\n";
 
 #[tokio::test]
 async fn a_response_with_both_content_length_and_chunked_gets_502_not_a_truncated_200() {
@@ -100,7 +104,10 @@ async fn a_response_with_both_content_length_and_chunked_gets_502_not_a_truncate
     );
     let resp = raw_until_close(proxy.addr, req.as_bytes()).await;
     assert_eq!(status_of(&resp), 502, "{resp}");
-    assert_eq!(header_of(&resp, "x-socialgate-error"), Some("upstream-protocol"));
+    assert_eq!(
+        header_of(&resp, "x-socialgate-error"),
+        Some("upstream-protocol")
+    );
     let log = proxy.log_lines(1).await;
     assert_eq!(log[0]["status"], 502);
     assert_eq!(log[0]["error"], "upstream-protocol");
@@ -144,7 +151,10 @@ async fn an_oversized_response_head_gets_502_upstream_protocol() {
     );
     let resp = raw_until_close(proxy.addr, req.as_bytes()).await;
     assert_eq!(status_of(&resp), 502, "{}", &resp[..resp.len().min(300)]);
-    assert_eq!(header_of(&resp, "x-socialgate-error"), Some("upstream-protocol"));
+    assert_eq!(
+        header_of(&resp, "x-socialgate-error"),
+        Some("upstream-protocol")
+    );
     assert!(resp.len() < 4096, "the 200 KiB head was relayed");
     let log = proxy.log_lines(1).await;
     assert_eq!(log[0]["error"], "upstream-protocol");
@@ -201,7 +211,10 @@ async fn a_request_body_that_stalls_ends_with_client_timeout() {
     );
     let resp = raw_until_close(proxy.addr, req.as_bytes()).await;
     assert_eq!(status_of(&resp), 408, "{resp}");
-    assert_eq!(header_of(&resp, "x-socialgate-error"), Some("client-timeout"));
+    assert_eq!(
+        header_of(&resp, "x-socialgate-error"),
+        Some("client-timeout")
+    );
     let log = proxy.log_lines(1).await;
     assert_eq!(log[0]["error"], "client-timeout", "{:?}", log[0]);
     assert_eq!(log[0]["status"], 408);
@@ -248,16 +261,23 @@ async fn post_raw_body(framing_and_body: &str) -> (String, TestProxy, Origin) {
 
 #[tokio::test]
 async fn an_overflowing_chunk_size_gets_400_client_protocol_not_502() {
-    let (resp, proxy, _origin) =
-        post_raw_body("Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffffff\r\nabc\r\n0\r\n\r\n")
-            .await;
+    let (resp, proxy, _origin) = post_raw_body(
+        "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
     assert_eq!(status_of(&resp), 400, "{resp}");
-    assert_eq!(header_of(&resp, "x-socialgate-error"), Some("client-protocol"));
+    assert_eq!(
+        header_of(&resp, "x-socialgate-error"),
+        Some("client-protocol")
+    );
     let log = proxy.log_lines(1).await;
     assert_eq!(log[0]["error"], "client-protocol");
     assert_eq!(log[0]["status"], 400);
     let metrics = metrics_text(&proxy).await;
-    assert!(metrics.contains("socialgate_errors_total{error=\"client-protocol\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("socialgate_errors_total{error=\"client-protocol\"} 1"),
+        "{metrics}"
+    );
     assert!(!metrics.contains("error=\"upstream-"), "{metrics}");
 }
 
@@ -281,7 +301,10 @@ async fn transfer_codings_other_than_bare_chunked_get_501() {
         ))
         .await;
         assert_eq!(status_of(&resp), 501, "{coding}: {resp}");
-        assert_eq!(header_of(&resp, "x-socialgate-error"), Some("client-protocol"));
+        assert_eq!(
+            header_of(&resp, "x-socialgate-error"),
+            Some("client-protocol")
+        );
         let log = proxy.log_lines(1).await;
         assert_eq!(log[0]["status"], 501, "{coding}");
         assert_eq!(log[0]["error"], "client-protocol", "{coding}");
@@ -290,9 +313,10 @@ async fn transfer_codings_other_than_bare_chunked_get_501() {
 
 #[tokio::test]
 async fn a_chunked_body_is_still_forwarded_whole() {
-    let (resp, _proxy, _origin) =
-        post_raw_body("Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
-            .await;
+    let (resp, _proxy, _origin) = post_raw_body(
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+    )
+    .await;
     assert_eq!(status_of(&resp), 200, "{resp}");
     assert!(resp.contains("consumed 7 bytes"), "{resp}");
 }
