@@ -3,19 +3,37 @@
 //! [`Recorder::record`] is called exactly once per request or tunnel. It
 //! feeds the in-process observers (metrics) and hands the event to a bounded
 //! channel; a dedicated writer thread formats and writes it, so a slow disk
-//! never stalls traffic. When the channel is full the event is dropped and
-//! counted (`dropped()`), never lost silently. The writer reopens its file
-//! when asked (SIGUSR1, for logrotate) and flushes whenever it catches up.
-//! Users are pseudonymised in the writer, off the hot path.
+//! never stalls traffic. Users are pseudonymised in the writer, off the hot
+//! path.
+//!
+//! Nothing is lost silently. A record that does not reach the log is
+//! counted in [`Recorder::dropped`] (and passed to the `on_drop` hook, which
+//! feeds `socialgate_access_log_dropped_total`), whatever the cause: the
+//! queue was full, or the write failed (disk full, I/O error, log directory
+//! gone). The writer keeps no buffer of its own: it collects complete lines
+//! in a batch and writes the batch with its own loop over `write()`, so it
+//! knows exactly which lines the OS accepted; only those count as written.
+//!
+//! A write that fails half-way never leaves a torn line behind that a
+//! later record would be glued to: the fragment is cut off again
+//! (`set_len`, regular files), or, where that is impossible, the next write
+//! starts with a newline so that the fragment stays a line of its own, which
+//! readers skip and count (see `report::read`).
+//!
+//! A failure is logged once when it starts and once when writing works
+//! again (with the number of records lost in between), not once per record.
+//! While writing fails, the writer reopens the configured path before each
+//! new batch, so freed space, a recreated directory or a rotated file all
+//! resume without a restart; SIGUSR1 ([`Recorder::reopen`]) reopens too.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::event::{Event, Kind};
 use crate::outcome::Verdict;
@@ -23,6 +41,9 @@ use crate::outcome::Verdict;
 /// How often the writer looks for new records. Lines reach the file at
 /// most this late; the queue (`--log-queue`) absorbs bursts in between.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A batch is written once it holds this many bytes, even mid-drain.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// Access-log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +68,10 @@ pub struct LogConfig {
 /// that pseudonymises (`Event::pseudonymize`).
 pub type UserMapper = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// Called with the number of records just lost (queue full or write
+/// failed); the metrics count them.
+pub type DropHook = Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Something that sees every event on the hot path (metrics).
 pub trait Observer: Send + Sync {
     fn observe(&self, ev: &Event);
@@ -58,16 +83,34 @@ pub trait Observer: Send + Sync {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(Event),
-    /// Write what is queued, flush, and exit.
+    /// Write what is queued, and exit.
     Stop,
 }
 
+/// The one count of lost records, shared by the recorder (queue full) and
+/// the writer (write failed).
+struct Drops {
+    count: AtomicU64,
+    hook: Option<DropHook>,
+}
+
+impl Drops {
+    fn add(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.count.fetch_add(n, Ordering::Relaxed);
+        if let Some(f) = &self.hook {
+            f(n);
+        }
+    }
+}
+
 struct Inner {
-    dropped: AtomicU64,
+    drops: Arc<Drops>,
     written: Arc<AtomicU64>,
     reopen: Arc<AtomicBool>,
     observers: Vec<Arc<dyn Observer>>,
-    on_drop: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Cheap to clone; every clone feeds the same writer.
@@ -77,7 +120,7 @@ pub struct Recorder {
     tx: Option<SyncSender<Msg>>,
 }
 
-/// Owns the writer thread; `finish` flushes and joins it.
+/// Owns the writer thread; `finish` writes what is queued and joins it.
 pub struct WriterHandle {
     thread: Option<JoinHandle<()>>,
     recorder: Recorder,
@@ -88,27 +131,35 @@ impl Recorder {
     pub fn without_log(observers: Vec<Arc<dyn Observer>>) -> Recorder {
         Recorder {
             inner: Arc::new(Inner {
-                dropped: AtomicU64::new(0),
+                drops: Arc::new(Drops {
+                    count: AtomicU64::new(0),
+                    hook: None,
+                }),
                 written: Arc::new(AtomicU64::new(0)),
                 reopen: Arc::new(AtomicBool::new(false)),
                 observers,
-                on_drop: None,
             }),
             tx: None,
         }
     }
 
     /// Starts the writer thread. Fails if the log file cannot be opened.
+    /// `on_drop` is called with the number of records lost, whatever the
+    /// cause (queue full, write failed).
     pub fn start(
         config: LogConfig,
         users: UserMapper,
         observers: Vec<Arc<dyn Observer>>,
-        on_drop: Option<Arc<dyn Fn() + Send + Sync>>,
+        on_drop: Option<DropHook>,
     ) -> io::Result<(Recorder, WriterHandle)> {
-        let sink = Sink::open(config.path.as_ref())?;
+        let (sink, mid_line) = Sink::open(config.path.as_deref())?;
         let (tx, rx) = sync_channel(config.capacity.max(1));
         let written = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
+        let drops = Arc::new(Drops {
+            count: AtomicU64::new(0),
+            hook: on_drop,
+        });
         let writer = Writer {
             rx,
             sink,
@@ -116,18 +167,21 @@ impl Recorder {
             format: config.format,
             users,
             written: written.clone(),
+            drops: drops.clone(),
             reopen: reopen.clone(),
+            batch: Batch::default(),
+            need_newline: mid_line,
+            failing: None,
         };
         let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer.run())?;
         let recorder = Recorder {
             inner: Arc::new(Inner {
-                dropped: AtomicU64::new(0),
+                drops,
                 written,
                 reopen,
                 observers,
-                on_drop,
             }),
             tx: Some(tx),
         };
@@ -149,21 +203,19 @@ impl Recorder {
             match tx.try_send(Msg::Event(ev)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                    if let Some(f) = &self.inner.on_drop {
-                        f();
-                    }
+                    self.inner.drops.add(1);
                 }
             }
         }
     }
 
-    /// Records dropped because the writer could not keep up.
+    /// Records that did not reach the log: the queue was full (the writer
+    /// could not keep up) or writing them failed.
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.drops.count.load(Ordering::Relaxed)
     }
 
-    /// Records written so far.
+    /// Records whose line the OS accepted so far.
     pub fn written(&self) -> u64 {
         self.inner.written.load(Ordering::Relaxed)
     }
@@ -175,7 +227,7 @@ impl Recorder {
 }
 
 impl WriterHandle {
-    /// Stops accepting events, writes what is queued, flushes, and joins.
+    /// Stops accepting events, writes what is queued, and joins.
     pub fn finish(mut self) {
         if let Some(tx) = self.recorder.tx.take() {
             // Blocks only while the writer works through the queue.
@@ -187,28 +239,178 @@ impl WriterHandle {
     }
 }
 
+/// Where the writer's bytes go. `write` must not buffer: a record counts as
+/// written once `write` accepted its line. A trait so that tests can plug
+/// in a disk that fills up.
+trait Output: Write {
+    /// Cuts the last `n` bytes off again (a line cut short by a failed
+    /// write). Only regular files can; other outputs return an error.
+    fn unwrite(&mut self, n: u64) -> io::Result<()>;
+}
+
+/// The log's output. No `BufWriter`: the batch is the buffer, so nothing is
+/// ever held where it could be lost uncounted. (`Stdout` buffers only what
+/// follows the last newline, and a batch always ends with one.)
 enum Sink {
-    Stdout(BufWriter<io::Stdout>),
-    File(BufWriter<File>),
+    Stdout(io::Stdout),
+    File(File),
 }
 
 impl Sink {
-    fn open(path: Option<&PathBuf>) -> io::Result<Sink> {
+    /// Opens the log (appending) and tells whether it ends inside a line,
+    /// e.g. after a crash mid-write, so the first write can end that line.
+    fn open(path: Option<&Path>) -> io::Result<(Sink, bool)> {
         Ok(match path {
-            None => Sink::Stdout(BufWriter::with_capacity(64 * 1024, io::stdout())),
-            Some(p) => Sink::File(BufWriter::with_capacity(
-                64 * 1024,
-                OpenOptions::new().create(true).append(true).open(p)?,
-            )),
+            None => (Sink::Stdout(io::stdout()), false),
+            Some(p) => {
+                let f = OpenOptions::new().create(true).append(true).open(p)?;
+                (Sink::File(f), ends_mid_line(p))
+            }
         })
     }
+}
 
-    fn writer(&mut self) -> &mut dyn Write {
+/// True when `path` is a regular file whose last byte is not a newline.
+/// Anything else (a FIFO, a device) is not opened a second time.
+fn ends_mid_line(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() > 0 => {}
+        _ => return false,
+    }
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] != b'\n'
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::Stdout(w) => w,
-            Sink::File(w) => w,
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File(w) => w.write(buf),
         }
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File(w) => w.flush(),
+        }
+    }
+}
+
+impl Output for Sink {
+    fn unwrite(&mut self, n: u64) -> io::Result<()> {
+        let Sink::File(f) = self else {
+            return Err(io::ErrorKind::Unsupported.into());
+        };
+        let meta = f.metadata()?;
+        if !meta.is_file() || meta.len() < n {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        f.set_len(meta.len() - n)
+    }
+}
+
+/// Complete formatted lines waiting to be written, and where each ends.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn records(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+}
+
+/// What became of one batch: `written + dropped` is its record count.
+#[derive(Debug)]
+struct Outcome {
+    written: u64,
+    dropped: u64,
+    error: Option<io::Error>,
+}
+
+/// Writes until everything went out or `write` fails; returns how many
+/// bytes the output accepted, and the error if it stopped short.
+fn write_counted<O: Output + ?Sized>(out: &mut O, buf: &[u8]) -> (usize, Option<io::Error>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match out.write(&buf[done..]) {
+            Ok(0) => return (done, Some(io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
+}
+
+/// Writes one batch. A record counts as written when its whole line went
+/// out; the rest of a failed batch counts as dropped. A line cut short is
+/// cut off the output again, or, if that fails, `need_newline` makes the
+/// next write end it first, so that no record is ever glued to a fragment.
+/// (A line short of only its newline is a readable record: it counts as
+/// written, and the next write supplies the newline.)
+fn write_batch<O: Output + ?Sized>(out: &mut O, batch: &Batch, need_newline: &mut bool) -> Outcome {
+    let total = batch.records();
+    if total == 0 {
+        return Outcome {
+            written: 0,
+            dropped: 0,
+            error: None,
+        };
+    }
+    if *need_newline {
+        match write_counted(out, b"\n") {
+            (_, None) => *need_newline = false,
+            (_, Some(e)) => {
+                return Outcome {
+                    written: 0,
+                    dropped: total,
+                    error: Some(e),
+                }
+            }
+        }
+    }
+    let (done, error) = write_counted(out, &batch.buf);
+    let Some(error) = error else {
+        return Outcome {
+            written: total,
+            dropped: 0,
+            error: None,
+        };
+    };
+    // Records whose whole line (newline included) went out.
+    let mut whole = batch.ends.partition_point(|&end| end <= done);
+    let line_start = whole.checked_sub(1).map_or(0, |i| batch.ends[i]);
+    let fragment = done - line_start;
+    if fragment > 0 && out.unwrite(fragment as u64).is_err() {
+        *need_newline = true;
+        if done + 1 == batch.ends[whole] {
+            // Only the newline is missing: the record is there to read.
+            whole += 1;
+        }
+    }
+    Outcome {
+        written: whole as u64,
+        dropped: total - whole as u64,
+        error: Some(error),
+    }
+}
+
+/// A run of failed writes: logged when it starts and when it ends.
+struct Episode {
+    since: Instant,
+    lost: u64,
 }
 
 struct Writer {
@@ -218,7 +420,13 @@ struct Writer {
     format: LogFormat,
     users: UserMapper,
     written: Arc<AtomicU64>,
+    drops: Arc<Drops>,
     reopen: Arc<AtomicBool>,
+    batch: Batch,
+    /// The output ends inside a line (see [`write_batch`]).
+    need_newline: bool,
+    /// Set while writing fails.
+    failing: Option<Episode>,
 }
 
 impl Writer {
@@ -235,24 +443,18 @@ impl Writer {
         unsafe {
             libc::setpriority(libc::PRIO_PROCESS, 0, 10);
         }
-        let mut line = Vec::with_capacity(1024);
         loop {
             if self.reopen.swap(false, Ordering::Relaxed) {
-                let _ = self.sink.writer().flush();
-                match Sink::open(self.path.as_ref()) {
-                    Ok(s) => self.sink = s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot reopen the access log; still writing to the old file")
-                    }
-                }
+                self.reopen_sink(true);
             }
-            let mut wrote = false;
             let mut stop = false;
             loop {
                 match self.rx.try_recv() {
                     Ok(Msg::Event(ev)) => {
-                        self.write_one(ev, &mut line);
-                        wrote = true;
+                        self.add(ev);
+                        if self.batch.buf.len() >= BATCH_BYTES {
+                            self.write_batch();
+                        }
                     }
                     Ok(Msg::Stop) => stop = true,
                     Err(TryRecvError::Empty) => break,
@@ -262,30 +464,96 @@ impl Writer {
                     }
                 }
             }
-            if wrote {
-                let _ = self.sink.writer().flush();
-            }
+            self.write_batch();
             if stop {
                 break;
             }
             std::thread::sleep(POLL_INTERVAL);
         }
-        let _ = self.sink.writer().flush();
+        if let Some(ep) = &self.failing {
+            tracing::error!(
+                path = %self.path_name(),
+                lost = ep.lost,
+                "access log: still failing at exit; {} records were dropped (and counted) since writing failed",
+                ep.lost
+            );
+        }
     }
 
-    fn write_one(&mut self, mut ev: Event, line: &mut Vec<u8>) {
+    fn path_name(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "(stdout)".to_string(), |p| p.display().to_string())
+    }
+
+    /// Reopens the configured path; on failure keeps the current output.
+    fn reopen_sink(&mut self, asked: bool) {
+        if self.path.is_none() {
+            return; // standard output stays what it is
+        }
+        match Sink::open(self.path.as_deref()) {
+            Ok((sink, mid_line)) => {
+                self.sink = sink;
+                self.need_newline = mid_line;
+            }
+            // While writing fails, the episode's messages say enough.
+            Err(e) if asked || self.failing.is_none() => {
+                tracing::error!(path = %self.path_name(), error = %e, "access log: cannot reopen; still writing to the old file")
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn add(&mut self, mut ev: Event) {
         if ev.pseudonymize {
             if let Some(u) = ev.user.take() {
                 ev.user = Some((self.users)(&u));
             }
         }
-        line.clear();
-        format_event(&ev, self.format, line);
-        match self.sink.writer().write_all(line) {
-            Ok(()) => {
-                self.written.fetch_add(1, Ordering::Relaxed);
+        format_event(&ev, self.format, &mut self.batch.buf);
+        self.batch.ends.push(self.batch.buf.len());
+    }
+
+    /// Writes the batch, counts its records, and logs the start and the end
+    /// of a failure episode.
+    fn write_batch(&mut self) {
+        if self.batch.ends.is_empty() {
+            return;
+        }
+        if self.failing.is_some() {
+            // Freed space, a recreated directory or a rotated file: try the
+            // path afresh before each attempt.
+            self.reopen_sink(false);
+        }
+        let out = write_batch(&mut self.sink, &self.batch, &mut self.need_newline);
+        self.batch.clear();
+        self.written.fetch_add(out.written, Ordering::Relaxed);
+        self.drops.add(out.dropped);
+        let path = self.path_name();
+        match (out.error, &mut self.failing) {
+            (Some(e), None) => {
+                tracing::error!(
+                    path = %path,
+                    error = %e,
+                    "access log: cannot write {path}: {e}; records are dropped and counted (socialgate_access_log_dropped_total) until the log can be written again"
+                );
+                self.failing = Some(Episode {
+                    since: Instant::now(),
+                    lost: out.dropped,
+                });
             }
-            Err(e) => tracing::error!(error = %e, "cannot write the access log"),
+            (Some(_), Some(ep)) => ep.lost += out.dropped,
+            (None, Some(ep)) => {
+                tracing::warn!(
+                    path = %path,
+                    lost = ep.lost,
+                    failed_for_s = ep.since.elapsed().as_secs(),
+                    "access log: writing resumed; {} records were dropped (and counted) while it failed",
+                    ep.lost
+                );
+                self.failing = None;
+            }
+            (None, None) => {}
         }
     }
 }
@@ -431,5 +699,178 @@ mod tests {
                     .collect();
             assert!(keys.len() >= 24, "{keys:?}");
         }
+    }
+
+    /// A disk with `room` bytes: `write` accepts what fits, then fails with
+    /// ENOSPC. `can_cut` says whether a torn line can be cut off again.
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+        can_cut: bool,
+    }
+
+    impl Disk {
+        fn new(room: usize, can_cut: bool) -> Disk {
+            Disk {
+                data: Vec::new(),
+                room,
+                can_cut,
+            }
+        }
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let free = self.room.saturating_sub(self.data.len());
+            if free == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = free.min(buf.len());
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Output for Disk {
+        fn unwrite(&mut self, n: u64) -> io::Result<()> {
+            if !self.can_cut {
+                return Err(io::ErrorKind::Unsupported.into());
+            }
+            self.data.truncate(self.data.len() - n as usize);
+            Ok(())
+        }
+    }
+
+    /// A batch of real JSON lines, one per host.
+    fn batch(hosts: &[&str]) -> Batch {
+        let mut b = Batch::default();
+        for h in hosts {
+            format_event(&event(None, h, None, None), LogFormat::Json, &mut b.buf);
+            b.ends.push(b.buf.len());
+        }
+        b
+    }
+
+    fn lines(data: &[u8]) -> Vec<&str> {
+        std::str::from_utf8(data).unwrap().lines().collect()
+    }
+
+    #[test]
+    fn a_failed_write_counts_only_whole_lines_and_cuts_the_torn_one_off() {
+        let b = batch(&["a.example", "b.example", "c.example"]);
+        let first = b.ends[0];
+        // The disk fills up in the middle of the second line.
+        let mut disk = Disk::new(first + 40, true);
+        let mut need_newline = false;
+        let out = write_batch(&mut disk, &b, &mut need_newline);
+        assert_eq!((out.written, out.dropped), (1, 2));
+        assert_eq!(out.error.unwrap().raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(disk.data, b.buf[..first], "the fragment is cut off again");
+        assert!(!need_newline);
+        // Space returns: writing resumes on a clean line.
+        disk.room = usize::MAX;
+        let out = write_batch(&mut disk, &batch(&["d.example"]), &mut need_newline);
+        assert_eq!((out.written, out.dropped), (1, 0));
+        assert!(out.error.is_none());
+        let l = lines(&disk.data);
+        assert_eq!(l.len(), 2);
+        for line in l {
+            serde_json::from_str::<serde_json::Value>(line).expect("only whole records");
+        }
+    }
+
+    #[test]
+    fn a_torn_line_that_cannot_be_cut_off_stays_a_line_of_its_own() {
+        let b = batch(&["a.example", "b.example", "c.example"]);
+        let mut disk = Disk::new(b.ends[0] + 40, false);
+        let mut need_newline = false;
+        let out = write_batch(&mut disk, &b, &mut need_newline);
+        assert_eq!((out.written, out.dropped), (1, 2));
+        assert!(need_newline, "the next write must end the fragment first");
+        // Still full: nothing more goes out, the whole batch is dropped.
+        let out = write_batch(&mut disk, &batch(&["x.example"]), &mut need_newline);
+        assert_eq!((out.written, out.dropped), (0, 1));
+        assert!(out.error.is_some() && need_newline);
+        disk.room = usize::MAX;
+        let out = write_batch(&mut disk, &batch(&["d.example"]), &mut need_newline);
+        assert_eq!((out.written, out.dropped), (1, 0));
+        assert!(!need_newline);
+        let l = lines(&disk.data);
+        assert_eq!(l.len(), 3, "{l:?}");
+        assert!(serde_json::from_str::<serde_json::Value>(l[0]).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(l[1]).is_err());
+        assert!(
+            l[2].contains("d.example") && serde_json::from_str::<serde_json::Value>(l[2]).is_ok()
+        );
+
+        // The report reader skips the fragment, counts it, and reads on.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("access.log");
+        std::fs::write(&p, &disk.data).unwrap();
+        let mut stats = crate::report::read::ReadStats::default();
+        let mut hosts = Vec::new();
+        crate::report::read::read_logs(&[p], &mut stats, |r| hosts.push(r.host.to_string()));
+        assert_eq!(hosts, ["a.example", "d.example"]);
+        assert_eq!((stats.malformed, stats.partial), (1, 1));
+    }
+
+    #[test]
+    fn a_line_short_of_only_its_newline_counts_as_written_if_it_stays() {
+        let b = batch(&["a.example", "b.example", "c.example"]);
+        let mut need_newline = false;
+        let mut disk = Disk::new(b.ends[1] - 1, false);
+        let out = write_batch(&mut disk, &b, &mut need_newline);
+        assert_eq!(
+            (out.written, out.dropped),
+            (2, 1),
+            "the second record is readable"
+        );
+        assert!(need_newline);
+        // Where it can be cut off, it is, and counts as dropped.
+        let mut need_newline = false;
+        let mut disk = Disk::new(b.ends[1] - 1, true);
+        let out = write_batch(&mut disk, &b, &mut need_newline);
+        assert_eq!((out.written, out.dropped), (1, 2));
+        assert_eq!(disk.data, b.buf[..b.ends[0]]);
+        assert!(!need_newline);
+    }
+
+    #[test]
+    fn a_full_disk_drops_and_counts_the_whole_batch() {
+        let b = batch(&["a.example", "b.example"]);
+        let mut disk = Disk::new(0, true);
+        let mut need_newline = false;
+        let out = write_batch(&mut disk, &b, &mut need_newline);
+        assert_eq!((out.written, out.dropped), (0, 2));
+        assert!(disk.data.is_empty() && !need_newline);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_writer_counts_records_it_cannot_write_in_the_drop_count_and_hook() {
+        let hooked = Arc::new(AtomicU64::new(0));
+        let h = hooked.clone();
+        let (rec, writer) = Recorder::start(
+            LogConfig {
+                path: Some(PathBuf::from("/dev/full")),
+                format: LogFormat::Json,
+                capacity: 100,
+            },
+            Arc::new(|u: &str| u.to_string()),
+            Vec::new(),
+            Some(Arc::new(move |n| {
+                h.fetch_add(n, Ordering::Relaxed);
+            })),
+        )
+        .unwrap();
+        for _ in 0..7 {
+            rec.record(event(Some("alice"), "a.example", None, None));
+        }
+        writer.finish();
+        assert_eq!((rec.written(), rec.dropped()), (0, 7));
+        assert_eq!(hooked.load(Ordering::Relaxed), 7);
     }
 }

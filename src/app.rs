@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accesslog::{LogConfig, Observer, Recorder, UserMapper, WriterHandle};
+use crate::accesslog::{DropHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle};
 use crate::admin::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::policy::{load_dir, ConfigErrors};
@@ -131,9 +131,10 @@ impl App {
         // choice (`Event::pseudonymize`); the writer only applies the key.
         let users: UserMapper = Arc::new(move |u: &str| pseudonymizer.pseudonym(u));
         let observers: Vec<Arc<dyn Observer>> = vec![metrics.clone()];
-        let on_drop: Arc<dyn Fn() + Send + Sync> = {
+        // Every lost record, whatever the cause (queue full, write failed).
+        let on_drop: DropHook = {
             let m = metrics.clone();
-            Arc::new(move || m.log_dropped())
+            Arc::new(move |n| m.log_dropped(n))
         };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {

@@ -141,7 +141,7 @@ impl Metrics {
             .expect("unique metric");
         let log_dropped = IntCounter::new(
             "socialgate_access_log_dropped_total",
-            "Access-log records dropped because the writer could not keep up.",
+            "Access-log records that did not reach the log: dropped because the writer could not keep up (queue full) or because writing failed (disk full, I/O error). Every lost record is counted here.",
         )
         .expect("valid metric");
         r.register(Box::new(log_dropped.clone()))
@@ -188,8 +188,9 @@ impl Metrics {
         self.upstream_connect_seconds.observe(d.as_secs_f64());
     }
 
-    pub fn log_dropped(&self) {
-        self.log_dropped.inc();
+    /// `n` access-log records did not reach the log (queue full or write failed).
+    pub fn log_dropped(&self, n: u64) {
+        self.log_dropped.inc_by(n);
     }
 
     /// Records a reload attempt and the policy now in force.

@@ -8,6 +8,12 @@
 //! kept as `file:line: problem`; a file that cannot be opened is recorded in
 //! [`ReadStats`]. Neither stops the reading.
 //!
+//! A *partial* line is JSON that ends early: the start of a record whose
+//! write was cut short (disk full, crash). The writer never glues a record
+//! to such a fragment (it cuts it off or ends the line first), so the
+//! fragment is a line of its own: it is skipped, counted as malformed and
+//! as partial, and the next line reads normally.
+//!
 //! This module must never hold more than one line in memory, and never
 //! interpret records (no policy, no aggregation).
 
@@ -97,6 +103,9 @@ pub struct FileStats {
     /// Lines that parsed into a record.
     pub records: u64,
     pub malformed: u64,
+    /// Of the malformed lines, those cut short (truncated JSON, e.g. a
+    /// write that failed half-way); skipped like any malformed line.
+    pub partial: u64,
     /// Why the file could not be opened or read to its end, if so.
     pub error: Option<String>,
 }
@@ -108,6 +117,8 @@ pub struct ReadStats {
     pub lines: u64,
     pub records: u64,
     pub malformed: u64,
+    /// Of the malformed lines, those cut short (see [`FileStats::partial`]).
+    pub partial: u64,
     /// `file:line: problem`, at most [`MAX_EXAMPLES`].
     pub malformed_examples: Vec<String>,
 }
@@ -176,6 +187,7 @@ where
     stats.lines += fs.lines;
     stats.records += fs.records;
     stats.malformed += fs.malformed;
+    stats.partial += fs.partial;
     stats.files.push(fs);
 }
 
@@ -233,6 +245,9 @@ where
             Ok(()) => fs.records += 1,
             Err(e) => {
                 fs.malformed += 1;
+                if e.classify() == serde_json::error::Category::Eof {
+                    fs.partial += 1;
+                }
                 if stats.malformed_examples.len() < MAX_EXAMPLES {
                     stats
                         .malformed_examples
@@ -301,6 +316,7 @@ mod tests {
         assert_eq!(hosts.len(), 2);
         assert_eq!(stats.lines, 6);
         assert_eq!(stats.malformed, 4);
+        assert_eq!(stats.partial, 1, "the truncated line");
         assert!(
             stats.malformed_examples[0].contains(
                 ".log:3: not an access-log record: invalid type: string \"ok\", expected u16"
@@ -334,5 +350,34 @@ mod tests {
             .as_deref()
             .unwrap()
             .starts_with("cannot open"));
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_counted_as_partial_and_the_next_line_reads() {
+        // A fragment ended by the writer's newline, one cut inside a string
+        // (and a multi-byte character), and one at the very end of the file
+        // without a newline.
+        let torn = &LINE[..LINE.find("\"group\"").unwrap()];
+        let mut cut_utf8 = LINE.as_bytes()[..40].to_vec();
+        cut_utf8.push("é".as_bytes()[0]);
+        let mut text = format!("{LINE}\n{torn}\n{LINE}\n").into_bytes();
+        text.extend_from_slice(&cut_utf8);
+        text.extend_from_slice(b"\n");
+        text.extend_from_slice(format!("{LINE}\n{torn}").as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, &text).unwrap();
+        let mut stats = ReadStats::default();
+        let mut n = 0;
+        read_logs(&[p], &mut stats, |r| {
+            assert_eq!(r.host, "www.linkedin.com");
+            n += 1;
+        });
+        assert_eq!(n, 3, "every whole record after a fragment is read");
+        assert_eq!((stats.lines, stats.records), (6, 3));
+        assert_eq!((stats.malformed, stats.partial), (3, 3));
+        assert_eq!(stats.files[0].partial, 3);
+        assert!(stats.files[0].error.is_none());
+        assert!(stats.malformed_examples[0].contains(":2: truncated JSON"));
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod forwarding;
 mod hostile;
 mod identity;
+mod log_faults;
 mod observability;
 mod policy_rules;
 mod protocol;
