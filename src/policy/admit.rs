@@ -169,7 +169,7 @@ fn admit_inner(
     }
     adm.stage = Stage::Destination;
     if let Some(name) = facts.sni {
-        adm = sni_stage_inner(policy, facts, name, adm, now, trace.as_deref_mut());
+        adm = sni_stage_inner(policy, facts, name, adm, now, trace);
     }
     adm
 }

@@ -60,12 +60,14 @@ const CACHE_TTL: Duration = Duration::from_secs(30);
 /// Names kept in the cache at most; it is cleared when full.
 const CACHE_MAX: usize = 10_000;
 
+/// name -> (addresses, when they were looked up)
+type Cache = HashMap<String, (Arc<[IpAddr]>, Instant)>;
+
 /// Resolves names: `--resolve` overrides first, then the system resolver.
 pub struct Resolver {
     overrides: HashMap<String, IpAddr>,
     timeout: Duration,
-    /// name -> (addresses, when looked up)
-    cache: Mutex<HashMap<String, (Arc<[IpAddr]>, Instant)>>,
+    cache: Mutex<Cache>,
 }
 
 impl Resolver {
@@ -113,7 +115,7 @@ impl Resolver {
         Ok(addrs)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<[IpAddr]>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
         // A panic while holding this lock leaves only a cache behind.
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
