@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::accesslog::{LogConfig, LogFormat};
 use crate::app::{App, AppConfig, StartError};
 use crate::policy::cases::{parse_target, parse_time};
-use crate::policy::{decide_traced, load_dir, run_cases, RequestFacts};
+use crate::policy::{admit_traced, load_dir, run_cases, Entry, Facts, Host};
 use crate::proxy::ProxyConfig;
 
 #[derive(Debug, Parser)]
@@ -142,7 +142,19 @@ pub struct ExplainArgs {
     /// When, as RFC 3339 with offset (e.g. 2026-11-25T12:00+01:00); default now.
     #[arg(long)]
     pub at: Option<String>,
-    /// The URL, e.g. https://www.tiktok.com/
+    /// The TLS server name the client sends in its ClientHello (https:// only); default: the URL's host.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// Do not resolve the host: the destination stage then checks IP literals only.
+    #[arg(long)]
+    pub no_resolve: bool,
+    /// Pin a host name to an address, as the proxy's --resolve does (HOST=IP).
+    #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, IpAddr)>,
+    /// The proxy's own listening addresses (never a destination); default 127.0.0.1:3128 and 127.0.0.1:9128.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// The URL, e.g. https://www.tiktok.com/ (https:// is decided as a CONNECT tunnel, http:// as a request).
     pub url: String,
 }
 
@@ -346,6 +358,16 @@ fn explain(a: ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let entry = if a
+        .url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https:")
+    {
+        Entry::Connect
+    } else {
+        Entry::Request
+    };
     let at = match a.at.as_deref().map(parse_time).transpose() {
         Ok(t) => t.unwrap_or_else(jiff::Timestamp::now),
         Err(e) => {
@@ -353,14 +375,56 @@ fn explain(a: ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let facts = RequestFacts {
+    if a.sni.is_some() && entry != Entry::Connect {
+        eprintln!("socialgate explain: --sni applies to https:// URLs (tunnels) only");
+        return ExitCode::from(2);
+    }
+    // Resolve as the proxy would: --resolve pins first, then the system resolver.
+    let mut resolve_note = None;
+    let resolved: Option<Vec<IpAddr>> = match &host {
+        Host::Ip(_) => None,
+        _ if a.no_resolve => {
+            resolve_note = Some("not resolved (--no-resolve)".to_string());
+            None
+        }
+        Host::Name(n) | Host::Numeric(n) => {
+            if let Some((_, ip)) = a.resolve.iter().find(|(h, _)| h == n) {
+                Some(vec![*ip])
+            } else {
+                use std::net::ToSocketAddrs;
+                match (n.as_str(), port).to_socket_addrs() {
+                    Ok(addrs) => Some(addrs.map(|s| s.ip()).collect()),
+                    Err(e) => {
+                        resolve_note = Some(format!(
+                            "cannot resolve {n}: {e} (the proxy would answer 502 upstream-resolve)"
+                        ));
+                        None
+                    }
+                }
+            }
+        }
+    };
+    let listeners: Vec<SocketAddr> = if a.listen.is_empty() {
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], 3128)),
+            SocketAddr::from(([127, 0, 0, 1], 9128)),
+        ]
+    } else {
+        a.listen.clone()
+    };
+    let facts = Facts {
+        entry,
         client: a.client,
         user: a.user.as_deref(),
         host: &host,
         port,
+        resolved: resolved.as_deref(),
+        sni: a.sni.as_deref(),
+        listeners: &listeners,
     };
     let mut trace = Vec::new();
-    let d = decide_traced(&policy, &facts, at, &mut trace);
+    let adm = admit_traced(&policy, &facts, at, &mut trace);
+    let d = &adm.decision;
     let groups: Vec<&str> = d.groups.iter().map(|g| &**g).collect();
     println!(
         "client:   {}{}",
@@ -378,7 +442,26 @@ fn explain(a: ExplainArgs) -> ExitCode {
             groups.join(", ")
         }
     );
-    println!("target:   {host}:{port}");
+    let how = match entry {
+        Entry::Connect => "CONNECT tunnel",
+        Entry::Request => "plain-HTTP request",
+    };
+    println!("target:   {host}:{port} ({how})");
+    match (&resolved, &resolve_note) {
+        (Some(addrs), _) => println!(
+            "resolved: {}",
+            addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        (None, Some(note)) => println!("resolved: {note}"),
+        (None, None) => {}
+    }
+    if let Some(sni) = &a.sni {
+        println!("sni:      {sni}");
+    }
     println!(
         "at:       {}",
         at.to_zoned_datetime(policy.settings.timezone.clone())
@@ -390,7 +473,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
             _ => "(none)".into(),
         }
     );
-    println!("rules considered:");
+    println!("rules and stages considered:");
     for step in &trace {
         println!(
             "  {} {:<28} {}",
@@ -400,11 +483,12 @@ fn explain(a: ExplainArgs) -> ExitCode {
         );
     }
     println!(
-        "decision: {} ({}) by {}, reason {}{}",
+        "decision: {} ({}) by {}, reason {}, stage {}{}",
         d.action.as_str(),
         d.mode.as_str(),
         d.rule,
         d.reason.as_str(),
+        adm.stage.as_str(),
         if d.mode == crate::policy::Mode::Report && d.action == crate::policy::Action::Block {
             " — report mode: traffic would pass"
         } else {

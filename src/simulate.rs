@@ -1,8 +1,10 @@
 //! `socialgate simulate`: replay recorded traffic under a candidate policy.
 //!
-//! Each access-log record is decided again with the pure `decide`, using the
-//! recorded client address, user, destination (the TLS server name for
-//! tunnels, when recorded) and time. Records whose outcome changes are
+//! Each access-log record is decided again with the proxy's own admission
+//! function (`policy::admit`), using the recorded client address, user,
+//! destination, kind (tunnel or request), TLS server name and time. The
+//! log holds no resolved addresses, so the destination stage checks IP
+//! literals only. Records whose outcome changes are
 //! grouped by group, platform, old and new outcome and deciding rule, and
 //! printed as sentences an admin can act on. Like `report`, it reads the log
 //! as a stream and never sees the proxy. Users in the log are pseudonyms:
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::policy::{decide_in_groups, load_dir, normalize_host, Decision, RequestFacts};
+use crate::policy::{admit_in_groups, load_dir, normalize_host, Decision, Entry, Facts};
 use crate::report::read::{read_logs, ReadStats, Record};
 
 #[derive(Debug, Args)]
@@ -106,16 +108,23 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             sim.skipped += 1;
             return;
         };
-        let target = rec.sni.as_deref().unwrap_or(&rec.host);
-        let Ok(host) = normalize_host(target) else {
+        let Ok(host) = normalize_host(&rec.host) else {
             sim.skipped += 1;
             return;
         };
-        let facts = RequestFacts {
+        let entry = match rec.kind {
+            crate::event::Kind::Tunnel => Entry::Connect,
+            crate::event::Kind::Request => Entry::Request,
+        };
+        let facts = Facts {
+            entry,
             client,
             user: rec.user.as_deref(),
             host: &host,
             port: rec.port,
+            resolved: None,
+            sni: rec.sni.as_deref(),
+            listeners: &[],
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {
@@ -128,7 +137,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             }
             groups.sort_unstable();
         }
-        let d: Decision = decide_in_groups(&policy, &facts, &groups, rec.time);
+        let d: Decision = admit_in_groups(&policy, &facts, &groups, rec.time).decision;
         sim.replayed += 1;
         let old = outcome(&rec.action, &rec.mode);
         let new = outcome(d.action.as_str(), d.mode.as_str());

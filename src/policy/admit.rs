@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 
-use super::decide::{decide_traced_opt, Decision, Reason, RequestFacts, TraceStep};
+use super::decide::{decide_with, Decision, Reason, RequestFacts, TraceStep};
 use super::host::{normalize_host, Host};
 use super::{canonical_ip, Action, Policy};
 
@@ -97,7 +97,19 @@ impl Admission {
 
 /// Decides a request or tunnel under `policy` at `now`, with every fact given.
 pub fn admit(policy: &Policy, facts: &Facts<'_>, now: Timestamp) -> Admission {
-    admit_inner(policy, facts, now, None)
+    admit_inner(policy, facts, None, now, None)
+}
+
+/// Like [`admit`], with the client's group indices given instead of derived
+/// from its address and user (`simulate` replays logs whose users are
+/// pseudonyms, and takes the recorded groups).
+pub fn admit_in_groups(
+    policy: &Policy,
+    facts: &Facts<'_>,
+    groups: &[u16],
+    now: Timestamp,
+) -> Admission {
+    admit_inner(policy, facts, Some(groups), now, None)
 }
 
 /// Like [`admit`], recording every rule and stage considered (for `explain`).
@@ -107,12 +119,13 @@ pub fn admit_traced(
     now: Timestamp,
     trace: &mut Vec<TraceStep>,
 ) -> Admission {
-    admit_inner(policy, facts, now, Some(trace))
+    admit_inner(policy, facts, None, now, Some(trace))
 }
 
 fn admit_inner(
     policy: &Policy,
     facts: &Facts<'_>,
+    groups: Option<&[u16]>,
     now: Timestamp,
     mut trace: Option<&mut Vec<TraceStep>>,
 ) -> Admission {
@@ -122,7 +135,7 @@ fn admit_inner(
         host: facts.host,
         port: facts.port,
     };
-    let decision = decide_traced_opt(policy, &rf, now, trace.as_deref_mut());
+    let decision = decide_with(policy, &rf, groups, now, trace.as_deref_mut());
     let mut adm = Admission {
         decision,
         stage: Stage::Rules,
@@ -169,7 +182,7 @@ fn admit_inner(
     }
     adm.stage = Stage::Destination;
     if let Some(name) = facts.sni {
-        adm = sni_stage_inner(policy, facts, name, adm, now, trace);
+        adm = sni_stage_inner(policy, facts, groups, name, adm, now, trace);
     }
     adm
 }
@@ -221,12 +234,13 @@ pub fn sni_stage(
     admitted: Admission,
     now: Timestamp,
 ) -> Admission {
-    sni_stage_inner(policy, facts, name, admitted, now, None)
+    sni_stage_inner(policy, facts, None, name, admitted, now, None)
 }
 
 fn sni_stage_inner(
     policy: &Policy,
     facts: &Facts<'_>,
+    groups: Option<&[u16]>,
     name: &str,
     mut adm: Admission,
     now: Timestamp,
@@ -267,7 +281,7 @@ fn sni_stage_inner(
         host: &sni_host,
         port: facts.port,
     };
-    adm.decision = decide_traced_opt(policy, &rf, now, trace);
+    adm.decision = decide_with(policy, &rf, groups, now, trace);
     adm.decided_host = sni_host;
     adm
 }

@@ -10,10 +10,11 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
-use super::decide::{decide, Decision};
+use super::admit::{admit, Entry, Facts};
+use super::decide::Decision;
 use super::host::{normalize_host, Host};
 use super::raw::RawCases;
-use super::{ConfigError, Policy, RequestFacts};
+use super::{ConfigError, Policy};
 
 /// A compiled test case.
 #[derive(Debug, Clone)]
@@ -24,8 +25,14 @@ pub struct Case {
     pub url: String,
     pub host: Host,
     pub port: u16,
+    /// `https://` URLs are decided as CONNECT tunnels, `http://` as requests.
+    pub entry: Entry,
     /// When to evaluate; `None` means "now".
     pub at: Option<Timestamp>,
+    /// Addresses the host resolves to; `None` checks IP literals only.
+    pub resolved: Option<Vec<IpAddr>>,
+    /// The ClientHello's server name, for tunnels.
+    pub sni: Option<String>,
     pub expect: Expect,
 }
 
@@ -136,6 +143,38 @@ pub(crate) fn compile_cases(
                 None
             }
         };
+        let entry = if c
+            .url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("https:")
+        {
+            Entry::Connect
+        } else {
+            Entry::Request
+        };
+        let mut resolved = None;
+        if let Some(list) = &c.resolved {
+            let mut ips = Vec::new();
+            for (j, a) in list.iter().enumerate() {
+                match a.parse::<IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) => e(
+                        format!("{base}.resolved[{j}]"),
+                        format!("{a:?} is not an IP address"),
+                        "list the addresses the host resolves to, e.g. [93.184.216.34]",
+                    ),
+                }
+            }
+            resolved = Some(ips);
+        }
+        if c.sni.is_some() && entry != Entry::Connect {
+            e(
+                format!("{base}.sni"),
+                "a server name only applies to https:// URLs (tunnels)".into(),
+                "use an https:// URL, or remove sni",
+            );
+        }
         if !matches!(c.expect.action.as_str(), "allow" | "block") {
             e(
                 format!("{base}.expect.action"),
@@ -191,7 +230,10 @@ pub(crate) fn compile_cases(
                 url: c.url,
                 host,
                 port,
+                entry,
                 at,
+                resolved,
+                sni: c.sni,
                 expect: Expect {
                     action: c.expect.action,
                     mode: c.expect.mode,
@@ -216,13 +258,18 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
         .cases
         .iter()
         .map(|c| {
-            let facts = RequestFacts {
+            // A policy test has no running proxy: no own listeners to avoid.
+            let facts = Facts {
+                entry: c.entry,
                 client: c.client,
                 user: c.user.as_deref(),
                 host: &c.host,
                 port: c.port,
+                resolved: c.resolved.as_deref(),
+                sni: c.sni.as_deref(),
+                listeners: &[],
             };
-            let d = decide(policy, &facts, c.at.unwrap_or(now));
+            let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();
             let mut check = |field: &str, want: Option<&str>, got: Option<&str>| {
                 if let Some(w) = want {

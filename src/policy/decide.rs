@@ -213,15 +213,22 @@ pub fn decide_traced(
     decide_inner(policy, facts, &groups, now, Some(trace))
 }
 
-/// [`decide`] with an optional trace: the rules stage of [`super::admit`].
-pub(crate) fn decide_traced_opt(
+/// The rules stage of [`super::admit`]: [`decide`] with the client's group
+/// indices given or derived, and an optional trace.
+pub(crate) fn decide_with(
     policy: &Policy,
     facts: &RequestFacts<'_>,
+    groups: Option<&[u16]>,
     now: Timestamp,
     trace: Option<&mut Vec<TraceStep>>,
 ) -> Decision {
-    let groups = policy.groups_of(facts.client, facts.user);
-    decide_inner(policy, facts, &groups, now, trace)
+    match groups {
+        Some(g) => decide_inner(policy, facts, g, now, trace),
+        None => {
+            let g = policy.groups_of(facts.client, facts.user);
+            decide_inner(policy, facts, &g, now, trace)
+        }
+    }
 }
 
 fn decide_inner(

@@ -219,6 +219,12 @@ pub struct RawCase {
     pub url: String,
     #[serde(default)]
     pub at: Option<String>,
+    /// The addresses the URL's host resolves to, as the proxy would see them.
+    #[serde(default)]
+    pub resolved: Option<Vec<String>>,
+    /// The TLS server name of the ClientHello (https:// cases only).
+    #[serde(default)]
+    pub sni: Option<String>,
     pub expect: RawExpect,
 }
 

@@ -188,7 +188,7 @@ async fn explain_prints_the_decision_and_the_rules_considered() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("groups:   staff"), "{out}");
     assert!(out.contains("platform: youtube"), "{out}");
-    assert!(out.contains("rules considered:"), "{out}");
+    assert!(out.contains("rules and stages considered:"), "{out}");
     // Rules for other groups are listed as not matching, the decider with =>.
     assert!(
         out.lines()
