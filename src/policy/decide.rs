@@ -271,18 +271,45 @@ fn decide_inner(
         message: None,
     };
 
-    if group_ids.is_empty() && facts.user.is_none() {
-        if let Some(t) = trace.as_deref_mut() {
-            t.push(TraceStep {
-                rule: Reason::NotAMember.builtin_rule().into(),
-                matched: true,
-                note: format!(
+    // Who may use the proxy at all: a client with no user must be in a
+    // group by its address, and must sign in when the policy requires it
+    // from everyone; where an htpasswd file exists, missing credentials are
+    // asked for (407) instead of refused outright.
+    if facts.user.is_none() {
+        let can_sign_in = policy.auth.htpasswd.is_some();
+        let refusal = if can_sign_in && (policy.auth.required || group_ids.is_empty()) {
+            Some((
+                Reason::AuthRequired,
+                if policy.auth.required {
+                    "the policy requires every client to sign in".to_string()
+                } else {
+                    format!(
+                        "client {} is in no group: credentials are needed",
+                        facts.client
+                    )
+                },
+            ))
+        } else if group_ids.is_empty() {
+            Some((
+                Reason::NotAMember,
+                format!(
                     "client {} is in no group and not authenticated",
                     facts.client
                 ),
-            });
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, note)) = refusal {
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(TraceStep {
+                    rule: reason.builtin_rule().into(),
+                    matched: true,
+                    note,
+                });
+            }
+            return decision.refused_for(reason);
         }
-        return decision.refused_for(Reason::NotAMember);
     }
 
     for (idx, rule) in policy.rules.iter().enumerate() {

@@ -4,9 +4,10 @@
 //! gateway networks (and ignored from everyone else); then
 //! `Proxy-Authorization: Basic`, checked against the htpasswd file with the
 //! bcrypt work done on a blocking thread and cached; then the client address
-//! alone. Credentials are demanded (407) only when they are wrong, or when
-//! they are missing and the address alone does not place the client in a
-//! group (or the policy requires them from everyone).
+//! alone. Wrong credentials are refused here (407, `auth-failed`): only
+//! this phase can check a password. Whether missing credentials are needed
+//! is the policy core's decision (`auth-required`, see
+//! [`crate::policy::decide`]), so `explain` says the same.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -29,8 +30,8 @@ pub struct Identity {
     pub auth: AuthMethod,
 }
 
-/// Identifies the client, or says why credentials are needed
-/// (`AuthRequired`, `AuthFailed`).
+/// Identifies the client, or refuses credentials that are wrong
+/// (`AuthFailed`).
 pub async fn identify(
     state: &ProxyState,
     policy: &Policy,
@@ -86,9 +87,6 @@ pub async fn identify(
                 user: Some(user),
                 auth: AuthMethod::Basic,
             });
-        }
-        if policy.auth.required || policy.groups_of(peer, None).is_empty() {
-            return Err(Reason::AuthRequired);
         }
     }
     Ok(Identity {

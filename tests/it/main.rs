@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agreement;
 mod bad_input;
 mod cli;
 mod forwarding;
