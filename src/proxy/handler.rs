@@ -22,7 +22,7 @@ use super::context::Exchange;
 use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
 use super::identify::identify;
 use super::responses;
-use super::splice::{splice, Admitted, Watch};
+use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{connect, find_upstream_error, ProxyBody};
 use super::{tunnel, ProxyState};
 use crate::event::Kind;
@@ -110,6 +110,9 @@ async fn forward(
             return ex.bad_request(state, StatusCode::BAD_REQUEST, None, &detail);
         }
     };
+    // Subscribed before the snapshot is taken: an upgraded connection then
+    // misses no reload or window edge.
+    let signals = wants_upgrade(req.headers()).then(|| Signals::subscribe(state));
     let mut ex = Exchange::begin(
         state,
         Kind::Request,
@@ -189,7 +192,7 @@ async fn forward(
     let idle = Some(state.config.body_idle_timeout);
     let body = Counted::request(body, pending.meter.clone(), idle).boxed();
 
-    if let Some(client_upgrade) = client_upgrade {
+    if let (Some(client_upgrade), Some(signals)) = (client_upgrade, signals) {
         let admitted = Admitted {
             entry: Entry::Request,
             client: peer.ip(),
@@ -199,7 +202,12 @@ async fn forward(
             resolved: Vec::new(),
             sni: None,
         };
-        return forward_upgrade(state, parts, body, pending, client_upgrade, addrs, admitted).await;
+        let up = Upgrade {
+            client: client_upgrade,
+            admitted,
+            signals,
+        };
+        return forward_upgrade(state, parts, body, pending, up, addrs).await;
     }
 
     // The pooled client dials exactly the admitted address: the target
@@ -370,6 +378,13 @@ fn set_judged_host(headers: &mut http::HeaderMap, host: &Host, port: u16) {
     }
 }
 
+/// What an Upgrade request brings besides its head and body.
+struct Upgrade {
+    client: hyper::upgrade::OnUpgrade,
+    admitted: Admitted,
+    signals: Signals,
+}
+
 /// Forwards an Upgrade request (WebSocket) on its own upstream connection,
 /// then splices the two under the policy's watch.
 async fn forward_upgrade(
@@ -377,10 +392,14 @@ async fn forward_upgrade(
     mut parts: http::request::Parts,
     body: ProxyBody,
     mut pending: Pending,
-    client_upgrade: hyper::upgrade::OnUpgrade,
+    up: Upgrade,
     addrs: &[IpAddr],
-    mut admitted: Admitted,
 ) -> Response<ProxyBody> {
+    let Upgrade {
+        client: client_upgrade,
+        mut admitted,
+        signals,
+    } = up;
     let dialed = match connect(
         addrs,
         admitted.port,
@@ -433,10 +452,7 @@ async fn forward_upgrade(
     pending.event_mut().status = 101;
     let idle = state.config.idle_timeout;
     let hard_stop = state.hard_stop.subscribe();
-    let watch = Watch {
-        state: state.clone(),
-        admitted,
-    };
+    let watch = Watch::new(state.clone(), admitted, signals);
     state.spawn_tunnel(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {

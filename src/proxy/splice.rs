@@ -39,13 +39,42 @@ pub struct Admitted {
 pub struct Watch {
     pub state: Arc<ProxyState>,
     pub admitted: Admitted,
+    /// Reloads and window edges since the exchange began (subscribed
+    /// before its snapshot was taken, so none is missed in between).
+    signals: Signals,
+}
+
+/// Subscriptions to what can change a decision while a connection is open.
+pub struct Signals {
+    generation: tokio::sync::watch::Receiver<u64>,
+    ticks: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Signals {
+    /// Subscribes now: call before loading the snapshot the exchange is
+    /// decided on.
+    pub fn subscribe(state: &ProxyState) -> Signals {
+        Signals {
+            generation: state.policy.subscribe(),
+            ticks: state.ticks.subscribe(),
+        }
+    }
 }
 
 impl Watch {
-    /// The refusal, if the current policy refuses this connection now.
-    fn refusal(&self) -> Option<Decision> {
-        let policy = self.state.policy.load();
-        let a = &self.admitted;
+    pub fn new(state: Arc<ProxyState>, admitted: Admitted, signals: Signals) -> Watch {
+        Watch {
+            state,
+            admitted,
+            signals,
+        }
+    }
+}
+
+/// The refusal, if the current policy refuses this connection now.
+fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
+    {
+        let policy = state.policy.load();
         let facts = Facts {
             entry: a.entry,
             client: a.client,
@@ -54,9 +83,9 @@ impl Watch {
             port: a.port,
             resolved: Some(&a.resolved),
             sni: a.sni.as_deref(),
-            listeners: &self.state.listeners,
+            listeners: &state.listeners,
         };
-        let adm = admit(&policy, &facts, self.state.config.clock.now());
+        let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)
     }
 }
@@ -84,8 +113,21 @@ pub async fn splice<A, B>(
         meter: pending.meter.clone(),
         up: false,
     };
-    let mut generation = watch.as_ref().map(|w| w.state.policy.subscribe());
-    let mut ticks = watch.as_ref().map(|w| w.state.ticks.subscribe());
+    let (watch, mut generation, mut ticks) = match watch {
+        Some(w) => {
+            let Watch {
+                state,
+                admitted,
+                signals,
+            } = w;
+            (
+                Some((state, admitted)),
+                Some(signals.generation),
+                Some(signals.ticks),
+            )
+        }
+        None => (None, None, None),
+    };
     // 64 KiB buffers: fewer, larger reads and writes for bulk tunnels.
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 64 * 1024, 64 * 1024);
     tokio::pin!(copy);
@@ -125,7 +167,7 @@ pub async fn splice<A, B>(
                 continue;
             }
         };
-        if let Some(mut d) = watch.as_ref().and_then(Watch::refusal) {
+        if let Some(mut d) = watch.as_ref().and_then(|(s, a)| refusal(s, a)) {
             let ev = pending.event_mut();
             ev.groups = std::mem::take(&mut d.groups);
             apply_keeping_groups(ev, &d);

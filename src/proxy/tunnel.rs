@@ -21,7 +21,7 @@ use super::context::{apply_keeping_groups, Exchange};
 use super::identify::identify;
 use super::responses;
 use super::sni::{self, Hello, Peeked};
-use super::splice::{splice, Admitted, Watch};
+use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{connect, ProxyBody};
 use super::ProxyState;
 use crate::event::Kind;
@@ -54,6 +54,7 @@ pub async fn handle_connect(
             "CONNECT needs host:port",
         );
     };
+    let signals = Signals::subscribe(state);
     let mut ex = Exchange::begin(
         state,
         Kind::Tunnel,
@@ -118,30 +119,43 @@ pub async fn handle_connect(
     };
     let st = state.clone();
     state.spawn_tunnel(async move {
-        run_tunnel(
-            st,
+        let parts = TunnelParts {
             policy,
             pending,
             on_upgrade,
-            dialed.stream,
+            upstream: dialed.stream,
             admitted,
             admission,
-        )
-        .await;
+            signals,
+        };
+        run_tunnel(st, parts).await;
     });
     responses::connect_established()
 }
 
-/// The tunnel after its 200: the SNI stage, then the splice.
-async fn run_tunnel(
-    state: Arc<ProxyState>,
+/// An admitted tunnel, handed to its task after the 200.
+struct TunnelParts {
+    /// The snapshot the CONNECT was decided on; the SNI stage uses it too.
     policy: Arc<crate::policy::Policy>,
-    mut pending: super::body::Pending,
+    pending: super::body::Pending,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    mut upstream: tokio::net::TcpStream,
-    mut admitted: Admitted,
+    upstream: tokio::net::TcpStream,
+    admitted: Admitted,
     admission: Admission,
-) {
+    signals: Signals,
+}
+
+/// The tunnel after its 200: the SNI stage, then the splice.
+async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
+    let TunnelParts {
+        policy,
+        mut pending,
+        on_upgrade,
+        mut upstream,
+        mut admitted,
+        admission,
+        signals,
+    } = parts;
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(_) => {
@@ -195,10 +209,7 @@ async fn run_tunnel(
         pending.complete();
         return;
     }
-    let watch = Watch {
-        state: state.clone(),
-        admitted,
-    };
+    let watch = Watch::new(state.clone(), admitted, signals);
     splice(
         client,
         upstream,

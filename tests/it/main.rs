@@ -11,6 +11,7 @@ mod hostile;
 mod identity;
 mod log_faults;
 mod observability;
+mod over_time;
 mod policy_rules;
 mod protocol;
 mod reload;
