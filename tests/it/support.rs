@@ -840,3 +840,26 @@ pub async fn raw_until_close(addr: SocketAddr, bytes: &[u8]) -> String {
     .await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The pseudonym socialgate must log for `user`, computed here from the
+/// key file without the crate's own code: `p:` + the first 16 hex digits
+/// of HMAC-SHA256 keyed with the file's contents (trailing whitespace
+/// trimmed) over the user name.
+pub fn expected_pseudonym(key_file: &Path, user: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let text = std::fs::read_to_string(key_file).expect("read the pseudonym key");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(text.trim_end().as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(user.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("p:{hex}")
+}
+
+impl TestProxy {
+    /// The pseudonym this proxy must log for `user` (its key file is
+    /// `pseudonym.key` in the policy directory).
+    pub fn pseudonym_of(&self, user: &str) -> String {
+        expected_pseudonym(&self.policy.path().join("pseudonym.key"), user)
+    }
+}
