@@ -128,6 +128,40 @@ mod tests {
         );
     }
 
+    /// A ClientHello captured from real Chromium (156.0.8078.108, Debian 12)
+    /// through a CONNECT proxy: one TLS record of 1988 bytes with GREASE,
+    /// ECH GREASE and a post-quantum key share. Captured with
+    /// tests/fixtures/capture-clienthello.py (it answers the CONNECT with
+    /// 200 and saves the next TLS record) and
+    /// `chromium --headless --no-sandbox --disable-gpu --disable-quic
+    /// --no-first-run --disable-background-networking
+    /// --disable-component-update --disable-sync --user-data-dir=$(mktemp -d)
+    /// --proxy-server=http://127.0.0.1:PORT https://www.linkedin.com/`.
+    const CHROMIUM_HELLO: &[u8] = include_bytes!("../../tests/fixtures/chromium-clienthello.bin");
+
+    #[test]
+    fn reads_the_server_name_from_a_chromium_client_hello() {
+        assert_eq!(
+            server_name(CHROMIUM_HELLO),
+            Hello::Tls(Some("www.linkedin.com".into()))
+        );
+    }
+
+    #[test]
+    fn every_prefix_of_a_chromium_client_hello_is_incomplete_never_wrong() {
+        assert!(
+            CHROMIUM_HELLO.len() > 1024,
+            "a real Chromium hello is large"
+        );
+        for len in 1..CHROMIUM_HELLO.len() {
+            assert_eq!(
+                server_name(&CHROMIUM_HELLO[..len]),
+                Hello::Incomplete,
+                "prefix of {len} bytes"
+            );
+        }
+    }
+
     #[test]
     fn a_hello_for_an_ip_address_has_no_server_name() {
         let hello = client_hello("192.0.2.7");

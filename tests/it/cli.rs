@@ -1,144 +1,171 @@
 //! The command line an admin uses before deploying: `check`, `test`,
-//! `explain`, on the real binary.
+//! `explain`, on the real binary; the broken policies `check` refuses are a
+//! table run through the loader in process.
 
 use crate::support::*;
 
-/// Runs `socialgate check` on a policy directory holding `policy_yaml`
-/// (plus `extra` files) and returns (exit code, stderr).
-async fn check(policy_yaml: &str, extra: &[(&str, &str)]) -> (i32, String) {
-    let dir = PolicyDir::new(policy_yaml);
-    for (name, text) in extra {
-        dir.write(name, text);
+/// Where a policy error must point.
+#[derive(Debug)]
+enum At {
+    /// `line:col` from the YAML parser.
+    Line(usize, usize),
+    /// A value path such as `rules[0].platforms[0]`.
+    Path(&'static str),
+}
+
+/// One broken policy: its files, and the error the loader must report.
+struct Broken {
+    name: &'static str,
+    policy: String,
+    extra: Vec<(&'static str, String)>,
+    file: &'static str,
+    at: At,
+    message: &'static str,
+    /// Text the error (message or hint) must also carry.
+    also: Option<&'static str>,
+}
+
+fn broken_policies() -> Vec<Broken> {
+    let staff = "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\n";
+    vec![
+        Broken {
+            name: "bad YAML",
+            policy: "version: 1\nrules: [\n  - id: broken\n    action: : block\n".into(),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Line(3, 3),
+            message: "did not find expected",
+            also: None,
+        },
+        Broken {
+            name: "an unknown key",
+            policy: "version: 1\nsetings:\n  timezone: UTC\n".into(),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Line(2, 1),
+            message: "unknown field `setings`",
+            also: None,
+        },
+        Broken {
+            name: "a platform typo",
+            policy: format!("{staff}rules:\n  - id: r\n    platforms: [tiktk]\n    action: block\n"),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("rules[0].platforms[0]"),
+            message: "unknown platform \"tiktk\"",
+            also: Some("did you mean \"tiktok\"?"),
+        },
+        Broken {
+            name: "a bad CIDR",
+            policy: "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/33]\n".into(),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("groups.staff.networks[0]"),
+            message: "is not a network",
+            also: None,
+        },
+        Broken {
+            name: "a time of 25:00",
+            policy: format!("{staff}rules:\n  - id: r\n    platforms: [youtube]\n    when:\n      - days: [mon-fri]\n        from: \"25:00\"\n        to: \"26:00\"\n    action: block\n"),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("rules[0].when[0].from"),
+            message: "\"25:00\" is not a time of day",
+            also: None,
+        },
+        Broken {
+            name: "the second bad time, reported too",
+            policy: format!("{staff}rules:\n  - id: r\n    platforms: [youtube]\n    when:\n      - days: [mon-fri]\n        from: \"25:00\"\n        to: \"26:00\"\n    action: block\n"),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("rules[0].when[0].to"),
+            message: "\"26:00\" is not a time of day",
+            also: None,
+        },
+        Broken {
+            name: "an unknown time zone",
+            policy: "version: 1\nsettings:\n  timezone: Europe/Berlinn\n".into(),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("settings.timezone"),
+            message: "Europe/Berlinn",
+            also: None,
+        },
+        Broken {
+            name: "a duplicate rule id",
+            policy: format!("{staff}rules:\n  - id: same\n    platforms: [tiktok]\n    action: block\n  - id: same\n    platforms: [x]\n    action: block\n"),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("rules[1].id"),
+            message: "rule id \"same\" is used twice",
+            also: None,
+        },
+        Broken {
+            name: "an htpasswd line without a bcrypt hash",
+            policy: "version: 1\nauth:\n  htpasswd: users.htpasswd\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\n".into(),
+            extra: vec![(
+                "users.htpasswd",
+                format!(
+                    "{}carol:$apr1$abc$0123456789abcdefghijk/\n",
+                    htpasswd_line("alice", "pw")
+                ),
+            )],
+            file: "users.htpasswd",
+            at: At::Line(2, 1),
+            message: "\"carol\" does not have a bcrypt hash",
+            also: Some("htpasswd -B"),
+        },
+    ]
+}
+
+#[test]
+fn the_loader_refuses_each_broken_policy_naming_the_file_the_place_and_a_fix() {
+    for case in broken_policies() {
+        let dir = PolicyDir::new(&case.policy);
+        for (name, text) in &case.extra {
+            dir.write(name, text);
+        }
+        let errors = match socialgate::policy::load_dir(dir.path()) {
+            Ok(_) => panic!("{}: the policy was accepted", case.name),
+            Err(e) => e.0,
+        };
+        let found = errors.iter().find(|e| {
+            e.file.file_name().is_some_and(|f| f == case.file)
+                && match case.at {
+                    At::Line(l, c) => e.location == Some((l, c)),
+                    At::Path(p) => e.path == p,
+                }
+        });
+        let Some(e) = found else {
+            panic!(
+                "{}: no error in {} at {:?}: {errors:#?}",
+                case.name, case.file, case.at
+            );
+        };
+        assert!(e.message.contains(case.message), "{}: {e:?}", case.name);
+        assert!(e.hint.is_some(), "{}: no hint to fix it: {e:?}", case.name);
+        if let Some(also) = case.also {
+            assert!(e.to_string().contains(also), "{}: {e}", case.name);
+        }
     }
-    let (code, _out, err) = socialgate(&["check", dir.path().to_str().unwrap()]).await;
-    (code, err)
 }
 
-/// Asserts a refused policy: exit code 2, the file and `location` named,
-/// the `message` and a hint.
-fn assert_refused(code: i32, err: &str, file: &str, location: &str, message: &str) {
+#[tokio::test]
+async fn check_exits_2_and_prints_each_error_with_its_place_and_hint() {
+    let dir = PolicyDir::new("version: 1\nrules: [\n  - id: broken\n    action: : block\n");
+    let path = dir.path().to_str().unwrap();
+    let (code, out, err) = socialgate(&["check", path]).await;
     assert_eq!(code, 2, "{err}");
-    let line = err
-        .lines()
-        .find(|l| l.contains(file) && l.contains(location))
-        .unwrap_or_else(|| panic!("no line names {file} at {location}:\n{err}"));
-    assert!(line.contains(message), "{line}");
-    assert!(err.contains("hint:"), "{err}");
-}
-
-#[tokio::test]
-async fn check_points_at_the_line_and_column_of_bad_yaml() {
-    let (code, err) = check(
-        "version: 1\nrules: [\n  - id: broken\n    action: : block\n",
-        &[],
-    )
-    .await;
-    assert_refused(
-        code,
-        &err,
-        "policy.yaml",
-        "policy.yaml:3:3",
-        "did not find expected",
-    );
-}
-
-#[tokio::test]
-async fn check_refuses_an_unknown_key() {
-    let (code, err) = check("version: 1\nsetings:\n  timezone: UTC\n", &[]).await;
-    assert_refused(
-        code,
-        &err,
-        "policy.yaml",
-        "policy.yaml:2:1",
-        "unknown field `setings`",
-    );
-}
-
-#[tokio::test]
-async fn check_suggests_the_platform_meant_by_a_typo() {
-    let policy = "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\nrules:\n  - id: r\n    platforms: [tiktk]\n    action: block\n";
-    let (code, err) = check(policy, &[]).await;
-    assert_refused(
-        code,
-        &err,
-        "policy.yaml",
-        "rules[0].platforms[0]",
-        "unknown platform \"tiktk\"",
-    );
-    assert!(err.contains("did you mean \"tiktok\"?"), "{err}");
-}
-
-#[tokio::test]
-async fn check_refuses_a_bad_cidr() {
-    let policy = "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/33]\n";
-    let (code, err) = check(policy, &[]).await;
-    assert_refused(
-        code,
-        &err,
-        "policy.yaml",
-        "groups.staff.networks[0]",
-        "is not a network",
-    );
-}
-
-#[tokio::test]
-async fn check_refuses_a_time_of_25_00() {
-    let policy = "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\nrules:\n  - id: r\n    platforms: [youtube]\n    when:\n      - days: [mon-fri]\n        from: \"25:00\"\n        to: \"26:00\"\n    action: block\n";
-    let (code, err) = check(policy, &[]).await;
-    assert_refused(
-        code,
-        &err,
-        "policy.yaml",
-        "rules[0].when[0].from",
-        "\"25:00\" is not a time of day",
-    );
+    assert_eq!(out, "", "errors go to stderr");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    let first = format!("{path}/policy.yaml:3:3: ");
     assert!(
-        err.contains("rules[0].when[0].to"),
-        "every error is reported, not just the first: {err}"
+        lines[0].starts_with(&first) && lines[0].contains("did not find expected"),
+        "{err}"
     );
-}
-
-#[tokio::test]
-async fn check_refuses_an_unknown_time_zone() {
-    let (code, err) = check("version: 1\nsettings:\n  timezone: Europe/Berlinn\n", &[]).await;
-    assert_refused(
-        code,
-        &err,
-        "policy.yaml",
-        "settings.timezone",
-        "Europe/Berlinn",
-    );
-}
-
-#[tokio::test]
-async fn check_refuses_a_duplicate_rule_id() {
-    let policy = "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\nrules:\n  - id: same\n    platforms: [tiktok]\n    action: block\n  - id: same\n    platforms: [x]\n    action: block\n";
-    let (code, err) = check(policy, &[]).await;
-    assert_refused(
-        code,
-        &err,
-        "policy.yaml",
-        "rules[1].id",
-        "rule id \"same\" is used twice",
-    );
-}
-
-#[tokio::test]
-async fn check_refuses_an_htpasswd_line_without_a_bcrypt_hash() {
-    let policy = "version: 1\nauth:\n  htpasswd: users.htpasswd\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\n";
-    let users = format!(
-        "{}carol:$apr1$abc$0123456789abcdefghijk/\n",
-        htpasswd_line("alice", "pw")
-    );
-    let (code, err) = check(policy, &[("users.htpasswd", &users)]).await;
-    assert_refused(
-        code,
-        &err,
-        "users.htpasswd",
-        "users.htpasswd:2:1",
-        "\"carol\" does not have a bcrypt hash",
-    );
-    assert!(err.contains("htpasswd -B"), "{err}");
+    assert!(lines[1].starts_with("  hint: "), "{err}");
+    assert_eq!(lines[2], format!("1 error(s) in {path}"));
 }
 
 #[tokio::test]

@@ -40,11 +40,6 @@ async fn auth_proxy() -> TestProxy {
     TestProxy::start_in(dir, |_| {}).await
 }
 
-/// The user as logged: the plain name, or its pseudonym.
-fn logged_user_is(v: &serde_json::Value, name: &str) -> bool {
-    v.as_str().is_some_and(|s| s == name || s.starts_with("p:"))
-}
-
 #[tokio::test]
 async fn demands_credentials_with_407_from_a_client_in_no_group() {
     let origin = Origin::start().await;
@@ -131,7 +126,7 @@ async fn accepts_correct_credentials_and_logs_the_user() {
     let log = proxy.log_lines(3).await;
     for l in &log {
         assert_eq!(l["auth"], "basic");
-        assert!(logged_user_is(&l["user"], "bob"), "{l}");
+        assert_eq!(l["user"], proxy.pseudonym_of("bob"), "{l}");
         assert_eq!(l["status"], 200);
     }
 }
@@ -163,7 +158,9 @@ async fn places_users_in_groups_by_name() {
     let log = proxy.log_lines(2).await;
     assert_eq!(log[0]["group"], "recruiters");
     assert_eq!(log[0]["rule"], "recruiters-linkedin");
+    assert_eq!(log[0]["user"], proxy.pseudonym_of("alice"));
     assert_eq!(log[1]["rule"], "no-linkedin");
+    assert_eq!(log[1]["user"], proxy.pseudonym_of("bob"));
 }
 
 #[tokio::test]
@@ -236,9 +233,19 @@ async fn trusts_the_identity_header_only_from_the_gateway_and_never_forwards_it(
 
     let log = proxy.log_lines(3).await;
     assert_eq!(log[0]["auth"], "header");
-    assert!(logged_user_is(&log[0]["user"], "alice"), "{}", log[0]);
+    assert_eq!(log[0]["user"], proxy.pseudonym_of("alice"), "{}", log[0]);
     assert_eq!(log[0]["rule"], "recruiters-linkedin");
     assert_eq!(log[1]["auth"], "none");
     assert_eq!(log[1]["reason"], "auth-required");
     assert_eq!(log[2]["auth"], "none");
+}
+
+#[test]
+fn the_expected_pseudonym_is_hmac_sha256_of_the_name_keyed_with_the_file() {
+    // The vector in src/pseudonym.rs, for a key file as `openssl rand`
+    // writes it (trailing newline): guards the helper the tests above use.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("pseudonym.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    assert_eq!(expected_pseudonym(&key, "alice"), "p:433deb45467e4e53");
 }

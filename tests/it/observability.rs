@@ -2,7 +2,7 @@
 //! against its documented schema in both formats, pseudonyms, and the
 //! bounded writer that drops (and counts) instead of stalling traffic.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::support::*;
@@ -373,23 +373,219 @@ async fn every_metric_is_documented_and_the_dashboard_uses_only_real_metrics() {
     }
 }
 
-/// Every field documented in docs/access-log.md's schema table.
-fn documented_fields() -> BTreeSet<String> {
+/// What docs/access-log.md allows in one field, read from its type column.
+#[derive(Debug, Default)]
+struct FieldSpec {
+    /// "optional": the field may be absent.
+    optional: bool,
+    /// The quoted values of an enumerated field (`"allow"` \| `"block"`).
+    values: Vec<String>,
+    null: bool,
+    /// "string", "integer", "bool" or "array of strings"; empty when only
+    /// `values` (and null) are allowed.
+    base: &'static str,
+    /// "RFC 3339 UTC".
+    utc_time: bool,
+}
+
+/// The access-log schema as docs/access-log.md documents it.
+struct Schema {
+    fields: BTreeMap<String, FieldSpec>,
+    /// Reason label → its rule column (a pseudo-rule, or "the rule id").
+    reasons: BTreeMap<String, String>,
+    errors: BTreeSet<String>,
+}
+
+/// The rows of the first table after `heading`, as trimmed cells (the
+/// header and separator rows left out). `\|` inside a cell is not a column.
+fn table(doc: &str, heading: &str) -> Vec<Vec<String>> {
+    let section = doc
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("docs/access-log.md has no {heading:?}"));
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|l| {
+            l.replace("\\|", "\u{1}")
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.replace('\u{1}', "|").trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn unquote(cell: &str) -> String {
+    cell.trim_matches('`').to_string()
+}
+
+fn documented_schema() -> Schema {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = std::fs::read_to_string(root.join("docs/access-log.md")).unwrap();
-    let schema = doc
-        .split("## JSON schema")
-        .nth(1)
-        .unwrap()
-        .split("\n#")
-        .next()
-        .unwrap();
-    schema
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split('`').next())
-        .map(str::to_string)
-        .collect()
+    let mut fields = BTreeMap::new();
+    for row in table(&doc, "## JSON schema") {
+        let ty = row[1].as_str();
+        let mut spec = FieldSpec {
+            optional: ty.contains("optional"),
+            null: ty.contains("null"),
+            utc_time: ty.contains("RFC 3339 UTC"),
+            ..FieldSpec::default()
+        };
+        for part in ty.split('`').skip(1).step_by(2) {
+            if let Some(v) = part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                spec.values.push(v.to_string());
+            }
+        }
+        spec.base = ["array of strings", "string", "integer", "bool"]
+            .into_iter()
+            .find(|b| ty.starts_with(b))
+            .unwrap_or("");
+        assert!(
+            !spec.values.is_empty() || !spec.base.is_empty(),
+            "cannot read the type of {}: {ty:?}",
+            row[0]
+        );
+        fields.insert(unquote(&row[0]), spec);
+    }
+    let reasons = table(&doc, "### Reason labels")
+        .into_iter()
+        .map(|r| (unquote(&r[0]), r[1].clone()))
+        .collect();
+    let errors = table(&doc, "### Error labels")
+        .into_iter()
+        .map(|r| unquote(&r[0]))
+        .collect();
+    Schema {
+        fields,
+        reasons,
+        errors,
+    }
+}
+
+impl Schema {
+    /// Fails unless `line` has every required field, only documented ones,
+    /// each of its documented type or one of its documented values; a
+    /// documented reason with its documented pseudo-rule (or one of
+    /// `rule_ids`), and a documented error label if any.
+    fn check(&self, line: &serde_json::Value, rule_ids: &[&str]) {
+        let obj = line.as_object().unwrap();
+        for k in obj.keys() {
+            assert!(self.fields.contains_key(k), "{k} is not documented: {line}");
+        }
+        for (name, spec) in &self.fields {
+            let Some(v) = obj.get(name) else {
+                assert!(spec.optional, "{name} missing from {line}");
+                continue;
+            };
+            let ok = if v.is_null() {
+                spec.null
+            } else if !spec.values.is_empty() {
+                v.as_str()
+                    .is_some_and(|s| spec.values.iter().any(|a| a == s))
+            } else {
+                match spec.base {
+                    "string" => v.is_string(),
+                    "integer" => v.is_u64() || v.is_i64(),
+                    "bool" => v.is_boolean(),
+                    "array of strings" => v
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(serde_json::Value::is_string)),
+                    other => panic!("unknown type {other}"),
+                }
+            };
+            assert!(ok, "{name} = {v} is not a documented value ({spec:?})");
+            if spec.utc_time {
+                let t = v.as_str().unwrap();
+                assert!(t.ends_with('Z'), "{name} is not UTC: {t}");
+                t.parse::<jiff::Timestamp>()
+                    .unwrap_or_else(|e| panic!("{name} is not RFC 3339: {t}: {e}"));
+            }
+        }
+        obj["client"]
+            .as_str()
+            .unwrap()
+            .parse::<std::net::IpAddr>()
+            .expect("client is an IP address");
+        let reason = obj["reason"].as_str().unwrap();
+        let rule = obj["rule"].as_str().unwrap();
+        let rule_column = self
+            .reasons
+            .get(reason)
+            .unwrap_or_else(|| panic!("reason {reason} is not documented"));
+        if rule_column == "the rule id" {
+            assert!(rule_ids.contains(&rule), "rule {rule} for {reason}");
+        } else {
+            assert_eq!(&unquote(rule_column), rule, "the rule of {reason}");
+        }
+        if let Some(e) = obj.get("error") {
+            let e = e.as_str().unwrap();
+            assert!(self.errors.contains(e), "error {e} is not documented");
+        }
+    }
+}
+
+#[test]
+fn the_schema_is_read_from_the_docs_with_every_enumeration() {
+    // Guards the reader above: a table it failed to read would make every
+    // check on real lines pass.
+    let schema = documented_schema();
+    assert_eq!(schema.fields.len(), 26, "{:?}", schema.fields.keys());
+    let values = |f: &str| schema.fields[f].values.join(",");
+    assert_eq!(values("kind"), "request,tunnel");
+    assert_eq!(values("auth"), "none,basic,header");
+    assert_eq!(values("class"), "primary,embedded");
+    assert!(schema.fields["class"].null && !schema.fields["kind"].null);
+    assert_eq!(values("action"), "allow,block");
+    assert_eq!(values("mode"), "enforce,report");
+    assert!(schema.fields["time"].utc_time);
+    assert_eq!(schema.fields["port"].base, "integer");
+    assert!(schema.fields["error"].optional && !schema.fields["status"].optional);
+    assert_eq!(schema.reasons["default-other"], "`default:other`");
+    assert_eq!(schema.reasons["rule-matched"], "the rule id");
+    assert_eq!(schema.reasons.len(), 12);
+    assert!(schema.errors.contains("upstream-connect") && schema.errors.len() >= 11);
+
+    // And the check refuses what the docs do not allow.
+    let good = serde_json::json!({
+        "time": "2026-03-02T09:00:00.123Z", "kind": "tunnel", "client": "10.0.0.9",
+        "user": null, "auth": "none", "groups": ["staff"], "group": "staff",
+        "method": "CONNECT", "host": "www.tiktok.com", "port": 443,
+        "sni": "www.tiktok.com", "platform": "tiktok", "category": "video",
+        "class": "primary", "activity": null, "foreground": true,
+        "action": "block", "mode": "enforce", "rule": "no-tiktok",
+        "reason": "rule-matched", "status": 403, "bytes_up": 0, "bytes_down": 0,
+        "duration_ms": 3
+    });
+    schema.check(&good, &["no-tiktok"]);
+    let bad: &[(&str, serde_json::Value)] = &[
+        ("action", "deny".into()),
+        ("mode", "dry-run".into()),
+        ("kind", "req".into()),
+        ("auth", "digest".into()),
+        ("class", "main".into()),
+        ("reason", "because".into()),
+        ("rule", "default:other".into()),
+        ("error", "oops".into()),
+        ("port", "443".into()),
+        ("foreground", 1.into()),
+        ("groups", serde_json::json!([1])),
+        ("time", "2026-03-02T10:00:00+01:00".into()),
+        ("client", "host.example".into()),
+        ("undocumented", 1.into()),
+        ("status", serde_json::Value::Null),
+    ];
+    for (field, value) in bad {
+        let mut line = good.clone();
+        line[*field] = value.clone();
+        let refused = std::panic::catch_unwind(|| schema.check(&line, &["no-tiktok"]));
+        assert!(refused.is_err(), "{field} = {value} passed the check");
+    }
+    let mut line = good.clone();
+    line.as_object_mut().unwrap().remove("status");
+    assert!(std::panic::catch_unwind(|| schema.check(&line, &["no-tiktok"])).is_err());
 }
 
 #[tokio::test]
@@ -412,7 +608,9 @@ async fn json_log_lines_follow_the_documented_schema_and_pseudonymise_users() {
         )
         .build()
         .unwrap();
-    alice
+    let before = jiff::Timestamp::now();
+    let started = std::time::Instant::now();
+    let body = alice
         .get(format!("http://example.org:{}/hello", origin.port()))
         .send()
         .await
@@ -420,43 +618,100 @@ async fn json_log_lines_follow_the_documented_schema_and_pseudonymise_users() {
         .text()
         .await
         .unwrap();
-    alice
+    let elapsed = started.elapsed();
+    let after = jiff::Timestamp::now();
+    assert_eq!(body, "hello from origin");
+    let refused = alice
         .get("http://www.tiktok.com/secret/path")
+        .header("Accept", "text/html")
         .send()
         .await
         .unwrap();
-    let lines = proxy.log_lines(2).await;
-    let fields = documented_fields();
-    let required: BTreeSet<String> = fields
-        .iter()
-        .filter(|f| !["path", "sni", "error"].contains(&f.as_str()))
-        .cloned()
-        .collect();
+    assert_eq!(refused.status(), 403);
+    // A tunnel to a closed port, unauthenticated (127.0.0.1 is staff).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let connect =
+        format!("CONNECT example.org:{closed} HTTP/1.1\r\nHost: example.org:{closed}\r\n\r\n");
+    assert_eq!(
+        status_of(&raw_exchange(proxy.addr, connect.as_bytes()).await),
+        502
+    );
+    let mut lines = proxy.exactly_log_lines(3).await;
+
+    let schema = documented_schema();
     for line in &lines {
-        let obj = line.as_object().unwrap();
-        let keys: BTreeSet<String> = obj.keys().cloned().collect();
-        for k in &keys {
-            assert!(fields.contains(k), "field {k} is not documented");
-        }
-        for k in &required {
-            assert!(keys.contains(k), "field {k} missing from {line}");
-        }
-        assert!(obj["time"].as_str().unwrap().ends_with('Z'));
-        assert!(["request", "tunnel"].contains(&obj["kind"].as_str().unwrap()));
-        assert!(
-            obj["bytes_up"].is_u64() && obj["bytes_down"].is_u64() && obj["duration_ms"].is_u64()
-        );
-        // Pseudonymised by default: p: + 16 hex digits, never the name.
-        let user = obj["user"].as_str().unwrap();
-        assert!(user.starts_with("p:") && user.len() == 18, "{user}");
-        assert!(!line.to_string().contains("alice"));
-        assert_eq!(obj["auth"], "basic");
+        schema.check(line, &["no-tiktok"]);
     }
-    // Paths of social platforms are not logged by default; other sites' are.
-    assert_eq!(lines[0]["path"], "/hello");
-    assert!(lines[1].get("path").is_none(), "{}", lines[1]);
-    // The same user always gets the same pseudonym.
-    assert_eq!(lines[0]["user"], lines[1]["user"]);
+    let text = std::fs::read_to_string(&proxy.log_path).unwrap();
+    assert!(!text.contains("alice"), "{text}");
+
+    // The first line, field by field; time and duration_ms vary, so they
+    // are checked against the clock and then left out.
+    let first = lines[0].as_object_mut().unwrap();
+    let time: jiff::Timestamp = first
+        .remove("time")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        time >= before - jiff::SignedDuration::from_secs(1) && time <= after,
+        "{time} is not between {before} and {after}"
+    );
+    let duration = first.remove("duration_ms").unwrap().as_u64().unwrap();
+    assert!(duration as u128 <= elapsed.as_millis(), "{duration} ms");
+    let alice_p = proxy.pseudonym_of("alice");
+    let port = origin.port();
+    assert_eq!(
+        lines[0],
+        serde_json::json!({
+            "kind": "request", "client": "127.0.0.1", "user": alice_p, "auth": "basic",
+            "groups": ["staff"], "group": "staff", "method": "GET",
+            "host": "example.org", "port": port, "path": "/hello",
+            "platform": null, "category": null, "class": null,
+            "activity": "view", "foreground": false,
+            "action": "allow", "mode": "enforce",
+            "rule": "default:other", "reason": "default-other",
+            "status": 200, "bytes_up": 0, "bytes_down": 17
+        })
+    );
+    // The refusal: a social platform's path is not logged by default.
+    for line in &mut lines[1..] {
+        let obj = line.as_object_mut().unwrap();
+        obj.remove("time");
+        obj.remove("duration_ms");
+    }
+    assert_eq!(
+        lines[1],
+        serde_json::json!({
+            "kind": "request", "client": "127.0.0.1", "user": alice_p, "auth": "basic",
+            "groups": ["staff"], "group": "staff", "method": "GET",
+            "host": "www.tiktok.com", "port": 80,
+            "platform": "tiktok", "category": "video", "class": "primary",
+            "activity": "view", "foreground": true,
+            "action": "block", "mode": "enforce",
+            "rule": "no-tiktok", "reason": "rule-matched",
+            "status": 403, "bytes_up": 0, "bytes_down": 0
+        })
+    );
+    assert_eq!(
+        lines[2],
+        serde_json::json!({
+            "kind": "tunnel", "client": "127.0.0.1", "user": null, "auth": "none",
+            "groups": ["staff"], "group": "staff", "method": "CONNECT",
+            "host": "example.org", "port": closed,
+            "platform": null, "category": null, "class": null,
+            "activity": null, "foreground": false,
+            "action": "allow", "mode": "enforce",
+            "rule": "default:other", "reason": "default-other",
+            "status": 502, "bytes_up": 0, "bytes_down": 0,
+            "error": "upstream-connect"
+        })
+    );
 }
 
 #[tokio::test]

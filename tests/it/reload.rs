@@ -37,9 +37,8 @@ async fn keeps_the_old_policy_when_the_new_one_is_broken() {
     let proxy = TestProxy::start(BASIC_POLICY).await;
     let handle = proxy.app().policy().clone();
     let hash = handle.load().source.hash.clone();
-    // The watcher takes its first look at the directory when its task first
-    // runs, not when the proxy starts: give it that moment.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // No wait for the watcher: App::start fingerprints the directory before
+    // loading it, so a write from here on is a change on its first tick.
     proxy.policy.write(
         "policy.yaml",
         "version: 1\nrules: [\n  - id: broken\n    action: : block\n",
@@ -76,13 +75,21 @@ async fn reloads_under_traffic_without_failing_a_request() {
     let origin = Origin::start().await;
     let proxy = TestProxy::start(BASIC_POLICY).await;
     let url = format!("http://example.org:{}/hello", origin.port());
+    // Workers send requests back to back until told to stop; `served`
+    // counts the requests answered so far, so each reload below can wait
+    // for traffic to have flowed since the previous one.
+    let (served, mut progress) = tokio::sync::watch::channel(0usize);
+    let served = std::sync::Arc::new(served);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..4 {
         let client = proxy.client();
         let url = url.clone();
+        let served = served.clone();
+        let stop = stop.clone();
         workers.push(tokio::spawn(async move {
             let mut ok = 0;
-            for _ in 0..40 {
+            while !stop.load(Ordering::SeqCst) {
                 let resp = client
                     .get(&url)
                     .send()
@@ -91,27 +98,32 @@ async fn reloads_under_traffic_without_failing_a_request() {
                 assert_eq!(resp.status(), 200);
                 assert_eq!(resp.text().await.unwrap(), "hello from origin");
                 ok += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                served.send_modify(|n| *n += 1);
             }
             ok
         }));
     }
-    // Let the file watcher take its first look before the first rewrite.
-    tokio::time::sleep(Duration::from_millis(150)).await;
     for i in 1..=4u64 {
+        let floor = 20 * i as usize;
+        within(progress.wait_for(|n| *n >= floor)).await.unwrap();
         // Each revision has another size: the watcher compares names, sizes
         // and mtimes, and two same-size writes within one mtime tick look equal.
         let policy = format!("{BASIC_POLICY}\n# revision{}\n", "!".repeat(i as usize));
         proxy.policy.write("policy.yaml", &policy);
         proxy.wait_for_generation(i).await;
     }
+    // And more traffic under the last revision.
+    within(progress.wait_for(|n| *n >= 100)).await.unwrap();
+    stop.store(true, Ordering::SeqCst);
     let mut total = 0;
     for w in workers {
         total += within(w).await.unwrap();
     }
-    assert_eq!(total, 160);
+    assert!(total >= 100, "{total}");
+    assert_eq!(proxy.app().policy().stats.ok.load(Ordering::Relaxed), 4);
     assert_eq!(proxy.app().policy().stats.failed.load(Ordering::Relaxed), 0);
-    proxy.log_lines(160).await;
+    let log = proxy.exactly_log_lines(total).await;
+    assert!(log.iter().all(|l| l["status"] == 200), "{log:#?}");
 }
 
 #[tokio::test]
@@ -188,11 +200,13 @@ async fn finishes_a_streaming_response_during_graceful_shutdown() {
     let mut body = resp.bytes_stream();
     let mut got = within(body.next()).await.unwrap().unwrap().to_vec();
     let stopping = tokio::spawn(proxy.stop());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "no new connections once shutdown has begun"
-    );
+    // Shutdown begins by closing the listener: wait until connecting fails.
+    within(async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     while let Some(chunk) = within(body.next()).await {
         got.extend_from_slice(&chunk.expect("the in-flight response is not cut"));
     }
@@ -225,33 +239,37 @@ async fn reloads_the_running_binary_on_sighup() {
     let client = bin.client();
     let url = format!("http://www.linkedin.com:{}/hello", origin.port());
     assert_eq!(within(client.get(&url).send()).await.unwrap().status(), 200);
+    // The SIGHUP handler is installed by a task the start spawns; before
+    // it runs, SIGHUP would kill the process.
+    bin.wait_until_catching(libc::SIGHUP).await;
     dir.write("policy.yaml", &blocking_linkedin());
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         within(client.get(&url).send()).await.unwrap().status(),
         200,
-        "file watching is off: nothing changes before SIGHUP"
+        "file watching is off: the write alone changes nothing"
     );
     bin.signal(libc::SIGHUP);
-    let mut status = 0;
-    for _ in 0..50 {
-        status = within(client.get(&url).send())
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 403 {
-            break;
+    let reloads = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("policy reloaded"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    within(async {
+        while reloads(&bin.stderr()).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    let stderr = bin.stderr();
+    let reloaded = reloads(&stderr);
+    assert_eq!(reloaded.len(), 1, "one reload, by the signal:\n{stderr}");
+    assert!(reloaded[0].contains("sighup"), "{}", reloaded[0]);
     assert_eq!(
-        status,
+        within(client.get(&url).send()).await.unwrap().status(),
         403,
-        "SIGHUP reloaded the policy; stderr:\n{}",
-        bin.stderr()
+        "SIGHUP reloaded the policy; stderr:\n{stderr}"
     );
-    assert!(bin.stderr().contains("policy reloaded"), "{}", bin.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,9 +297,9 @@ async fn drains_in_flight_requests_and_exits_cleanly_on_sigterm() {
     .unwrap();
     let mut body = resp.bytes_stream();
     let mut got = within(body.next()).await.unwrap().unwrap().to_vec();
-    // `run` installs its SIGTERM handler just after logging "listening";
-    // on a loaded machine give it a moment (see the note in the report).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // `run` registers its SIGTERM handler before it starts listening; make
+    // sure, since the signal would otherwise kill it outright.
+    bin.wait_until_catching(libc::SIGTERM).await;
     bin.signal(libc::SIGTERM);
     let mut cut = None;
     while let Some(chunk) = within(body.next()).await {

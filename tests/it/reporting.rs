@@ -159,10 +159,49 @@ async fn the_report_and_simulate_commands_work_on_a_real_log() {
         page.contains("<svg") && page.contains("<table"),
         "the HTML report has charts and tables"
     );
+    // u1 was refused TikTok: the log holds u1's pseudonym (computed here from
+    // the key), and so does the report's top refused persons; the name is
+    // in neither.
+    let u1 = proxy.pseudonym_of("u1");
+    let log = std::fs::read_to_string(&proxy.log_path).unwrap();
+    assert!(log.contains(&format!("\"user\":\"{u1}\"")), "{log}");
+    assert!(
+        page.contains(&u1),
+        "u1's pseudonym {u1} is not in the report"
+    );
+    assert!(!log.contains("u1"), "a user name in the log: {log}");
     assert!(
         !page.contains(">u1<"),
         "no real user names without --reveal"
     );
+    // With --reveal the same report shows the name: the check above looks
+    // for something a report can contain.
+    let revealed = proxy.policy.path().join("revealed.html");
+    let out = std::process::Command::new(bin)
+        .args(["report", "--log"])
+        .arg(&proxy.log_path)
+        .args(["--format", "html", "--out"])
+        .arg(&revealed)
+        .args([
+            "--reveal",
+            "--reason",
+            "test: names appear only when revealed",
+        ])
+        .arg("--key")
+        .arg(proxy.policy.path().join("pseudonym.key"))
+        .arg("--users")
+        .arg(proxy.policy.path().join("users.htpasswd"))
+        .arg("--audit-log")
+        .arg(proxy.policy.path().join("audit.log"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revealed = std::fs::read_to_string(&revealed).unwrap();
+    assert!(revealed.contains(">u1<"), "--reveal shows u1 by name");
 
     // Enforcing the dry-run rule: the 4 Instagram requests would be refused.
     let candidate = PolicyDir::new(&POLICY.replace("    mode: report\n", ""));

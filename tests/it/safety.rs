@@ -2,7 +2,6 @@
 //! proxy's own listener, and clients in no group.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -238,6 +237,8 @@ async fn refuses_clients_in_no_group() {
 version: 1
 destinations:
   allow: [127.0.0.0/8]
+tunnels:
+  ports: [any]
 groups:
   office:
     networks: [127.0.0.2/32]
@@ -258,20 +259,44 @@ groups:
         .unwrap();
     assert_eq!(resp.status(), 200, "a member is served");
     // CONNECT from outside every group is refused too.
+    // It names the origin, so a tunnel opened by mistake would reach it.
     let mut s = connect_from("127.0.0.3", proxy.addr).await;
-    s.write_all(b"CONNECT www.linkedin.com:443 HTTP/1.1\r\nHost: www.linkedin.com:443\r\n\r\n")
+    let authority = format!("www.linkedin.com:{}", origin.port());
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let head = read_head(&mut s).await;
     assert_eq!(status_of(&head), 403, "{head}");
-    let log = proxy.exactly_log_lines(3).await;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0; len];
+    within(s.read_exact(&mut body)).await.unwrap();
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        body.contains("reason: not-a-member") && body.contains("rule: builtin:identity"),
+        "{body}"
+    );
+    // No tunnel was opened: what the client sends next is read as another
+    // proxy request (origin-form, so 400), and never reaches the origin.
+    s.write_all(format!("GET /hello HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let next = read_head(&mut s).await;
+    assert_eq!(status_of(&next), 400, "{next}");
+    let log = proxy.exactly_log_lines(4).await;
     assert_eq!(log[0]["client"], "127.0.0.3");
     assert_eq!(log[0]["reason"], "not-a-member");
     assert_eq!(log[0]["rule"], "builtin:identity");
     assert_eq!(log[1]["client"], "127.0.0.2");
     assert_eq!(log[1]["groups"], serde_json::json!(["office"]));
+    assert_eq!(log[2]["kind"], "tunnel");
     assert_eq!(log[2]["reason"], "not-a-member");
-    assert_eq!(origin.connections(), 1);
-    let mut rest = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(200), s.read_to_end(&mut rest)).await;
+    assert_eq!(log[3]["reason"], "bad-request");
+    assert_eq!(origin.connections(), 1, "only the member's request");
 }

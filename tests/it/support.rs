@@ -555,13 +555,48 @@ impl TestProxy {
             .unwrap()
     }
 
-    /// Waits for exactly `n` log lines: at least `n`, and no more after a pause.
+    /// Waits for exactly `n` log lines: until nothing is in flight, no
+    /// tunnel is open, at least `n` records were written and the writer
+    /// has caught up with every event recorded (`socialgate_requests_total`
+    /// counts each one); then the log must hold exactly `n` lines and
+    /// nothing may have been dropped.
     pub async fn exactly_log_lines(&self, n: usize) -> Vec<serde_json::Value> {
-        self.log_lines(n).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let lines = self.log_lines(n).await;
+        let app = self.app();
+        let settled = || {
+            let recorder = &app.recorder;
+            let gauges = &app.state.gauges;
+            gauges.in_flight.load(Ordering::SeqCst) == 0
+                && gauges.tunnels.load(Ordering::SeqCst) == 0
+                && recorder.written() >= n as u64
+                && recorder.written() + recorder.dropped() == self.events_recorded()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !settled() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (written, dropped) = (app.recorder.written(), app.recorder.dropped());
+        let recorded = self.events_recorded();
+        assert_eq!(dropped, 0, "records were dropped");
+        assert_eq!(
+            written, recorded,
+            "the writer did not catch up with the events recorded"
+        );
+        let lines = self.log_lines(written as usize).await;
         assert_eq!(lines.len(), n, "expected exactly {n} log lines: {lines:#?}");
         lines
+    }
+
+    /// Every event recorded so far, as the metrics counted them.
+    pub fn events_recorded(&self) -> u64 {
+        self.app()
+            .metrics
+            .registry()
+            .gather()
+            .iter()
+            .filter(|family| family.name() == "socialgate_requests_total")
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
     }
 }
 
@@ -569,20 +604,31 @@ impl TestProxy {
 pub struct Spawned {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// The admin listener's address, from its "admin endpoints" line.
+    pub admin: Option<SocketAddr>,
     /// Everything it wrote to stderr so far (tracing output).
     pub stderr: Arc<std::sync::Mutex<String>>,
 }
 
 impl Spawned {
     /// Runs `socialgate run --policy DIR --listen 127.0.0.1:0 ARGS...` and
-    /// waits for its "socialgate listening" line.
+    /// waits for its "socialgate listening" line. Unless `args` say
+    /// otherwise, the admin listener takes port 0 too (the default,
+    /// 127.0.0.1:9128, may be in use) and the pseudonym key lives in DIR.
     pub async fn run(policy: &Path, args: &[&str]) -> Spawned {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"))
-            .arg("run")
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"));
+        cmd.arg("run")
             .arg("--policy")
             .arg(policy)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        if !args.contains(&"--admin") {
+            cmd.args(["--admin", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--pseudonym-key") {
+            cmd.arg("--pseudonym-key").arg(policy.join("pseudonym.key"));
+        }
+        let mut child = cmd
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -591,7 +637,20 @@ impl Spawned {
             .expect("spawn socialgate");
         let stderr = Arc::new(std::sync::Mutex::new(String::new()));
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = within(async {
+        let field = |line: &str, name: &str| -> SocketAddr {
+            let at = line
+                .find(name)
+                .unwrap_or_else(|| panic!("{name} in {line:?}"))
+                + name.len();
+            line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (addr, admin) = within(async {
+            let mut admin = None;
             loop {
                 let line = lines
                     .next_line()
@@ -599,10 +658,11 @@ impl Spawned {
                     .unwrap()
                     .expect("socialgate exited before listening");
                 stderr.lock().unwrap().push_str(&format!("{line}\n"));
+                if line.contains("admin endpoints") {
+                    admin = Some(field(&line, "admin="));
+                }
                 if line.contains("socialgate listening") {
-                    let at = line.find("proxy=").expect("proxy= in the listening line") + 6;
-                    let addr = line[at..].split_whitespace().next().unwrap();
-                    return addr.parse::<SocketAddr>().unwrap();
+                    return (field(&line, "proxy="), admin);
                 }
             }
         })
@@ -616,8 +676,30 @@ impl Spawned {
         Spawned {
             child,
             addr,
+            admin,
             stderr,
         }
+    }
+
+    /// Waits until the process has a handler for `sig` (Linux: the
+    /// SigCgt mask in /proc/PID/status), so sending it cannot kill it.
+    pub async fn wait_until_catching(&self, sig: i32) {
+        let status = format!("/proc/{}/status", self.pid());
+        let catching = || {
+            let text = std::fs::read_to_string(&status).expect("read /proc/PID/status");
+            let mask = text
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .expect("SigCgt in /proc/PID/status");
+            let mask = u64::from_str_radix(mask.trim(), 16).expect("hex SigCgt");
+            mask & (1 << (sig - 1)) != 0
+        };
+        within(async {
+            while !catching() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
     }
 
     pub fn pid(&self) -> i32 {
@@ -757,4 +839,27 @@ pub async fn raw_until_close(addr: SocketAddr, bytes: &[u8]) -> String {
     })
     .await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The pseudonym socialgate must log for `user`, computed here from the
+/// key file without the crate's own code: `p:` + the first 16 hex digits
+/// of HMAC-SHA256 keyed with the file's contents (trailing whitespace
+/// trimmed) over the user name.
+pub fn expected_pseudonym(key_file: &Path, user: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let text = std::fs::read_to_string(key_file).expect("read the pseudonym key");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(text.trim_end().as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(user.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("p:{hex}")
+}
+
+impl TestProxy {
+    /// The pseudonym this proxy must log for `user` (its key file is
+    /// `pseudonym.key` in the policy directory).
+    pub fn pseudonym_of(&self, user: &str) -> String {
+        expected_pseudonym(&self.policy.path().join("pseudonym.key"), user)
+    }
 }
