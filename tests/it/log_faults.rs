@@ -183,12 +183,14 @@ async fn run_binary_with_file_limit(
             sink.lock().unwrap().push_str(&format!("{line}\n"));
         }
     });
-    let s = Spawned {
+    let mut s = Spawned {
         child,
         addr,
+        admin: None,
         stderr,
     };
     let admin = field_addr(&s.stderr(), "admin=");
+    s.admin = admin.parse().ok();
     (s, admin)
 }
 
