@@ -217,9 +217,11 @@ impl App {
         #[cfg(unix)]
         {
             let r = recorder.clone();
+            // Installed now, before "listening" is reported (see watch_sighup).
+            let usr1 =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
             background.push(tokio::spawn(async move {
-                use tokio::signal::unix::{signal, SignalKind};
-                if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+                if let Ok(mut usr1) = usr1 {
                     while usr1.recv().await.is_some() {
                         tracing::info!("reopening the access log");
                         r.reopen();

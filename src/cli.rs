@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::accesslog::{LogConfig, LogFormat};
 use crate::app::{App, AppConfig, StartError};
 use crate::policy::cases::{parse_target, parse_time};
-use crate::policy::{admit_traced, load_dir, run_cases, Entry, Facts, Host};
+use crate::policy::{admit, admit_traced, load_dir, run_cases, Entry, Facts, Host};
 use crate::proxy::ProxyConfig;
 
 #[derive(Debug, Parser)]
@@ -379,10 +379,34 @@ fn explain(a: ExplainArgs) -> ExitCode {
         eprintln!("socialgate explain: --sni applies to https:// URLs (tunnels) only");
         return ExitCode::from(2);
     }
+    let listeners: Vec<SocketAddr> = if a.listen.is_empty() {
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], 3128)),
+            SocketAddr::from(([127, 0, 0, 1], 9128)),
+        ]
+    } else {
+        a.listen.clone()
+    };
+    // The proxy resolves a name only once the rules and the port allowed it.
+    let before_dns = Facts {
+        entry,
+        client: a.client,
+        user: a.user.as_deref(),
+        host: &host,
+        port,
+        resolved: None,
+        sni: None,
+        listeners: &listeners,
+    };
+    let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
     let mut resolve_note = None;
     let resolved: Option<Vec<IpAddr>> = match &host {
         Host::Ip(_) => None,
+        _ if refused_before_dns => {
+            resolve_note = Some("not resolved: refused before the name is looked up".to_string());
+            None
+        }
         _ if a.no_resolve => {
             resolve_note = Some("not resolved (--no-resolve)".to_string());
             None
@@ -403,14 +427,6 @@ fn explain(a: ExplainArgs) -> ExitCode {
                 }
             }
         }
-    };
-    let listeners: Vec<SocketAddr> = if a.listen.is_empty() {
-        vec![
-            SocketAddr::from(([127, 0, 0, 1], 3128)),
-            SocketAddr::from(([127, 0, 0, 1], 9128)),
-        ]
-    } else {
-        a.listen.clone()
     };
     let facts = Facts {
         entry,

@@ -211,13 +211,20 @@ pub async fn watch_files(handle: Arc<PolicyHandle>, every: Duration, initial: Fi
 
 /// Reloads on every SIGHUP.
 #[cfg(unix)]
-pub async fn watch_sighup(handle: Arc<PolicyHandle>) {
+///
+/// The handler is installed when this is called, not when the returned
+/// future first runs: a SIGHUP that arrives right after start-up reloads
+/// instead of killing the process (SIGHUP's default action).
+pub fn watch_sighup(handle: Arc<PolicyHandle>) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload by file change only");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let _ = handle.reload_async("sighup").await;
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let Ok(mut hup) = hup else {
+            tracing::warn!("cannot listen for SIGHUP; reload by file change only");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = handle.reload_async("sighup").await;
+        }
     }
 }
