@@ -25,6 +25,11 @@
 //! While writing fails, the writer reopens the configured path before each
 //! new batch, so freed space, a recreated directory or a rotated file all
 //! resume without a restart; SIGUSR1 ([`Recorder::reopen`]) reopens too.
+//!
+//! Why one long file: the queue, the batch writer and its failure episodes
+//! share private state whose invariants (what counts as written, what as
+//! dropped) are easier to check in one place; a third of the file is tests
+//! against a fake disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -3,6 +3,10 @@
 //! `run` serves the proxy; `check`, `explain` and `test` work on a policy
 //! directory without starting anything. Every flag has help text, and most
 //! can also be set from the environment (`SOCIALGATE_*`).
+//!
+//! Why one long file: it is the flag definitions (clap derive, with their
+//! help text) plus one short function per subcommand that turns flags into
+//! calls; the subcommands' real work lives in their own modules.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

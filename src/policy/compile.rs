@@ -8,6 +8,10 @@
 //! The directory holds `catalog.yaml` (platforms), `policy.yaml` (groups,
 //! rules, settings), optionally `tests.yaml` (policy test cases) and the files
 //! those name (the htpasswd file).
+//!
+//! Why one long file: each section's compile step sits next to the error
+//! messages and hints it produces, and they all share one error collector;
+//! split by section, every file would repeat that plumbing.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
