@@ -16,13 +16,21 @@ use std::time::Instant;
 use http::{Method, Response, StatusCode};
 
 use super::body::Pending;
-use super::identify::Identity;
+use super::identify::{identify, Identity};
 use super::responses::{self, RequestView};
 use super::upstream::ProxyBody;
 use super::ProxyState;
 use crate::event::{AuthMethod, Event, Kind};
 use crate::outcome::{Action, ErrorKind, Mode, Reason};
-use crate::policy::{Decision, Policy};
+use crate::policy::{admit, destination_stage, Admission, Decision, Entry, Facts, Host, Policy};
+
+/// Why an exchange ends before anything is forwarded.
+pub enum Stop {
+    /// The policy refuses it.
+    Refuse(Decision),
+    /// The destination cannot be reached (resolution failed).
+    Fail(ErrorKind, String),
+}
 
 pub struct Exchange {
     /// The snapshot this exchange is decided on, from start to record.
@@ -86,6 +94,70 @@ impl Exchange {
     pub fn identified(&mut self, id: &Identity) {
         self.event.user.clone_from(&id.user);
         self.event.auth = id.auth;
+    }
+
+    /// The identify and admit phases, on this exchange's snapshot: who is
+    /// asking, then the stages that need no DNS answer (rules, port, an IP
+    /// literal's address). A refusal comes back as the decision to answer.
+    pub async fn identify_and_admit(
+        &mut self,
+        state: &ProxyState,
+        headers: &http::HeaderMap,
+        entry: Entry,
+        host: &Host,
+        port: u16,
+    ) -> Result<(Identity, Admission), Decision> {
+        let identity = identify(state, &self.policy, self.peer.ip(), headers)
+            .await
+            .map_err(Decision::builtin)?;
+        self.identified(&identity);
+        let facts = Facts {
+            entry,
+            client: self.peer.ip(),
+            user: identity.user.as_deref(),
+            host,
+            port,
+            resolved: None,
+            sni: None,
+            listeners: &state.listeners,
+        };
+        let t0 = Instant::now();
+        let admission = admit(&self.policy, &facts, state.config.clock.now());
+        state.metrics.observe_decision_time(t0.elapsed());
+        Ok((identity, admission))
+    }
+
+    /// Resolves `host` (an IP literal is its own address) and runs the
+    /// policy's destination stage on every address, on this exchange's
+    /// snapshot. `decision` is what the earlier stages allowed.
+    pub async fn resolve_and_admit(
+        &self,
+        state: &ProxyState,
+        host: &Host,
+        port: u16,
+        decision: &Decision,
+    ) -> Result<Arc<[std::net::IpAddr]>, Stop> {
+        let addrs: Arc<[std::net::IpAddr]> = match host {
+            // Its address was admitted with the rules.
+            Host::Ip(ip) => return Ok(Arc::from([*ip])),
+            Host::Name(n) | Host::Numeric(n) => state
+                .resolver
+                .resolve(n)
+                .await
+                .map_err(|e| Stop::Fail(e.kind(), e.to_string()))?,
+        };
+        match destination_stage(&self.policy, &addrs, port, &state.listeners) {
+            Some(reason) => Err(Stop::Refuse(decision.refused_for(reason))),
+            None => Ok(addrs),
+        }
+    }
+
+    /// Ends the exchange with the response for `stop`, and records it.
+    pub fn stop(self, state: &ProxyState, stop: Stop) -> Response<ProxyBody> {
+        match stop {
+            Stop::Refuse(d) => self.refuse(state, d),
+            Stop::Fail(kind, detail) => self.fail(state, kind, &detail),
+        }
     }
 
     /// Copies a decision into the event (the group list is moved out).

@@ -10,7 +10,6 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -20,16 +19,13 @@ use hyper_util::rt::TokioIo;
 use super::body::{ClientFault, Counted, Pending};
 use super::context::Exchange;
 use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
-use super::identify::identify;
 use super::responses;
 use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{connect, find_upstream_error, ProxyBody};
 use super::{tunnel, ProxyState};
 use crate::event::Kind;
 use crate::outcome::{Activity, ErrorKind};
-use crate::policy::{
-    admit, destination_stage, normalize_host, Class, Decision, Entry, Facts, Host,
-};
+use crate::policy::{normalize_host, Class, Entry, Host};
 
 /// hyper's service entry point.
 pub async fn handle(
@@ -126,27 +122,15 @@ async fn forward(
         return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
     }
 
-    // Identify.
-    let identity = match identify(state, &ex.policy, peer.ip(), req.headers()).await {
-        Ok(i) => i,
-        Err(reason) => return ex.refuse(state, Decision::builtin(reason)),
+    // Identify and admit: rules, and the address if the target is an IP literal.
+    let (identity, admission) = match ex
+        .identify_and_admit(state, req.headers(), Entry::Request, &host, port)
+        .await
+    {
+        Ok(x) => x,
+        Err(refusal) => return ex.refuse(state, refusal),
     };
-    ex.identified(&identity);
-
-    // Admit: rules, and the address if the target is an IP literal.
-    let facts = Facts {
-        entry: Entry::Request,
-        client: peer.ip(),
-        user: identity.user.as_deref(),
-        host: &host,
-        port,
-        resolved: None,
-        sni: None,
-        listeners: &state.listeners,
-    };
-    let t0 = Instant::now();
-    let mut decision = admit(&ex.policy, &facts, state.config.clock.now()).decision;
-    state.metrics.observe_decision_time(t0.elapsed());
+    let mut decision = admission.decision;
     ex.event.activity = Some(Activity::of_method(req.method()));
     ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
     if decision.platform.is_none() || ex.policy.logging.log_paths {
@@ -158,24 +142,11 @@ async fn forward(
     ex.apply(&mut decision);
 
     // Resolve a name, then admit the addresses it resolved to.
-    let literal;
-    let resolved;
-    let addrs: &[IpAddr] = match &host {
-        Host::Ip(ip) => {
-            literal = [*ip];
-            &literal
-        }
-        Host::Name(n) | Host::Numeric(n) => {
-            resolved = match state.resolver.resolve(n).await {
-                Ok(a) => a,
-                Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
-            };
-            if let Some(reason) = destination_stage(&ex.policy, &resolved, port, &state.listeners) {
-                return ex.refuse(state, decision.refused_for(reason));
-            }
-            &resolved
-        }
+    let addrs = match ex.resolve_and_admit(state, &host, port, &decision).await {
+        Ok(a) => a,
+        Err(stop) => return ex.stop(state, stop),
     };
+    let addrs: &[IpAddr] = &addrs;
 
     // Forward.
     let upgrade = wants_upgrade(req.headers());

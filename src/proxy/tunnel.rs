@@ -7,10 +7,9 @@
 //! watch ([`super::splice`]): re-admitted on every reload and at every
 //! time-window edge, and closed if refused.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -18,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::context::{apply_keeping_groups, Exchange};
-use super::identify::identify;
 use super::responses;
 use super::sni::{self, Hello, Peeked};
 use super::splice::{splice, Admitted, Signals, Watch};
@@ -26,10 +24,7 @@ use super::upstream::{connect, ProxyBody};
 use super::ProxyState;
 use crate::event::Kind;
 use crate::outcome::ErrorKind;
-use crate::policy::{
-    admit, destination_stage, normalize_host, sni_stage, Admission, Class, Decision, Entry, Facts,
-    Host, Stage,
-};
+use crate::policy::{normalize_host, sni_stage, Admission, Class, Entry, Facts, Stage};
 
 pub async fn handle_connect(
     state: &Arc<ProxyState>,
@@ -64,25 +59,13 @@ pub async fn handle_connect(
         port,
     );
 
-    let identity = match identify(state, &ex.policy, peer.ip(), req.headers()).await {
-        Ok(i) => i,
-        Err(reason) => return ex.refuse(state, Decision::builtin(reason)),
+    let (identity, mut admission) = match ex
+        .identify_and_admit(state, req.headers(), Entry::Connect, &host, port)
+        .await
+    {
+        Ok(x) => x,
+        Err(refusal) => return ex.refuse(state, refusal),
     };
-    ex.identified(&identity);
-
-    let facts = Facts {
-        entry: Entry::Connect,
-        client: peer.ip(),
-        user: identity.user.as_deref(),
-        host: &host,
-        port,
-        resolved: None,
-        sni: None,
-        listeners: &state.listeners,
-    };
-    let t0 = Instant::now();
-    let mut admission = admit(&ex.policy, &facts, state.config.clock.now());
-    state.metrics.observe_decision_time(t0.elapsed());
     ex.event.foreground = admission.decision.class == Some(Class::Primary);
     if admission.refuses() {
         return ex.refuse(state, admission.decision);
@@ -90,16 +73,13 @@ pub async fn handle_connect(
     ex.apply(&mut admission.decision);
 
     // Resolve a name, then admit the addresses it resolved to.
-    let addrs: Arc<[IpAddr]> = match &host {
-        Host::Ip(ip) => Arc::from([*ip]),
-        Host::Name(n) | Host::Numeric(n) => match state.resolver.resolve(n).await {
-            Ok(a) => a,
-            Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
-        },
+    let addrs = match ex
+        .resolve_and_admit(state, &host, port, &admission.decision)
+        .await
+    {
+        Ok(a) => a,
+        Err(stop) => return ex.stop(state, stop),
     };
-    if let Some(reason) = destination_stage(&ex.policy, &addrs, port, &state.listeners) {
-        return ex.refuse(state, admission.decision.refused_for(reason));
-    }
     let dialed = match connect(&addrs, port, state.config.connect_timeout, &state.metrics).await {
         Ok(d) => d,
         Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
