@@ -182,12 +182,15 @@ async fn forward(
     }
 
     // The pooled client dials exactly the admitted address: the target
-    // names it, and `Host` names the judged host.
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = match address_uri(addrs[0], port, path) {
-        Some(u) => u,
-        None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
-    };
+    // names it, and `Host` names the judged host. An IP-literal target
+    // already names its address.
+    if !matches!(host, Host::Ip(_)) {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = match address_uri(addrs[0], port, path) {
+            Some(u) => u,
+            None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
+        };
+    }
     let request = Request::from_parts(parts, body);
     let result =
         tokio::time::timeout(state.config.upstream_timeout, state.client.request(request)).await;
