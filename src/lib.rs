@@ -25,6 +25,8 @@
 //!   the admin listener (`/metrics`, `/healthz`, `/readyz`, `/proxy.pac`).
 //! - [`reload`]: the policy snapshot, swapped atomically on SIGHUP or when
 //!   a policy file changes.
+//! - [`notify`]: `READY=1`, `RELOADING=1`, `STOPPING=1` and watchdog pings
+//!   to systemd (`Type=notify`); nothing without `NOTIFY_SOCKET`.
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`, `test`).
 //! - [`yaml`]: the one place that parses YAML.
 
@@ -37,6 +39,7 @@ pub mod event;
 pub mod html;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod policy;
 pub mod proxy;
