@@ -48,6 +48,8 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Replay access logs under a candidate policy and show what would change.
     Simulate(crate::simulate::SimulateArgs),
+    /// Ask a running socialgate's admin listener for /healthz; exit 0 if healthy (container health checks).
+    Health(crate::health::HealthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +190,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Health(a) => crate::health::run(&a),
         Command::Simulate(a) => match crate::simulate::run(&a) {
             Ok(code) => code,
             Err(e) => {

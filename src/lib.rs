@@ -27,6 +27,7 @@
 //!   a policy file changes.
 //! - [`notify`]: `READY=1`, `RELOADING=1`, `STOPPING=1` and watchdog pings
 //!   to systemd (`Type=notify`); nothing without `NOTIFY_SOCKET`.
+//! - [`health`]: `socialgate health`, the container health check.
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`, `test`).
 //! - [`yaml`]: the one place that parses YAML.
 
@@ -36,6 +37,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod event;
+pub mod health;
 pub mod html;
 pub mod identity;
 pub mod metrics;
