@@ -642,3 +642,122 @@ fn the_containerfile_keeps_to_a_minimal_non_root_runtime() {
         );
     }
 }
+
+// ------------------------------------------------------------- kubernetes
+
+/// Writes `files` into a ConfigMap volume at `dir` the way the kubelet
+/// does: a new timestamped directory, a `..data_tmp` link to it renamed
+/// atomically over `..data`, and top-level links `NAME -> ..data/NAME`.
+fn kubelet_writes_configmap(dir: &Path, version: u32, files: &[(&str, &str)]) {
+    let stamp = format!("..2026_11_25_10_00_{version:02}.000000001");
+    let data = dir.join(&stamp);
+    std::fs::create_dir(&data).unwrap();
+    for (name, text) in files {
+        std::fs::write(data.join(name), text).unwrap();
+    }
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::os::unix::fs::symlink(&stamp, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn reloads_a_mounted_configmap_when_the_kubelet_swaps_its_data_link_and_refuses_a_broken_one()
+{
+    let origin = Origin::start().await;
+    let catalog = std::fs::read_to_string(shipped_policies().join("catalog.yaml")).unwrap();
+    let configmap = tempfile::tempdir().unwrap();
+    kubelet_writes_configmap(
+        configmap.path(),
+        1,
+        &[("catalog.yaml", &catalog), ("policy.yaml", BASIC_POLICY)],
+    );
+    assert!(
+        std::fs::symlink_metadata(configmap.path().join("policy.yaml"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let path = configmap.path().to_path_buf();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("pseudonym.key");
+    let proxy = TestProxy::start_in(PolicyDir { dir: configmap }, |cfg| {
+        cfg.pseudonym_key = key;
+    })
+    .await;
+    let client = proxy.client();
+    let url = format!("http://www.linkedin.com:{}/hello", origin.port());
+    assert_eq!(within(client.get(&url).send()).await.unwrap().status(), 200);
+
+    let blocking = format!(
+        "{BASIC_POLICY}  - id: no-linkedin\n    groups: [staff]\n    platforms: [linkedin]\n    action: block\n"
+    );
+    kubelet_writes_configmap(
+        &path,
+        2,
+        &[("catalog.yaml", &catalog), ("policy.yaml", &blocking)],
+    );
+    proxy.wait_for_generation(1).await;
+    let resp = within(client.get(&url).send()).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-socialgate-rule"], "no-linkedin");
+
+    kubelet_writes_configmap(
+        &path,
+        3,
+        &[
+            ("catalog.yaml", &catalog),
+            ("policy.yaml", "version: 1\nrules: [oops\n"),
+        ],
+    );
+    let handle = proxy.app().policy().clone();
+    eventually("the broken policy is refused", || {
+        handle
+            .stats
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 1
+    })
+    .await;
+    assert_eq!(handle.generation(), 1, "nothing was swapped in");
+    let resp = within(client.get(&url).send()).await.unwrap();
+    assert_eq!(resp.status(), 403, "the previous policy stays in force");
+}
+
+#[test]
+fn the_kubernetes_example_ships_the_repository_policy_and_only_known_env_vars() {
+    let k8s = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    for f in ["catalog.yaml", "policy.yaml", "tests.yaml"] {
+        assert_eq!(
+            std::fs::read_to_string(k8s.join("overlays/example/policy").join(f)).unwrap(),
+            std::fs::read_to_string(shipped_policies().join(f)).unwrap(),
+            "overlays/example/policy/{f} differs from policies/{f}: copy it again"
+        );
+    }
+    let deployment: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(k8s.join("base/deployment.yaml")).unwrap())
+            .unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let cli = include_str!("../../src/cli.rs");
+    for e in container["env"].as_array().unwrap() {
+        let k = e["name"].as_str().unwrap();
+        assert!(
+            cli.contains(&format!("env = \"{k}\"")),
+            "{k} is not a flag's env var"
+        );
+    }
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+}
