@@ -761,3 +761,36 @@ fn the_kubernetes_example_ships_the_repository_policy_and_only_known_env_vars() 
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
 }
+
+#[test]
+fn every_run_flag_can_be_set_from_the_environment_and_the_flags_table_says_how() {
+    use clap::CommandFactory;
+    let cli = socialgate::cli::Cli::command();
+    let run = cli.find_subcommand("run").expect("a run subcommand");
+    let ops =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .unwrap();
+    for arg in run.get_arguments().filter(|a| a.get_long().is_some()) {
+        let long = arg.get_long().unwrap();
+        if long == "help" {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| {
+                panic!("--{long} has no env = \"SOCIALGATE_...\" (containers set flags by env)")
+            })
+            .to_str()
+            .unwrap();
+        let row = ops
+            .lines()
+            .find(|l| l.starts_with(&format!("| `--{long}")))
+            .unwrap_or_else(|| {
+                panic!("--{long} is missing from the flags table in docs/operations.md")
+            });
+        assert!(
+            row.contains(&format!("`{env}`")),
+            "the flags table's row for --{long} lacks `{env}`"
+        );
+    }
+}
