@@ -25,6 +25,7 @@ use crate::support::*;
 
 const UNIT: &str = include_str!("../../deploy/systemd/socialgate.service");
 const CONTAINERFILE: &str = include_str!("../../deploy/container/Containerfile");
+const LOGROTATE: &str = include_str!("../../deploy/systemd/socialgate.logrotate");
 
 /// The user the unprivileged tests run socialgate as (`nobody` on Debian).
 const NOBODY: u32 = 65534;
@@ -419,6 +420,77 @@ async fn runs_as_the_unit_does_unprivileged_with_a_read_only_policy_and_its_key_
     );
     let key = std::fs::metadata(root.at("/var/lib/socialgate/pseudonym.key")).unwrap();
     assert_eq!(key.mode() & 0o777, 0o600);
+}
+
+/// `text` with `from` replaced by `to`, which must be there.
+fn replaced(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not found in:\n{text}");
+    text.replace(from, to)
+}
+
+#[tokio::test]
+async fn the_logrotate_file_rotates_the_access_log_and_socialgate_reopens_it_on_sigusr1() {
+    if !is_root() {
+        return skip(
+            "logrotate",
+            "logrotate's `create 0640 USER GROUP` needs root; run the tests as root (CI does)",
+        );
+    }
+    let policy = PolicyDir::new(BASIC_POLICY);
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let sg = Spawned::run(policy.path(), &["--access-log", log.to_str().unwrap()]).await;
+    sg.wait_until_catching(libc::SIGUSR1).await;
+    let client = sg.client();
+    let get = |url: &'static str| {
+        let client = client.clone();
+        async move { within(client.get(url).send()).await.unwrap().status() }
+    };
+    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    assert_eq!(get("http://www.tiktok.com/").await, 403);
+    eventually("the first line", || lines(&log) == 1).await;
+
+    // The shipped file with three things swapped: the log's path, the
+    // owner (there is no socialgate user here), and systemctl (no systemd
+    // here) for the signal it sends.
+    let config = replaced(
+        LOGROTATE,
+        "/var/log/socialgate/access.log",
+        log.to_str().unwrap(),
+    );
+    let config = replaced(
+        &config,
+        "create 0640 socialgate socialgate",
+        "create 0640 root root",
+    );
+    let config = replaced(
+        &config,
+        "systemctl kill --kill-whom=main --signal=USR1 socialgate.service",
+        &format!("kill -USR1 {}", sg.pid()),
+    );
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("socialgate");
+    std::fs::write(&conf, config).unwrap();
+    let out = std::process::Command::new("logrotate")
+        .arg("--force")
+        .arg("--state")
+        .arg(conf_dir.path().join("state"))
+        .arg(&conf)
+        .output()
+        .expect("logrotate is installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rotated = logs.path().join("access.log.1");
+    assert_eq!(lines(&rotated), 1, "the first line moved with the old file");
+    let mode = std::fs::metadata(&log).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o640, "logrotate created the new log 0640");
+    assert_eq!(get("http://www.tiktok.com/").await, 403);
+    eventually("the next line in the new file", || lines(&log) == 1).await;
+    assert_eq!(lines(&rotated), 1, "nothing more went to the old file");
 }
 
 /// Reads datagrams from the notify socket until one contains `want`.
