@@ -819,9 +819,10 @@ fn the_kubernetes_example_ships_the_repository_policy_and_only_known_env_vars() 
             "overlays/example/policy/{f} differs from policies/{f}: copy it again"
         );
     }
-    let deployment: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(k8s.join("base/deployment.yaml")).unwrap())
-            .unwrap();
+    let deployment: serde_json::Value = socialgate::yaml::from_str(
+        &std::fs::read_to_string(k8s.join("base/deployment.yaml")).unwrap(),
+    )
+    .unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     let cli = include_str!("../../src/cli.rs");
     for e in container["env"].as_array().unwrap() {
@@ -870,4 +871,94 @@ fn every_run_flag_can_be_set_from_the_environment_and_the_flags_table_says_how()
             "the flags table's row for --{long} lacks `{env}`"
         );
     }
+}
+
+#[tokio::test]
+async fn the_init_container_turns_the_mounted_secret_into_a_key_socialgate_accepts() {
+    if !is_root() {
+        return skip(
+            "Secret key copy",
+            "files owned by root and another user need root; run the tests as root (CI does)",
+        );
+    }
+    let k8s = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base");
+    let deployment: serde_json::Value =
+        socialgate::yaml::from_str(&std::fs::read_to_string(k8s.join("deployment.yaml")).unwrap())
+            .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let uid = pod["securityContext"]["runAsUser"].as_u64().unwrap() as u32;
+    let fs_group = pod["securityContext"]["fsGroup"].as_u64().unwrap() as u32;
+    let command: Vec<&str> = pod["initContainers"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let env = &pod["containers"][0]["env"];
+    let key_env = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SOCIALGATE_PSEUDONYM_KEY")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap();
+
+    // What the kubelet mounts: the Secret's file root's, group fsGroup,
+    // 0440 (defaultMode 0400 plus the group read fsGroup adds), and an
+    // emptyDir (0777, setgid group fsGroup).
+    let root = FakeRoot::new();
+    let secrets = root.mkdir("/run/secrets/socialgate");
+    let secret_key = secrets.join("pseudonym.key");
+    std::fs::write(&secret_key, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::os::unix::fs::chown(&secret_key, Some(0), Some(fs_group)).unwrap();
+    std::fs::set_permissions(&secret_key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let keys = root.mkdir("/var/lib/socialgate");
+    std::os::unix::fs::chown(&keys, Some(0), Some(fs_group)).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o2777)).unwrap();
+    let dirs = ["/run/secrets/socialgate", "/var/lib/socialgate"];
+    let program = root.install_binary("/usr/local/bin/socialgate");
+    let run_with_key = |key: &Path| {
+        let mut cmd = as_user(uid, &program);
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--policy")
+            .arg(shipped_policies())
+            .arg("--pseudonym-key")
+            .arg(key)
+            .env_remove("NOTIFY_SOCKET");
+        cmd
+    };
+
+    // Used directly, socialgate refuses the Secret's file.
+    let out = within(run_with_key(&secret_key).kill_on_drop(true).output())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lets group or others access the key"),
+        "{stderr}"
+    );
+
+    // The init container's command (coreutils' install here, busybox's
+    // in the pod), as the pod's user with fsGroup as a supplementary group.
+    let mut init = std::process::Command::new("setpriv");
+    init.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg(format!("--groups={fs_group}"))
+        .arg("--no-new-privs");
+    for a in &command {
+        init.arg(root.map(a, &dirs));
+    }
+    let out = init.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copied = PathBuf::from(root.map(key_env, &dirs));
+    let meta = std::fs::metadata(&copied).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o400));
+    let sg = Launched::start(run_with_key(&copied)).await;
+    assert_eq!(sg.stop().await, Some(0));
 }
