@@ -48,6 +48,8 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Replay access logs under a candidate policy and show what would change.
     Simulate(crate::simulate::SimulateArgs),
+    /// Ask a running socialgate's admin listener for /healthz; exit 0 if healthy (container health checks).
+    Health(crate::health::HealthArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,39 +77,39 @@ pub struct RunArgs {
     )]
     pub log_format: LogFormat,
     /// Access-log records that may wait for the writer before new ones are dropped (and counted).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, env = "SOCIALGATE_LOG_QUEUE", default_value_t = 4096)]
     pub log_queue: usize,
     /// Pin a host name to an address, like curl's --resolve (HOST=IP); for tests and split-horizon DNS.
-    #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
+    #[arg(long, env = "SOCIALGATE_RESOLVE", value_delimiter = ',', value_name = "HOST=IP", value_parser = parse_resolve)]
     pub resolve: Vec<(String, IpAddr)>,
     /// Maximum concurrent client connections; further clients wait.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "SOCIALGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
     /// Largest request head accepted, in bytes.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, env = "SOCIALGATE_MAX_HEADER_BYTES", default_value_t = 65_536)]
     pub max_header_bytes: usize,
     /// Seconds a client has to send a complete request head. The same timer closes an idle
     /// keep-alive client connection (it starts when the connection waits for its next request).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "SOCIALGATE_HEADER_READ_TIMEOUT", default_value_t = 30)]
     pub header_read_timeout: u64,
     /// Seconds without traffic after which a tunnel or WebSocket is closed.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "SOCIALGATE_IDLE_TIMEOUT", default_value_t = 300)]
     pub idle_timeout: u64,
     /// Seconds to connect to an upstream.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "SOCIALGATE_CONNECT_TIMEOUT", default_value_t = 10)]
     pub connect_timeout: u64,
     /// Seconds to wait for an upstream's response head.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_TIMEOUT", default_value_t = 60)]
     pub upstream_timeout: u64,
     /// Seconds a request or response body may carry no data before the exchange is ended
     /// (logged as client-timeout or upstream-timeout).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, env = "SOCIALGATE_BODY_IDLE_TIMEOUT", default_value_t = 120)]
     pub body_idle_timeout: u64,
     /// Seconds SIGTERM waits for in-flight requests and tunnels.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "SOCIALGATE_DRAIN_TIMEOUT", default_value_t = 30)]
     pub drain_timeout: u64,
     /// Milliseconds between checks of the policy directory for changes; 0 disables.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "SOCIALGATE_WATCH_INTERVAL_MS", default_value_t = 1000)]
     pub watch_interval_ms: u64,
     /// Admin listener for /metrics, /healthz, /readyz, /proxy.pac and POST /reload; `off` disables it.
     #[arg(long, env = "SOCIALGATE_ADMIN", default_value = "127.0.0.1:9128")]
@@ -188,6 +190,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Health(a) => crate::health::run(&a),
         Command::Simulate(a) => match crate::simulate::run(&a) {
             Ok(code) => code,
             Err(e) => {
@@ -288,7 +291,9 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::info!(proxy = %a, policy = %policy.source.dir.display(), hash = %policy.source.hash, rules = policy.rules.len(), platforms = policy.platforms.len(), "socialgate listening");
         }
         drop(policy);
+        crate::notify::ready("serving");
         stop.await;
+        crate::notify::stopping();
         tracing::info!("shutting down: no new connections; draining in-flight requests and tunnels");
         app.shutdown().await;
         ExitCode::SUCCESS

@@ -25,6 +25,9 @@
 //!   the admin listener (`/metrics`, `/healthz`, `/readyz`, `/proxy.pac`).
 //! - [`reload`]: the policy snapshot, swapped atomically on SIGHUP or when
 //!   a policy file changes.
+//! - [`notify`]: `READY=1`, `RELOADING=1`, `STOPPING=1` and watchdog pings
+//!   to systemd (`Type=notify`); nothing without `NOTIFY_SOCKET`.
+//! - [`health`]: `socialgate health`, the container health check.
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`, `test`).
 //! - [`yaml`]: the one place that parses YAML.
 
@@ -34,9 +37,11 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod event;
+pub mod health;
 pub mod html;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod policy;
 pub mod proxy;

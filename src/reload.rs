@@ -86,7 +86,13 @@ impl PolicyHandle {
     /// error. Blocking (file reads): call from a blocking context.
     pub fn reload(&self, trigger: &str) -> Result<Arc<Policy>, ConfigErrors> {
         let _guard = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        crate::notify::reloading();
         let result = load_dir(&self.dir);
+        crate::notify::reloaded(if result.is_ok() {
+            "serving the reloaded policy"
+        } else {
+            "reload failed; serving the previous policy"
+        });
         let hooks = self.on_reload.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok(policy) => {

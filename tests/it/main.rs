@@ -6,6 +6,7 @@ mod support;
 mod agreement;
 mod bad_input;
 mod cli;
+mod deploy;
 mod forwarding;
 mod hostile;
 mod identity;
