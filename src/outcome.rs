@@ -16,7 +16,7 @@ pub use crate::policy::{Action, Class, Mode, Reason};
 
 /// What happened to the traffic: the one definition of "refused" that the
 /// log, the metrics, the report and simulate share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// The traffic went through (an allow, or no decision against it).
@@ -151,7 +151,9 @@ impl ErrorKind {
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => Side::Upstream,
+            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => {
+                Side::Upstream
+            }
             ClientClosed | ClientTimeout | ClientProtocol => Side::Client,
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 Side::Policy
@@ -206,14 +208,28 @@ impl<T> Lenient<T> {
     }
 }
 
+/// Reads a string without allocating when it names a known variant (the
+/// common case, once per field on every line a report reads); only an
+/// unknown value is copied.
 impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        let value = serde_json::Value::String(s.clone().into_owned());
-        Ok(match serde_json::from_value::<T>(value) {
-            Ok(t) => Lenient::Known(t),
-            Err(_) => Lenient::Unknown(s.into_owned()),
-        })
+        struct LenientVisitor<T>(std::marker::PhantomData<T>);
+        impl<T: serde::de::DeserializeOwned> serde::de::Visitor<'_> for LenientVisitor<T> {
+            type Value = Lenient<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Lenient<T>, E> {
+                use serde::de::IntoDeserializer;
+                let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                    s.into_deserializer();
+                Ok(match T::deserialize(de) {
+                    Ok(t) => Lenient::Known(t),
+                    Err(_) => Lenient::Unknown(s.to_owned()),
+                })
+            }
+        }
+        d.deserialize_str(LenientVisitor(std::marker::PhantomData))
     }
 }
 
@@ -237,18 +253,30 @@ mod tests {
     #[test]
     fn reasons_actions_and_modes_serialise_to_the_documented_strings() {
         for r in Reason::ALL {
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
         assert_eq!(serde_json::to_string(&Action::Block).unwrap(), "\"block\"");
         assert_eq!(serde_json::to_string(&Mode::Report).unwrap(), "\"report\"");
-        assert_eq!(serde_json::to_string(&Class::Embedded).unwrap(), "\"embedded\"");
-        assert_eq!(serde_json::to_string(&Activity::Write).unwrap(), "\"write\"");
+        assert_eq!(
+            serde_json::to_string(&Class::Embedded).unwrap(),
+            "\"embedded\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Activity::Write).unwrap(),
+            "\"write\""
+        );
     }
 
     #[test]
     fn one_definition_of_refused() {
         assert_eq!(Verdict::of(Action::Block, Mode::Enforce), Verdict::Refused);
-        assert_eq!(Verdict::of(Action::Block, Mode::Report), Verdict::WouldRefuse);
+        assert_eq!(
+            Verdict::of(Action::Block, Mode::Report),
+            Verdict::WouldRefuse
+        );
         assert_eq!(Verdict::of(Action::Allow, Mode::Enforce), Verdict::Passed);
         assert_eq!(Verdict::of(Action::Allow, Mode::Report), Verdict::Passed);
     }
@@ -259,5 +287,8 @@ mod tests {
             serde_json::from_str(r#"["client-closed","from-the-future"]"#).unwrap();
         assert_eq!(v[0], Lenient::Known(ErrorKind::ClientClosed));
         assert_eq!(v[1], Lenient::Unknown("from-the-future".into()));
+        let escaped: Lenient<Action> = serde_json::from_str(r#""bl\u006fck""#).unwrap();
+        assert_eq!(escaped, Lenient::Known(Action::Block));
+        assert!(serde_json::from_str::<Lenient<Action>>("7").is_err());
     }
 }

@@ -24,10 +24,11 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use super::hit::Hit;
 use super::model::*;
+use super::read::Record;
 use crate::activetime::{SessionRules, Sessionizer};
 use crate::event::AuthMethod;
+use crate::outcome::{Activity, Class, Lenient, Reason, Verdict};
 
 /// A small, fast hasher for integer keys and short names (FxHash).
 #[derive(Default, Clone, Copy)]
@@ -441,9 +442,9 @@ impl Aggregator {
     }
 
     #[inline]
-    fn person(&mut self, rec: &Hit<'_>) -> u32 {
+    fn person(&mut self, rec: &Record<'_>) -> u32 {
         let next = self.person_names.len() as u32;
-        match rec.user {
+        match rec.user.as_deref() {
             Some(u) => {
                 if let Some(&p) = self.users.get(u) {
                     return p;
@@ -452,7 +453,7 @@ impl Aggregator {
                 self.person_names.push(u.into());
             }
             None => {
-                let c = rec.client;
+                let c: &str = &rec.client;
                 if let Some(&p) = self.ips.get(c) {
                     return p;
                 }
@@ -464,7 +465,7 @@ impl Aggregator {
     }
 
     #[inline]
-    fn group_set(&mut self, rec: &Hit<'_>) -> u32 {
+    fn group_set(&mut self, rec: &Record<'_>) -> u32 {
         let mut ids = std::mem::take(&mut self.scratch);
         ids.clear();
         for g in rec.groups.iter() {
@@ -487,7 +488,7 @@ impl Aggregator {
     }
 
     /// Adds one record (records outside --from/--to are skipped here).
-    pub fn observe(&mut self, rec: &Hit<'_>) {
+    pub fn observe(&mut self, rec: &Record<'_>) {
         if self.opt.from.is_some_and(|f| rec.time < f) || self.opt.to.is_some_and(|t| rec.time >= t)
         {
             return;
@@ -499,7 +500,7 @@ impl Aggregator {
         let gs = self.group_set(rec);
         let p = self.person(rec);
         let universe = self.person_names.len() as u32;
-        let unauth = rec.auth == AuthMethod::None;
+        let unauth = rec.auth == Lenient::Known(AuthMethod::None);
         self.total_requests += 1;
         let g = &mut self.gsets[gs as usize];
         g.requests += 1;
@@ -508,14 +509,17 @@ impl Aggregator {
             g.unauth += 1;
             g.unauth_persons.insert(p, universe);
         }
-        let refused = rec.refused();
-        let would = rec.would_refuse();
+        // A verdict this version cannot tell (unknown action or mode) counts
+        // as traffic that passed; the unknown value is counted by the reader.
+        let verdict = rec.verdict().unwrap_or(Verdict::Passed);
+        let refused = verdict == Verdict::Refused;
+        let would = verdict == Verdict::WouldRefuse;
         let act = match rec.activity {
-            Some("view") => ACT_VIEW,
-            Some("write") => ACT_WRITE,
+            Some(Lenient::Known(Activity::View)) => ACT_VIEW,
+            Some(Lenient::Known(Activity::Write)) => ACT_WRITE,
             _ => ACT_UNKNOWN,
         };
-        let plat = rec.platform.map(|name| self.platforms.id(name));
+        let plat = rec.platform.as_deref().map(|name| self.platforms.id(name));
         if refused || would {
             let pl = plat.unwrap_or(NONE);
             let e = self.sec.entry((refused, gs, pl, act)).or_default();
@@ -523,7 +527,7 @@ impl Aggregator {
             e.1.insert(p, universe);
             self.sec_people[usize::from(refused)].insert(p, universe);
             if refused {
-                let r = self.reasons.id(rec.reason);
+                let r = self.reasons.id(reason_name(&rec.reason));
                 let e = self.reason_counts.entry(r).or_default();
                 e.0 += 1;
                 e.1.insert(p, universe);
@@ -532,7 +536,7 @@ impl Aggregator {
             }
         }
         let Some(pl) = plat else { return };
-        let primary = rec.class == Some("primary");
+        let primary = rec.class == Some(Lenient::Known(Class::Primary));
         let active = !refused && primary && rec.foreground;
         for pp in [pl, ANY] {
             let cell = self.cells.entry((gs, pp)).or_default();
@@ -1058,6 +1062,14 @@ pub fn maturity_label(
                 pct(any_adoption)
             ),
         ),
+    }
+}
+
+/// A reason's stable label, or the text of one this version does not know.
+fn reason_name(r: &Lenient<Reason>) -> &str {
+    match r {
+        Lenient::Known(r) => r.as_str(),
+        Lenient::Unknown(s) => s,
     }
 }
 

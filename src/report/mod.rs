@@ -12,7 +12,6 @@
 //! section.
 
 pub mod aggregate;
-pub mod hit;
 pub mod model;
 pub mod read;
 pub mod render;
@@ -185,6 +184,13 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(stderr, "  {e}");
         }
     }
+    if input.unknown_values > 0 {
+        let _ = writeln!(
+            stderr,
+            "warning: {} value(s) not known to this version (written by another version?); records kept",
+            input.unknown_values
+        );
+    }
     let any_read = input.files.iter().any(|f| f.error.is_none() || f.lines > 0);
     Ok(if any_read {
         ExitCode::SUCCESS
@@ -238,14 +244,15 @@ pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
     };
     let mut agg = aggregate::Aggregator::new(opt);
     let mut stats = ReadStats::default();
-    hit::read_hits(&order_inputs(&args.logs), &mut stats, |hit| {
-        agg.observe(hit)
+    read_logs(&order_inputs(&args.logs), &mut stats, |rec| {
+        agg.observe(rec)
     });
     let input = model::Input {
         files: stats.files,
         lines: stats.lines,
         records: stats.records,
         malformed: stats.malformed,
+        unknown_values: stats.unknown_values,
         malformed_examples: stats.malformed_examples,
         in_period: 0,
     };

@@ -96,6 +96,9 @@ pub struct Input {
     pub lines: u64,
     pub records: u64,
     pub malformed: u64,
+    /// Values this version does not know (see `read::FileStats`); their
+    /// records are kept.
+    pub unknown_values: u64,
     pub malformed_examples: Vec<String>,
     /// Records within --from/--to.
     pub in_period: u64,

@@ -325,7 +325,14 @@ pub fn tables(r: &Report) -> Vec<Table> {
     out.push(Table {
         name: "input",
         title: "Inputs read",
-        columns: vec!["path", "lines", "records", "malformed", "error"],
+        columns: vec![
+            "path",
+            "lines",
+            "records",
+            "malformed",
+            "unknown_values",
+            "error",
+        ],
         rows: r
             .input
             .files
@@ -336,6 +343,7 @@ pub fn tables(r: &Report) -> Vec<Table> {
                     Val::Int(f.lines),
                     Val::Int(f.records),
                     Val::Int(f.malformed),
+                    Val::Int(f.unknown_values),
                     f.error.as_deref().map_or(Val::Empty, text),
                 ]
             })
@@ -832,7 +840,7 @@ pub fn html(r: &Report) -> String {
         }
     );
     let failed: Vec<_> = r.input.files.iter().filter(|f| f.error.is_some()).collect();
-    if !failed.is_empty() || r.input.malformed > 0 {
+    if !failed.is_empty() || r.input.malformed > 0 || r.input.unknown_values > 0 {
         o.push_str("<section class=\"note warn\"><p><b>Input problems.</b></p>");
         for f in failed {
             let _ = write!(
@@ -852,6 +860,13 @@ pub fn html(r: &Report) -> String {
                 let _ = write!(o, "<li><code>{}</code></li>", esc(e));
             }
             o.push_str("</ul>");
+        }
+        if r.input.unknown_values > 0 {
+            let _ = write!(
+                o,
+                "<p>{} value(s) written by another version of socialgate were not known to this one; their records were kept and counted as passed traffic where the outcome was unknown.</p>",
+                r.input.unknown_values
+            );
         }
         o.push_str("</section>");
     }
