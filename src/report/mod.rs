@@ -11,10 +11,14 @@
 //! load a whole log into memory, and never list individuals in the strategy
 //! section.
 
-pub mod aggregate;
+mod aggregate;
+mod expand;
 pub mod model;
+mod privacy;
 pub mod read;
 pub mod render;
+mod security;
+mod strategy;
 
 use std::collections::HashMap;
 use std::io::Write;
