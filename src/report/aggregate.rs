@@ -28,6 +28,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use super::expand::Expanded;
 use super::model::*;
 use super::read::Record;
+use super::Audience;
 use crate::activetime::{SessionRules, Sessionizer};
 use crate::event::AuthMethod;
 use crate::outcome::{Activity, Class, Lenient, Reason, Verdict};
@@ -75,26 +76,6 @@ pub struct Options {
     pub rules: SessionRules,
     pub top_persons: usize,
     pub audience: Audience,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Audience {
-    /// Both the security and the strategy sections.
-    All,
-    /// Refusals, unauthenticated traffic, bytes sent, top refused persons.
-    Security,
-    /// Aggregate adoption, time, trends and maturity; never individuals.
-    Strategy,
-}
-
-impl Audience {
-    fn name(self) -> &'static str {
-        match self {
-            Audience::All => "all",
-            Audience::Security => "security",
-            Audience::Strategy => "strategy",
-        }
-    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -534,17 +515,5 @@ fn reason_name(r: &Lenient<Reason>) -> &str {
     match r {
         Lenient::Known(r) => r.as_str(),
         Lenient::Unknown(s) => s,
-    }
-}
-
-pub(super) fn count<K: std::hash::Hash + Eq>(m: &FxHashMap<K, u64>, key: K) -> u64 {
-    m.get(&key).copied().unwrap_or(0)
-}
-
-pub(super) fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        a as f64 / b as f64
     }
 }

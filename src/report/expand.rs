@@ -165,3 +165,17 @@ impl Expanded {
         }
     }
 }
+
+/// The count for `key`, 0 when absent.
+pub(super) fn count<K: std::hash::Hash + Eq>(m: &FxHashMap<K, u64>, key: K) -> u64 {
+    m.get(&key).copied().unwrap_or(0)
+}
+
+/// a ÷ b, or 0 when b is 0.
+pub(super) fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}

@@ -12,13 +12,16 @@
 //! section.
 
 mod aggregate;
+mod csv;
 mod expand;
 pub mod model;
+mod page;
 mod privacy;
 pub mod read;
-pub mod render;
 mod security;
 mod strategy;
+mod svg;
+mod tables;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -29,7 +32,7 @@ use anyhow::{bail, Context};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-pub use aggregate::Audience;
+pub use csv::csv_all;
 pub use model::Report;
 pub use read::{read_logs, ReadStats, Record};
 
@@ -45,6 +48,27 @@ pub enum Format {
     Csv,
     /// The report structure documented in docs/reports.md.
     Json,
+}
+
+/// Which sections a report holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Audience {
+    /// Both the security and the strategy sections.
+    All,
+    /// Refusals, unauthenticated traffic, bytes sent, top refused persons.
+    Security,
+    /// Aggregate adoption, time, trends and maturity; never individuals.
+    Strategy,
+}
+
+impl Audience {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Audience::All => "all",
+            Audience::Security => "security",
+            Audience::Strategy => "strategy",
+        }
+    }
 }
 
 /// Arguments of `socialgate report`.
@@ -374,17 +398,27 @@ pub fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyh
         }
     };
     match format {
-        Format::Json => write(out, &render::json(report)),
-        Format::Html => write(out, &render::html(report)),
+        Format::Json => write(out, &json(report)?),
+        Format::Html => write(
+            out,
+            &page::html(report).context("cannot render the HTML report")?,
+        ),
         Format::Csv => match out {
             Some(dir) if dir.is_dir() => {
-                for t in render::tables(report) {
+                for t in tables::tables(report) {
                     let path = dir.join(format!("{}.csv", t.name));
-                    write(Some(&path), &render::csv_table(&t))?;
+                    write(Some(&path), &csv::csv_table(&t))?;
                 }
                 Ok(())
             }
-            _ => write(out, &render::csv_all(report)),
+            _ => write(out, &csv_all(report)),
         },
     }
+}
+
+/// JSON: the [`Report`] structure, pretty-printed.
+fn json(report: &Report) -> anyhow::Result<String> {
+    let mut s = serde_json::to_string_pretty(report)?;
+    s.push('\n');
+    Ok(s)
 }

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
-use super::aggregate::{activity_label, count, ratio, Aggregator, Who, ALLG, ANY};
+use super::aggregate::{activity_label, Aggregator, Who, ALLG, ANY};
 use super::expand::Expanded;
+use super::expand::{count, ratio};
 use super::model::*;
 use super::privacy::suppress_complementary;
 

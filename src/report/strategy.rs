@@ -5,7 +5,8 @@
 //! This module must not read records or format output, and never lists
 //! individuals; every number goes through the privacy gate (`privacy`).
 
-use super::aggregate::{ratio, Aggregator, Who, ANY};
+use super::aggregate::{Aggregator, Who, ANY};
+use super::expand::ratio;
 use super::expand::Expanded;
 use super::model::*;
 use super::privacy::suppress_complementary;
