@@ -375,23 +375,35 @@ impl Aggregator {
         let primary = rec.class == Some(Lenient::Known(Class::Primary));
         let active = !refused && primary && rec.foreground;
         for pp in [pl, ANY] {
+            // "Any platform" keeps counters only: its distinct persons are
+            // the union of the platforms' sets, formed in `expand` (half the
+            // set inserts per record).
+            let own = pp != ANY;
             let cell = self.cells.entry((gs, pp)).or_default();
             let c = &mut cell.c;
             c.requests += 1;
             c.bytes_up += rec.bytes_up;
             c.bytes_down += rec.bytes_down;
-            cell.seen.insert(p);
+            if own {
+                cell.seen.insert(p);
+            }
             if refused {
                 c.refused += 1;
-                cell.refused.insert(p);
+                if own {
+                    cell.refused.insert(p);
+                }
                 let d = self.daily.entry((gs, pp, slot.day)).or_default();
                 d.c.refused += 1;
-                d.refused.insert(p);
+                if own {
+                    d.refused.insert(p);
+                }
                 continue;
             }
             if would {
                 c.would_refuse += 1;
-                cell.would.insert(p);
+                if own {
+                    cell.would.insert(p);
+                }
             }
             if !primary {
                 continue;
@@ -401,13 +413,19 @@ impl Aggregator {
                 ACT_WRITE => c.writes += 1,
                 _ => {}
             }
-            cell.users.insert(p);
+            if own {
+                cell.users.insert(p);
+            }
             if active {
                 c.foreground += 1;
-                cell.active.insert(p);
+                if own {
+                    cell.active.insert(p);
+                }
                 let d = self.daily.entry((gs, pp, slot.day)).or_default();
                 d.c.foreground += 1;
-                d.active.insert(p);
+                if own {
+                    d.active.insert(p);
+                }
                 self.sessions
                     .observe_into(&(p, pp, gs), rec.time, &mut self.closed);
             }

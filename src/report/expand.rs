@@ -90,6 +90,8 @@ impl Expanded {
         }
         let mut cell_order: Vec<(u32, u32)> = cells.keys().copied().collect();
         cell_order.sort_by_key(|&(g, p)| (a.gsort(g), a.psort(p)));
+        // The aggregator keeps person sets per platform only; "any platform"
+        // is their union.
         let who = distinct(
             a.cells
                 .iter()
@@ -103,7 +105,11 @@ impl Expanded {
                     ]
                     .into_iter()
                     .filter(|(_, set)| !set.is_empty())
-                    .flat_map(move |(w, set)| expand(gs).map(move |g| ((w, g, p), set)))
+                    .flat_map(move |(w, set)| {
+                        expand(gs).flat_map(move |g| {
+                            [p, ANY].into_iter().map(move |pp| ((w, g, pp), set))
+                        })
+                    })
                 })
                 .collect(),
         );
@@ -120,7 +126,11 @@ impl Expanded {
                     [(Who::Active, &c.active), (Who::Refused, &c.refused)]
                         .into_iter()
                         .filter(|(_, set)| !set.is_empty())
-                        .flat_map(move |(w, set)| expand(gs).map(move |g| ((w, g, p, d), set)))
+                        .flat_map(move |(w, set)| {
+                            expand(gs).flat_map(move |g| {
+                                [p, ANY].into_iter().map(move |pp| ((w, g, pp, d), set))
+                            })
+                        })
                 })
                 .collect(),
         );
