@@ -17,7 +17,7 @@ mod expand;
 pub mod model;
 mod page;
 mod privacy;
-pub mod read;
+pub(crate) mod read;
 mod security;
 mod strategy;
 mod svg;
@@ -34,7 +34,8 @@ use jiff::Timestamp;
 
 pub use csv::csv_all;
 pub use model::Report;
-pub use read::{read_logs, ReadStats, Record};
+use read::read_logs;
+pub use read::{FileStats, ReadStats};
 
 use crate::activetime::SessionRules;
 use crate::pseudonym::{parse_user_list, Pseudonymizer};
@@ -335,7 +336,7 @@ fn append_audit(path: &Path, args: &ReportArgs, reason: &str) -> std::io::Result
 
 /// Parses `--from`/`--to`: RFC 3339, or a date meaning the start of that day
 /// in `tz` (for `--to`, the start of the next day, so the day is included).
-pub fn parse_time(s: &str, tz: &TimeZone, end: bool) -> anyhow::Result<Timestamp> {
+fn parse_time(s: &str, tz: &TimeZone, end: bool) -> anyhow::Result<Timestamp> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
@@ -383,7 +384,7 @@ fn first_time(path: &Path) -> Option<Timestamp> {
 }
 
 /// Writes the report in `format` to `out` (a file, a directory for csv) or stdout.
-pub fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
+fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
     let write = |path: Option<&Path>, text: &str| -> anyhow::Result<()> {
         match path {
             Some(p) => {
