@@ -1,11 +1,20 @@
 //! `socialgate report`: offline reports from access logs, private by design.
 //!
-//! Reads access logs as a stream ([`read`]), aggregates them into bounded
-//! per group × platform × day tables ([`aggregate`]), suppresses every number
-//! backed by fewer than k distinct persons, and renders the result as JSON,
-//! CSV or one self-contained HTML file ([`render`]). Revealing pseudonyms in
-//! the per-person listing needs the HMAC key and a reason, and is written to
-//! an audit log before any name is shown. Metric definitions: docs/reports.md.
+//! Revealing pseudonyms in the per-person listing needs the HMAC key and a
+//! reason, and is written to an audit log before any name is shown (this
+//! file, with the arguments and the output files). Metric definitions:
+//! docs/reports.md. The data flows through:
+//!
+//! - `read`: ingest. Access logs as a stream of typed records; unknown
+//!   values are counted, bad lines reported, never fatal.
+//! - `aggregate`: per-record accumulation into bounded per group set ×
+//!   platform × day counters and person sets.
+//! - `expand`: group sets expanded to single groups and "*".
+//! - `security`, `strategy`: the two sections.
+//! - `privacy`: k-suppression and complementary suppression.
+//! - [`model`]: the computed report (the `--format json` structure).
+//! - `tables`, `csv`, `svg`, `page`: presentation; the HTML page and its
+//!   charts are askama templates in `templates/report/`.
 //!
 //! This module must never see hyper, tokio or the proxy's internals, never
 //! load a whole log into memory, and never list individuals in the strategy

@@ -126,7 +126,7 @@ pub struct ReadStats {
     pub malformed: u64,
     /// See [`FileStats::unknown_values`].
     pub unknown_values: u64,
-    /// `file:line: problem`, at most [`MAX_EXAMPLES`].
+    /// `file:line: problem`, at most `MAX_EXAMPLES`.
     pub malformed_examples: Vec<String>,
 }
 
