@@ -26,6 +26,7 @@ use jiff::Timestamp;
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
 use super::expand::Expanded;
+use super::keys::{hour_slot, HourSlot, Interner};
 use super::model::*;
 use super::read::Record;
 use super::Audience;
@@ -35,28 +36,6 @@ use crate::outcome::{Activity, Class, Lenient, Reason, Verdict};
 
 /// Distinct persons, as dense person ids.
 pub(super) type PersonSet = roaring::RoaringBitmap;
-
-/// Names ↔ dense ids.
-#[derive(Default)]
-pub(super) struct Interner {
-    map: FxHashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
-}
-impl Interner {
-    #[inline]
-    fn id(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.map.get(s) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        self.names.push(s.into());
-        self.map.insert(s.into(), i);
-        i
-    }
-    pub(super) fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
-    }
-}
 
 /// Platform id standing for "any platform".
 pub(super) const ANY: u32 = u32::MAX;
@@ -122,39 +101,6 @@ pub(super) enum Who {
 
 /// Session key: person, platform (or ANY), group set.
 pub(super) type SessKey = (u32, u32, u32);
-
-/// Per local hour: [start, end) in ms, day (yyyymmdd) and hour of week.
-#[derive(Clone, Copy)]
-pub(super) struct HourSlot {
-    start: i64,
-    end: i64,
-    day: u32,
-    how: u8,
-}
-
-/// The local hour of `t`, from `cache` when `t` is in the cached hour.
-#[inline]
-fn hour_slot(cache: &mut Option<HourSlot>, tz: &TimeZone, t: Timestamp) -> HourSlot {
-    let ms = t.as_millisecond();
-    if let Some(s) = *cache {
-        if ms >= s.start && ms < s.end {
-            return s;
-        }
-    }
-    let z = t.to_zoned_datetime(tz.clone());
-    let into_hour =
-        i64::from(z.minute()) * 60_000 + i64::from(z.second()) * 1000 + i64::from(z.millisecond());
-    let start = ms - into_hour;
-    let d = z.date();
-    let slot = HourSlot {
-        start,
-        end: start + 3_600_000,
-        day: (d.year() as u32) * 10_000 + (d.month() as u32) * 100 + d.day() as u32,
-        how: (z.weekday().to_monday_zero_offset() as u8) * 24 + z.hour() as u8,
-    };
-    *cache = Some(slot);
-    slot
-}
 
 /// Per group set: requests and distinct persons.
 #[derive(Default)]

@@ -9,6 +9,7 @@
 //!   values are counted, bad lines reported, never fatal.
 //! - `aggregate`: per-record accumulation into bounded per group set ×
 //!   platform × day counters and person sets.
+//! - `keys`: interned names, local day and hour.
 //! - `expand`: group sets expanded to single groups and "*".
 //! - `security`, `strategy`: the two sections.
 //! - `privacy`: k-suppression and complementary suppression.
@@ -23,6 +24,7 @@
 mod aggregate;
 mod csv;
 mod expand;
+mod keys;
 pub mod model;
 mod page;
 mod privacy;
