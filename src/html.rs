@@ -1,7 +1,8 @@
-//! HTML escaping, shared by the refusal pages and the HTML report.
+//! HTML escaping for the refusal pages (the HTML report is an askama
+//! template, which escapes by default).
 //!
 //! Five characters, for element text and quoted attribute values; nothing
-//! else here. Kept in one place so both pages escape alike.
+//! else here.
 
 /// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values.
 pub fn escape(s: &str) -> String {

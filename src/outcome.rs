@@ -16,7 +16,7 @@ pub use crate::policy::{Action, Class, Mode, Reason};
 
 /// What happened to the traffic: the one definition of "refused" that the
 /// log, the metrics, the report and simulate share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// The traffic went through (an allow, or no decision against it).
@@ -208,14 +208,28 @@ impl<T> Lenient<T> {
     }
 }
 
+/// Reads a string without allocating when it names a known variant (the
+/// common case, once per field on every line a report reads); only an
+/// unknown value is copied.
 impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        let value = serde_json::Value::String(s.clone().into_owned());
-        Ok(match serde_json::from_value::<T>(value) {
-            Ok(t) => Lenient::Known(t),
-            Err(_) => Lenient::Unknown(s.into_owned()),
-        })
+        struct LenientVisitor<T>(std::marker::PhantomData<T>);
+        impl<T: serde::de::DeserializeOwned> serde::de::Visitor<'_> for LenientVisitor<T> {
+            type Value = Lenient<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Lenient<T>, E> {
+                use serde::de::IntoDeserializer;
+                let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                    s.into_deserializer();
+                Ok(match T::deserialize(de) {
+                    Ok(t) => Lenient::Known(t),
+                    Err(_) => Lenient::Unknown(s.to_owned()),
+                })
+            }
+        }
+        d.deserialize_str(LenientVisitor(std::marker::PhantomData))
     }
 }
 
@@ -273,5 +287,8 @@ mod tests {
             serde_json::from_str(r#"["client-closed","from-the-future"]"#).unwrap();
         assert_eq!(v[0], Lenient::Known(ErrorKind::ClientClosed));
         assert_eq!(v[1], Lenient::Unknown("from-the-future".into()));
+        let escaped: Lenient<Action> = serde_json::from_str(r#""bl\u006fck""#).unwrap();
+        assert_eq!(escaped, Lenient::Known(Action::Block));
+        assert!(serde_json::from_str::<Lenient<Action>>("7").is_err());
     }
 }

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::outcome::{Lenient, Reason, Verdict};
 use crate::policy::{admit_in_groups, load_dir, normalize_host, Decision, Entry, Facts};
 use crate::report::read::{read_logs, ReadStats, Record};
 
@@ -50,13 +51,24 @@ pub enum SimFormat {
     Json,
 }
 
-/// What happened to a request, in words that compare across policies.
-fn outcome(action: &str, mode: &str) -> &'static str {
-    match (action, mode) {
-        ("block", "enforce") => "refused",
-        ("block", _) => "reported",
-        _ => "allowed",
+/// How an outcome is named in simulate's output.
+fn outcome_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Refused => "refused",
+        Verdict::WouldRefuse => "reported",
+        Verdict::Passed => "allowed",
     }
+}
+
+/// Refusals made before any rule was consulted, for reasons a replay cannot
+/// re-check: who the user was, and whether the request was well-formed.
+fn not_replayable(reason: &Lenient<Reason>) -> bool {
+    matches!(
+        reason,
+        Lenient::Known(
+            Reason::NotAMember | Reason::AuthRequired | Reason::AuthFailed | Reason::BadRequest
+        )
+    )
 }
 
 #[derive(Debug, Default)]
@@ -66,14 +78,15 @@ struct Change {
 }
 
 /// Key: group, platform, old outcome, new outcome, new rule.
-type ChangeKey = (String, String, &'static str, &'static str, String);
+type ChangeKey = (String, String, Verdict, Verdict, String);
 
 /// The replay's result.
 #[derive(Debug, Default)]
 pub struct Simulation {
     pub read: ReadStats,
     pub replayed: u64,
-    /// Records not replayed: identity refusals and malformed requests.
+    /// Records not replayed: identity refusals, malformed requests, and
+    /// records whose outcome this version does not know.
     pub skipped: u64,
     pub changed: u64,
     changes: BTreeMap<ChangeKey, Change>,
@@ -100,10 +113,10 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
     let mut sim = Simulation::default();
     let mut read = ReadStats::default();
     read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
-        if rec.rule.starts_with("builtin:identity") || rec.rule.starts_with("builtin:request") {
+        let Some(old) = rec.verdict().filter(|_| !not_replayable(&rec.reason)) else {
             sim.skipped += 1;
             return;
-        }
+        };
         let Ok(client) = rec.client.parse() else {
             sim.skipped += 1;
             return;
@@ -112,9 +125,13 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             sim.skipped += 1;
             return;
         };
-        let entry = match rec.kind {
-            crate::event::Kind::Tunnel => Entry::Connect,
-            crate::event::Kind::Request => Entry::Request,
+        let entry = match rec.kind.known() {
+            Some(crate::event::Kind::Tunnel) => Entry::Connect,
+            Some(crate::event::Kind::Request) => Entry::Request,
+            None => {
+                sim.skipped += 1;
+                return;
+            }
         };
         let facts = Facts {
             entry,
@@ -139,8 +156,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
         }
         let d: Decision = admit_in_groups(&policy, &facts, &groups, rec.time).decision;
         sim.replayed += 1;
-        let old = outcome(&rec.action, &rec.mode);
-        let new = outcome(d.action.as_str(), d.mode.as_str());
+        let new = Verdict::of(d.action, d.mode);
         if old == new {
             return;
         }
@@ -179,11 +195,11 @@ fn persons(n: usize, k: usize) -> String {
     }
 }
 
-fn verb(new: &str) -> &'static str {
+fn verb(new: Verdict) -> &'static str {
     match new {
-        "refused" => "would be refused",
-        "reported" => "would pass but be reported as would-refuse",
-        _ => "would be allowed",
+        Verdict::Refused => "would be refused",
+        Verdict::WouldRefuse => "would pass but be reported as would-refuse",
+        Verdict::Passed => "would be allowed",
     }
 }
 
@@ -213,7 +229,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 .map(|((g, p, old, new, rule), c)| {
                     let n = c.persons.len();
                     serde_json::json!({
-                        "group": g, "platform": p, "from": old, "to": new, "rule": rule,
+                        "group": g, "platform": p, "from": outcome_word(*old), "to": outcome_word(*new), "rule": rule,
                         "requests": c.requests,
                         "users": if n < args.k { serde_json::Value::from("suppressed") } else { n.into() },
                     })
@@ -229,7 +245,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         SimFormat::Text => {
             writeln!(
                 out,
-                "replayed {} of {} records under {} ({} skipped: identity refusals and malformed requests)",
+                "replayed {} of {} records under {} ({} skipped: identity refusals, malformed requests, unknown outcomes)",
                 sim.replayed,
                 sim.read.records,
                 args.policy.display(),
@@ -251,7 +267,8 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                         "  {} requests by {} of {g} to {p} {} by rule `{rule}` (now {old})",
                         c.requests,
                         persons(c.persons.len(), args.k),
-                        verb(new),
+                        verb(*new),
+                        old = outcome_word(*old),
                     )?;
                 }
             }

@@ -175,7 +175,7 @@ fn cells_with_k_minus_1_persons_are_suppressed_and_k_are_shown() {
         assert_eq!(refused["requests"].is_number(), shown, "n={n}");
         // CSV and HTML never show the number either.
         let rep = build_report(&args(vec![dir.path().join(format!("k{n}.log"))])).unwrap();
-        let csv = report::render::csv_all(&rep);
+        let csv = report::csv_all(&rep);
         let line = csv
             .lines()
             .find(|l| l.starts_with("sales,linkedin,"))

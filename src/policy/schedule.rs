@@ -58,7 +58,7 @@ impl Schedule {
                     let Some(t) = self.instant(date, d, minute) else {
                         continue;
                     };
-                    if t > now && best.map_or(true, |b| t < b) {
+                    if t > now && best.is_none_or(|b| t < b) {
                         best = Some(t);
                     }
                 }

@@ -1,21 +1,38 @@
 //! `socialgate report`: offline reports from access logs, private by design.
 //!
-//! Reads access logs as a stream ([`read`]), aggregates them into bounded
-//! per group × platform × day tables ([`aggregate`]), suppresses every number
-//! backed by fewer than k distinct persons, and renders the result as JSON,
-//! CSV or one self-contained HTML file ([`render`]). Revealing pseudonyms in
-//! the per-person listing needs the HMAC key and a reason, and is written to
-//! an audit log before any name is shown. Metric definitions: docs/reports.md.
+//! Revealing pseudonyms in the per-person listing needs the HMAC key and a
+//! reason, and is written to an audit log before any name is shown (this
+//! file, with the arguments and the output files). Metric definitions:
+//! docs/reports.md. The data flows through:
+//!
+//! - `read`: ingest. Access logs as a stream of typed records; unknown
+//!   values are counted, bad lines reported, never fatal.
+//! - `aggregate`: per-record accumulation into bounded per group set ×
+//!   platform × day counters and person sets.
+//! - `keys`: interned names, local day and hour.
+//! - `expand`: group sets expanded to single groups and "*".
+//! - `security`, `strategy`: the two sections.
+//! - `privacy`: k-suppression and complementary suppression.
+//! - [`model`]: the computed report (the `--format json` structure).
+//! - `tables`, `csv`, `svg`, `page`: presentation; the HTML page and its
+//!   charts are askama templates in `templates/report/`.
 //!
 //! This module must never see hyper, tokio or the proxy's internals, never
 //! load a whole log into memory, and never list individuals in the strategy
 //! section.
 
-pub mod aggregate;
-pub mod hit;
+mod aggregate;
+mod csv;
+mod expand;
+mod keys;
 pub mod model;
-pub mod read;
-pub mod render;
+mod page;
+mod privacy;
+pub(crate) mod read;
+mod security;
+mod strategy;
+mod svg;
+mod tables;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,9 +43,10 @@ use anyhow::{bail, Context};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-pub use aggregate::Audience;
+pub use csv::csv_all;
 pub use model::Report;
-pub use read::{read_logs, ReadStats, Record};
+use read::read_logs;
+pub use read::{FileStats, ReadStats};
 
 use crate::activetime::SessionRules;
 use crate::pseudonym::{parse_user_list, Pseudonymizer};
@@ -42,6 +60,27 @@ pub enum Format {
     Csv,
     /// The report structure documented in docs/reports.md.
     Json,
+}
+
+/// Which sections a report holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Audience {
+    /// Both the security and the strategy sections.
+    All,
+    /// Refusals, unauthenticated traffic, bytes sent, top refused persons.
+    Security,
+    /// Aggregate adoption, time, trends and maturity; never individuals.
+    Strategy,
+}
+
+impl Audience {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Audience::All => "all",
+            Audience::Security => "security",
+            Audience::Strategy => "strategy",
+        }
+    }
 }
 
 /// Arguments of `socialgate report`.
@@ -185,6 +224,13 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<ExitCode> {
             let _ = writeln!(stderr, "  {e}");
         }
     }
+    if input.unknown_values > 0 {
+        let _ = writeln!(
+            stderr,
+            "warning: {} value(s) not known to this version (written by another version?); records kept",
+            input.unknown_values
+        );
+    }
     let any_read = input.files.iter().any(|f| f.error.is_none() || f.lines > 0);
     Ok(if any_read {
         ExitCode::SUCCESS
@@ -238,14 +284,15 @@ pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
     };
     let mut agg = aggregate::Aggregator::new(opt);
     let mut stats = ReadStats::default();
-    hit::read_hits(&order_inputs(&args.logs), &mut stats, |hit| {
-        agg.observe(hit)
+    read_logs(&order_inputs(&args.logs), &mut stats, |rec| {
+        agg.observe(rec)
     });
     let input = model::Input {
         files: stats.files,
         lines: stats.lines,
         records: stats.records,
         malformed: stats.malformed,
+        unknown_values: stats.unknown_values,
         malformed_examples: stats.malformed_examples,
         in_period: 0,
     };
@@ -300,7 +347,7 @@ fn append_audit(path: &Path, args: &ReportArgs, reason: &str) -> std::io::Result
 
 /// Parses `--from`/`--to`: RFC 3339, or a date meaning the start of that day
 /// in `tz` (for `--to`, the start of the next day, so the day is included).
-pub fn parse_time(s: &str, tz: &TimeZone, end: bool) -> anyhow::Result<Timestamp> {
+fn parse_time(s: &str, tz: &TimeZone, end: bool) -> anyhow::Result<Timestamp> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
@@ -348,7 +395,7 @@ fn first_time(path: &Path) -> Option<Timestamp> {
 }
 
 /// Writes the report in `format` to `out` (a file, a directory for csv) or stdout.
-pub fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
+fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
     let write = |path: Option<&Path>, text: &str| -> anyhow::Result<()> {
         match path {
             Some(p) => {
@@ -363,17 +410,27 @@ pub fn write_report(report: &Report, format: Format, out: Option<&Path>) -> anyh
         }
     };
     match format {
-        Format::Json => write(out, &render::json(report)),
-        Format::Html => write(out, &render::html(report)),
+        Format::Json => write(out, &json(report)?),
+        Format::Html => write(
+            out,
+            &page::html(report).context("cannot render the HTML report")?,
+        ),
         Format::Csv => match out {
             Some(dir) if dir.is_dir() => {
-                for t in render::tables(report) {
+                for t in tables::tables(report) {
                     let path = dir.join(format!("{}.csv", t.name));
-                    write(Some(&path), &render::csv_table(&t))?;
+                    write(Some(&path), &csv::csv_table(&t))?;
                 }
                 Ok(())
             }
-            _ => write(out, &render::csv_all(report)),
+            _ => write(out, &csv_all(report)),
         },
     }
+}
+
+/// JSON: the [`Report`] structure, pretty-printed.
+fn json(report: &Report) -> anyhow::Result<String> {
+    let mut s = serde_json::to_string_pretty(report)?;
+    s.push('\n');
+    Ok(s)
 }

@@ -1,7 +1,8 @@
 //! The computed report: plain data, serialised as the `--format json` output.
 //!
 //! Every number that describes people sits in a [`Cell`], which is either a
-//! value or `"suppressed"` (backed by fewer than k distinct persons). Group
+//! value or `"suppressed"` (backed by fewer than k distinct persons; the
+//! rule is in `privacy`). Group
 //! `"*"` means all groups together and platform `"*"` any platform. The
 //! structure is versioned by [`SCHEMA`]; fields are only ever added.
 //!
@@ -25,15 +26,6 @@ pub enum Cell<T> {
 }
 
 impl<T: Copy> Cell<T> {
-    /// `Value(v)` when `persons >= k` or nobody at all (0 persons say
-    /// nothing about anyone), else `Suppressed`.
-    pub fn gated(v: T, persons: u64, k: u64) -> Self {
-        if persons >= k || persons == 0 {
-            Cell::Value(v)
-        } else {
-            Cell::Suppressed
-        }
-    }
     pub fn value(&self) -> Option<T> {
         match self {
             Cell::Value(v) => Some(*v),
@@ -96,6 +88,9 @@ pub struct Input {
     pub lines: u64,
     pub records: u64,
     pub malformed: u64,
+    /// Values this version does not know (see `read::FileStats`); their
+    /// records are kept.
+    pub unknown_values: u64,
     pub malformed_examples: Vec<String>,
     /// Records within --from/--to.
     pub in_period: u64,

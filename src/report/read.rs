@@ -26,22 +26,31 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::event::{AuthMethod, Kind};
+use crate::outcome::{Action, Activity, Class, ErrorKind, Lenient, Mode, Reason, Verdict};
 
 /// How many malformed-line examples are kept.
 pub const MAX_EXAMPLES: usize = 10;
 
 /// One access-log line, borrowed from the line buffer. Mirrors
 /// [`crate::event::Event`]; unknown fields are ignored so newer logs still
-/// read. Strings with JSON escapes are the only ones that allocate.
+/// read. Outcomes are typed, and a value this version does not know is kept
+/// as [`Lenient::Unknown`] and counted ([`FileStats::unknown_values`])
+/// instead of failing the line. Strings with JSON escapes and unknown values
+/// are the only ones that allocate.
+///
+/// The fields check the line's shape (a line without them is malformed);
+/// `method`, `path`, `category`, `rule`, `status` and `duration_ms` are
+/// checked but read by nobody, hence the `allow`.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 pub struct Record<'a> {
     pub time: Timestamp,
-    pub kind: Kind,
+    pub kind: Lenient<Kind>,
     #[serde(borrow)]
     pub client: Cow<'a, str>,
     #[serde(borrow)]
     pub user: Option<Cow<'a, str>>,
-    pub auth: AuthMethod,
+    pub auth: Lenient<AuthMethod>,
     #[serde(borrow)]
     pub groups: Vec<Cow<'a, str>>,
     #[serde(borrow)]
@@ -59,38 +68,42 @@ pub struct Record<'a> {
     pub platform: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub category: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub class: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub activity: Option<Cow<'a, str>>,
+    pub class: Option<Lenient<Class>>,
+    pub activity: Option<Lenient<Activity>>,
     pub foreground: bool,
-    #[serde(borrow)]
-    pub action: Cow<'a, str>,
-    #[serde(borrow)]
-    pub mode: Cow<'a, str>,
+    pub action: Lenient<Action>,
+    pub mode: Lenient<Mode>,
     #[serde(borrow)]
     pub rule: Cow<'a, str>,
-    #[serde(borrow)]
-    pub reason: Cow<'a, str>,
+    pub reason: Lenient<Reason>,
     pub status: u16,
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub duration_ms: u64,
-    #[serde(borrow, default)]
-    pub error: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub error: Option<Lenient<ErrorKind>>,
 }
 
 impl Record<'_> {
-    /// Refused: `block` enforced, or a 403/407 answer.
-    pub fn refused(&self) -> bool {
-        (self.action == "block" && self.mode == "enforce")
-            || self.status == 403
-            || self.status == 407
+    /// What happened to the traffic ([`Verdict::of`] the recorded action and
+    /// mode); `None` when either is a value this version does not know.
+    pub fn verdict(&self) -> Option<Verdict> {
+        Some(Verdict::of(*self.action.known()?, *self.mode.known()?))
     }
 
-    /// Would have been refused: a `block` rule in `report` mode (traffic passed).
-    pub fn would_refuse(&self) -> bool {
-        self.action == "block" && self.mode == "report" && !self.refused()
+    /// How many of the record's typed values this version does not know.
+    pub fn unknown_values(&self) -> u64 {
+        fn n<T>(v: Option<&Lenient<T>>) -> u64 {
+            u64::from(v.is_some_and(Lenient::is_unknown))
+        }
+        n(Some(&self.kind))
+            + n(Some(&self.auth))
+            + n(self.class.as_ref())
+            + n(self.activity.as_ref())
+            + n(Some(&self.action))
+            + n(Some(&self.mode))
+            + n(Some(&self.reason))
+            + n(self.error.as_ref())
     }
 }
 
@@ -106,6 +119,9 @@ pub struct FileStats {
     /// Of the malformed lines, those cut short (truncated JSON, e.g. a
     /// write that failed half-way); skipped like any malformed line.
     pub partial: u64,
+    /// Values (action, mode, reason, class, activity, error, kind, auth) that
+    /// this version does not know, in records that were kept.
+    pub unknown_values: u64,
     /// Why the file could not be opened or read to its end, if so.
     pub error: Option<String>,
 }
@@ -119,7 +135,9 @@ pub struct ReadStats {
     pub malformed: u64,
     /// Of the malformed lines, those cut short (see [`FileStats::partial`]).
     pub partial: u64,
-    /// `file:line: problem`, at most [`MAX_EXAMPLES`].
+    /// See [`FileStats::unknown_values`].
+    pub unknown_values: u64,
+    /// `file:line: problem`, at most `MAX_EXAMPLES`.
     pub malformed_examples: Vec<String>,
 }
 
@@ -147,29 +165,25 @@ where
     F: FnMut(&Record<'_>),
 {
     read_one_with(path, stats, &mut |line: &[u8]| {
-        let rec: Record<'_> = serde_json::from_slice(line)?;
+        // One UTF-8 check of the whole line costs less than serde_json's
+        // check of each string in it; a line that fails it gets the parse
+        // (and the error) it always had.
+        let rec: Record<'_> = match std::str::from_utf8(line) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_slice(line)?,
+        };
         f(&rec);
-        Ok(())
+        Ok(rec.unknown_values())
     });
 }
 
-/// Reads every input in turn and calls `handle` with each non-empty line
-/// (trimmed of surrounding blanks); a line it returns an error for is counted
-/// as malformed, with the error as the example. Records are counted for the
-/// other lines. The building block of [`read_logs`] and of the report's
-/// lean reader ([`super::hit::read_hits`]).
-pub fn read_lines_with<H>(inputs: &[PathBuf], stats: &mut ReadStats, mut handle: H)
-where
-    H: FnMut(&[u8]) -> Result<(), serde_json::Error>,
-{
-    for path in inputs {
-        read_one_with(path, stats, &mut handle);
-    }
-}
-
+/// Calls `handle` with each non-empty line of one input (trimmed of
+/// surrounding blanks); `handle` returns how many unknown values the line's
+/// record held, or the error that makes the line malformed (kept as an
+/// example).
 fn read_one_with<H>(path: &Path, stats: &mut ReadStats, handle: &mut H)
 where
-    H: FnMut(&[u8]) -> Result<(), serde_json::Error>,
+    H: FnMut(&[u8]) -> Result<u64, serde_json::Error>,
 {
     let name = path.display().to_string();
     let mut fs = FileStats {
@@ -188,6 +202,7 @@ where
     stats.records += fs.records;
     stats.malformed += fs.malformed;
     stats.partial += fs.partial;
+    stats.unknown_values += fs.unknown_values;
     stats.files.push(fs);
 }
 
@@ -226,7 +241,7 @@ fn read_lines<H>(
     handle: &mut H,
 ) -> std::io::Result<()>
 where
-    H: FnMut(&[u8]) -> Result<(), serde_json::Error>,
+    H: FnMut(&[u8]) -> Result<u64, serde_json::Error>,
 {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut line_no: u64 = 0;
@@ -242,7 +257,10 @@ where
         }
         fs.lines += 1;
         match handle(line) {
-            Ok(()) => fs.records += 1,
+            Ok(unknown) => {
+                fs.records += 1;
+                fs.unknown_values += unknown;
+            }
             Err(e) => {
                 fs.malformed += 1;
                 if e.classify() == serde_json::error::Category::Eof {
@@ -302,8 +320,39 @@ mod tests {
         let rec: Record<'_> = serde_json::from_str(LINE).unwrap();
         assert!(matches!(rec.host, Cow::Borrowed(_)));
         assert_eq!(rec.groups.len(), 2);
-        assert_eq!(rec.kind, Kind::Tunnel);
-        assert!(!rec.refused());
+        assert_eq!(rec.kind, Lenient::Known(Kind::Tunnel));
+        assert_eq!(rec.verdict(), Some(Verdict::Passed));
+        assert_eq!(rec.unknown_values(), 0);
+    }
+
+    #[test]
+    fn values_from_a_newer_version_are_kept_and_counted_not_fatal() {
+        let newer = LINE
+            .replace(r#""action":"allow""#, r#""action":"throttle""#)
+            .replace(r#""activity":null"#, r#""activity":"react""#)
+            .replace(r#""auth":"basic""#, r#""auth":"mtls""#)
+            .replace(
+                r#""duration_ms":30000"#,
+                r#""duration_ms":30000,"error":"quic-reset""#,
+            );
+        let rec: Record<'_> = serde_json::from_str(&newer).unwrap();
+        assert_eq!(rec.action, Lenient::Unknown("throttle".into()));
+        assert_eq!(rec.verdict(), None, "an unknown action has no verdict");
+        assert_eq!(rec.unknown_values(), 4);
+        let refused = LINE.replace(r#""action":"allow""#, r#""action":"block""#);
+        let rec: Record<'_> = serde_json::from_str(&refused).unwrap();
+        assert_eq!(rec.verdict(), Some(Verdict::Refused));
+        let (hosts, stats) = read_str(&format!("{LINE}\n{newer}\n{newer}\n"));
+        assert_eq!(hosts.len(), 3);
+        assert_eq!((stats.malformed, stats.unknown_values), (0, 8));
+        assert_eq!(stats.files[0].unknown_values, 8);
+    }
+
+    #[test]
+    fn an_origins_own_403_is_not_a_refusal() {
+        let line = LINE.replace(r#""status":200"#, r#""status":403"#);
+        let rec: Record<'_> = serde_json::from_str(&line).unwrap();
+        assert_eq!(rec.verdict(), Some(Verdict::Passed));
     }
 
     #[test]
@@ -328,6 +377,29 @@ mod tests {
             .contains(":4: not an access-log record: missing field `kind`"));
         assert!(stats.malformed_examples[2].contains(":5: truncated JSON"));
         assert!(stats.malformed_examples[3].contains(":6: not valid JSON"));
+    }
+
+    #[test]
+    fn invalid_utf8_makes_a_line_malformed_not_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let mut bytes = LINE
+            .replace("www.linkedin.com", "www.l\u{e9}nkedin.com")
+            .into_bytes();
+        let at = bytes.iter().position(|&b| b == 0xc3).unwrap();
+        bytes.remove(at + 1); // a lone lead byte
+        bytes.push(b'\n');
+        bytes.extend_from_slice(LINE.as_bytes());
+        std::fs::write(&p, bytes).unwrap();
+        let mut stats = ReadStats::default();
+        let mut n = 0;
+        read_logs(&[p], &mut stats, |_| n += 1);
+        assert_eq!((n, stats.malformed), (1, 1));
+        assert!(
+            stats.malformed_examples[0].contains(":1: not valid JSON: invalid unicode code point"),
+            "{}",
+            stats.malformed_examples[0]
+        );
     }
 
     #[test]
