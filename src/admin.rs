@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/proxy.pac`, and
-//! `POST /reload`.
+//! `POST /reload`. `HEAD` is answered like `GET`, without the body.
 //!
 //! It binds to loopback by default and serves operators and Prometheus, not
 //! proxy clients; it never forwards anything. `/readyz` answers 200 once a
@@ -79,7 +79,13 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let policy = state.proxy.policy.load();
-    let resp = match (req.method(), req.uri().path()) {
+    // HEAD is answered like GET (`curl -I`); hyper sends the head, with the
+    // Content-Length the body would have had, and never the body.
+    let method = match req.method() {
+        &Method::HEAD => &Method::GET,
+        m => m,
+    };
+    let resp = match (method, req.uri().path()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",

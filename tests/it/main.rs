@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin_ops;
 mod agreement;
 mod bad_input;
 mod cli;
