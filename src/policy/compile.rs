@@ -97,14 +97,50 @@ fn read_yaml<T: serde::de::DeserializeOwned>(
     hasher.update(text.as_bytes());
     match crate::yaml::from_str::<T>(&text) {
         Ok(v) => Some(v),
-        Err(e) => {
-            let hint = yaml_hint(&e.message);
+        Err(mut e) => {
+            let hint = match unknown_field(&e.message) {
+                Some((field, expected)) => {
+                    let hint = unknown_field_hint(&field, &expected);
+                    e.message = format!("unknown field `{field}`");
+                    Some(hint)
+                }
+                None => yaml_hint(&e.message),
+            };
             let mut err = ConfigError::new(path, e.path, e.message).at(e.location);
             if let Some(h) = hint {
                 err = err.hint(h);
             }
             errs.push(err);
             None
+        }
+    }
+}
+
+/// The key and the keys allowed there, from serde's "unknown field `x`,
+/// expected one of `a`, `b`" (or "expected `a`", or "there are no fields").
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), expected))
+}
+
+fn unknown_field_hint(field: &str, expected: &[String]) -> String {
+    let typo = "unknown keys are refused so that typos cannot hide";
+    match closest(field, expected.iter().map(String::as_str)) {
+        Some(k) => format!("did you mean `{k}`? {typo}"),
+        None if expected.is_empty() => format!("this place takes no keys; {typo}"),
+        None => {
+            let keys: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "the keys here are {}; {typo} (docs/policy.md)",
+                keys.join(", ")
+            )
         }
     }
 }

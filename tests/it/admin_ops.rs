@@ -182,3 +182,88 @@ async fn writes_a_pid_file_and_says_it_stopped_with_what_it_drained() {
         "the pid file is removed on a clean exit"
     );
 }
+
+#[tokio::test]
+async fn names_an_unknown_key_once_and_suggests_the_key_it_resembles() {
+    let dir = PolicyDir::new(
+        "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\nrules:\n  - id: r\n    platforms: [tiktok]\n    action: block\n  - id: s\n    platforms: [youtube]\n    action: block\n    mesage: no videos\n",
+    );
+    let path = dir.path().to_str().unwrap();
+    let (code, out, err) = socialgate(&["check", path]).await;
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(
+        err,
+        format!(
+            "{path}/policy.yaml:12:5: rules[1].mesage: unknown field `mesage`\n  \
+             hint: did you mean `message`? unknown keys are refused so that typos cannot hide\n\
+             1 error(s) in {path}\n"
+        )
+    );
+    // Nothing close: the keys allowed there instead.
+    dir.write("policy.yaml", "version: 1\ntunnels:\n  xyzzy: 1\n");
+    let (code, _, err) = socialgate(&["check", path]).await;
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(&format!(
+            "{path}/policy.yaml:3:3: tunnels.xyzzy: unknown field `xyzzy`\n  \
+             hint: the keys here are `ports`, `sni_mismatch`, `sni_timeout_ms`; unknown keys are refused"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn report_refuses_a_squid_format_log_and_says_how_to_get_a_json_one() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_in(PolicyDir::new(BASIC_POLICY), |cfg| {
+        cfg.log.as_mut().unwrap().format = socialgate::accesslog::LogFormat::Squid;
+    })
+    .await;
+    let client = proxy.client();
+    client
+        .get(format!("http://example.org:{}/hello", origin.port()))
+        .send()
+        .await
+        .unwrap();
+    client.get("http://www.tiktok.com/").send().await.unwrap();
+    let written = proxy.stop().await;
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert!(written.contains(" TCP_DENIED/403 "), "{written}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("access.log");
+    std::fs::write(&ours, &written).unwrap();
+    // socialgate's own Squid lines after one written by Squid itself.
+    let squid = dir.path().join("squid.log");
+    std::fs::write(
+        &squid,
+        format!(
+            "\n1764113057.559    112 10.1.2.3 TCP_MISS/200 1532 GET http://example.org/ - HIER_DIRECT/93.184.216.34 text/html\n{written}"
+        ),
+    )
+    .unwrap();
+    for log in [&ours, &squid] {
+        let log = log.to_str().unwrap();
+        let (code, out, err) = socialgate(&["report", "--log", log, "--format", "json"]).await;
+        assert_eq!(code, 2, "{out}{err}");
+        assert_eq!(out, "", "no report is written");
+        assert_eq!(
+            err,
+            format!(
+                "socialgate report: {log} is a Squid-format access log; report and simulate read \
+                 socialgate's JSON access log. Run socialgate with `--log-format json` (the default) \
+                 and use that log\n"
+            )
+        );
+    }
+    let (code, _, err) = socialgate(&[
+        "simulate",
+        "--log",
+        squid.to_str().unwrap(),
+        "--policy",
+        shipped_policies().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a Squid-format access log"), "{err}");
+}
