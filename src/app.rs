@@ -38,7 +38,8 @@ pub struct AppConfig {
     /// Admin listener (`/metrics`, `/healthz`, ...); `None` disables it.
     pub admin: Option<SocketAddr>,
     /// The proxy address advertised in `/proxy.pac` (default: the first listener).
-    pub pac_proxy: Option<SocketAddr>,
+    /// `HOST:PORT`, a name or an address.
+    pub pac_proxy: Option<String>,
     /// HMAC key for user pseudonyms, used unless the policy names its own
     /// `logging.key_file`; created (mode 0600) if missing.
     pub pseudonym_key: PathBuf,
@@ -208,7 +209,10 @@ impl App {
             let admin = Arc::new(AdminState {
                 proxy: state.clone(),
                 metrics: metrics.clone(),
-                pac_proxy: cfg.pac_proxy.unwrap_or(proxy_addrs[0]),
+                pac_proxy: cfg
+                    .pac_proxy
+                    .clone()
+                    .unwrap_or_else(|| proxy_addrs[0].to_string()),
             });
             let mut rx = shutdown_rx.clone();
             background.push(tokio::spawn(async move {

@@ -121,9 +121,10 @@ pub struct RunArgs {
     /// --listen (a port alone means 127.0.0.1:PORT); `off` disables it.
     #[arg(long, env = "SOCIALGATE_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:9128", value_parser = parse_admin)]
     pub admin: Admin,
-    /// Proxy address to advertise in /proxy.pac (default: the first --listen address).
-    #[arg(long, env = "SOCIALGATE_PAC_PROXY")]
-    pub pac_proxy: Option<SocketAddr>,
+    /// Proxy to advertise in /proxy.pac as HOST:PORT, a name or an address clients reach it by
+    /// (default: the first --listen address).
+    #[arg(long, env = "SOCIALGATE_PAC_PROXY", value_name = "HOST:PORT", value_parser = parse_pac_proxy)]
+    pub pac_proxy: Option<String>,
     /// HMAC key file for pseudonymising users in the access log; created with mode 0600 if missing.
     /// The policy's logging.key_file takes precedence.
     #[arg(
@@ -197,6 +198,28 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         h if h.eq_ignore_ascii_case("localhost") => Ok(SocketAddr::from((loopback, p))),
         h if h.starts_with('[') => Err(format!("{h:?} is not an IPv6 address in brackets, e.g. [::1]:3128")),
         h => Err(format!("{h:?} is not an IP address; names other than localhost are not looked up: write the address to listen on, e.g. 0.0.0.0:{p} for every interface")),
+    }
+}
+
+/// Reads `--pac-proxy`: `HOST:PORT` with a host name or an IP address
+/// (IPv6 in brackets), as written into the PAC file's `PROXY` line.
+pub fn parse_pac_proxy(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a.to_string());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("write HOST:PORT, e.g. proxy.corp.example:3128".into());
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err("port must be 1-65535".into()),
+    }
+    match crate::policy::normalize_host(host) {
+        Ok(crate::policy::Host::Name(n)) => Ok(format!("{n}:{port}")),
+        _ => Err(format!(
+            "{host:?} is not a host name or IP address; write HOST:PORT, e.g. proxy.corp.example:3128"
+        )),
     }
 }
 

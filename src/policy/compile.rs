@@ -330,6 +330,8 @@ impl Compiler<'_> {
             log_paths: raw.logging.log_paths.unwrap_or(false),
         };
 
+        let pac = self.pac(&raw.pac);
+
         // Groups.
         let mut groups = Vec::new();
         for (name, g) in &raw.groups {
@@ -548,6 +550,7 @@ impl Compiler<'_> {
             destinations,
             tunnels,
             logging,
+            pac,
             cases: Vec::new(),
         })
     }
@@ -670,6 +673,54 @@ impl Compiler<'_> {
                 );
                 Action::Block
             }
+        }
+    }
+
+    fn pac(&mut self, raw: &RawPac) -> Pac {
+        let direct_domains = match &raw.direct_domains {
+            None => Pac::default_direct_domains(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| {
+                    let path = format!("pac.direct_domains[{i}]");
+                    let d = d.trim().trim_start_matches('.');
+                    if d.parse::<IpNet>().is_ok() || d.parse::<std::net::IpAddr>().is_ok() {
+                        self.err(
+                            &path,
+                            format!("{d:?} is an address, not a domain"),
+                            "list addresses and networks under pac.direct_networks",
+                        );
+                        return None;
+                    }
+                    self.domain(&path, d)
+                })
+                .collect(),
+        };
+        let direct_networks = match &raw.direct_networks {
+            None => Pac::default_direct_networks(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let path = format!("pac.direct_networks[{i}]");
+                    match self.network(&path, n)? {
+                        IpNet::V4(v4) => Some(v4),
+                        IpNet::V6(_) => {
+                            self.err(
+                                &path,
+                                format!("{:?} is an IPv6 network", n.trim()),
+                                "a PAC file's isInNet() tests IPv4 only; list IPv6 intranet hosts by name under pac.direct_domains",
+                            );
+                            None
+                        }
+                    }
+                })
+                .collect(),
+        };
+        Pac {
+            direct_domains,
+            direct_networks,
         }
     }
 

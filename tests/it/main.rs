@@ -13,6 +13,7 @@ mod identity;
 mod log_faults;
 mod observability;
 mod over_time;
+mod pac;
 mod policy_rules;
 mod protocol;
 mod reload;
