@@ -1,7 +1,9 @@
 //! The `socialgate` command line.
 //!
 //! `run` serves the proxy; `check`, `explain` and `test` work on a policy
-//! directory without starting anything. Every flag has help text, and most
+//! directory without starting anything; `completions` and `man` print a
+//! shell completion script and the man page generated from these
+//! definitions. Every flag has help text, and most
 //! can also be set from the environment (`SOCIALGATE_*`).
 //!
 //! Why one long file: it is the flag definitions (clap derive, with their
@@ -48,6 +50,18 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Replay access logs under a candidate policy and show what would change.
     Simulate(crate::simulate::SimulateArgs),
+    /// Print a shell completion script, e.g. `socialgate completions bash > /etc/bash_completion.d/socialgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff): socialgate(1), or with a subcommand its own page, e.g.
+    /// `socialgate man run > /usr/local/share/man/man1/socialgate-run.1`.
+    Man {
+        /// The subcommand whose page to print (run, check, explain, …); default the overview.
+        subcommand: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -304,6 +318,42 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "socialgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { subcommand } => man(subcommand.as_deref()),
+    }
+}
+
+/// Prints socialgate(1), or socialgate-SUBCOMMAND(1).
+fn man(subcommand: Option<&str>) -> ExitCode {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let page = match subcommand {
+        None => cmd,
+        Some(name) => match cmd.find_subcommand(name) {
+            Some(sub) => {
+                let title = format!("socialgate-{}", sub.get_name());
+                sub.clone().name(title)
+            }
+            None => {
+                let known: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+                eprintln!(
+                    "socialgate man: no subcommand {name:?}; the pages are: {}",
+                    known.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socialgate man: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

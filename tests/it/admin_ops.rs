@@ -267,3 +267,47 @@ async fn report_refuses_a_squid_format_log_and_says_how_to_get_a_json_one() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("is a Squid-format access log"), "{err}");
 }
+
+#[tokio::test]
+async fn prints_shell_completions_generated_from_the_command_line() {
+    let (code, bash, err) = socialgate(&["completions", "bash"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(bash.contains("_socialgate()"), "{bash}");
+    for word in ["explain", "simulate", "--pid-file", "--access-log-mode"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = socialgate(&["completions", shell]).await;
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("explain"), "{shell}: {out}");
+    }
+    let (code, _, err) = socialgate(&["completions", "tcsh"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+}
+
+#[tokio::test]
+async fn prints_man_pages_for_socialgate_and_each_subcommand() {
+    let (code, page, err) = socialgate(&["man"]).await;
+    assert_eq!(code, 0, "{err}");
+    let title = page.lines().find(|l| l.starts_with(".TH")).unwrap_or("");
+    assert!(title.starts_with(".TH socialgate 1 "), "{page}");
+    assert!(page.contains(".SH NAME\nsocialgate \\- "), "{page}");
+    assert!(page.contains("socialgate\\-explain(1)"), "{page}");
+
+    let (code, run, err) = socialgate(&["man", "run"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        run.contains(".TH socialgate\\-run 1 ") || run.contains(".TH socialgate-run 1 "),
+        "{run}"
+    );
+    assert!(run.contains("\\-\\-pid\\-file"), "{run}");
+    assert!(run.contains("mean 127.0.0.1:PORT"), "{run}");
+
+    let (code, _, err) = socialgate(&["man", "rnu"]).await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no subcommand \"rnu\"; the pages are: run, check"),
+        "{err}"
+    );
+}
