@@ -7,6 +7,7 @@ mod admin_ops;
 mod agreement;
 mod bad_input;
 mod cli;
+mod docs;
 mod forwarding;
 mod hostile;
 mod identity;
