@@ -107,9 +107,22 @@ async fn creates_the_access_log_readable_by_owner_and_group_only() {
     let dir = PolicyDir::new(BASIC_POLICY);
     let logs = tempfile::tempdir().unwrap();
     let default = logs.path().join("default.log");
-    let _bin = Spawned::run(dir.path(), &["--access-log", default.to_str().unwrap()]).await;
+    let bin = Spawned::run(dir.path(), &["--access-log", default.to_str().unwrap()]).await;
     let mode = std::fs::metadata(&default).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "{mode:o}");
+
+    // After rotation: logrotate moves the file away, SIGUSR1 reopens it.
+    std::fs::rename(&default, logs.path().join("default.log.1")).unwrap();
+    bin.wait_until_catching(libc::SIGUSR1).await;
+    bin.signal(libc::SIGUSR1);
+    within(async {
+        while !default.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mode = std::fs::metadata(&default).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "reopened after rotation: {mode:o}");
 
     let strict = logs.path().join("strict.log");
     let _bin = Spawned::run(
