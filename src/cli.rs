@@ -50,13 +50,17 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Replay access logs under a candidate policy and show what would change.
     Simulate(crate::simulate::SimulateArgs),
-    /// Print a shell completion script, e.g. `socialgate completions bash > /etc/bash_completion.d/socialgate`.
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// E.g. `socialgate completions bash > /etc/bash_completion.d/socialgate`.
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print a man page (roff): socialgate(1), or with a subcommand its own page, e.g.
+    /// Print the man page (roff), or a subcommand's own page.
+    ///
+    /// E.g. `socialgate man > /usr/local/share/man/man1/socialgate.1` and
     /// `socialgate man run > /usr/local/share/man/man1/socialgate-run.1`.
     Man {
         /// The subcommand whose page to print (run, check, explain, …); default the overview.

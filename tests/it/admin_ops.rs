@@ -324,3 +324,29 @@ async fn prints_man_pages_for_socialgate_and_each_subcommand() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn refuses_to_run_when_the_pid_file_cannot_be_written() {
+    let dir = PolicyDir::new(BASIC_POLICY);
+    let policy = dir.path().to_str().unwrap();
+    let key = dir.path().join("pseudonym.key");
+    let (code, _, err) = socialgate(&[
+        "run",
+        "--policy",
+        policy,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--access-log",
+        "off",
+        "--pseudonym-key",
+        key.to_str().unwrap(),
+        "--pid-file",
+        "/nonexistent/socialgate/socialgate.pid",
+    ])
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot write the pid file; stopping"), "{err}");
+    assert!(!err.contains("socialgate listening"), "{err}");
+}
