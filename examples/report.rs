@@ -1,6 +1,7 @@
-//! Runs `report` until `socialgate report` is wired in main.rs:
-//! `cargo run --release --example report -- --log FILE --format json`.
-//! It only parses the arguments and calls `socialgate::report::run`.
+//! `socialgate report` as a stand-alone program, for embedding the report
+//! in other tools: `cargo run --release --example report -- --log FILE
+//! --format json` does what `socialgate report --log FILE --format json`
+//! does. It only parses the arguments and calls `socialgate::report::run`.
 
 use clap::Parser;
 

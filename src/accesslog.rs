@@ -67,7 +67,14 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Events that may wait for the writer before new ones are dropped.
     pub capacity: usize,
+    /// Permission bits of a log file socialgate creates (also on reopen
+    /// after rotation); an existing file keeps its own. The log is personal
+    /// data, so the default is 0640.
+    pub mode: u32,
 }
+
+/// The access log's default file mode: owner read/write, group read.
+pub const DEFAULT_LOG_MODE: u32 = 0o640;
 
 /// Turns a user name into its pseudonym, for events decided on a policy
 /// that pseudonymises (`Event::pseudonymize`).
@@ -157,7 +164,7 @@ impl Recorder {
         observers: Vec<Arc<dyn Observer>>,
         on_drop: Option<DropHook>,
     ) -> io::Result<(Recorder, WriterHandle)> {
-        let (sink, mid_line) = Sink::open(config.path.as_deref())?;
+        let (sink, mid_line) = Sink::open(config.path.as_deref(), config.mode)?;
         let (tx, rx) = sync_channel(config.capacity.max(1));
         let written = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
@@ -169,6 +176,7 @@ impl Recorder {
             rx,
             sink,
             path: config.path.clone(),
+            mode: config.mode,
             format: config.format,
             users,
             written: written.clone(),
@@ -264,11 +272,18 @@ enum Sink {
 impl Sink {
     /// Opens the log (appending) and tells whether it ends inside a line,
     /// e.g. after a crash mid-write, so the first write can end that line.
-    fn open(path: Option<&Path>) -> io::Result<(Sink, bool)> {
+    /// A file it creates gets `mode` (less the umask).
+    fn open(path: Option<&Path>, mode: u32) -> io::Result<(Sink, bool)> {
         Ok(match path {
             None => (Sink::Stdout(io::stdout()), false),
             Some(p) => {
-                let f = OpenOptions::new().create(true).append(true).open(p)?;
+                let mut options = OpenOptions::new();
+                options.create(true).append(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+                #[cfg(not(unix))]
+                let _ = mode;
+                let f = options.open(p)?;
                 (Sink::File(f), ends_mid_line(p))
             }
         })
@@ -422,6 +437,8 @@ struct Writer {
     rx: Receiver<Msg>,
     sink: Sink,
     path: Option<PathBuf>,
+    /// Mode of a newly created file (see [`LogConfig::mode`]).
+    mode: u32,
     format: LogFormat,
     users: UserMapper,
     written: Arc<AtomicU64>,
@@ -496,7 +513,7 @@ impl Writer {
         if self.path.is_none() {
             return; // standard output stays what it is
         }
-        match Sink::open(self.path.as_deref()) {
+        match Sink::open(self.path.as_deref(), self.mode) {
             Ok((sink, mid_line)) => {
                 self.sink = sink;
                 self.need_newline = mid_line;
@@ -863,6 +880,7 @@ mod tests {
                 path: Some(PathBuf::from("/dev/full")),
                 format: LogFormat::Json,
                 capacity: 100,
+                mode: DEFAULT_LOG_MODE,
             },
             Arc::new(|u: &str| u.to_string()),
             Vec::new(),

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/proxy.pac`, and
-//! `POST /reload`.
+//! `POST /reload`. `HEAD` is answered like `GET`, without the body;
+//! `/wpad.dat` is the PAC file under the name WPAD clients ask for.
 //!
 //! It binds to loopback by default and serves operators and Prometheus, not
 //! proxy clients; it never forwards anything. `/readyz` answers 200 once a
@@ -8,7 +9,6 @@
 //! policy each instance runs.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,14 +21,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::policy::Pac;
 use crate::proxy::ProxyState;
 
 /// What the admin handlers read.
 pub struct AdminState {
     pub proxy: Arc<ProxyState>,
     pub metrics: Arc<Metrics>,
-    /// The address written into the PAC file.
-    pub pac_proxy: SocketAddr,
+    /// The proxy written into the PAC file, `HOST:PORT`.
+    pub pac_proxy: String,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
@@ -79,7 +80,13 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let policy = state.proxy.policy.load();
-    let resp = match (req.method(), req.uri().path()) {
+    // HEAD is answered like GET (`curl -I`); hyper sends the head, with the
+    // Content-Length the body would have had, and never the body.
+    let method = match req.method() {
+        &Method::HEAD => &Method::GET,
+        m => m,
+    };
+    let resp = match (method, req.uri().path()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -100,10 +107,11 @@ async fn handle(
             })
             .to_string(),
         ),
-        (&Method::GET, "/proxy.pac") => text(
+        // /wpad.dat: the name WPAD clients ask for (docs/operations.md).
+        (&Method::GET, "/proxy.pac" | "/wpad.dat") => text(
             StatusCode::OK,
             "application/x-ns-proxy-autoconfig",
-            pac_file(state.pac_proxy),
+            pac_file(&state.pac_proxy, &policy.pac, &policy.source.hash),
         ),
         (&Method::POST, "/reload") => match state.proxy.policy.reload_async("admin").await {
             Ok(p) => text(StatusCode::OK, "text/plain; charset=utf-8", format!("reloaded; policy hash {}\n", p.source.hash)),
@@ -123,22 +131,47 @@ async fn handle(
     Ok(resp)
 }
 
-/// A PAC file sending web traffic through the proxy, except local names
-/// and private networks.
-pub fn pac_file(proxy: SocketAddr) -> String {
-    format!(
-        r#"// socialgate proxy auto-configuration
-function FindProxyForURL(url, host) {{
-  if (isPlainHostName(host) || host === "localhost" ||
-      shExpMatch(host, "*.local") ||
-      isInNet(host, "10.0.0.0", "255.0.0.0") ||
-      isInNet(host, "172.16.0.0", "255.240.0.0") ||
-      isInNet(host, "192.168.0.0", "255.255.0.0") ||
-      isInNet(host, "127.0.0.0", "255.0.0.0")) {{
-    return "DIRECT";
-  }}
-  return "PROXY {proxy}";
-}}
-"#
-    )
+/// A PAC file sending web traffic through the proxy, except what the
+/// policy's `pac:` section sends direct: plain host names and `localhost`
+/// always, then `direct_domains` (each with its subdomains) by name, then
+/// `direct_networks` by the address the host resolves to (only when some
+/// are listed, since resolving costs the client a DNS lookup).
+pub fn pac_file(proxy: &str, pac: &Pac, policy_hash: &str) -> String {
+    use std::fmt::Write;
+    // Names and addresses were validated (the policy compiler, and
+    // --pac-proxy's parser): letters, digits, '-', '.', ':', '[', ']' only,
+    // so nothing here needs escaping.
+    let mut js = format!(
+        "// socialgate proxy auto-configuration (policy {policy_hash})\n\
+         function FindProxyForURL(url, host) {{\n  \
+         host = host.toLowerCase();\n  \
+         if (isPlainHostName(host) || host === \"localhost\") {{\n    return \"DIRECT\";\n  }}\n"
+    );
+    if !pac.direct_domains.is_empty() {
+        let tests: Vec<String> = pac
+            .direct_domains
+            .iter()
+            .map(|d| format!("host === \"{d}\" || dnsDomainIs(host, \".{d}\")"))
+            .collect();
+        let _ = write!(
+            js,
+            "  if ({}) {{\n    return \"DIRECT\";\n  }}\n",
+            tests.join(" ||\n      ")
+        );
+    }
+    if !pac.direct_networks.is_empty() {
+        let tests: Vec<String> = pac
+            .direct_networks
+            .iter()
+            .map(|n| format!("isInNet(ip, \"{}\", \"{}\")", n.network(), n.netmask()))
+            .collect();
+        let _ = write!(
+            js,
+            "  var ip = dnsResolve(host);\n  \
+             if (ip && ({})) {{\n    return \"DIRECT\";\n  }}\n",
+            tests.join(" ||\n      ")
+        );
+    }
+    let _ = write!(js, "  return \"PROXY {proxy}\";\n}}\n");
+    js
 }

@@ -38,10 +38,28 @@ pub struct AppConfig {
     /// Admin listener (`/metrics`, `/healthz`, ...); `None` disables it.
     pub admin: Option<SocketAddr>,
     /// The proxy address advertised in `/proxy.pac` (default: the first listener).
-    pub pac_proxy: Option<SocketAddr>,
+    /// `HOST:PORT`, a name or an address.
+    pub pac_proxy: Option<String>,
     /// HMAC key for user pseudonyms, used unless the policy names its own
     /// `logging.key_file`; created (mode 0600) if missing.
     pub pseudonym_key: PathBuf,
+}
+
+/// What a clean shutdown did, for its closing log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// Client connections open when shutdown began; each was let finish
+    /// the request it was serving.
+    pub connections_at_stop: u64,
+    /// Tunnels and WebSockets open when shutdown began.
+    pub tunnels_at_stop: u64,
+    /// The drain deadline (`--drain-timeout`) passed before all had ended.
+    pub deadline_hit: bool,
+    /// Tunnels still open at the deadline, and closed.
+    pub tunnels_cut: u64,
+    /// Access-log records written, and dropped (counted), since start.
+    pub log_records: u64,
+    pub log_dropped: u64,
 }
 
 /// Why startup failed.
@@ -62,7 +80,8 @@ pub struct App {
     pub state: Arc<ProxyState>,
     pub recorder: Recorder,
     shutdown: watch::Sender<bool>,
-    servers: Vec<JoinHandle<()>>,
+    /// Each returns the tunnels it had to cut at the drain deadline, if it passed.
+    servers: Vec<JoinHandle<Option<u64>>>,
     background: Vec<JoinHandle<()>>,
     writer: Option<WriterHandle>,
 }
@@ -182,7 +201,7 @@ impl App {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                proxy::serve(l, st, stop, drain).await;
+                proxy::serve(l, st, stop, drain).await
             }));
         }
         let mut background = Vec::new();
@@ -190,7 +209,10 @@ impl App {
             let admin = Arc::new(AdminState {
                 proxy: state.clone(),
                 metrics: metrics.clone(),
-                pac_proxy: cfg.pac_proxy.unwrap_or(proxy_addrs[0]),
+                pac_proxy: cfg
+                    .pac_proxy
+                    .clone()
+                    .unwrap_or_else(|| proxy_addrs[0].to_string()),
             });
             let mut rx = shutdown_rx.clone();
             background.push(tokio::spawn(async move {
@@ -246,11 +268,22 @@ impl App {
         &self.state.policy
     }
 
-    /// Stops accepting, drains in-flight work (bounded), flushes the log.
-    pub async fn shutdown(mut self) {
+    /// Stops accepting, drains in-flight work (bounded), flushes the log,
+    /// and says what it drained.
+    pub async fn shutdown(mut self) -> Stopped {
+        let gauges = &self.state.gauges;
+        let mut stopped = Stopped {
+            connections_at_stop: gauges.connections.load(std::sync::atomic::Ordering::SeqCst),
+            tunnels_at_stop: gauges.tunnels.load(std::sync::atomic::Ordering::SeqCst),
+            ..Stopped::default()
+        };
         let _ = self.shutdown.send(true);
         for s in self.servers.drain(..) {
-            let _ = s.await;
+            // Listeners share one set of tunnels: each counts the same ones.
+            if let Ok(Some(cut)) = s.await {
+                stopped.deadline_hit = true;
+                stopped.tunnels_cut = stopped.tunnels_cut.max(cut);
+            }
         }
         for b in self.background.drain(..) {
             b.abort();
@@ -262,9 +295,11 @@ impl App {
             ..
         } = self;
         drop(state);
-        drop(recorder);
         if let Some(w) = writer {
             let _ = tokio::task::spawn_blocking(move || w.finish()).await;
         }
+        stopped.log_records = recorder.written();
+        stopped.log_dropped = recorder.dropped();
+        stopped
     }
 }

@@ -1,7 +1,9 @@
 //! The `socialgate` command line.
 //!
 //! `run` serves the proxy; `check`, `explain` and `test` work on a policy
-//! directory without starting anything. Every flag has help text, and most
+//! directory without starting anything; `completions` and `man` print a
+//! shell completion script and the man page generated from these
+//! definitions. Every flag has help text, and most
 //! can also be set from the environment (`SOCIALGATE_*`).
 //!
 //! Why one long file: it is the flag definitions (clap derive, with their
@@ -50,6 +52,22 @@ pub enum Command {
     Simulate(crate::simulate::SimulateArgs),
     /// Ask a running socialgate's admin listener for /healthz; exit 0 if healthy (container health checks).
     Health(crate::health::HealthArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// E.g. `socialgate completions bash > /etc/bash_completion.d/socialgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or a subcommand's own page.
+    ///
+    /// E.g. `socialgate man > /usr/local/share/man/man1/socialgate.1` and
+    /// `socialgate man run > /usr/local/share/man/man1/socialgate-run.1`.
+    Man {
+        /// The subcommand whose page to print (run, check, explain, …); default the overview.
+        subcommand: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -57,17 +75,25 @@ pub struct RunArgs {
     /// Policy directory (catalog.yaml, policy.yaml, tests.yaml).
     #[arg(long, env = "SOCIALGATE_POLICY", default_value = "policies")]
     pub policy: PathBuf,
-    /// Proxy listening address; repeat for several (e.g. IPv4 and IPv6).
+    /// Proxy listening address, IP:PORT (0.0.0.0:3128 or [::]:3128 for every interface). A port
+    /// alone (3128), :PORT and localhost:PORT mean 127.0.0.1:PORT. Repeat, or separate with commas,
+    /// for several (e.g. IPv4 and IPv6).
     #[arg(
         long,
         env = "SOCIALGATE_LISTEN",
+        value_name = "ADDR",
         value_delimiter = ',',
-        default_value = "127.0.0.1:3128"
+        default_value = "127.0.0.1:3128",
+        value_parser = parse_listen
     )]
     pub listen: Vec<SocketAddr>,
     /// Access-log file; `-` writes to standard output, `off` disables it.
     #[arg(long, env = "SOCIALGATE_ACCESS_LOG", default_value = "-")]
     pub access_log: String,
+    /// Permission bits, in octal, of an access-log file socialgate creates (also after rotation).
+    /// The log is personal data: by default only the owner and its group may read it.
+    #[arg(long, env = "SOCIALGATE_ACCESS_LOG_MODE", value_name = "MODE", default_value = "0640", value_parser = parse_mode)]
+    pub access_log_mode: u32,
     /// Access-log format.
     #[arg(
         long,
@@ -111,12 +137,14 @@ pub struct RunArgs {
     /// Milliseconds between checks of the policy directory for changes; 0 disables.
     #[arg(long, env = "SOCIALGATE_WATCH_INTERVAL_MS", default_value_t = 1000)]
     pub watch_interval_ms: u64,
-    /// Admin listener for /metrics, /healthz, /readyz, /proxy.pac and POST /reload; `off` disables it.
-    #[arg(long, env = "SOCIALGATE_ADMIN", default_value = "127.0.0.1:9128")]
-    pub admin: String,
-    /// Proxy address to advertise in /proxy.pac (default: the first --listen address).
-    #[arg(long, env = "SOCIALGATE_PAC_PROXY")]
-    pub pac_proxy: Option<SocketAddr>,
+    /// Admin listener for /metrics, /healthz, /readyz, /proxy.pac and POST /reload, written like
+    /// --listen (a port alone means 127.0.0.1:PORT); `off` disables it.
+    #[arg(long, env = "SOCIALGATE_ADMIN", value_name = "ADDR", default_value = "127.0.0.1:9128", value_parser = parse_admin)]
+    pub admin: Admin,
+    /// Proxy to advertise in /proxy.pac as HOST:PORT, a name or an address clients reach it by
+    /// (default: the first --listen address).
+    #[arg(long, env = "SOCIALGATE_PAC_PROXY", value_name = "HOST:PORT", value_parser = parse_pac_proxy)]
+    pub pac_proxy: Option<String>,
     /// HMAC key file for pseudonymising users in the access log; created with mode 0600 if missing.
     /// The policy's logging.key_file takes precedence.
     #[arg(
@@ -125,6 +153,105 @@ pub struct RunArgs {
         default_value = "socialgate-pseudonym.key"
     )]
     pub pseudonym_key: PathBuf,
+    /// Write the process id to this file once listening (for `kill -HUP "$(cat FILE)"`); removed
+    /// on a clean exit.
+    #[arg(long, env = "SOCIALGATE_PID_FILE", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// `--admin`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_admin(s: &str) -> Result<Admin, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Admin::Off);
+    }
+    parse_listen(s).map(Admin::At)
+}
+
+/// Reads a listening address the way admins write it for Squid and
+/// friends: `IP:PORT` and `[IPv6]:PORT` as they are; a port alone, `:PORT`
+/// and `localhost:PORT` on 127.0.0.1. Port 0 (any free port) is accepted,
+/// for tests. Every refusal says what is wrong and what to write.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let loopback = std::net::Ipv4Addr::LOCALHOST;
+    let port = |p: &str| -> Result<u16, String> {
+        match p.parse::<u64>() {
+            Ok(n) if n <= u64::from(u16::MAX) => Ok(n as u16),
+            Ok(_) => Err("port must be 1-65535".to_string()),
+            Err(_) if p.is_empty() => {
+                Err("no port; write e.g. 127.0.0.1:3128, or just 3128".into())
+            }
+            Err(_) => Err(format!("port {p:?} is not a number (1-65535)")),
+        }
+    };
+    if s.is_empty() {
+        return Err("empty address; write e.g. 127.0.0.1:3128, or just 3128".into());
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return port(s).map(|p| SocketAddr::from((loopback, p)));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Err(match ip {
+            IpAddr::V4(_) => format!("no port; write e.g. {ip}:3128"),
+            IpAddr::V6(_) => {
+                format!("no port, or an IPv6 address without brackets; write e.g. [{ip}]:3128")
+            }
+        });
+    }
+    let Some((host, p)) = s.rsplit_once(':') else {
+        return Err(
+            "not an address; write IP:PORT (e.g. 0.0.0.0:3128 or [::]:3128), or just a port".into(),
+        );
+    };
+    let p = port(p)?;
+    match host {
+        "" => Ok(SocketAddr::from((loopback, p))),
+        h if h.eq_ignore_ascii_case("localhost") => Ok(SocketAddr::from((loopback, p))),
+        h if h.starts_with('[') => Err(format!("{h:?} is not an IPv6 address in brackets, e.g. [::1]:3128")),
+        h => Err(format!("{h:?} is not an IP address; names other than localhost are not looked up: write the address to listen on, e.g. 0.0.0.0:{p} for every interface")),
+    }
+}
+
+/// Reads `--pac-proxy`: `HOST:PORT` with a host name or an IP address
+/// (IPv6 in brackets), as written into the PAC file's `PROXY` line.
+pub fn parse_pac_proxy(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a.to_string());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("write HOST:PORT, e.g. proxy.corp.example:3128".into());
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err("port must be 1-65535".into()),
+    }
+    match crate::policy::normalize_host(host) {
+        Ok(crate::policy::Host::Name(n)) => Ok(format!("{n}:{port}")),
+        _ => Err(format!(
+            "{host:?} is not a host name or IP address; write HOST:PORT, e.g. proxy.corp.example:3128"
+        )),
+    }
+}
+
+/// Reads an octal file mode such as `0640` (at most `0777`).
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.trim().trim_start_matches("0o");
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not an octal file mode; write e.g. 0640 (owner read/write, group read)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -158,7 +285,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
     pub resolve: Vec<(String, IpAddr)>,
     /// The proxy's own listening addresses (never a destination); default 127.0.0.1:3128 and 127.0.0.1:9128.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Vec<SocketAddr>,
     /// The URL, e.g. https://www.tiktok.com/ (https:// is decided as a CONNECT tunnel, http:// as a request).
     pub url: String,
@@ -198,6 +325,42 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "socialgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { subcommand } => man(subcommand.as_deref()),
+    }
+}
+
+/// Prints socialgate(1), or socialgate-SUBCOMMAND(1).
+fn man(subcommand: Option<&str>) -> ExitCode {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    let page = match subcommand {
+        None => cmd,
+        Some(name) => match cmd.find_subcommand(name) {
+            Some(sub) => {
+                let title = format!("socialgate-{}", sub.get_name());
+                sub.clone().name(title)
+            }
+            None => {
+                let known: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+                eprintln!(
+                    "socialgate man: no subcommand {name:?}; the pages are: {}",
+                    known.join(", ")
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match clap_mangen::Man::new(page).render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socialgate man: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -219,11 +382,13 @@ fn run(args: RunArgs) -> ExitCode {
             path: None,
             format: args.log_format,
             capacity: args.log_queue,
+            mode: args.access_log_mode,
         }),
         p => Some(LogConfig {
             path: Some(PathBuf::from(p)),
             format: args.log_format,
             capacity: args.log_queue,
+            mode: args.access_log_mode,
         }),
     };
     let cfg = AppConfig {
@@ -244,15 +409,9 @@ fn run(args: RunArgs) -> ExitCode {
         watch_interval: (args.watch_interval_ms > 0)
             .then(|| Duration::from_millis(args.watch_interval_ms)),
         drain: Duration::from_secs(args.drain_timeout),
-        admin: match args.admin.as_str() {
-            "off" => None,
-            a => match a.parse() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    eprintln!("socialgate: --admin {a:?} is not an address; write e.g. 127.0.0.1:9128, or off");
-                    return ExitCode::from(2);
-                }
-            },
+        admin: match args.admin {
+            Admin::Off => None,
+            Admin::At(a) => Some(a),
         },
         pac_proxy: args.pac_proxy,
         pseudonym_key: args.pseudonym_key.clone(),
@@ -283,6 +442,15 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Listening now; written before that is reported, so whoever waits
+        // for the report finds the file.
+        if let Some(path) = &args.pid_file {
+            if let Err(e) = write_pid_file(path) {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the pid file; stopping");
+                app.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        }
         let policy = app.policy().load();
         if let Some(a) = app.admin_addr {
             tracing::info!(admin = %a, "admin endpoints: /metrics /healthz /readyz /proxy.pac, POST /reload");
@@ -295,9 +463,33 @@ fn run(args: RunArgs) -> ExitCode {
         stop.await;
         crate::notify::stopping();
         tracing::info!("shutting down: no new connections; draining in-flight requests and tunnels");
-        app.shutdown().await;
+        let done = app.shutdown().await;
+        if let Some(path) = &args.pid_file {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the pid file");
+            }
+        }
+        tracing::info!(
+            connections = done.connections_at_stop,
+            tunnels = done.tunnels_at_stop,
+            drain_deadline_hit = done.deadline_hit,
+            tunnels_cut = done.tunnels_cut,
+            log_records = done.log_records,
+            log_dropped = done.log_dropped,
+            "socialgate stopped"
+        );
         ExitCode::SUCCESS
     })
+}
+
+/// Writes our process id and a newline to `path`, through a temporary
+/// file renamed into place, so a reader never sees a half-written id.
+fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Registers the SIGTERM/SIGINT handlers now; the returned future

@@ -22,13 +22,16 @@
 //!   by reports and, later, budgets.
 //! - [`report`]: `socialgate report`, offline: reads access logs only.
 //! - [`metrics`] and [`admin`]: Prometheus metrics derived from events, and
-//!   the admin listener (`/metrics`, `/healthz`, `/readyz`, `/proxy.pac`).
+//!   the admin listener (`/metrics`, `/healthz`, `/readyz`, `/proxy.pac`
+//!   with the policy's `pac:` bypass list, also as `/wpad.dat`).
 //! - [`reload`]: the policy snapshot, swapped atomically on SIGHUP or when
 //!   a policy file changes.
 //! - [`notify`]: `READY=1`, `RELOADING=1`, `STOPPING=1` and watchdog pings
 //!   to systemd (`Type=notify`); nothing without `NOTIFY_SOCKET`.
 //! - [`health`]: `socialgate health`, the container health check.
-//! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`, `test`).
+//! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`,
+//!   `test`, `report`, `simulate`, and `completions` and `man` generated
+//!   from the same definitions).
 //! - [`yaml`]: the one place that parses YAML.
 
 pub mod accesslog;

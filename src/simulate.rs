@@ -94,6 +94,7 @@ pub struct Simulation {
 
 /// Replays `args.logs` under the policy in `args.policy`.
 pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
+    crate::report::read::refuse_squid_format(&args.logs).map_err(anyhow::Error::msg)?;
     let mut policy = load_dir(&args.policy)
         .map_err(|e| anyhow::anyhow!("the candidate policy has errors:\n{e}"))?;
     let exact = match &args.key {

@@ -29,9 +29,16 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
         if let Some(idx) = message.find(" at line ") {
             message.truncate(idx);
         }
-        // serde_yaml also prefixes the path; we print it ourselves.
-        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
-            message = rest.to_string();
+        // serde_yaml also prefixes a path, that of the mapping for an
+        // unknown key (`rules[3]` where ours is `rules[3].mesage`); we
+        // print ours, so drop its own.
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            let covers = path
+                .strip_prefix(prefix)
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with(['.', '[']));
+            if covers {
+                message = rest.to_string();
+            }
         }
         YamlError {
             location,

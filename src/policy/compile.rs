@@ -97,14 +97,50 @@ fn read_yaml<T: serde::de::DeserializeOwned>(
     hasher.update(text.as_bytes());
     match crate::yaml::from_str::<T>(&text) {
         Ok(v) => Some(v),
-        Err(e) => {
-            let hint = yaml_hint(&e.message);
+        Err(mut e) => {
+            let hint = match unknown_field(&e.message) {
+                Some((field, expected)) => {
+                    let hint = unknown_field_hint(&field, &expected);
+                    e.message = format!("unknown field `{field}`");
+                    Some(hint)
+                }
+                None => yaml_hint(&e.message),
+            };
             let mut err = ConfigError::new(path, e.path, e.message).at(e.location);
             if let Some(h) = hint {
                 err = err.hint(h);
             }
             errs.push(err);
             None
+        }
+    }
+}
+
+/// The key and the keys allowed there, from serde's "unknown field `x`,
+/// expected one of `a`, `b`" (or "expected `a`", or "there are no fields").
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((field.to_string(), expected))
+}
+
+fn unknown_field_hint(field: &str, expected: &[String]) -> String {
+    let typo = "unknown keys are refused so that typos cannot hide";
+    match closest(field, expected.iter().map(String::as_str)) {
+        Some(k) => format!("did you mean `{k}`? {typo}"),
+        None if expected.is_empty() => format!("this place takes no keys; {typo}"),
+        None => {
+            let keys: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "the keys here are {}; {typo} (docs/policy.md)",
+                keys.join(", ")
+            )
         }
     }
 }
@@ -293,6 +329,8 @@ impl Compiler<'_> {
                 .map(|p| resolve_path(self.dir, p)),
             log_paths: raw.logging.log_paths.unwrap_or(false),
         };
+
+        let pac = self.pac(&raw.pac);
 
         // Groups.
         let mut groups = Vec::new();
@@ -512,6 +550,7 @@ impl Compiler<'_> {
             destinations,
             tunnels,
             logging,
+            pac,
             cases: Vec::new(),
         })
     }
@@ -634,6 +673,54 @@ impl Compiler<'_> {
                 );
                 Action::Block
             }
+        }
+    }
+
+    fn pac(&mut self, raw: &RawPac) -> Pac {
+        let direct_domains = match &raw.direct_domains {
+            None => Pac::default_direct_domains(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| {
+                    let path = format!("pac.direct_domains[{i}]");
+                    let d = d.trim().trim_start_matches('.');
+                    if d.parse::<IpNet>().is_ok() || d.parse::<std::net::IpAddr>().is_ok() {
+                        self.err(
+                            &path,
+                            format!("{d:?} is an address, not a domain"),
+                            "list addresses and networks under pac.direct_networks",
+                        );
+                        return None;
+                    }
+                    self.domain(&path, d)
+                })
+                .collect(),
+        };
+        let direct_networks = match &raw.direct_networks {
+            None => Pac::default_direct_networks(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let path = format!("pac.direct_networks[{i}]");
+                    match self.network(&path, n)? {
+                        IpNet::V4(v4) => Some(v4),
+                        IpNet::V6(_) => {
+                            self.err(
+                                &path,
+                                format!("{:?} is an IPv6 network", n.trim()),
+                                "a PAC file's isInNet() tests IPv4 only; list IPv6 intranet hosts by name under pac.direct_domains",
+                            );
+                            None
+                        }
+                    }
+                })
+                .collect(),
+        };
+        Pac {
+            direct_domains,
+            direct_networks,
         }
     }
 

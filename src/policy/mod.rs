@@ -197,6 +197,36 @@ pub struct Logging {
     pub log_paths: bool,
 }
 
+/// What the PAC file (`/proxy.pac`) sends DIRECT; plain host names and
+/// `localhost` always go direct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pac {
+    /// Lower-case domains; each covers its subdomains.
+    pub direct_domains: Vec<String>,
+    /// IPv4 networks (the PAC's `isInNet` takes no IPv6).
+    pub direct_networks: Vec<ipnet::Ipv4Net>,
+}
+
+impl Pac {
+    /// Without a `pac:` section: `.local` names, the private IPv4 ranges
+    /// and loopback go direct.
+    pub fn default_direct_domains() -> Vec<String> {
+        vec!["local".to_string()]
+    }
+
+    pub fn default_direct_networks() -> Vec<ipnet::Ipv4Net> {
+        [
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "127.0.0.0/8",
+        ]
+        .iter()
+        .map(|n| n.parse().expect("a valid literal CIDR"))
+        .collect()
+    }
+}
+
 /// Identity of the loaded policy, for logs, metrics and `/readyz`.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -225,6 +255,8 @@ pub struct Policy {
     pub destinations: Vec<IpNet>,
     pub tunnels: Tunnels,
     pub logging: Logging,
+    /// What `/proxy.pac` sends direct.
+    pub pac: Pac,
     /// Test cases from `tests.yaml`, if present.
     pub cases: Vec<cases::Case>,
 }

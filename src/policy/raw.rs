@@ -49,6 +49,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub logging: RawLogging,
     #[serde(default)]
+    pub pac: RawPac,
+    #[serde(default)]
     pub groups: IndexMap<String, RawGroup>,
     #[serde(default)]
     pub defaults: RawDefaults,
@@ -136,6 +138,18 @@ pub struct RawLogging {
     /// Log URL paths of social-platform requests (default false).
     #[serde(default)]
     pub log_paths: Option<bool>,
+}
+
+/// What `/proxy.pac` sends DIRECT instead of through the proxy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPac {
+    /// Domains (and their subdomains); default `[local]`.
+    #[serde(default)]
+    pub direct_domains: Option<Vec<String>>,
+    /// IPv4 networks the host resolves into; default the private ranges and loopback.
+    #[serde(default)]
+    pub direct_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -184,12 +184,14 @@ impl ProxyState {
 
 /// Serves proxy clients on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `drain` for in-flight requests and tunnels.
+/// Returns `None` when everything drained in time, else how many tunnels
+/// were still open at the deadline and were cut.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ProxyState>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
-) {
+) -> Option<u64> {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let mut builder = auto::Builder::new(executor()).http1_only();
@@ -251,15 +253,18 @@ pub async fn serve(
     if drained.is_err() {
         // Time is up: close what is still open, so every tunnel still ends
         // in its access-log record before the writer stops.
+        let cut = state.gauges.tunnels.load(Ordering::Relaxed);
         tracing::warn!(
-            tunnels = state.gauges.tunnels.load(Ordering::Relaxed),
+            tunnels = cut,
             connections = state.gauges.connections.load(Ordering::Relaxed),
             "drain time is up; closing what is still open"
         );
         state.hard_stop.send_replace(true);
         tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+        return Some(cut);
     }
+    None
 }
 
 /// The executor hyper uses for background connection tasks.

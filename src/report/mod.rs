@@ -283,6 +283,7 @@ pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
         audience: args.audience,
     };
     let mut agg = aggregate::Aggregator::new(opt);
+    read::refuse_squid_format(&args.logs).map_err(anyhow::Error::msg)?;
     let mut stats = ReadStats::default();
     read_logs(&order_inputs(&args.logs), &mut stats, |rec| {
         agg.observe(rec)

@@ -206,6 +206,49 @@ where
     stats.files.push(fs);
 }
 
+/// Refuses an input whose first non-empty line is in Squid's native
+/// format (`socialgate run --log-format squid` writes it): read as JSON,
+/// every line would be malformed and the report silently empty. Standard
+/// input is not looked at, since peeking would consume it.
+pub fn refuse_squid_format(inputs: &[PathBuf]) -> Result<(), String> {
+    for path in inputs.iter().filter(|p| p.as_os_str() != "-") {
+        let Ok(reader) = open_input(path) else {
+            continue; // reported as unreadable by the reader
+        };
+        let first = reader
+            .split(b'\n')
+            .map_while(Result::ok)
+            .find(|l| !trim_line(l).is_empty());
+        if first.is_some_and(|l| is_squid_line(&String::from_utf8_lossy(&l))) {
+            return Err(format!(
+                "{} is a Squid-format access log; report and simulate read socialgate's JSON access log. \
+                 Run socialgate with `--log-format json` (the default) and use that log",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Squid's native format: `time elapsed client code/status bytes method URL …`,
+/// time a float epoch (`1732560157.559`), elapsed whole milliseconds.
+pub fn is_squid_line(line: &str) -> bool {
+    let f: Vec<&str> = line.split_whitespace().take(5).collect();
+    let [time, elapsed, client, code, bytes] = f[..] else {
+        return false;
+    };
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let epoch = time
+        .split_once('.')
+        .is_some_and(|(s, ms)| number(s) && number(ms));
+    let code = code.split_once('/').is_some_and(|(c, status)| {
+        c.starts_with(|ch: char| ch.is_ascii_uppercase())
+            && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            && number(status)
+    });
+    epoch && number(elapsed) && !client.is_empty() && code && number(bytes)
+}
+
 /// Opens a path (or `-` for stdin), transparently decompressing gzip.
 pub fn open_input(path: &Path) -> Result<Box<dyn BufRead>, String> {
     const CAP: usize = 256 * 1024;
@@ -353,6 +396,17 @@ mod tests {
         let line = LINE.replace(r#""status":200"#, r#""status":403"#);
         let rec: Record<'_> = serde_json::from_str(&line).unwrap();
         assert_eq!(rec.verdict(), Some(Verdict::Passed));
+    }
+
+    #[test]
+    fn squid_native_lines_are_recognised_and_json_is_not() {
+        assert!(is_squid_line("1764113057.559    12 10.1.2.3 TCP_MISS/200 1532 GET http://example.org/ - HIER_DIRECT/93.184.216.34 text/html"));
+        assert!(is_squid_line("1764113057.560 0 127.0.0.1 TCP_DENIED/403 0 CONNECT www.tiktok.com:443 p:ab12 HIER_NONE/- -"));
+        assert!(!is_squid_line(
+            r#"{"time":"2026-11-25T17:42:37Z","kind":"tunnel"}"#
+        ));
+        assert!(!is_squid_line("1764113057 12 10.1.2.3 TCP_MISS/200 1532"));
+        assert!(!is_squid_line("hello world"));
     }
 
     #[test]

@@ -115,6 +115,33 @@ fn broken_policies() -> Vec<Broken> {
             message: "\"carol\" does not have a bcrypt hash",
             also: Some("htpasswd -B"),
         },
+        Broken {
+            name: "an IPv6 network in the PAC bypass list",
+            policy: format!("{staff}pac:\n  direct_networks: [10.0.0.0/8, \"fd00::/8\"]\n"),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("pac.direct_networks[1]"),
+            message: "\"fd00::/8\" is an IPv6 network",
+            also: Some("isInNet() tests IPv4 only"),
+        },
+        Broken {
+            name: "a wildcard in the PAC bypass list",
+            policy: format!("{staff}pac:\n  direct_domains: [\"*.corp.example\"]\n"),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("pac.direct_domains[0]"),
+            message: "contains a wildcard",
+            also: Some("covers the domain and all of its subdomains"),
+        },
+        Broken {
+            name: "a bad CIDR in the PAC bypass list",
+            policy: format!("{staff}pac:\n  direct_networks: [10.0.0.0/33]\n"),
+            extra: vec![],
+            file: "policy.yaml",
+            at: At::Path("pac.direct_networks[0]"),
+            message: "is not a network",
+            also: None,
+        },
     ]
 }
 

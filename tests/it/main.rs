@@ -3,16 +3,19 @@
 
 mod support;
 
+mod admin_ops;
 mod agreement;
 mod bad_input;
 mod cli;
 mod deploy;
+mod docs;
 mod forwarding;
 mod hostile;
 mod identity;
 mod log_faults;
 mod observability;
 mod over_time;
+mod pac;
 mod policy_rules;
 mod protocol;
 mod reload;

@@ -787,6 +787,7 @@ async fn a_stalled_log_disk_never_stalls_traffic_and_drops_are_counted() {
             path: Some(fifo_path),
             format: socialgate::accesslog::LogFormat::Json,
             capacity: 8,
+            mode: socialgate::accesslog::DEFAULT_LOG_MODE,
         });
     })
     .await;

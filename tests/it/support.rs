@@ -336,6 +336,7 @@ impl TestProxy {
                 path: Some(log_path.clone()),
                 format: LogFormat::Json,
                 capacity: 10_000,
+                mode: socialgate::accesslog::DEFAULT_LOG_MODE,
             }),
             proxy: ProxyConfig {
                 resolve,
@@ -613,15 +614,15 @@ pub struct Spawned {
 impl Spawned {
     /// Runs `socialgate run --policy DIR --listen 127.0.0.1:0 ARGS...` and
     /// waits for its "socialgate listening" line. Unless `args` say
-    /// otherwise, the admin listener takes port 0 too (the default,
+    /// otherwise (`--listen`, `--admin`), the admin listener takes port 0 too (the default,
     /// 127.0.0.1:9128, may be in use) and the pseudonym key lives in DIR.
     pub async fn run(policy: &Path, args: &[&str]) -> Spawned {
         use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"));
-        cmd.arg("run")
-            .arg("--policy")
-            .arg(policy)
-            .args(["--listen", "127.0.0.1:0"]);
+        cmd.arg("run").arg("--policy").arg(policy);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         if !args.contains(&"--admin") {
             cmd.args(["--admin", "127.0.0.1:0"]);
         }
@@ -714,6 +715,22 @@ impl Spawned {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (10 s at most) until stderr holds a line containing `text`, and returns that line.
+    pub async fn stderr_line(&self, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let all = self.stderr();
+            if let Some(l) = all.lines().find(|l| l.contains(text)) {
+                return l.to_string();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line with {text:?} on stderr within 10 s:\n{all}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn client(&self) -> reqwest::Client {
