@@ -3,7 +3,7 @@
 //! `run` serves the proxy; `check`, `explain` and `test` work on a policy
 //! directory without starting anything; `completions` and `man` print a
 //! shell completion script and the man page generated from these
-//! definitions. Every flag has help text, and most
+//! definitions; `schema` prints the JSON Schemas of the policy files. Every flag has help text, and most
 //! can also be set from the environment (`SOCIALGATE_*`).
 //!
 //! Why one long file: it is the flag definitions (clap derive, with their
@@ -60,6 +60,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the JSON Schema of policy.yaml, catalog.yaml or tests.yaml (for editors).
+    ///
+    /// E.g. `socialgate schema policy > docs/schema/policy.schema.json`. Editors
+    /// that speak yaml-language-server (VS Code's YAML extension) read the
+    /// `# yaml-language-server: $schema=...` first line of the shipped files.
+    Schema(SchemaArgs),
     /// Print the man page (roff), or a subcommand's own page.
     ///
     /// E.g. `socialgate man > /usr/local/share/man/man1/socialgate.1` and
@@ -68,6 +74,17 @@ pub enum Command {
         /// The subcommand whose page to print (run, check, explain, …); default the overview.
         subcommand: Option<String>,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["file", "all"]))]
+pub struct SchemaArgs {
+    /// The policy file whose schema to print.
+    #[arg(value_enum)]
+    pub file: Option<crate::policy::schema::SchemaFile>,
+    /// Write all three schemas into this directory (e.g. docs/schema) instead of printing one.
+    #[arg(long, value_name = "DIR")]
+    pub all: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -330,8 +347,30 @@ pub fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "socialgate", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
+        Command::Schema(a) => schema(&a),
         Command::Man { subcommand } => man(subcommand.as_deref()),
     }
+}
+
+/// Prints one policy file's JSON Schema, or writes all three into a directory.
+fn schema(args: &SchemaArgs) -> ExitCode {
+    use crate::policy::schema::SchemaFile;
+    if let Some(file) = args.file {
+        print!("{}", file.render());
+        return ExitCode::SUCCESS;
+    }
+    let Some(dir) = &args.all else {
+        return ExitCode::from(2);
+    };
+    for file in SchemaFile::ALL {
+        let path = dir.join(file.schema_name());
+        if let Err(e) = std::fs::write(&path, file.render()) {
+            eprintln!("socialgate schema: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 /// Prints socialgate(1), or socialgate-SUBCOMMAND(1).

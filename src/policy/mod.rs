@@ -15,6 +15,7 @@ pub mod error;
 pub mod host;
 pub mod raw;
 pub mod schedule;
+pub mod schema;
 
 use std::collections::HashSet;
 use std::net::IpAddr;

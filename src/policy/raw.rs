@@ -4,14 +4,22 @@
 //! never used to make a decision: `compile` turns them into the immutable
 //! [`crate::policy::Policy`], checking every reference on the way. Optional
 //! keys default here so that the compiled form never has to guess.
+//!
+//! The same structs derive `JsonSchema`: `socialgate schema` prints the JSON
+//! Schemas editors use, so a key added here reaches the schema too. Values
+//! that are plain strings here and checked by `compile` (networks, times,
+//! port ranges, actions) say what they accept in their doc comment, which
+//! becomes the schema's description.
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `catalog.yaml`: the platforms socialgate knows.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCatalog {
+    /// Format version; `1`.
     pub version: u32,
     /// Category id -> description.
     pub categories: IndexMap<String, String>,
@@ -19,11 +27,14 @@ pub struct RawCatalog {
     pub platforms: IndexMap<String, RawPlatform>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlatform {
+    /// Display name, e.g. `Facebook`.
     pub name: String,
+    /// A category id from `categories`.
     pub category: String,
+    /// The company that runs the platform.
     #[serde(default)]
     pub owner: Option<String>,
     /// The platform's own domains: using them is using the platform.
@@ -34,9 +45,10 @@ pub struct RawPlatform {
 }
 
 /// `policy.yaml`: who may use what, when.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
+    /// Format version; `1`.
     pub version: u32,
     #[serde(default)]
     pub settings: RawSettings,
@@ -58,7 +70,7 @@ pub struct RawPolicy {
     pub rules: Vec<RawRule>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSettings {
     /// Default IANA time zone for rule windows.
@@ -72,12 +84,13 @@ pub struct RawSettings {
     pub help: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     /// htpasswd file (bcrypt entries), relative to the policy directory.
     #[serde(default)]
     pub htpasswd: Option<String>,
+    /// Basic-auth realm shown in the browser's credential prompt.
     #[serde(default)]
     pub realm: Option<String>,
     /// Require credentials from every client, even ones whose network is in a group.
@@ -90,29 +103,32 @@ pub struct RawAuth {
     pub trusted_header: Option<RawTrustedHeader>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrustedHeader {
+    /// Header carrying the user name, set by an authenticating gateway.
     pub name: String,
-    /// Gateways allowed to send the header.
+    /// Gateways allowed to send the header: IP addresses or CIDR networks.
     pub from: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDestinations {
-    /// Non-public networks the proxy may nevertheless reach.
+    /// Non-public networks the proxy may nevertheless reach: IP addresses or
+    /// CIDR networks, e.g. `10.20.0.0/16`.
     #[serde(default)]
     pub allow: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTunnels {
     /// CONNECT ports allowed: numbers, `"a-b"` ranges, or `"any"`. Default: 443.
     #[serde(default)]
     pub ports: Option<Vec<RawPort>>,
-    /// What to do when the ClientHello names another host than CONNECT.
+    /// What to do when the ClientHello names another host than CONNECT:
+    /// `block` (default) or `allow`.
     #[serde(default)]
     pub sni_mismatch: Option<String>,
     /// Milliseconds to wait for the ClientHello (default 3000).
@@ -120,16 +136,20 @@ pub struct RawTunnels {
     pub sni_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A CONNECT port: a number, or a string `"a-b"` (a range) or `"any"`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawPort {
+    /// A port number, 1-65535.
     Number(u32),
+    /// `"a-b"` (inclusive range, e.g. `"8443-8444"`) or `"any"`.
     Text(String),
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogging {
+    /// Log users as `p:` + 16 hex digits (keyed HMAC-SHA256) instead of their names (default true).
     #[serde(default)]
     pub pseudonymize: Option<bool>,
     /// HMAC key file for pseudonyms, relative to the policy directory.
@@ -141,62 +161,79 @@ pub struct RawLogging {
 }
 
 /// What `/proxy.pac` sends DIRECT instead of through the proxy.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPac {
     /// Domains (and their subdomains); default `[local]`.
     #[serde(default)]
     pub direct_domains: Option<Vec<String>>,
-    /// IPv4 networks the host resolves into; default the private ranges and loopback.
+    /// IPv4 CIDR networks the host resolves into, e.g. `10.0.0.0/8`; default
+    /// the private ranges and loopback.
     #[serde(default)]
     pub direct_networks: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGroup {
     #[serde(default)]
     pub description: Option<String>,
+    /// Client networks in the group: IP addresses or CIDR networks, e.g. `10.1.0.0/16`.
     #[serde(default)]
     pub networks: Vec<String>,
+    /// User names (from htpasswd or the trusted header) in the group.
     #[serde(default)]
     pub users: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
+    /// Action for catalog platforms no rule matched: `allow` (default) or `block`.
     #[serde(default)]
     pub catalog: Option<String>,
+    /// Action for embedded (widget, SDK, pixel) domains no rule matched: `allow` (default) or `block`.
     #[serde(default)]
     pub embedded: Option<String>,
+    /// Action for every other destination: `allow` (default) or `block`.
     #[serde(default)]
     pub other: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
+    /// Unique rule id, shown in logs and on refusal pages.
     pub id: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Group names from `groups`; empty means everyone.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// User names; empty means everyone.
     #[serde(default)]
     pub users: Vec<String>,
+    /// Platform ids from the catalog.
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// Category ids from the catalog.
     #[serde(default)]
     pub categories: Vec<String>,
+    /// Domains (each covers its subdomains).
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Also match the platforms' embedded (widget, SDK, pixel) domains.
     #[serde(default)]
     pub include_embedded: bool,
+    /// IANA time zone for `when`, e.g. `Europe/Berlin`; default `settings.timezone`.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// Time windows the rule applies in; empty means always.
     #[serde(default)]
     pub when: Vec<RawWindow>,
+    /// `allow` or `block`.
     pub action: String,
+    /// `enforce` (default), or `report` to log the would-be action and let traffic pass.
     #[serde(default)]
     pub mode: Option<String>,
     /// Shown on the refusal page.
@@ -204,7 +241,7 @@ pub struct RawRule {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWindow {
     /// Day names or ranges: `mon`, `mon-fri`, `weekdays`, `weekend`, `all`.
@@ -217,20 +254,24 @@ pub struct RawWindow {
 }
 
 /// `tests.yaml`: policy test cases.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCases {
     pub tests: Vec<RawCase>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCase {
     pub name: String,
+    /// Client IP address.
     pub client: String,
+    /// Authenticated user name.
     #[serde(default)]
     pub user: Option<String>,
+    /// `http://` or `https://` URL (https:// is checked as a CONNECT tunnel).
     pub url: String,
+    /// RFC 3339 time with offset, e.g. `2026-03-02T09:30:00+01:00`; default now.
     #[serde(default)]
     pub at: Option<String>,
     /// The addresses the URL's host resolves to, as the proxy would see them.
@@ -242,18 +283,24 @@ pub struct RawCase {
     pub expect: RawExpect,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
+    /// `allow` or `block`.
     pub action: String,
+    /// `enforce` or `report`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// A rule id, or `default:catalog`, `default:other`, `default:embedded`, `builtin:identity`.
     #[serde(default)]
     pub rule: Option<String>,
+    /// A platform id from the catalog.
     #[serde(default)]
     pub platform: Option<String>,
+    /// A group name from policy.yaml.
     #[serde(default)]
     pub group: Option<String>,
+    /// A reason label from docs/access-log.md, e.g. `rule-matched`.
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -21,5 +21,6 @@ mod protocol;
 mod reload;
 mod reporting;
 mod safety;
+mod schema;
 mod streaming;
 mod websocket;
