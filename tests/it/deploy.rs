@@ -812,11 +812,29 @@ async fn reloads_a_mounted_configmap_when_the_kubelet_swaps_its_data_link_and_re
 #[test]
 fn the_kubernetes_example_ships_the_repository_policy_and_only_known_env_vars() {
     let k8s = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let overlay = k8s.join("overlays/example/policy");
     for f in ["catalog.yaml", "policy.yaml", "tests.yaml"] {
+        // The same file but for the yaml-language-server modeline, whose
+        // relative path to docs/schema/ differs here.
+        let copy = std::fs::read_to_string(overlay.join(f)).unwrap();
+        let shipped = std::fs::read_to_string(shipped_policies().join(f)).unwrap();
+        let (modeline, rest) = copy.split_once('\n').unwrap();
         assert_eq!(
-            std::fs::read_to_string(k8s.join("overlays/example/policy").join(f)).unwrap(),
-            std::fs::read_to_string(shipped_policies().join(f)).unwrap(),
-            "overlays/example/policy/{f} differs from policies/{f}: copy it again"
+            rest,
+            shipped.split_once('\n').unwrap().1,
+            "overlays/example/policy/{f} differs from policies/{f}: copy it again, \
+             keeping its first line (the schema modeline)"
+        );
+        let schema = modeline
+            .strip_prefix("# yaml-language-server: $schema=")
+            .unwrap_or_else(|| panic!("overlays/example/policy/{f} starts with {modeline:?}"));
+        assert!(
+            overlay.join(schema).is_file(),
+            "overlays/example/policy/{f}: {schema} is not a file"
+        );
+        assert!(
+            schema.ends_with(&f.replace(".yaml", ".schema.json")),
+            "{schema}"
         );
     }
     let deployment: serde_json::Value = socialgate::yaml::from_str(

@@ -1,9 +1,14 @@
 //! The JSON Schemas of the policy files: the shipped copies in docs/schema/
-//! are exactly what `socialgate schema` generates.
+//! are exactly what `socialgate schema` generates, the shipped policies
+//! validate against them, and they reject what the parser rejects (a
+//! misspelt key), as an editor using them would.
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
 use socialgate::policy::schema::SchemaFile;
+
+use crate::support::shipped_policies;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -11,6 +16,24 @@ fn root() -> &'static Path {
 
 fn shipped_schema(file: SchemaFile) -> PathBuf {
     root().join("docs/schema").join(file.schema_name())
+}
+
+fn validator(file: SchemaFile) -> jsonschema::Validator {
+    let schema: Value = serde_json::to_value(file.schema()).unwrap();
+    jsonschema::validator_for(&schema)
+        .unwrap_or_else(|e| panic!("{} is not a valid JSON Schema: {e}", file.schema_name()))
+}
+
+/// YAML -> JSON the way yaml-language-server sees it.
+fn yaml_to_json(text: &str) -> Value {
+    serde_yaml::from_str(text).expect("YAML parses")
+}
+
+fn errors(file: SchemaFile, instance: &Value) -> Vec<String> {
+    validator(file)
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
 }
 
 #[test]
@@ -45,4 +68,84 @@ async fn schema_command_prints_the_generated_schema() {
         String::from_utf8(out.stdout).unwrap(),
         SchemaFile::Catalog.render()
     );
+}
+
+#[test]
+fn shipped_policies_carry_the_modeline_and_validate_against_their_schema() {
+    for file in SchemaFile::ALL {
+        let path = shipped_policies().join(file.yaml_name());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let modeline = format!(
+            "# yaml-language-server: $schema=../docs/schema/{}",
+            file.schema_name()
+        );
+        assert_eq!(
+            text.lines().next(),
+            Some(modeline.as_str()),
+            "{}",
+            path.display()
+        );
+        // The modeline's relative path names the shipped schema.
+        assert!(shipped_policies()
+            .join("../docs/schema")
+            .join(file.schema_name())
+            .is_file());
+        let errs = errors(file, &yaml_to_json(&text));
+        assert!(errs.is_empty(), "{}: {errs:#?}", path.display());
+    }
+}
+
+#[test]
+fn a_misspelt_key_is_rejected_by_the_schema_as_by_the_parser() {
+    let text = std::fs::read_to_string(shipped_policies().join("policy.yaml")).unwrap();
+    // The first rule with a message, its key misspelt.
+    let typo = text.replacen("    message:", "    mesage:", 1);
+    assert_ne!(typo, text, "policy.yaml has a rule with a message");
+
+    let errs = errors(SchemaFile::Policy, &yaml_to_json(&typo));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].starts_with("/rules/"), "{errs:#?}");
+    assert!(errs[0].contains("mesage"), "{errs:#?}");
+
+    let parsed = socialgate::yaml::from_str::<socialgate::policy::raw::RawPolicy>(&typo);
+    let err = parsed.expect_err("the parser rejects the typo too");
+    assert!(err.message.contains("mesage"), "{}", err.message);
+}
+
+#[test]
+fn the_schema_agrees_with_the_parser_on_optional_and_untagged_values() {
+    // Minimal files: only the required keys.
+    assert!(errors(SchemaFile::Policy, &serde_json::json!({"version": 1})).is_empty());
+    assert!(!errors(SchemaFile::Policy, &serde_json::json!({})).is_empty());
+    // Ports: numbers and strings (untagged), not lists or booleans.
+    let ports = |p: Value| serde_json::json!({"version": 1, "tunnels": {"ports": p}});
+    assert!(errors(
+        SchemaFile::Policy,
+        &ports(serde_json::json!([443, "8000-8080", "any"]))
+    )
+    .is_empty());
+    assert!(!errors(SchemaFile::Policy, &ports(serde_json::json!([true]))).is_empty());
+    // A test case without `expect`.
+    let case = serde_json::json!({"tests": [{"name": "n", "client": "10.0.0.1", "url": "http://a.example/"}]});
+    assert!(!errors(SchemaFile::Tests, &case).is_empty());
+    assert!(
+        socialgate::yaml::from_str::<socialgate::policy::raw::RawCases>(
+            &serde_json::to_string(&case).unwrap()
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn readme_and_operations_quote_the_shipped_policy_hash() {
+    let policy = socialgate::policy::load_dir(&shipped_policies()).expect("shipped policies load");
+    let hash = &policy.source.hash;
+    for page in ["README.md", "docs/operations.md"] {
+        let text = std::fs::read_to_string(root().join(page)).unwrap();
+        assert!(
+            text.contains(hash.as_str()),
+            "{page} quotes another policy hash than the shipped policies' {hash}; \
+             run `cargo run -- check policies` and update the quoted outputs"
+        );
+    }
 }
