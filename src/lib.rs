@@ -30,8 +30,9 @@
 //!   to systemd (`Type=notify`); nothing without `NOTIFY_SOCKET`.
 //! - [`health`]: `socialgate health`, the container health check.
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`,
-//!   `test`, `report`, `simulate`, and `completions` and `man` generated
-//!   from the same definitions).
+//!   `test`, `report`, `simulate`, `completions` and `man` generated
+//!   from the same definitions, and `schema`, the policy files' JSON
+//!   Schemas generated from the [`policy::raw`] structs).
 //! - [`yaml`]: the one place that parses YAML.
 
 pub mod accesslog;

@@ -5,6 +5,7 @@
 //! ever sees an invalid policy. This module does no network IO and reads no
 //! clock: the proxy loads a snapshot once per request and passes `now` in.
 //! Reading files happens only in [`load_dir`].
+//! The same [`raw`] structs give the files' JSON Schemas ([`schema`]).
 
 pub mod admit;
 pub mod cases;
