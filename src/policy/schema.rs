@@ -6,6 +6,7 @@
 //! `deny_unknown_fields` structs the parser uses, so a key the schema
 //! accepts is a key `socialgate check` accepts.
 
+use schemars::generate::SchemaSettings;
 use schemars::Schema;
 
 use super::raw::{RawCases, RawCatalog, RawPolicy};
@@ -45,10 +46,14 @@ impl SchemaFile {
 
     /// The schema as a JSON value.
     pub fn schema(self) -> Schema {
+        // Draft 7, not schemars' default 2020-12: the VS Code YAML extension
+        // (yaml-language-server) validates draft 7 and only partly
+        // understands later drafts.
+        let generator = SchemaSettings::draft07().into_generator();
         let mut schema = match self {
-            SchemaFile::Policy => schemars::schema_for!(RawPolicy),
-            SchemaFile::Catalog => schemars::schema_for!(RawCatalog),
-            SchemaFile::Tests => schemars::schema_for!(RawCases),
+            SchemaFile::Policy => generator.into_root_schema_for::<RawPolicy>(),
+            SchemaFile::Catalog => generator.into_root_schema_for::<RawCatalog>(),
+            SchemaFile::Tests => generator.into_root_schema_for::<RawCases>(),
         };
         schema.insert(
             "title".into(),

@@ -20,6 +20,8 @@ fn shipped_schema(file: SchemaFile) -> PathBuf {
 
 fn validator(file: SchemaFile) -> jsonschema::Validator {
     let schema: Value = serde_json::to_value(file.schema()).unwrap();
+    // Draft 7: what the VS Code YAML extension validates.
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
     jsonschema::validator_for(&schema)
         .unwrap_or_else(|e| panic!("{} is not a valid JSON Schema: {e}", file.schema_name()))
 }
