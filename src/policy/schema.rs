@@ -50,16 +50,17 @@ impl SchemaFile {
         // (yaml-language-server) validates draft 7 and only partly
         // understands later drafts.
         let generator = SchemaSettings::draft07().into_generator();
-        let mut schema = match self {
+        let schema = match self {
             SchemaFile::Policy => generator.into_root_schema_for::<RawPolicy>(),
             SchemaFile::Catalog => generator.into_root_schema_for::<RawCatalog>(),
             SchemaFile::Tests => generator.into_root_schema_for::<RawCases>(),
         };
-        schema.insert(
-            "title".into(),
-            format!("socialgate {}", self.yaml_name()).into(),
-        );
-        schema
+        let mut schema = schema.to_value();
+        allow_null_where_serde_yaml_does(&mut schema);
+        schema["title"] = format!("socialgate {}", self.yaml_name()).into();
+        // Back into a Schema: its serializer puts `$schema`, `title`,
+        // `description` and `type` first, which reads better than sorted keys.
+        Schema::try_from(schema).expect("a root schema is an object")
     }
 
     /// The schema as pretty-printed JSON with a trailing newline, exactly as
@@ -70,4 +71,85 @@ impl SchemaFile {
         out.push('\n');
         out
     }
+}
+
+/// serde_yaml reads an empty value (`rules:`, `settings:`, YAML `null`) as an
+/// empty list, map or struct, so `check` accepts it wherever a list, a map
+/// or a struct whose keys are all optional is expected. schemars does not
+/// know this; without it the editor would flag `groups:` with nothing under
+/// it, which `check` accepts. A struct with required keys still fails in
+/// both (missing field), as does null for a string, number or boolean.
+fn allow_null_where_serde_yaml_does(root: &mut serde_json::Value) {
+    use serde_json::{json, Value};
+
+    // Definitions without required keys: null reads as their default.
+    let all_optional: Vec<String> = root
+        .get("definitions")
+        .and_then(Value::as_object)
+        .map(|defs| {
+            defs.iter()
+                .filter(|(_, d)| d.get("required").is_none())
+                .map(|(name, _)| format!("#/definitions/{name}"))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    fn nullable(slot: &mut Value, all_optional: &[String]) {
+        let Some(obj) = slot.as_object_mut() else {
+            return;
+        };
+        match obj.get("type") {
+            Some(Value::String(t)) if t == "array" || t == "object" => {
+                let t = t.clone();
+                obj.insert("type".into(), json!([t, "null"]));
+                return;
+            }
+            _ => {}
+        }
+        if let Some(Value::String(r)) = obj.get("$ref") {
+            if all_optional.contains(r) {
+                let r = obj.remove("$ref").unwrap_or_default();
+                obj.insert("anyOf".into(), json!([{ "$ref": r }, { "type": "null" }]));
+            }
+        }
+    }
+
+    fn walk(schema: &mut Value, all_optional: &[String]) {
+        let Some(obj) = schema.as_object_mut() else {
+            return;
+        };
+        if let Some(Value::Object(props)) = obj.get_mut("properties") {
+            for p in props.values_mut() {
+                nullable(p, all_optional);
+            }
+        }
+        if let Some(v @ Value::Object(_)) = obj.get_mut("additionalProperties") {
+            nullable(v, all_optional);
+        }
+        if let Some(v @ Value::Object(_)) = obj.get_mut("items") {
+            nullable(v, all_optional);
+        }
+        for (key, child) in obj.iter_mut() {
+            match key.as_str() {
+                "properties" | "definitions" => {
+                    if let Value::Object(m) = child {
+                        for c in m.values_mut() {
+                            walk(c, all_optional);
+                        }
+                    }
+                }
+                "anyOf" | "oneOf" | "allOf" => {
+                    if let Value::Array(a) = child {
+                        for c in a {
+                            walk(c, all_optional);
+                        }
+                    }
+                }
+                "items" | "additionalProperties" => walk(child, all_optional),
+                _ => {}
+            }
+        }
+    }
+
+    walk(root, &all_optional);
 }

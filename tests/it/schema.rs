@@ -138,6 +138,42 @@ fn the_schema_agrees_with_the_parser_on_optional_and_untagged_values() {
     );
 }
 
+/// Whether the parser reads `text` as policy.yaml (the YAML shape only).
+fn parser_accepts_policy(text: &str) -> bool {
+    socialgate::yaml::from_str::<socialgate::policy::raw::RawPolicy>(text).is_ok()
+}
+
+#[test]
+fn schema_and_parser_agree_on_empty_values() {
+    // serde_yaml reads an empty value as an empty list, map or struct; the
+    // schema must not flag what `check` accepts, nor accept what it refuses.
+    // (One known difference: serde_yaml reads any scalar, even an empty one,
+    // as a string where a string is expected, so `name: 2024` parses; the
+    // schema asks for a string there, and `check` refuses the empty or odd
+    // values that matter: actions, ids, networks, times.)
+    let cases = [
+        ("version: 1\nsettings:\nauth:\ngroups:\nrules:\n", true),
+        ("version: 1\ngroups:\n  staff:\n", true),
+        ("version: 1\ntunnels:\n  ports:\n", true),
+        (
+            "version: 1\nrules:\n  - id: a\n    action: allow\n    groups:\n    when:\n",
+            true,
+        ),
+        ("version: 1\nauth:\n  required:\n", false),
+        (
+            "version: 1\nrules:\n  - id: a\n    action: allow\n    include_embedded:\n",
+            false,
+        ),
+        ("version: 1\nrules:\n  -\n", false),
+        ("version:\n", false),
+    ];
+    for (text, ok) in cases {
+        assert_eq!(parser_accepts_policy(text), ok, "parser on {text:?}");
+        let errs = errors(SchemaFile::Policy, &yaml_to_json(text));
+        assert_eq!(errs.is_empty(), ok, "schema on {text:?}: {errs:#?}");
+    }
+}
+
 #[test]
 fn readme_and_operations_quote_the_shipped_policy_hash() {
     let policy = socialgate::policy::load_dir(&shipped_policies()).expect("shipped policies load");
