@@ -115,12 +115,7 @@ async fn creates_the_access_log_readable_by_owner_and_group_only() {
     std::fs::rename(&default, logs.path().join("default.log.1")).unwrap();
     bin.wait_until_catching(libc::SIGUSR1).await;
     bin.signal(libc::SIGUSR1);
-    within(async {
-        while !default.exists() {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    eventually("SIGUSR1 recreated the log", || default.exists()).await;
     let mode = std::fs::metadata(&default).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "reopened after rotation: {mode:o}");
 

@@ -359,15 +359,6 @@ fn as_user(uid: u32, program: &Path) -> tokio::process::Command {
     cmd
 }
 
-/// Waits until `f` holds, failing after 10 s.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn runs_as_the_unit_does_unprivileged_with_a_read_only_policy_and_its_key_in_the_state_directory(
 ) {

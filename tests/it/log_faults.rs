@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -17,18 +16,6 @@ fn point(link: &Path, target: &Path) {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp).unwrap();
     std::fs::rename(&tmp, link).unwrap();
-}
-
-/// Polls `cond` every 20 ms until it holds; fails after 10 s.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// `socialgate_access_log_dropped_total` as scraped from `/metrics`.
@@ -48,18 +35,8 @@ async fn dropped_metric(admin: &str) -> u64 {
 
 /// Polls `/metrics` until the dropped counter equals `n`; fails after 10 s.
 async fn wait_for_dropped(admin: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = dropped_metric(admin).await;
-        if got == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "socialgate_access_log_dropped_total is {got}, expected {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("socialgate_access_log_dropped_total is {n}");
+    eventually_async(&what, || async { dropped_metric(admin).await == n }).await;
 }
 
 /// The file's lines; panics unless every one is a whole JSON record and
@@ -298,14 +275,10 @@ async fn a_write_error_is_logged_once_per_episode_with_the_records_it_lost() {
         }
         assert!(sent < 500, "no record was dropped after the reopen");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while dropped_metric(&admin).await as usize + line_count(&real) != sent {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "records are neither written nor counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async("every record is written or counted", || async {
+        dropped_metric(&admin).await as usize + line_count(&real) == sent
+    })
+    .await;
     whole_records(&real);
     assert_eq!(failures(&sg.stderr()), 2, "{}", sg.stderr());
     assert_eq!(recoveries(&sg.stderr()), 1);
@@ -327,20 +300,12 @@ async fn a_write_cut_short_leaves_no_torn_line_and_rotation_with_sigusr1_resumes
         get_ok(&c, &url).await;
     }
     // Every record is either a whole line in the file or counted.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let dropped = loop {
-        let d = dropped_metric(&admin).await;
-        if d as usize + line_count(&log) == SENT {
-            break d;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} lines in the file + {d} dropped != {SENT} sent: {:?}",
-            line_count(&log),
-            std::fs::read_to_string(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    eventually_async(
+        "every record is a whole line in the file or counted",
+        || async { dropped_metric(&admin).await as usize + line_count(&log) == SENT },
+    )
+    .await;
+    let dropped = dropped_metric(&admin).await;
     let kept = whole_records(&log);
     assert!(!kept.is_empty() && dropped > 0, "{} kept", kept.len());
     assert!(std::fs::metadata(&log).unwrap().len() <= LIMIT);

@@ -732,14 +732,9 @@ async fn squid_format_lines_work_for_squid_log_analyzers() {
         .await
         .unwrap();
     c.get("http://www.tiktok.com/").send().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let t = std::fs::read_to_string(&proxy.log_path).unwrap_or_default();
-        if t.lines().count() >= 2 || tokio::time::Instant::now() > deadline {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let read = || std::fs::read_to_string(&proxy.log_path).unwrap_or_default();
+    poll_until(Duration::from_secs(5), || read().lines().count() >= 2).await;
+    let text = read();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     // time elapsed client code/status bytes method URL user hierarchy type

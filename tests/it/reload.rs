@@ -43,10 +43,8 @@ async fn keeps_the_old_policy_when_the_new_one_is_broken() {
         "policy.yaml",
         "version: 1\nrules: [\n  - id: broken\n    action: : block\n",
     );
-    within(async {
-        while handle.stats.failed.load(Ordering::Relaxed) == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually("the broken policy is refused", || {
+        handle.stats.failed.load(Ordering::Relaxed) > 0
     })
     .await;
     assert_eq!(handle.generation(), 0, "nothing was swapped in");
@@ -201,10 +199,8 @@ async fn finishes_a_streaming_response_during_graceful_shutdown() {
     let mut got = within(body.next()).await.unwrap().unwrap().to_vec();
     let stopping = tokio::spawn(proxy.stop());
     // Shutdown begins by closing the listener: wait until connecting fails.
-    within(async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    eventually_async("the listener is closed", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
     })
     .await;
     while let Some(chunk) = within(body.next()).await {
@@ -255,10 +251,8 @@ async fn reloads_the_running_binary_on_sighup() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    within(async {
-        while reloads(&bin.stderr()).is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually("SIGHUP reloaded the policy", || {
+        !reloads(&bin.stderr()).is_empty()
     })
     .await;
     let stderr = bin.stderr();

@@ -379,37 +379,29 @@ impl TestProxy {
 
     /// Waits until the access log holds at least `n` lines, and returns them.
     pub async fn log_lines(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            let lines: Vec<serde_json::Value> = text
-                .lines()
-                .map(|l| {
-                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}"))
-                })
-                .collect();
-            if lines.len() >= n || tokio::time::Instant::now() > deadline {
-                assert!(
-                    lines.len() >= n,
-                    "expected {n} log lines, found {}: {text}",
-                    lines.len()
-                );
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let read = || std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        poll_until(Duration::from_secs(5), || read().lines().count() >= n).await;
+        let text = read();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
+            .collect();
+        assert!(
+            lines.len() >= n,
+            "expected {n} log lines, found {}: {text}",
+            lines.len()
+        );
+        lines
     }
 
     /// Waits until the policy generation reaches `gen`.
     pub async fn wait_for_generation(&self, gen: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.app().policy().generation() < gen {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "policy was not reloaded"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The generation is a watch channel: wait for its change, no polling.
+        let mut generation = self.app().policy().subscribe();
+        tokio::time::timeout(Duration::from_secs(5), generation.wait_for(|g| *g >= gen))
+            .await
+            .expect("policy was not reloaded within 5 s")
+            .expect("the policy handle is alive");
     }
 
     /// Shuts down gracefully; returns the access log as written at exit.
@@ -445,6 +437,46 @@ pub async fn connect_from(local: &str, addr: SocketAddr) -> tokio::net::TcpStrea
     };
     sock.bind(SocketAddr::new(local, 0)).unwrap();
     within(sock.connect(addr)).await.expect("connect")
+}
+
+/// Checks `cond` every 10 ms until it holds or `limit` passes; true if it
+/// held. The one polling loop of the suite: tests wait for an observable
+/// condition with a deadline, never for a fixed time.
+pub async fn poll_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `cond` holds; fails the test naming `what` after 10 s.
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        poll_until(Duration::from_secs(10), cond).await,
+        "timed out after 10 s waiting until {what}"
+    );
+}
+
+/// [`eventually`] for a condition that has to await (a scrape, a read).
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after 10 s waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Awaits `f`, failing the test after 10 seconds.
@@ -571,10 +603,8 @@ impl TestProxy {
                 && recorder.written() >= n as u64
                 && recorder.written() + recorder.dropped() == self.events_recorded()
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !settled() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Not asserted here: the assertions below say what differed.
+        poll_until(Duration::from_secs(5), settled).await;
         let (written, dropped) = (app.recorder.written(), app.recorder.dropped());
         let recorded = self.events_recorded();
         assert_eq!(dropped, 0, "records were dropped");
@@ -695,12 +725,7 @@ impl Spawned {
             let mask = u64::from_str_radix(mask.trim(), 16).expect("hex SigCgt");
             mask & (1 << (sig - 1)) != 0
         };
-        within(async {
-            while !catching() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
+        eventually("the process catches the signal", catching).await;
     }
 
     pub fn pid(&self) -> i32 {
@@ -719,18 +744,14 @@ impl Spawned {
 
     /// Waits (10 s at most) until stderr holds a line containing `text`, and returns that line.
     pub async fn stderr_line(&self, text: &str) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let all = self.stderr();
-            if let Some(l) = all.lines().find(|l| l.contains(text)) {
-                return l.to_string();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no line with {text:?} on stderr within 10 s:\n{all}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let found = poll_until(Duration::from_secs(10), || {
+            self.stderr().lines().any(|l| l.contains(text))
+        })
+        .await;
+        let all = self.stderr();
+        assert!(found, "no line with {text:?} on stderr within 10 s:\n{all}");
+        let line = all.lines().find(|l| l.contains(text));
+        line.unwrap_or_default().to_string()
     }
 
     pub fn client(&self) -> reqwest::Client {
