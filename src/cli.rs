@@ -591,22 +591,12 @@ fn explain(a: ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (host, port) = match parse_target(&a.url) {
+    let (host, port, entry) = match parse_target(&a.url) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("socialgate explain: {e}");
             return ExitCode::from(2);
         }
-    };
-    let entry = if a
-        .url
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("https:")
-    {
-        Entry::Connect
-    } else {
-        Entry::Request
     };
     let at = match a.at.as_deref().map(parse_time).transpose() {
         Ok(t) => t.unwrap_or_else(jiff::Timestamp::now),

@@ -57,13 +57,15 @@ pub struct CaseOutcome {
 }
 
 /// Parses a URL as used in cases and `explain`: scheme, host and port.
-pub fn parse_target(url: &str) -> Result<(Host, u16), String> {
+/// Also says how the proxy sees it: `https://` as a CONNECT tunnel,
+/// `http://` as a plain request.
+pub fn parse_target(url: &str) -> Result<(Host, u16, Entry), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let default_port = match uri.scheme_str() {
-        Some("http") => 80,
-        Some("https") => 443,
+    let (default_port, entry) = match uri.scheme_str() {
+        Some("http") => (80, Entry::Request),
+        Some("https") => (443, Entry::Connect),
         Some(other) => {
             return Err(format!(
                 "scheme {other:?} is not supported; use http:// or https://"
@@ -77,7 +79,7 @@ pub fn parse_target(url: &str) -> Result<(Host, u16), String> {
     };
     let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     let host = normalize_host(host).map_err(|e| e.to_string())?;
-    Ok((host, uri.port_u16().unwrap_or(default_port)))
+    Ok((host, uri.port_u16().unwrap_or(default_port), entry))
 }
 
 /// Parses a time as RFC 3339 (`2026-11-25T12:00:00+01:00`, seconds optional).
@@ -143,16 +145,7 @@ pub(crate) fn compile_cases(
                 None
             }
         };
-        let entry = if c
-            .url
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("https:")
-        {
-            Entry::Connect
-        } else {
-            Entry::Request
-        };
+        let entry = target.as_ref().map_or(Entry::Request, |t| t.2);
         let mut resolved = None;
         if let Some(list) = &c.resolved {
             let mut ips = Vec::new();
@@ -222,7 +215,7 @@ pub(crate) fn compile_cases(
                 );
             }
         }
-        if let (Some(client), Some((host, port)), Some(at)) = (client, target, at) {
+        if let (Some(client), Some((host, port, entry)), Some(at)) = (client, target, at) {
             cases.push(Case {
                 name: c.name,
                 client,

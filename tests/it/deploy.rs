@@ -269,7 +269,7 @@ impl Launched {
             .spawn()
             .expect("spawn socialgate");
         let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
+
         let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let sink = stdout.clone();
         tokio::spawn(async move {
@@ -277,44 +277,10 @@ impl Launched {
                 sink.lock().unwrap().push_str(&format!("{line}\n"));
             }
         });
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let field = |line: &str, name: &str| -> SocketAddr {
-            let at = line
-                .find(name)
-                .unwrap_or_else(|| panic!("{name} in {line:?}"))
-                + name.len();
-            line[at..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        let (proxy, admin) = within(async {
-            let mut admin = None;
-            loop {
-                let Some(line) = lines.next_line().await.unwrap() else {
-                    panic!(
-                        "socialgate exited before listening:\n{}",
-                        stderr.lock().unwrap()
-                    );
-                };
-                stderr.lock().unwrap().push_str(&format!("{line}\n"));
-                if line.contains("admin endpoints") {
-                    admin = Some(field(&line, "admin="));
-                }
-                if line.contains("socialgate listening") {
-                    return (field(&line, "proxy="), admin.expect("admin listener"));
-                }
-            }
-        })
-        .await;
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
+        let spawned = Spawned::attach(child).await;
+        let (proxy, admin) = (spawned.addr, spawned.admin.expect("admin listener"));
+        let stderr = spawned.stderr.clone();
+        let child = spawned.child;
         Launched {
             child,
             proxy,

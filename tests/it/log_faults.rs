@@ -6,7 +6,6 @@
 //! episode, no line is ever torn, and writing resumes by itself.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::support::*;
 
@@ -111,7 +110,6 @@ async fn run_binary_with_file_limit(
     log: &Path,
     max_file_bytes: u64,
 ) -> (Spawned, String) {
-    use tokio::io::AsyncBufReadExt;
     let key = policy.path().join("pseudonym.key");
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"));
     cmd.arg("run")
@@ -137,37 +135,8 @@ async fn run_binary_with_file_limit(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("spawn socialgate");
-    let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = within(async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("socialgate exited before listening");
-            stderr.lock().unwrap().push_str(&format!("{line}\n"));
-            if line.contains("socialgate listening") {
-                return field_addr(&line, "proxy=").parse().unwrap();
-            }
-        }
-    })
-    .await;
-    let sink = stderr.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink.lock().unwrap().push_str(&format!("{line}\n"));
-        }
-    });
-    let mut s = Spawned {
-        child,
-        addr,
-        admin: None,
-        stderr,
-    };
-    let admin = field_addr(&s.stderr(), "admin=");
-    s.admin = admin.parse().ok();
+    let s = Spawned::attach(cmd.spawn().expect("spawn socialgate")).await;
+    let admin = s.admin.expect("admin listener").to_string();
     (s, admin)
 }
 

@@ -647,7 +647,6 @@ impl Spawned {
     /// otherwise (`--listen`, `--admin`), the admin listener takes port 0 too (the default,
     /// 127.0.0.1:9128, may be in use) and the pseudonym key lives in DIR.
     pub async fn run(policy: &Path, args: &[&str]) -> Spawned {
-        use tokio::io::AsyncBufReadExt;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"));
         cmd.arg("run").arg("--policy").arg(policy);
         if !args.contains(&"--listen") {
@@ -659,15 +658,25 @@ impl Spawned {
         if !args.contains(&"--pseudonym-key") {
             cmd.arg("--pseudonym-key").arg(policy.join("pseudonym.key"));
         }
-        let mut child = cmd
+        let child = cmd
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn socialgate");
+        Spawned::attach(child).await
+    }
+
+    /// Takes over a `socialgate run` child whose stderr is piped: waits for
+    /// its "socialgate listening" line (and the admin address before it),
+    /// then keeps collecting stderr. Tests that need their own command line
+    /// (limits, users, environment) spawn it themselves and attach here.
+    pub async fn attach(mut child: tokio::process::Child) -> Spawned {
+        use tokio::io::AsyncBufReadExt;
         let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut lines =
+            tokio::io::BufReader::new(child.stderr.take().expect("piped stderr")).lines();
         let field = |line: &str, name: &str| -> SocketAddr {
             let at = line
                 .find(name)
@@ -683,11 +692,12 @@ impl Spawned {
         let (addr, admin) = within(async {
             let mut admin = None;
             loop {
-                let line = lines
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .expect("socialgate exited before listening");
+                let Some(line) = lines.next_line().await.unwrap() else {
+                    panic!(
+                        "socialgate exited before listening:\n{}",
+                        stderr.lock().unwrap()
+                    );
+                };
                 stderr.lock().unwrap().push_str(&format!("{line}\n"));
                 if line.contains("admin endpoints") {
                     admin = Some(field(&line, "admin="));
