@@ -227,3 +227,33 @@ pub fn find_upstream_error<'a>(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pinned_names_win_and_answers_are_cached() {
+        let pins = HashMap::from([("www.example.org".to_string(), "127.0.0.9".parse().unwrap())]);
+        let r = Resolver::new(pins, Duration::from_secs(5));
+        let pinned = r.resolve("www.example.org").await.unwrap();
+        assert_eq!(&pinned[..], &["127.0.0.9".parse::<IpAddr>().unwrap()]);
+        // localhost resolves without a network; the second answer is the cached one.
+        let first = r.resolve("localhost").await.unwrap();
+        let second = r.resolve("localhost").await.unwrap();
+        assert!(first.iter().all(|a| a.is_loopback()), "{first:?}");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second lookup was not cached"
+        );
+        // Refused by the resolver, or timed out where no resolver answers.
+        let err = r.resolve("no-such-host.invalid").await.unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::UpstreamResolve | ErrorKind::UpstreamTimeout
+            ),
+            "{err}"
+        );
+    }
+}

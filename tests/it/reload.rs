@@ -235,8 +235,7 @@ async fn reloads_the_running_binary_on_sighup() {
     let client = bin.client();
     let url = format!("http://www.linkedin.com:{}/hello", origin.port());
     assert_eq!(within(client.get(&url).send()).await.unwrap().status(), 200);
-    // The SIGHUP handler is installed by a task the start spawns; before
-    // it runs, SIGHUP would kill the process.
+    // The handler is installed before "listening" is reported.
     bin.wait_until_catching(libc::SIGHUP).await;
     dir.write("policy.yaml", &blocking_linkedin());
     assert_eq!(
@@ -312,4 +311,23 @@ async fn drains_in_flight_requests_and_exits_cleanly_on_sigterm() {
     );
     assert_eq!(String::from_utf8(got).unwrap().lines().count(), 5);
     assert!(status.success(), "{status:?}; stderr:\n{}", bin.stderr());
+}
+
+#[tokio::test]
+async fn a_sighup_right_after_start_reloads_instead_of_killing_the_process() {
+    let dir = PolicyDir::new(BASIC_POLICY);
+    let mut bin = Spawned::run(
+        dir.path(),
+        &["--watch-interval-ms", "0", "--access-log", "off"],
+    )
+    .await;
+    // No wait for the handler: "listening" means it is installed.
+    bin.signal(libc::SIGHUP);
+    let line = bin.stderr_line("policy reloaded").await;
+    assert!(line.contains("sighup"), "{line}");
+    assert!(
+        bin.child.try_wait().unwrap().is_none(),
+        "SIGHUP killed socialgate:\n{}",
+        bin.stderr()
+    );
 }
