@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::policy::activity::Activity;
 pub use crate::policy::{Action, Class, Mode, Reason};
 
 /// What happened to the traffic: the one definition of "refused" that the
@@ -38,35 +39,6 @@ impl Verdict {
 
     pub fn refused(self) -> bool {
         self == Verdict::Refused
-    }
-}
-
-/// What the user did, where it is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Activity {
-    /// A safe method (GET, HEAD, OPTIONS) on plain HTTP.
-    View,
-    /// Any other method on plain HTTP.
-    Write,
-}
-
-impl Activity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Activity::View => "view",
-            Activity::Write => "write",
-        }
-    }
-
-    /// The activity a plain-HTTP method stands for.
-    pub fn of_method(method: &http::Method) -> Activity {
-        use http::Method;
-        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            Activity::View
-        } else {
-            Activity::Write
-        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
+use super::activity::{Activity, Body, Classified, Classify, Seen, PEEK_LIMIT};
 use super::admit::{admit, Entry, Facts};
 use super::decide::Decision;
 use super::host::{normalize_host, Host};
@@ -33,12 +34,66 @@ pub struct Case {
     pub resolved: Option<Vec<IpAddr>>,
     /// The ClientHello's server name, for tunnels.
     pub sni: Option<String>,
+    /// The request as socialgate would see it, for activity cases.
+    pub request: Option<SeenRequest>,
     pub expect: Expect,
+}
+
+/// A request of an activity case: what the classifier reads.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: http::Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: Option<Vec<u8>>,
+}
+
+impl SeenRequest {
+    /// The activity of this request to `host`, as the proxy would find it:
+    /// without the body first, then with at most the peek limit of it.
+    pub fn classify(&self, policy: &Policy, host: &Host) -> Classified {
+        let platform = host
+            .name()
+            .and_then(|n| policy.domains.lookup(n))
+            .map(|(_, hit)| hit.platform);
+        let name = host.name().unwrap_or("");
+        let mut seen = Seen {
+            method: &self.method,
+            host: name,
+            path: &self.path,
+            query: self.query.as_deref(),
+            headers: &self.headers,
+            body: if self.body.as_ref().is_some_and(|b| !b.is_empty()) {
+                Body::NotYet
+            } else {
+                Body::None
+            },
+        };
+        match policy.activities.classify(platform, &seen) {
+            Classify::Done(c) => c,
+            Classify::NeedBody => {
+                let body = self.body.as_deref().unwrap_or_default();
+                let n = body.len().min(PEEK_LIMIT);
+                seen.body = Body::Peeked {
+                    bytes: &body[..n],
+                    complete: n == body.len(),
+                };
+                match policy.activities.classify(platform, &seen) {
+                    Classify::Done(c) => c,
+                    Classify::NeedBody => unreachable!("a peeked body is never asked for again"),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Expect {
-    pub action: String,
+    pub action: Option<String>,
+    pub activity: Option<Activity>,
+    /// A signature id, or `none`.
+    pub signature: Option<String>,
     pub mode: Option<String>,
     pub rule: Option<String>,
     pub platform: Option<String>,
@@ -54,6 +109,8 @@ pub struct CaseOutcome {
     /// What differed, one line per field.
     pub mismatches: Vec<String>,
     pub decision: Decision,
+    /// The activity found, for activity cases.
+    pub activity: Option<Classified>,
 }
 
 /// Parses a URL as used in cases and `explain`: scheme, host and port.
@@ -168,13 +225,57 @@ pub(crate) fn compile_cases(
                 "use an https:// URL, or remove sni",
             );
         }
-        if !matches!(c.expect.action.as_str(), "allow" | "block") {
+        if let Some(a) = &c.expect.action {
+            if !matches!(a.as_str(), "allow" | "block") {
+                e(
+                    format!("{base}.expect.action"),
+                    format!("unknown action {a:?}"),
+                    "write allow or block",
+                );
+            }
+        }
+        let activity = match c
+            .expect
+            .activity
+            .as_deref()
+            .map(|a| (a, Activity::parse(a)))
+        {
+            None => None,
+            Some((_, Some(a))) => Some(a),
+            Some((a, None)) => {
+                let names: Vec<&str> = Activity::ALL.iter().map(|a| a.as_str()).collect();
+                e(
+                    format!("{base}.expect.activity"),
+                    format!("unknown activity {a:?}"),
+                    &format!("one of: {}", names.join(", ")),
+                );
+                None
+            }
+        };
+        if c.expect.action.is_none() && c.expect.activity.is_none() {
             e(
-                format!("{base}.expect.action"),
-                format!("unknown action {:?}", c.expect.action),
-                "write allow or block",
+                format!("{base}.expect"),
+                "the case expects nothing".into(),
+                "give expect.action (allow or block), expect.activity, or both",
             );
         }
+        if let Some(sig) = &c.expect.signature {
+            let known = sig == "none"
+                || policy
+                    .activities
+                    .platforms
+                    .iter()
+                    .flat_map(|p| &p.signatures)
+                    .any(|s| &*s.id == sig.as_str());
+            if !known {
+                e(
+                    format!("{base}.expect.signature"),
+                    format!("no signature has id {sig:?}"),
+                    "use a signature id from activities.yaml, or `none`",
+                );
+            }
+        }
+        let request = seen_request(&c, &base, &mut e);
         if let Some(m) = &c.expect.mode {
             if !matches!(m.as_str(), "enforce" | "report") {
                 e(
@@ -227,8 +328,11 @@ pub(crate) fn compile_cases(
                 at,
                 resolved,
                 sni: c.sni,
+                request,
                 expect: Expect {
                     action: c.expect.action,
+                    activity,
+                    signature: c.expect.signature,
                     mode: c.expect.mode,
                     rule: c.expect.rule,
                     platform: c.expect.platform,
@@ -243,6 +347,61 @@ pub(crate) fn compile_cases(
     } else {
         Err(errs)
     }
+}
+
+/// The request of an activity case: one with a method, headers, a body, or
+/// an expected activity or signature. Its path and query come from the URL.
+fn seen_request(
+    c: &super::raw::RawCase,
+    base: &str,
+    e: &mut impl FnMut(String, String, &str),
+) -> Option<SeenRequest> {
+    let wanted = c.method.is_some()
+        || !c.headers.is_empty()
+        || c.body.is_some()
+        || c.expect.activity.is_some()
+        || c.expect.signature.is_some();
+    if !wanted {
+        return None;
+    }
+    let method = match c.method.as_deref() {
+        None => http::Method::GET,
+        Some(m) => match http::Method::from_bytes(m.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                e(
+                    format!("{base}.method"),
+                    format!("{m:?} is not an HTTP method"),
+                    "write a method such as GET or POST",
+                );
+                return None;
+            }
+        },
+    };
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &c.headers {
+        match (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(v)) => {
+                headers.append(k, v);
+            }
+            _ => e(
+                format!("{base}.headers.{k}"),
+                format!("{k:?}: {v:?} is not a valid header"),
+                "write header names of letters, digits and '-', and printable values",
+            ),
+        }
+    }
+    let uri: http::Uri = c.url.parse().ok()?;
+    Some(SeenRequest {
+        method,
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers,
+        body: c.body.as_ref().map(|b| b.as_bytes().to_vec()),
+    })
 }
 
 /// Runs every case of `policy`; cases without a time use `now`.
@@ -274,7 +433,24 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                     }
                 }
             };
-            check("action", Some(&c.expect.action), Some(d.action.as_str()));
+            check(
+                "action",
+                c.expect.action.as_deref(),
+                Some(d.action.as_str()),
+            );
+            let activity = c.request.as_ref().map(|r| r.classify(policy, &c.host));
+            if let Some(found) = &activity {
+                check(
+                    "activity",
+                    c.expect.activity.map(Activity::as_str),
+                    Some(found.activity.as_str()),
+                );
+                check(
+                    "signature",
+                    c.expect.signature.as_deref(),
+                    Some(found.signature.as_deref().unwrap_or("none")),
+                );
+            }
             check("mode", c.expect.mode.as_deref(), Some(d.mode.as_str()));
             check("rule", c.expect.rule.as_deref(), Some(&d.rule));
             check(
@@ -293,6 +469,7 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 passed: mismatches.is_empty(),
                 mismatches,
                 decision: d,
+                activity,
             }
         })
         .collect()

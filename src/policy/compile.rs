@@ -31,6 +31,7 @@ use crate::identity::Htpasswd;
 pub const CATALOG_FILE: &str = "catalog.yaml";
 pub const POLICY_FILE: &str = "policy.yaml";
 pub const CASES_FILE: &str = "tests.yaml";
+pub const ACTIVITIES_FILE: &str = "activities.yaml";
 
 /// Loads, validates and compiles the policy in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Policy, ConfigErrors> {
@@ -40,9 +41,12 @@ pub fn load_dir(dir: &Path) -> Result<Policy, ConfigErrors> {
     let catalog_path = dir.join(CATALOG_FILE);
     let policy_path = dir.join(POLICY_FILE);
     let cases_path = dir.join(CASES_FILE);
+    let activities_path = dir.join(ACTIVITIES_FILE);
 
     let catalog: Option<RawCatalog> = read_yaml(&catalog_path, true, &mut hasher, &mut errs);
     let raw: Option<RawPolicy> = read_yaml(&policy_path, true, &mut hasher, &mut errs);
+    let raw_activities: Option<RawActivities> =
+        read_yaml(&activities_path, false, &mut hasher, &mut errs);
     let raw_cases: Option<RawCases> = read_yaml(&cases_path, false, &mut hasher, &mut errs);
 
     let (Some(catalog), Some(raw)) = (catalog, raw) else {
@@ -57,6 +61,9 @@ pub fn load_dir(dir: &Path) -> Result<Policy, ConfigErrors> {
     let Some(mut policy) = policy else {
         return Err(ConfigErrors(errs));
     };
+    if let Some(raw) = raw_activities {
+        policy.activities = activity::compile(raw, &activities_path, &policy, &mut errs);
+    }
     if let Some(raw_cases) = raw_cases {
         match cases::compile_cases(&policy, &cases_path, raw_cases) {
             Ok(cases) => policy.cases = cases,
@@ -552,6 +559,7 @@ impl Compiler<'_> {
             logging,
             pac,
             cases: Vec::new(),
+            activities: Default::default(),
         })
     }
 

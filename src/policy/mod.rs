@@ -7,6 +7,7 @@
 //! Reading files happens only in [`load_dir`].
 //! The same [`raw`] structs give the files' JSON Schemas ([`schema`]).
 
+pub mod activity;
 pub mod admit;
 pub mod cases;
 pub mod compile;
@@ -261,6 +262,8 @@ pub struct Policy {
     pub pac: Pac,
     /// Test cases from `tests.yaml`, if present.
     pub cases: Vec<cases::Case>,
+    /// Activity signatures from `activities.yaml` (empty when absent).
+    pub activities: activity::Signatures,
 }
 
 impl Policy {

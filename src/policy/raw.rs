@@ -280,6 +280,17 @@ pub struct RawCase {
     /// The TLS server name of the ClientHello (https:// cases only).
     #[serde(default)]
     pub sni: Option<String>,
+    /// The request method, for activity cases; default GET. A case with a
+    /// method, headers or a body is a request socialgate can see: plain
+    /// HTTP, or HTTPS that a rule inspects.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request headers, for activity cases, e.g. `{X-FB-Friendly-Name: ComposerStoryCreateMutation}`.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// The request body, for activity cases (give `Content-Type` in `headers`).
+    #[serde(default)]
+    pub body: Option<String>,
     pub expect: RawExpect,
 }
 
@@ -287,7 +298,14 @@ pub struct RawCase {
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
     /// `allow` or `block`.
-    pub action: String,
+    #[serde(default)]
+    pub action: Option<String>,
+    /// The activity the request is, e.g. `post` or `read` (see activities.yaml).
+    #[serde(default)]
+    pub activity: Option<String>,
+    /// The id of the signature that must match, or `none` for no signature.
+    #[serde(default)]
+    pub signature: Option<String>,
     /// `enforce` or `report`.
     #[serde(default)]
     pub mode: Option<String>,
@@ -303,4 +321,70 @@ pub struct RawExpect {
     /// A reason label from docs/access-log.md, e.g. `rule-matched`.
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// `activities.yaml`: activity signatures per catalog platform (optional).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawActivities {
+    /// Schema version; this socialgate reads `1`.
+    pub version: u32,
+    /// When the shipped signatures were last checked against the platforms' web clients (`YYYY-MM-DD`).
+    #[serde(default)]
+    pub checked: Option<String>,
+    /// Catalog platform id -> its signatures.
+    #[serde(default)]
+    pub platforms: IndexMap<String, RawPlatformActivities>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlatformActivities {
+    /// What a non-safe request that no signature matches is: `write` (the
+    /// platform's clients use POST only for writes; the default) or
+    /// `unknown` (they also read with POST).
+    #[serde(default)]
+    pub unmatched: Option<String>,
+    /// Signatures, tried in order; the first that matches decides.
+    #[serde(default)]
+    pub signatures: Vec<RawSignature>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignature {
+    /// Unique id, shown in the access log and by `explain`, e.g. `x-post`.
+    pub id: String,
+    /// `login`, `read`, `post`, `comment`, `react`, `share`, `upload`, `message`,
+    /// or `write` (a write of a kind no other signature names).
+    pub activity: String,
+    /// Methods, e.g. `[POST]`; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Hosts (each covers its subdomains); empty means any host of the platform.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// A regular expression on the URL path (without the query), e.g. `^/i/api/graphql/[^/]+/CreateTweet$`.
+    pub path: String,
+    /// The operation name, where the path does not tell.
+    #[serde(default)]
+    pub operation: Option<RawOperation>,
+    /// A content-type prefix, e.g. `multipart/form-data`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Where the pattern comes from (a public source).
+    pub source: String,
+    /// When it was last checked (`YYYY-MM-DD`).
+    pub checked: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOperation {
+    /// Where to read it, first that is present wins: `header:NAME`,
+    /// `query:NAME`, `form:NAME` (urlencoded body) or `json:NAME` (a
+    /// top-level key of a JSON body). Bodies are read up to 64 KiB.
+    pub from: Vec<String>,
+    /// A regular expression the operation name must match.
+    pub pattern: String,
 }

@@ -131,7 +131,10 @@ async fn forward(
         Err(refusal) => return ex.refuse(state, refusal),
     };
     let mut decision = admission.decision;
-    ex.event.activity = Some(Activity::of_method(req.method()));
+    ex.event.activity = Some(Activity::of_method(
+        req.method(),
+        crate::policy::activity::Unmatched::Write,
+    ));
     ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
     if decision.platform.is_none() || ex.policy.logging.log_paths {
         ex.event.path = uri.path_and_query().map(|p| p.as_str().to_string());

@@ -183,7 +183,7 @@ const ACT_UNKNOWN: u8 = 2;
 /// The label of an activity code in the security rows.
 pub(super) fn activity_label(code: u8) -> &'static str {
     match code {
-        ACT_VIEW => Activity::View.as_str(),
+        ACT_VIEW => Activity::Read.as_str(),
         ACT_WRITE => Activity::Write.as_str(),
         _ => "unknown",
     }
@@ -297,8 +297,8 @@ impl Aggregator {
         let refused = verdict == Verdict::Refused;
         let would = verdict == Verdict::WouldRefuse;
         let act = match rec.activity {
-            Some(Lenient::Known(Activity::View)) => ACT_VIEW,
-            Some(Lenient::Known(Activity::Write)) => ACT_WRITE,
+            Some(Lenient::Known(a)) if a.is_write() => ACT_WRITE,
+            Some(Lenient::Known(Activity::Read | Activity::Login)) => ACT_VIEW,
             _ => ACT_UNKNOWN,
         };
         let plat = rec.platform.as_deref().map(|name| self.platforms.id(name));
