@@ -82,7 +82,7 @@ pub struct SchemaArgs {
     /// The policy file whose schema to print.
     #[arg(value_enum)]
     pub file: Option<crate::policy::schema::SchemaFile>,
-    /// Write all three schemas into this directory (e.g. docs/schema) instead of printing one.
+    /// Write every schema into this directory (e.g. docs/schema) instead of printing one.
     #[arg(long, value_name = "DIR")]
     pub all: Option<PathBuf>,
 }
@@ -352,7 +352,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Prints one policy file's JSON Schema, or writes all three into a directory.
+/// Prints one policy file's JSON Schema, or writes them all into a directory.
 fn schema(args: &SchemaArgs) -> ExitCode {
     use crate::policy::schema::SchemaFile;
     if let Some(file) = args.file {

@@ -679,6 +679,209 @@ fn compile_signature(
 mod tests {
     use super::*;
 
+
+    /// The shipped policy directory, compiled.
+    fn shipped() -> Policy {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        crate::policy::load_dir(&dir).expect("the shipped policy compiles")
+    }
+
+    fn headers(list: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in list {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    /// Classifies like the shell: without the body, then with a peek.
+    fn classify(
+        p: &Policy,
+        method: &str,
+        url: &str,
+        hdrs: &[(&str, &str)],
+        body: &[u8],
+    ) -> (Activity, Option<String>, bool) {
+        let uri: http::Uri = url.parse().unwrap();
+        let host = uri.host().unwrap();
+        let platform = p.domains.lookup(host).map(|(_, hit)| hit.platform);
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let h = headers(hdrs);
+        let mut seen = Seen {
+            method: &method,
+            host,
+            path: uri.path(),
+            query: uri.query(),
+            headers: &h,
+            body: if body.is_empty() { Body::None } else { Body::NotYet },
+        };
+        let mut peeked = false;
+        let c = match p.activities.classify(platform, &seen) {
+            Classify::Done(c) => c,
+            Classify::NeedBody => {
+                peeked = true;
+                let n = body.len().min(PEEK_LIMIT);
+                seen.body = Body::Peeked {
+                    bytes: &body[..n],
+                    complete: n == body.len(),
+                };
+                match p.activities.classify(platform, &seen) {
+                    Classify::Done(c) => c,
+                    Classify::NeedBody => panic!("asked for the body twice"),
+                }
+            }
+        };
+        (c.activity, c.signature.map(|s| s.to_string()), peeked)
+    }
+
+    #[test]
+    fn shipped_signatures_table() {
+        let p = shipped();
+        let form = ("content-type", "application/x-www-form-urlencoded");
+        let json = ("content-type", "application/json");
+        #[rustfmt::skip]
+        let table: &[(&str, &str, &[(&str, &str)], &[u8], Activity, Option<&str>)] = &[
+            // Safe methods read; an unmatched POST is what the platform says.
+            ("GET", "https://www.linkedin.com/feed/", &[], b"", Activity::Read, None),
+            ("POST", "https://www.linkedin.com/some/new/endpoint", &[], b"", Activity::Write, None),
+            ("POST", "https://www.facebook.com/api/graphql/", &[], b"", Activity::Unknown, None),
+            // Outside the catalog: safe reads, anything else a generic write.
+            ("POST", "http://intranet.example.com/form", &[], b"", Activity::Write, None),
+            ("GET", "http://intranet.example.com/", &[], b"", Activity::Read, None),
+            // Method case: `post` is not POST, but cannot slip past a POST signature.
+            ("post", "https://x.com/i/api/graphql/abc/CreateTweet", &[], b"", Activity::Post, Some("x-post")),
+            // `get` is not a safe method.
+            ("get", "https://www.linkedin.com/feed/", &[], b"", Activity::Write, None),
+            // The same path with a read method is not a write.
+            ("GET", "https://x.com/i/api/graphql/abc/CreateTweet", &[], b"", Activity::Read, None),
+            // Path case matters: URLs are case-sensitive.
+            ("POST", "https://x.com/i/api/graphql/abc/createtweet", &[], b"", Activity::Unknown, None),
+            // Label boundaries: upload.x.com is X's upload host, a look-alike is not X.
+            ("POST", "https://upload.x.com/i/media/upload.json", &[], b"", Activity::Upload, Some("x-upload")),
+            ("POST", "https://upload.notx.com/i/media/upload.json", &[], b"", Activity::Write, None),
+            // Operation in a header, whatever its case.
+            ("POST", "https://www.facebook.com/api/graphql/", &[("X-FB-FRIENDLY-NAME", "ComposerStoryCreateMutation")], b"", Activity::Post, Some("facebook-post")),
+            // Operation in the form body.
+            ("POST", "https://www.facebook.com/api/graphql/", &[form], b"fb_api_req_friendly_name=CometUFIFeedbackReactMutation&doc_id=1", Activity::React, Some("facebook-react")),
+            // The header names the operation first: the body is not read.
+            ("POST", "https://www.facebook.com/api/graphql/", &[form, ("x-fb-friendly-name", "CometNewsFeedPaginationQuery")], b"fb_api_req_friendly_name=ComposerStoryCreateMutation", Activity::Read, Some("facebook-query")),
+            // A form field only counts in a form body.
+            ("POST", "https://www.facebook.com/api/graphql/", &[json], b"{\"fb_api_req_friendly_name\":\"ComposerStoryCreateMutation\"}", Activity::Unknown, None),
+            // Operation in the query string.
+            ("POST", "https://www.linkedin.com/voyager/api/graphql?action=execute&queryId=voyagerContentcreationDashShares.abc", &[], b"", Activity::Post, Some("linkedin-post-graphql")),
+            // A percent-encoded query is decoded first.
+            ("POST", "https://www.linkedin.com/voyager/api/graphql?queryId=voyagerContentcreationDashShares%2Eabc", &[], b"", Activity::Post, Some("linkedin-post-graphql")),
+            // Operation in a JSON body.
+            ("POST", "https://www.reddit.com/svc/shreddit/graphql", &[json], b"{\"operationName\":\"GetSubredditInfo\"}", Activity::Read, Some("reddit-graphql-read")),
+            ("POST", "https://www.reddit.com/svc/shreddit/graphql", &[("content-type", "application/json; charset=utf-8")], b"{\"variables\":{},\"operationName\":\"FetchFeed\"}", Activity::Read, Some("reddit-graphql-read")),
+            ("POST", "https://www.reddit.com/svc/shreddit/graphql", &[json], b"{\"operationName\":\"UpdatePostVote\"}", Activity::Unknown, None),
+        ];
+        for (method, url, hdrs, body, want, sig) in table {
+            let (got, got_sig, _) = classify(&p, method, url, hdrs, body);
+            assert_eq!(
+                (got, got_sig.as_deref()),
+                (*want, *sig),
+                "{method} {url} {hdrs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_is_read_only_when_a_signature_needs_it_and_never_past_the_limit() {
+        let p = shipped();
+        let json = [("content-type", "application/json")];
+        // No body source on X: no peek.
+        let (_, _, peeked) = classify(&p, "POST", "https://x.com/i/api/graphql/a/CreateTweet", &json, b"{}");
+        assert!(!peeked);
+        // The key within the first 64 KiB of a larger body is found.
+        let mut big = br#"{"operationName":"GetPosts","variables":{"pad":""#.to_vec();
+        big.extend(std::iter::repeat_n(b'a', PEEK_LIMIT * 2));
+        big.extend(br#""}}"#);
+        let (a, s, peeked) = classify(&p, "POST", "https://www.reddit.com/svc/shreddit/graphql", &json, &big);
+        assert!(peeked);
+        assert_eq!((a, s.as_deref()), (Activity::Read, Some("reddit-graphql-read")));
+        // A key past the limit is not seen: the platform's unmatched applies.
+        let mut late = br#"{"variables":{"pad":""#.to_vec();
+        late.extend(std::iter::repeat_n(b'a', PEEK_LIMIT));
+        late.extend(br#""},"operationName":"GetPosts"}"#);
+        let (a, s, _) = classify(&p, "POST", "https://www.reddit.com/svc/shreddit/graphql", &json, &late);
+        assert_eq!((a, s), (Activity::Unknown, None));
+        // A form field cut by the limit is not read as a shorter name.
+        let mut form = b"pad=".to_vec();
+        form.extend(std::iter::repeat_n(b'a', PEEK_LIMIT - 30));
+        form.extend(b"&fb_api_req_friendly_name=ComposerStoryCreateMutation");
+        let (a, _, _) = classify(
+            &p,
+            "POST",
+            "https://www.facebook.com/api/graphql/",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            &form,
+        );
+        assert_ne!(a, Activity::Post, "a cut name must not match the full pattern");
+    }
+
+    #[test]
+    fn every_shipped_signature_has_a_match_and_a_near_miss_in_tests_yaml() {
+        let p = shipped();
+        for sig in p.activities.platforms.iter().flat_map(|x| &x.signatures) {
+            let matches = p.cases.iter().any(|c| {
+                c.name == format!("{} matches", sig.id)
+                    && c.expect.signature.as_deref() == Some(&*sig.id)
+            });
+            let misses = p.cases.iter().any(|c| {
+                c.name.starts_with(&format!("{} does not match", sig.id))
+                    && c.expect.signature.as_deref() != Some(&*sig.id)
+                    && c.expect.signature.is_some()
+            });
+            assert!(matches && misses, "{}: needs a case that matches and a near miss", sig.id);
+        }
+    }
+
+    #[test]
+    fn bad_signatures_are_refused_with_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for f in ["catalog.yaml", "policy.yaml"] {
+            std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("activities.yaml"),
+            r#"version: 1
+platforms:
+  facebok:
+    signatures: []
+  x:
+    unmatched: sometimes
+    signatures:
+      - {id: a, activity: psot, path: "^/", source: s, checked: "2026-11-26"}
+      - {id: a, activity: post, path: "^/(", source: s, checked: "yesterday"}
+      - {id: b, activity: post, path: "^/", hosts: [linkedin.com], methods: ["P OST"], source: s, checked: "2026-11-26",
+         operation: {from: [cookie:x], pattern: "("}}
+"#,
+        )
+        .unwrap();
+        let errs = crate::policy::load_dir(dir.path()).unwrap_err().to_string();
+        for want in [
+            "platforms.facebok",
+            "did you mean \"facebook\"",
+            "platforms.x.unmatched",
+            "platforms.x.signatures[0].activity",
+            "did you mean \"post\"",
+            "platforms.x.signatures[1].id",
+            "platforms.x.signatures[1].path",
+            "platforms.x.signatures[1].checked",
+            "platforms.x.signatures[2].hosts[0]",
+            "platforms.x.signatures[2].methods[0]",
+            "platforms.x.signatures[2].operation.from[0]",
+            "platforms.x.signatures[2].operation.pattern",
+        ] {
+            assert!(errs.contains(want), "missing {want:?} in:\n{errs}");
+        }
+    }
+
     #[test]
     fn json_key_is_found_before_a_cut() {
         let body = br#"{"variables":{"a":[1,2,{"b":"c"}]},"operationName":"CreateTweet","query":"mutation { x"#;

@@ -9,9 +9,9 @@
 use schemars::generate::SchemaSettings;
 use schemars::Schema;
 
-use super::raw::{RawCases, RawCatalog, RawPolicy};
+use super::raw::{RawActivities, RawCases, RawCatalog, RawPolicy};
 
-/// One of the three policy files.
+/// One of the policy files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SchemaFile {
     /// policy.yaml
@@ -20,11 +20,18 @@ pub enum SchemaFile {
     Catalog,
     /// tests.yaml
     Tests,
+    /// activities.yaml
+    Activities,
 }
 
 impl SchemaFile {
-    /// All three, in the order `socialgate schema --all` prints them.
-    pub const ALL: [SchemaFile; 3] = [SchemaFile::Policy, SchemaFile::Catalog, SchemaFile::Tests];
+    /// All of them, in the order `socialgate schema --all` prints them.
+    pub const ALL: [SchemaFile; 4] = [
+        SchemaFile::Policy,
+        SchemaFile::Catalog,
+        SchemaFile::Tests,
+        SchemaFile::Activities,
+    ];
 
     /// The policy file this schema describes, e.g. `policy.yaml`.
     pub fn yaml_name(self) -> &'static str {
@@ -32,6 +39,7 @@ impl SchemaFile {
             SchemaFile::Policy => "policy.yaml",
             SchemaFile::Catalog => "catalog.yaml",
             SchemaFile::Tests => "tests.yaml",
+            SchemaFile::Activities => "activities.yaml",
         }
     }
 
@@ -41,6 +49,7 @@ impl SchemaFile {
             SchemaFile::Policy => "policy.schema.json",
             SchemaFile::Catalog => "catalog.schema.json",
             SchemaFile::Tests => "tests.schema.json",
+            SchemaFile::Activities => "activities.schema.json",
         }
     }
 
@@ -54,6 +63,7 @@ impl SchemaFile {
             SchemaFile::Policy => generator.into_root_schema_for::<RawPolicy>(),
             SchemaFile::Catalog => generator.into_root_schema_for::<RawCatalog>(),
             SchemaFile::Tests => generator.into_root_schema_for::<RawCases>(),
+            SchemaFile::Activities => generator.into_root_schema_for::<RawActivities>(),
         };
         let mut schema = schema.to_value();
         allow_null_where_serde_yaml_does(&mut schema);

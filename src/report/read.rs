@@ -372,7 +372,7 @@ mod tests {
     fn values_from_a_newer_version_are_kept_and_counted_not_fatal() {
         let newer = LINE
             .replace(r#""action":"allow""#, r#""action":"throttle""#)
-            .replace(r#""activity":null"#, r#""activity":"react""#)
+            .replace(r#""activity":null"#, r#""activity":"teleport""#)
             .replace(r#""auth":"basic""#, r#""auth":"mtls""#)
             .replace(
                 r#""duration_ms":30000"#,
