@@ -679,6 +679,8 @@ mod tests {
             category: Some(Arc::from("video")),
             class: Some(Class::Primary),
             activity: Some(Activity::Write),
+            signature: None,
+            activity_unseen: None,
             foreground: true,
             action: Action::Block,
             mode: Mode::Report,

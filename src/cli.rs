@@ -304,6 +304,15 @@ pub struct ExplainArgs {
     /// The proxy's own listening addresses (never a destination); default 127.0.0.1:3128 and 127.0.0.1:9128.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Vec<SocketAddr>,
+    /// The request method, to see which activity the request is (e.g. POST).
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// A request header, `Name: value` (repeatable), e.g. `X-FB-Friendly-Name: ComposerStoryCreateMutation`.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The request body (the first 64 KiB are what socialgate reads).
+    #[arg(long)]
+    pub body: Option<String>,
     /// The URL, e.g. https://www.tiktok.com/ (https:// is decided as a CONNECT tunnel, http:// as a request).
     pub url: String,
 }
@@ -617,6 +626,17 @@ fn explain(a: ExplainArgs) -> ExitCode {
     } else {
         a.listen.clone()
     };
+    // What the request does: seen on plain HTTP (and, once inspected, on
+    // HTTPS); a tunnel shows no activity.
+    let seen = match explain_request(&a) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("socialgate explain: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let found = (entry == Entry::Request).then(|| seen.classify(&policy, &host));
+    let activity = found.as_ref().map(|c| c.activity);
     // The proxy resolves a name only once the rules and the port allowed it.
     let before_dns = Facts {
         entry,
@@ -627,6 +647,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         resolved: None,
         sni: None,
         listeners: &listeners,
+        activity,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -667,6 +688,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         resolved: resolved.as_deref(),
         sni: a.sni.as_deref(),
         listeners: &listeners,
+        activity,
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);
@@ -719,6 +741,17 @@ fn explain(a: ExplainArgs) -> ExitCode {
             _ => "(none)".into(),
         }
     );
+    match &found {
+        Some(c) => println!(
+            "activity: {}{}",
+            c.activity.as_str(),
+            c.signature
+                .as_deref()
+                .map(|s| format!(" (signature {s})"))
+                .unwrap_or_else(|| " (no signature matched)".into())
+        ),
+        None => println!("activity: not visible in a tunnel that is not inspected"),
+    }
     println!("rules and stages considered:");
     for step in &trace {
         println!(
@@ -744,7 +777,38 @@ fn explain(a: ExplainArgs) -> ExitCode {
     if let Some(m) = &d.message {
         println!("message:  {m}");
     }
+    if let Some(r) = &d.activity_unseen {
+        println!(
+            "note:     rule {r} is about activities, which a tunnel does not show; \
+             the site-level rules decided (give the rule `inspect: true` to see them)"
+        );
+    }
     ExitCode::SUCCESS
+}
+
+/// The request `explain` looks at: its method, headers and body.
+fn explain_request(a: &ExplainArgs) -> Result<crate::policy::cases::SeenRequest, String> {
+    let method = http::Method::from_bytes(a.method.as_bytes())
+        .map_err(|_| format!("--method: {:?} is not an HTTP method", a.method))?;
+    let mut headers = http::HeaderMap::new();
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: write `Name: value`"))?;
+        let k = http::HeaderName::from_bytes(k.trim().as_bytes())
+            .map_err(|_| format!("--header {h:?}: {:?} is not a header name", k.trim()))?;
+        let v = http::HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("--header {h:?}: the value is not a valid header value"))?;
+        headers.append(k, v);
+    }
+    let uri: http::Uri = a.url.parse().map_err(|e| format!("{:?}: {e}", a.url))?;
+    Ok(crate::policy::cases::SeenRequest {
+        method,
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers,
+        body: a.body.as_ref().map(|b| b.as_bytes().to_vec()),
+    })
 }
 
 fn test(d: DirArg) -> ExitCode {

@@ -74,8 +74,18 @@ pub struct Event {
     pub category: Option<Arc<str>>,
     /// `primary` for the platform's own domains, `embedded` for its widgets/SDKs.
     pub class: Option<Class>,
-    /// What the user did, where it is known: `view` or `write` for plain HTTP.
+    /// What the user did, where it can be seen (plain HTTP, inspected
+    /// HTTPS): `read`, `post`, `upload`, ... (docs/activities.md); `null`
+    /// for a tunnel.
     pub activity: Option<Activity>,
+    /// The activity signature that matched (activities.yaml), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Arc<str>>,
+    /// A rule about activities that could not be applied because the
+    /// traffic was not visible (a tunnel that is not inspected): the
+    /// decision fell back to the site level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_unseen: Option<Arc<str>>,
     /// A top-level navigation or a tunnel to a platform's own domain: the
     /// requests that count towards estimated active time.
     pub foreground: bool,

@@ -143,6 +143,8 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             resolved: None,
             sni: rec.sni.as_deref(),
             listeners: &[],
+            // What the proxy saw then: a logged request carries its activity.
+            activity: rec.activity.as_ref().and_then(|a| a.known()).copied(),
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {

@@ -112,6 +112,24 @@ impl Activity {
     }
 }
 
+/// A set of activities, as a rule's `activities:` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ActivitySet(u16);
+
+impl ActivitySet {
+    pub fn insert(&mut self, a: Activity) {
+        self.0 |= 1 << a as u16;
+    }
+
+    pub fn contains(self, a: Activity) -> bool {
+        self.0 & (1 << a as u16) != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Activity> {
+        Activity::ALL.into_iter().filter(move |a| self.contains(*a))
+    }
+}
+
 /// GET, HEAD and OPTIONS, spelled exactly (a method is case-sensitive, so
 /// `get` is not safe).
 pub fn is_safe(method: &Method) -> bool {
@@ -679,7 +697,6 @@ fn compile_signature(
 mod tests {
     use super::*;
 
-
     /// The shipped policy directory, compiled.
     fn shipped() -> Policy {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -716,7 +733,11 @@ mod tests {
             path: uri.path(),
             query: uri.query(),
             headers: &h,
-            body: if body.is_empty() { Body::None } else { Body::NotYet },
+            body: if body.is_empty() {
+                Body::None
+            } else {
+                Body::NotYet
+            },
         };
         let mut peeked = false;
         let c = match p.activities.classify(platform, &seen) {
@@ -794,20 +815,41 @@ mod tests {
         let p = shipped();
         let json = [("content-type", "application/json")];
         // No body source on X: no peek.
-        let (_, _, peeked) = classify(&p, "POST", "https://x.com/i/api/graphql/a/CreateTweet", &json, b"{}");
+        let (_, _, peeked) = classify(
+            &p,
+            "POST",
+            "https://x.com/i/api/graphql/a/CreateTweet",
+            &json,
+            b"{}",
+        );
         assert!(!peeked);
         // The key within the first 64 KiB of a larger body is found.
         let mut big = br#"{"operationName":"GetPosts","variables":{"pad":""#.to_vec();
         big.extend(std::iter::repeat_n(b'a', PEEK_LIMIT * 2));
         big.extend(br#""}}"#);
-        let (a, s, peeked) = classify(&p, "POST", "https://www.reddit.com/svc/shreddit/graphql", &json, &big);
+        let (a, s, peeked) = classify(
+            &p,
+            "POST",
+            "https://www.reddit.com/svc/shreddit/graphql",
+            &json,
+            &big,
+        );
         assert!(peeked);
-        assert_eq!((a, s.as_deref()), (Activity::Read, Some("reddit-graphql-read")));
+        assert_eq!(
+            (a, s.as_deref()),
+            (Activity::Read, Some("reddit-graphql-read"))
+        );
         // A key past the limit is not seen: the platform's unmatched applies.
         let mut late = br#"{"variables":{"pad":""#.to_vec();
         late.extend(std::iter::repeat_n(b'a', PEEK_LIMIT));
         late.extend(br#""},"operationName":"GetPosts"}"#);
-        let (a, s, _) = classify(&p, "POST", "https://www.reddit.com/svc/shreddit/graphql", &json, &late);
+        let (a, s, _) = classify(
+            &p,
+            "POST",
+            "https://www.reddit.com/svc/shreddit/graphql",
+            &json,
+            &late,
+        );
         assert_eq!((a, s), (Activity::Unknown, None));
         // A form field cut by the limit is not read as a shorter name.
         let mut form = b"pad=".to_vec();
@@ -820,7 +862,11 @@ mod tests {
             &[("content-type", "application/x-www-form-urlencoded")],
             &form,
         );
-        assert_ne!(a, Activity::Post, "a cut name must not match the full pattern");
+        assert_ne!(
+            a,
+            Activity::Post,
+            "a cut name must not match the full pattern"
+        );
     }
 
     #[test]
@@ -836,7 +882,11 @@ mod tests {
                     && c.expect.signature.as_deref() != Some(&*sig.id)
                     && c.expect.signature.is_some()
             });
-            assert!(matches && misses, "{}: needs a case that matches and a near miss", sig.id);
+            assert!(
+                matches && misses,
+                "{}: needs a case that matches and a near miss",
+                sig.id
+            );
         }
     }
 

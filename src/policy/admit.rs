@@ -25,6 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 
+use super::activity::Activity;
 use super::decide::{decide_with, Decision, Reason, RequestFacts, TraceStep};
 use super::host::{normalize_host, Host};
 use super::{canonical_ip, Action, Policy};
@@ -56,6 +57,9 @@ pub struct Facts<'a> {
     pub sni: Option<&'a str>,
     /// socialgate's own listening addresses: never a destination.
     pub listeners: &'a [SocketAddr],
+    /// What the request does (from activities.yaml); `None` where it cannot
+    /// be seen: a tunnel, before or without inspection.
+    pub activity: Option<Activity>,
 }
 
 /// The stage that settled the outcome.
@@ -134,6 +138,7 @@ fn admit_inner(
         user: facts.user,
         host: facts.host,
         port: facts.port,
+        activity: facts.activity,
     };
     let decision = decide_with(policy, &rf, groups, now, trace.as_deref_mut());
     let mut adm = Admission {
@@ -280,6 +285,7 @@ fn sni_stage_inner(
         user: facts.user,
         host: &sni_host,
         port: facts.port,
+        activity: facts.activity,
     };
     adm.decision = decide_with(policy, &rf, groups, now, trace);
     adm.decided_host = sni_host;

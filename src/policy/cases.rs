@@ -410,9 +410,17 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
         .cases
         .iter()
         .map(|c| {
+            // What the request does, where the case gives one that can be seen.
+            let activity = c.request.as_ref().map(|r| r.classify(policy, &c.host));
             // A policy test has no running proxy: no own listeners to avoid.
+            // A request that can be seen is decided as one, even over https://
+            // (inspected): its activity is known.
             let facts = Facts {
-                entry: c.entry,
+                entry: if activity.is_some() {
+                    Entry::Request
+                } else {
+                    c.entry
+                },
                 client: c.client,
                 user: c.user.as_deref(),
                 host: &c.host,
@@ -420,6 +428,7 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 resolved: c.resolved.as_deref(),
                 sni: c.sni.as_deref(),
                 listeners: &[],
+                activity: activity.as_ref().map(|a| a.activity),
             };
             let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();

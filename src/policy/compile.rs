@@ -473,7 +473,55 @@ impl Compiler<'_> {
                     }
                 }
             }
-            let action = self.action(&format!("{base}.action"), &r.action);
+            let (action, read_only) = if r.action == "read_only" {
+                let unknown = match r.unknown.as_deref().unwrap_or("allow") {
+                    "allow" => Action::Allow,
+                    "block" => Action::Block,
+                    other => {
+                        self.err(
+                            format!("{base}.unknown"),
+                            format!("unknown value {other:?}"),
+                            "write `allow` (the default: a request that may be a read passes) or `block`",
+                        );
+                        Action::Allow
+                    }
+                };
+                (Action::Allow, Some(unknown))
+            } else {
+                if r.unknown.is_some() {
+                    self.err(
+                        format!("{base}.unknown"),
+                        "`unknown:` only applies to `action: read_only`",
+                        "remove it, or make the rule read_only",
+                    );
+                }
+                (self.action(&format!("{base}.action"), &r.action), None)
+            };
+            let activities = if r.activities.is_empty() {
+                None
+            } else {
+                let mut set = super::activity::ActivitySet::default();
+                for (j, a) in r.activities.iter().enumerate() {
+                    match super::activity::Activity::parse(a) {
+                        Some(a) => set.insert(a),
+                        None => {
+                            let names = super::activity::Activity::ALL.map(|a| a.as_str());
+                            let hint = match closest(a, names) {
+                                Some(s) => {
+                                    format!("did you mean {s:?}? one of: {}", names.join(", "))
+                                }
+                                None => format!("one of: {}", names.join(", ")),
+                            };
+                            self.err(
+                                format!("{base}.activities[{j}]"),
+                                format!("unknown activity {a:?}"),
+                                hint,
+                            );
+                        }
+                    }
+                }
+                Some(set)
+            };
             let mode = match r.mode.as_deref().unwrap_or("enforce") {
                 "enforce" => Mode::Enforce,
                 "report" => Mode::Report,
@@ -527,7 +575,9 @@ impl Compiler<'_> {
                 has_domains: !r.domains.is_empty(),
                 include_embedded: r.include_embedded,
                 schedule,
+                activities,
                 action,
+                read_only,
                 mode,
                 message: r.message.as_deref().map(Arc::from),
             });
@@ -665,11 +715,11 @@ impl Compiler<'_> {
         match s {
             "allow" => Action::Allow,
             "block" => Action::Block,
-            "warn" | "read_only" => {
+            "warn" => {
                 self.err(
                     path,
                     format!("action {s:?} is not available yet"),
-                    "this version supports `allow` and `block`",
+                    "this version supports `allow`, `block` and (in rules) `read_only`",
                 );
                 Action::Block
             }

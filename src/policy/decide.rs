@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use super::activity::Activity;
 use super::{Action, Class, Host, Mode, Policy};
 
 /// What is known about a request when it is decided.
@@ -21,6 +22,8 @@ pub struct RequestFacts<'a> {
     pub user: Option<&'a str>,
     pub host: &'a Host,
     pub port: u16,
+    /// What the request does; `None` where it cannot be seen (a tunnel).
+    pub activity: Option<Activity>,
 }
 
 /// Why a decision came out as it did. Stable labels: used in logs, metric
@@ -135,6 +138,10 @@ pub struct Decision {
     pub groups: Vec<Arc<str>>,
     /// The rule's message for refusal pages.
     pub message: Option<Arc<str>>,
+    /// The first rule that would have applied had the activity been seen
+    /// (an `activities:` condition or `read_only` on a tunnel that is not
+    /// inspected): the decision fell back to the site level.
+    pub activity_unseen: Option<Arc<str>>,
 }
 
 impl Decision {
@@ -158,6 +165,7 @@ impl Decision {
             group: None,
             groups: Vec::new(),
             message: None,
+            activity_unseen: None,
         }
     }
 
@@ -269,6 +277,7 @@ fn decide_inner(
         group: groups.first().cloned(),
         groups,
         message: None,
+        activity_unseen: None,
     };
 
     // Who may use the proxy at all: a client with no user must be in a
@@ -355,10 +364,59 @@ fn decide_inner(
                 continue;
             }
         }
+        // Activity: what the person does, where it can be seen.
+        if let Some(mask) = rule.activities {
+            match facts.activity {
+                Some(a) if mask.contains(a) => {}
+                Some(a) => {
+                    note(&mut trace, rule, false, || {
+                        format!("not for this activity ({})", a.as_str())
+                    });
+                    continue;
+                }
+                None => {
+                    decision
+                        .activity_unseen
+                        .get_or_insert_with(|| rule.id.clone());
+                    note(&mut trace, rule, false, || {
+                        "its activities cannot be seen in a tunnel that is not inspected; \
+                         the site-level rules decide"
+                            .into()
+                    });
+                    continue;
+                }
+            }
+        }
+        let action = match rule.read_only {
+            None => rule.action,
+            Some(unknown) => match facts.activity {
+                Some(a) if a.is_write() => Action::Block,
+                Some(Activity::Unknown) if unknown == Action::Block => Action::Block,
+                Some(_) => Action::Allow,
+                None => {
+                    decision
+                        .activity_unseen
+                        .get_or_insert_with(|| rule.id.clone());
+                    Action::Allow
+                }
+            },
+        };
         note(&mut trace, rule, true, || {
-            format!("matches: {} ({})", rule.action.as_str(), rule.mode.as_str())
+            match (rule.read_only, facts.activity) {
+            (Some(_), Some(a)) => format!(
+                "matches: read_only, {} is {} ({})",
+                a.as_str(),
+                if action == Action::Block { "refused" } else { "allowed" },
+                rule.mode.as_str()
+            ),
+            (Some(_), None) => format!(
+                "matches: read_only, but writes cannot be seen in a tunnel that is not inspected: allow ({})",
+                rule.mode.as_str()
+            ),
+            (None, _) => format!("matches: {} ({})", action.as_str(), rule.mode.as_str()),
+        }
         });
-        decision.action = rule.action;
+        decision.action = action;
         decision.mode = rule.mode;
         decision.rule = rule.id.clone();
         decision.reason = Reason::RuleMatched;

@@ -135,12 +135,27 @@ pub struct Rule {
     pub has_domains: bool,
     pub include_embedded: bool,
     pub schedule: Option<Schedule>,
+    /// The activities the rule is about; `None` means any.
+    pub activities: Option<activity::ActivitySet>,
+    /// The action, or for `read_only` rules [`Action::Allow`] (reads pass).
     pub action: Action,
+    /// `Some` for an `action: read_only` rule: what an `unknown` request
+    /// gets (`unknown: allow`, the default, or `block`).
+    pub read_only: Option<Action>,
     pub mode: Mode,
     pub message: Option<Arc<str>>,
 }
 
 impl Rule {
+    /// The action as written in policy.yaml: `allow`, `block` or `read_only`.
+    pub fn action_label(&self) -> &'static str {
+        if self.read_only.is_some() {
+            "read_only"
+        } else {
+            self.action.as_str()
+        }
+    }
+
     /// True when the rule names no platform, category or domain.
     pub fn matches_any_destination(&self) -> bool {
         self.platforms.is_none() && !self.has_domains

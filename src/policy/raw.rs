@@ -231,8 +231,17 @@ pub struct RawRule {
     /// Time windows the rule applies in; empty means always.
     #[serde(default)]
     pub when: Vec<RawWindow>,
-    /// `allow` or `block`.
+    /// The activities the rule is about (`login`, `read`, `post`, `comment`,
+    /// `react`, `share`, `upload`, `message`, `write`, `unknown`); empty
+    /// means any. Activities are seen on plain HTTP and inspected HTTPS only.
+    #[serde(default)]
+    pub activities: Vec<String>,
+    /// `allow`, `block`, or `read_only` (reads pass, writes are refused).
     pub action: String,
+    /// For `read_only`: what a request that may be a read or a write gets,
+    /// `allow` (default) or `block`.
+    #[serde(default)]
+    pub unknown: Option<String>,
     /// `enforce` (default), or `report` to log the would-be action and let traffic pass.
     #[serde(default)]
     pub mode: Option<String>,

@@ -40,6 +40,8 @@ pub struct Exchange {
     pub event: Event,
     /// A browser page load: refusals get the HTML page.
     pub navigation: bool,
+    /// What the request does, once recognised; `None` for a tunnel.
+    pub activity: Option<crate::policy::activity::Activity>,
 }
 
 impl Exchange {
@@ -70,6 +72,8 @@ impl Exchange {
             category: None,
             class: None,
             activity: None,
+            signature: None,
+            activity_unseen: None,
             foreground: false,
             action: Action::Allow,
             mode: Mode::Enforce,
@@ -88,6 +92,7 @@ impl Exchange {
             peer,
             event,
             navigation: false,
+            activity: None,
         }
     }
 
@@ -120,6 +125,7 @@ impl Exchange {
             resolved: None,
             sni: None,
             listeners: &state.listeners,
+            activity: self.activity,
         };
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());
@@ -240,4 +246,5 @@ pub fn apply_keeping_groups(ev: &mut Event, d: &Decision) {
     ev.mode = d.mode;
     ev.rule = d.rule.clone();
     ev.reason = d.reason;
+    ev.activity_unseen.clone_from(&d.activity_unseen);
 }

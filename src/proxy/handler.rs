@@ -22,9 +22,9 @@ use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
 use super::responses;
 use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{connect, find_upstream_error, ProxyBody};
-use super::{tunnel, ProxyState};
+use super::{activity, tunnel, ProxyState};
 use crate::event::Kind;
-use crate::outcome::{Activity, ErrorKind};
+use crate::outcome::ErrorKind;
 use crate::policy::{normalize_host, Class, Entry, Host};
 
 /// hyper's service entry point.
@@ -86,7 +86,7 @@ fn too_large(state: &ProxyState, peer: SocketAddr, req: &Request<Incoming>) -> R
 async fn forward(
     state: &Arc<ProxyState>,
     peer: SocketAddr,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     // Parse the target: absolute-form http:// only.
     let uri = req.uri().clone();
@@ -122,6 +122,26 @@ async fn forward(
         return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
     }
 
+    // Recognise what the request does (peeking at its body only where a
+    // signature needs it), so the rules see the activity.
+    let (parts, body) = req.into_parts();
+    let idle = state.config.body_idle_timeout;
+    let (found, body) = match activity::recognise(&ex.policy, &host, &parts, body, idle).await {
+        Ok(x) => x,
+        Err(fault) => {
+            let status = match fault {
+                ClientFault::Timeout => StatusCode::REQUEST_TIMEOUT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let detail = "the request body could not be read";
+            return ex.bad_request(state, status, Some(fault.kind()), detail);
+        }
+    };
+    ex.activity = Some(found.activity);
+    ex.event.activity = Some(found.activity);
+    ex.event.signature = found.signature;
+    let mut req = Request::from_parts(parts, body);
+
     // Identify and admit: rules, and the address if the target is an IP literal.
     let (identity, admission) = match ex
         .identify_and_admit(state, req.headers(), Entry::Request, &host, port)
@@ -131,10 +151,6 @@ async fn forward(
         Err(refusal) => return ex.refuse(state, refusal),
     };
     let mut decision = admission.decision;
-    ex.event.activity = Some(Activity::of_method(
-        req.method(),
-        crate::policy::activity::Unmatched::Write,
-    ));
     ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
     if decision.platform.is_none() || ex.policy.logging.log_paths {
         ex.event.path = uri.path_and_query().map(|p| p.as_str().to_string());
@@ -162,6 +178,7 @@ async fn forward(
     add_via(&mut parts.headers);
     set_judged_host(&mut parts.headers, &host, port);
     let user = identity.user;
+    let ex_activity = ex.activity;
     let (pending, _policy) = ex.into_pending(state);
     let idle = Some(state.config.body_idle_timeout);
     let body = Counted::request(body, pending.meter.clone(), idle).boxed();
@@ -175,6 +192,7 @@ async fn forward(
             port,
             resolved: Vec::new(),
             sni: None,
+            activity: ex_activity,
         };
         let up = Upgrade {
             client: client_upgrade,

@@ -12,6 +12,7 @@
 //! Module graph (no cycles): `handler` → `tunnel`, both → `context`,
 //! `splice`, `upstream`, `responses`, `identify`, `body`, `headers`.
 
+pub mod activity;
 pub mod body;
 pub mod clock;
 pub mod context;

@@ -33,6 +33,9 @@ pub struct Admitted {
     /// The address actually connected to.
     pub resolved: Vec<IpAddr>,
     pub sni: Option<String>,
+    /// What the request that opened it does (an upgraded request), or
+    /// `None` for a tunnel.
+    pub activity: Option<crate::policy::activity::Activity>,
 }
 
 /// Admits an open connection again under the current policy and clock.
@@ -84,6 +87,7 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             resolved: Some(&a.resolved),
             sni: a.sni.as_deref(),
             listeners: &state.listeners,
+            activity: a.activity,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)

@@ -96,6 +96,7 @@ pub async fn handle_connect(
         port,
         resolved: vec![dialed.addr.ip()],
         sni: None,
+        activity: None,
     };
     let st = state.clone();
     state.spawn_tunnel(async move {
@@ -164,6 +165,7 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             resolved: Some(&admitted.resolved),
             sni: Some(name),
             listeners: &state.listeners,
+            activity: admitted.activity,
         };
         let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
         debug_assert_eq!(adm.stage, Stage::Sni);
