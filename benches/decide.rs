@@ -64,6 +64,7 @@ fn bench(c: &mut Criterion) {
             user: None,
             host: &host,
             port: 443,
+            activity: None,
         };
         group.bench_function(name, |b| {
             b.iter(|| decide(black_box(&policy), black_box(&facts), black_box(now)))

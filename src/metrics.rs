@@ -32,6 +32,8 @@ pub struct Metrics {
     decisions: IntCounterVec,
     bytes: IntCounterVec,
     requests: IntCounterVec,
+    activities: IntCounterVec,
+    activity_unseen: IntCounterVec,
     errors: IntCounterVec,
     auth_failures: IntCounterVec,
     decision_seconds: Histogram,
@@ -85,6 +87,18 @@ impl Metrics {
             "socialgate_requests_total",
             "Finished requests and tunnels, by kind (request, tunnel) and status class (2xx, 4xx, ...).",
             &["kind", "status"],
+        );
+        let activities = counter_vec(
+            &r,
+            "socialgate_activities_total",
+            "Requests seen (plain HTTP, inspected HTTPS), by platform and activity (read, post, comment, react, share, upload, message, login, write, unknown). A rising share of write or unknown on a platform means its signatures need updating.",
+            &["platform", "activity"],
+        );
+        let activity_unseen = counter_vec(
+            &r,
+            "socialgate_activity_unseen_total",
+            "Decisions where a rule about activities could not apply because the traffic was a tunnel that is not inspected, by rule.",
+            &["rule"],
         );
         let errors = counter_vec(
             &r,
@@ -166,6 +180,8 @@ impl Metrics {
             decisions,
             bytes,
             requests,
+            activities,
+            activity_unseen,
             errors,
             auth_failures,
             decision_seconds,
@@ -266,6 +282,14 @@ impl Observer for Metrics {
         self.request_seconds
             .with_label_values(&[kind])
             .observe(ev.duration_ms as f64 / 1000.0);
+        if let Some(a) = ev.activity {
+            self.activities
+                .with_label_values(&[platform, a.as_str()])
+                .inc();
+        }
+        if let Some(rule) = &ev.activity_unseen {
+            self.activity_unseen.with_label_values(&[&**rule]).inc();
+        }
         if let Some(e) = &ev.error {
             self.errors.with_label_values(&[e.as_str()]).inc();
         }

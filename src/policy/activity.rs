@@ -268,10 +268,7 @@ impl Signatures {
     /// or to a site outside the catalog (`None`).
     pub fn classify(&self, platform: Option<u16>, seen: &Seen<'_>) -> Classify {
         let Some(p) = platform.and_then(|i| self.platforms.get(i as usize)) else {
-            return Classify::Done(Classified {
-                activity: Activity::of_method(seen.method, Unmatched::Write),
-                signature: None,
-            });
+            return Classify::Done(unmatched(seen, Unmatched::Write));
         };
         if let Some(set) = &p.paths {
             for i in set.matches(seen.path).iter() {
@@ -288,10 +285,26 @@ impl Signatures {
                 }
             }
         }
-        Classify::Done(Classified {
-            activity: Activity::of_method(seen.method, p.unmatched),
-            signature: None,
-        })
+        Classify::Done(unmatched(seen, p.unmatched))
+    }
+}
+
+/// A request no signature matched: a safe method reads, a multipart body
+/// uploads, anything else is what the platform says.
+fn unmatched(seen: &Seen<'_>, unmatched: Unmatched) -> Classified {
+    let multipart = seen
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| starts_with_ignore_case(ct, "multipart/"));
+    let activity = if !is_safe(seen.method) && multipart {
+        Activity::Upload
+    } else {
+        Activity::of_method(seen.method, unmatched)
+    };
+    Classified {
+        activity,
+        signature: None,
     }
 }
 
@@ -772,6 +785,10 @@ mod tests {
             // Outside the catalog: safe reads, anything else a generic write.
             ("POST", "http://intranet.example.com/form", &[], b"", Activity::Write, None),
             ("GET", "http://intranet.example.com/", &[], b"", Activity::Read, None),
+            // A multipart body is an upload, on a platform or elsewhere.
+            ("POST", "https://www.facebook.com/photos/new", &[("content-type", "multipart/form-data; boundary=x")], b"", Activity::Upload, None),
+            ("PUT", "http://files.example.com/a", &[("Content-Type", "Multipart/Form-Data; boundary=x")], b"", Activity::Upload, None),
+            ("GET", "https://www.facebook.com/x", &[("content-type", "multipart/form-data; boundary=x")], b"", Activity::Read, None),
             // Method case: `post` is not POST, but cannot slip past a POST signature.
             ("post", "https://x.com/i/api/graphql/abc/CreateTweet", &[], b"", Activity::Post, Some("x-post")),
             // `get` is not a safe method.

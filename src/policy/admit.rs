@@ -391,6 +391,7 @@ rules:
             resolved: resolved.as_deref(),
             sni: c.sni,
             listeners: &listeners,
+            activity: None,
         };
         admit(p, &facts, WORK.parse().unwrap())
     }

@@ -556,6 +556,7 @@ rules:
                 user: *user,
                 host: &host,
                 port: 443,
+                activity: None,
             };
             let d = decide(&p, &facts, at.parse().unwrap());
             let what = format!("{client} {user:?} {host} {at}");
@@ -576,6 +577,7 @@ rules:
             user: None,
             host: &host,
             port: 443,
+            activity: None,
         };
         let d = decide(&p, &facts, WORK.parse().unwrap());
         assert!(!d.refuses(), "a report-mode block lets traffic pass");
@@ -595,6 +597,7 @@ rules:
             user: None,
             host: &host,
             port: 443,
+            activity: None,
         };
         let mut trace = Vec::new();
         let d = decide_traced(&p, &facts, EVENING.parse().unwrap(), &mut trace);

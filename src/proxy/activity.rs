@@ -69,14 +69,16 @@ where
             .iter()
             .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
             .sum();
-        let mut hint = self
+        let rest = self
             .rest
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
-        hint.set_lower(hint.lower() + head);
-        if let Some(u) = hint.upper() {
-            hint.set_upper(u + head);
+        let mut hint = SizeHint::new();
+        // Upper first: a lower bound above the current upper one panics.
+        if let Some(u) = rest.upper() {
+            hint.set_upper(u.saturating_add(head));
         }
+        hint.set_lower(rest.lower().saturating_add(head));
         hint
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod activities;
 mod admin_ops;
 mod agreement;
 mod bad_input;

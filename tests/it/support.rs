@@ -31,7 +31,8 @@ fn full(s: impl Into<Bytes>) -> OriginBody {
 /// A plain-HTTP origin server with a few routes:
 /// `/hello`, `/headers` (echoes request headers), `/echo` (streams the
 /// request body back), `/consume` (reads the whole body, then answers), `/stream` (5 chunks, 100 ms apart), `/big` (1 MiB),
-/// `/ws` (WebSocket echo), `/sleep` (answers after 3 s).
+/// `/ws` (WebSocket echo), `/sleep` (answers after 3 s), and any path ending
+/// in `graphql` (echoes like `/echo`).
 pub struct Origin {
     pub addr: SocketAddr,
     /// TCP connections accepted so far.
@@ -97,6 +98,11 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
             Response::new(full(s))
         }
         "/echo" => Response::new(req.into_body().map_err(|e| e.into()).boxed()),
+        // GraphQL endpoints of the platforms echo too: a body that socialgate
+        // peeked at to find the operation comes back exactly as sent.
+        p if p.trim_end_matches('/').ends_with("graphql") => {
+            Response::new(req.into_body().map_err(|e| e.into()).boxed())
+        }
         "/consume" => match req.into_body().collect().await {
             Ok(b) => Response::new(full(format!("consumed {} bytes", b.to_bytes().len()))),
             Err(e) => Response::builder()
@@ -263,6 +269,9 @@ impl PolicyDir {
         let dir = tempfile::tempdir().unwrap();
         let catalog = std::fs::read_to_string(shipped_policies().join("catalog.yaml")).unwrap();
         std::fs::write(dir.path().join("catalog.yaml"), catalog).unwrap();
+        let activities =
+            std::fs::read_to_string(shipped_policies().join("activities.yaml")).unwrap();
+        std::fs::write(dir.path().join("activities.yaml"), activities).unwrap();
         std::fs::write(dir.path().join("policy.yaml"), policy_yaml).unwrap();
         PolicyDir { dir }
     }
