@@ -574,9 +574,14 @@ fn check(d: DirArg) -> ExitCode {
     match load_dir(&d.dir) {
         Ok(p) => {
             println!(
-                "{}: ok ({} platforms, {} groups, {} rules, {} test cases; hash {})",
+                "{}: ok ({} platforms, {} activity signatures, {} groups, {} rules, {} test cases; hash {})",
                 d.dir.display(),
                 p.platforms.len(),
+                p.activities
+                    .platforms
+                    .iter()
+                    .map(|x| x.signatures.len())
+                    .sum::<usize>(),
                 p.groups.len(),
                 p.rules.len(),
                 p.cases.len(),

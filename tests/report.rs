@@ -497,7 +497,7 @@ fn realistic_log(dir: &Path) -> PathBuf {
                         )
                         .set("kind", json!("request"))
                         .set("method", json!("GET"))
-                        .set("activity", json!("view"))
+                        .set("activity", json!("read"))
                         .set("foreground", json!(false)),
                     );
                 }

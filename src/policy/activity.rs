@@ -771,13 +771,23 @@ mod tests {
         (c.activity, c.signature.map(|s| s.to_string()), peeked)
     }
 
+    /// Method, URL, headers, body, expected activity and signature.
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [u8],
+        Activity,
+        Option<&'a str>,
+    );
+
     #[test]
     fn shipped_signatures_table() {
         let p = shipped();
         let form = ("content-type", "application/x-www-form-urlencoded");
         let json = ("content-type", "application/json");
         #[rustfmt::skip]
-        let table: &[(&str, &str, &[(&str, &str)], &[u8], Activity, Option<&str>)] = &[
+        let table: &[Row] = &[
             // Safe methods read; an unmatched POST is what the platform says.
             ("GET", "https://www.linkedin.com/feed/", &[], b"", Activity::Read, None),
             ("POST", "https://www.linkedin.com/some/new/endpoint", &[], b"", Activity::Write, None),

@@ -204,7 +204,12 @@ impl FakeRoot {
     /// The shipped policy, read-only (files 0444, directory 0555, root's).
     fn install_policy(&self, abs: &str) -> PathBuf {
         let path = self.mkdir(abs);
-        for f in ["catalog.yaml", "policy.yaml", "tests.yaml"] {
+        for f in [
+            "catalog.yaml",
+            "policy.yaml",
+            "tests.yaml",
+            "activities.yaml",
+        ] {
             let to = path.join(f);
             std::fs::copy(shipped_policies().join(f), &to).unwrap();
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o444)).unwrap();
@@ -770,7 +775,12 @@ async fn reloads_a_mounted_configmap_when_the_kubelet_swaps_its_data_link_and_re
 fn the_kubernetes_example_ships_the_repository_policy_and_only_known_env_vars() {
     let k8s = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
     let overlay = k8s.join("overlays/example/policy");
-    for f in ["catalog.yaml", "policy.yaml", "tests.yaml"] {
+    for f in [
+        "catalog.yaml",
+        "policy.yaml",
+        "tests.yaml",
+        "activities.yaml",
+    ] {
         // The same file but for the yaml-language-server modeline, whose
         // relative path to docs/schema/ differs here.
         let copy = std::fs::read_to_string(overlay.join(f)).unwrap();

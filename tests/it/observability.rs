@@ -532,7 +532,7 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     // Guards the reader above: a table it failed to read would make every
     // check on real lines pass.
     let schema = documented_schema();
-    assert_eq!(schema.fields.len(), 26, "{:?}", schema.fields.keys());
+    assert_eq!(schema.fields.len(), 28, "{:?}", schema.fields.keys());
     let values = |f: &str| schema.fields[f].values.join(",");
     assert_eq!(values("kind"), "request,tunnel");
     assert_eq!(values("auth"), "none,basic,header");
@@ -673,7 +673,7 @@ async fn json_log_lines_follow_the_documented_schema_and_pseudonymise_users() {
             "groups": ["staff"], "group": "staff", "method": "GET",
             "host": "example.org", "port": port, "path": "/hello",
             "platform": null, "category": null, "class": null,
-            "activity": "view", "foreground": false,
+            "activity": "read", "foreground": false,
             "action": "allow", "mode": "enforce",
             "rule": "default:other", "reason": "default-other",
             "status": 200, "bytes_up": 0, "bytes_down": 17
@@ -692,7 +692,7 @@ async fn json_log_lines_follow_the_documented_schema_and_pseudonymise_users() {
             "groups": ["staff"], "group": "staff", "method": "GET",
             "host": "www.tiktok.com", "port": 80,
             "platform": "tiktok", "category": "video", "class": "primary",
-            "activity": "view", "foreground": true,
+            "activity": "read", "foreground": true,
             "action": "block", "mode": "enforce",
             "rule": "no-tiktok", "reason": "rule-matched",
             "status": 403, "bytes_up": 0, "bytes_down": 0
