@@ -22,6 +22,7 @@ use crate::accesslog::{LogConfig, LogFormat};
 use crate::app::{App, AppConfig, StartError};
 use crate::policy::cases::{parse_target, parse_time};
 use crate::policy::{admit, admit_traced, load_dir, run_cases, Entry, Facts, Host};
+use crate::proxy::parent::{NoProxy, ParentConfig, ParentConfigError, ParentDns};
 use crate::proxy::ProxyConfig;
 
 #[derive(Debug, Parser)]
@@ -170,6 +171,27 @@ pub struct RunArgs {
         default_value = "socialgate-pseudonym.key"
     )]
     pub pseudonym_key: PathBuf,
+    /// Transparent listener for traffic a gateway redirects to socialgate (iptables/nftables
+    /// REDIRECT), written like --listen; plain HTTP and TLS on the same port. Repeat, or separate
+    /// with commas, for several. Clients are known by their address only.
+    #[arg(long, env = "SOCIALGATE_TRANSPARENT", value_name = "ADDR", value_delimiter = ',', value_parser = parse_listen)]
+    pub transparent: Vec<SocketAddr>,
+    /// Parent (egress) proxy that admitted traffic leaves through, as http://HOST:PORT: tunnels are
+    /// chained with CONNECT, plain HTTP is sent in absolute form.
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY", value_name = "URL", value_parser = parse_upstream_proxy)]
+    pub upstream_proxy: Option<String>,
+    /// File holding USER:PASSWORD for the parent proxy (sent as Basic); mode 0600 or stricter.
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY_CREDENTIALS", value_name = "PATH", requires = "upstream_proxy")]
+    pub upstream_proxy_credentials: Option<PathBuf>,
+    /// Destinations that go direct instead of through the parent: domains (each covers its
+    /// subdomains), IP addresses, CIDR networks, or * for all; separated by commas.
+    #[arg(long, env = "SOCIALGATE_NO_PROXY", value_name = "LIST", value_delimiter = ',', value_parser = parse_no_proxy, requires = "upstream_proxy")]
+    pub no_proxy: Vec<String>,
+    /// Who resolves the names of destinations that go through the parent: local (socialgate
+    /// resolves and checks every address, the default) or parent (for networks where only the
+    /// parent can; socialgate then checks IP literals and refuses local names only).
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY_DNS", value_enum, default_value = "local", value_name = "WHO")]
+    pub upstream_proxy_dns: ParentDns,
     /// Write the process id to this file once listening (for `kill -HUP "$(cat FILE)"`); removed
     /// on a clean exit.
     #[arg(long, env = "SOCIALGATE_PID_FILE", value_name = "PATH")]
@@ -258,6 +280,21 @@ pub fn parse_pac_proxy(s: &str) -> Result<String, String> {
             "{host:?} is not a host name or IP address; write HOST:PORT, e.g. proxy.corp.example:3128"
         )),
     }
+}
+
+/// Checks `--upstream-proxy` (the credentials file is read at start-up).
+fn parse_upstream_proxy(s: &str) -> Result<String, String> {
+    ParentConfig::new(s, None, NoProxy::default(), ParentDns::Local)
+        .map(|_| s.trim().to_string())
+        .map_err(|e| match e {
+            ParentConfigError::Url(_, why) => why.to_string(),
+            other => other.to_string(),
+        })
+}
+
+/// Checks one `--no-proxy` entry.
+fn parse_no_proxy(s: &str) -> Result<String, String> {
+    NoProxy::parse(&[s.to_string()]).map(|_| s.trim().to_string())
 }
 
 /// Reads an octal file mode such as `0640` (at most `0777`).
@@ -430,9 +467,25 @@ fn run(args: RunArgs) -> ExitCode {
             mode: args.access_log_mode,
         }),
     };
+    let upstream_proxy = match &args.upstream_proxy {
+        None => None,
+        Some(url) => {
+            // Each entry was checked when the flags were read.
+            let no_proxy = NoProxy::parse(&args.no_proxy).unwrap_or_default();
+            let credentials = args.upstream_proxy_credentials.as_deref();
+            match ParentConfig::new(url, credentials, no_proxy, args.upstream_proxy_dns) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("socialgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let cfg = AppConfig {
         policy_dir: args.policy.clone(),
         listen: args.listen.clone(),
+        transparent: args.transparent.clone(),
         log,
         proxy: ProxyConfig {
             header_read_timeout: Duration::from_secs(args.header_read_timeout),
@@ -443,6 +496,7 @@ fn run(args: RunArgs) -> ExitCode {
             max_connections: args.max_connections,
             max_header_bytes: args.max_header_bytes,
             resolve: args.resolve.iter().cloned().collect::<HashMap<_, _>>(),
+            upstream_proxy,
             ..ProxyConfig::default()
         },
         watch_interval: (args.watch_interval_ms > 0)
@@ -493,6 +547,12 @@ fn run(args: RunArgs) -> ExitCode {
         let policy = app.policy().load();
         if let Some(a) = app.admin_addr {
             tracing::info!(admin = %a, "admin endpoints: /metrics /healthz /readyz /proxy.pac, POST /reload");
+        }
+        if let Some(p) = &app.state.config.upstream_proxy {
+            tracing::info!(parent = %p.address(), dns = ?p.dns, no_proxy = %p.no_proxy.entries().join(","), credentials = p.has_credentials(), "upstream proxy: admitted traffic leaves through the parent");
+        }
+        for a in &app.transparent_addrs {
+            tracing::info!(transparent = %a, "transparent listening for redirected traffic");
         }
         for a in &app.proxy_addrs {
             tracing::info!(proxy = %a, policy = %policy.source.dir.display(), hash = %policy.source.hash, rules = policy.rules.len(), platforms = policy.platforms.len(), "socialgate listening");
@@ -627,6 +687,8 @@ fn explain(a: ExplainArgs) -> ExitCode {
         resolved: None,
         sni: None,
         listeners: &listeners,
+        resolved_by_parent: false,
+        original: None,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -667,6 +729,8 @@ fn explain(a: ExplainArgs) -> ExitCode {
         resolved: resolved.as_deref(),
         sni: a.sni.as_deref(),
         listeners: &listeners,
+        resolved_by_parent: false,
+        original: None,
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);

@@ -143,6 +143,8 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             resolved: None,
             sni: rec.sni.as_deref(),
             listeners: &[],
+            resolved_by_parent: false,
+            original: None,
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {

@@ -261,6 +261,8 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 resolved: c.resolved.as_deref(),
                 sni: c.sni.as_deref(),
                 listeners: &[],
+                resolved_by_parent: false,
+                original: None,
             };
             let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();

@@ -30,9 +30,14 @@ pub struct Admitted {
     pub user: Option<String>,
     pub host: Host,
     pub port: u16,
-    /// The address actually connected to.
+    /// The address actually connected to (through the parent proxy: the
+    /// addresses admitted, none when the parent resolves the name).
     pub resolved: Vec<IpAddr>,
     pub sni: Option<String>,
+    /// The parent proxy resolves the name (`--upstream-proxy-dns parent`).
+    pub resolved_by_parent: bool,
+    /// Where a redirected connection was going (transparent mode).
+    pub original: Option<std::net::SocketAddr>,
 }
 
 /// Admits an open connection again under the current policy and clock.
@@ -81,9 +86,11 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             user: a.user.as_deref(),
             host: &a.host,
             port: a.port,
-            resolved: Some(&a.resolved),
+            resolved: (!a.resolved_by_parent).then_some(&a.resolved[..]),
             sni: a.sni.as_deref(),
             listeners: &state.listeners,
+            resolved_by_parent: a.resolved_by_parent,
+            original: a.original,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)

@@ -332,6 +332,7 @@ impl TestProxy {
         let mut cfg = AppConfig {
             policy_dir: policy.path().to_path_buf(),
             listen: vec!["127.0.0.1:0".parse().unwrap()],
+            transparent: Vec::new(),
             log: Some(LogConfig {
                 path: Some(log_path.clone()),
                 format: LogFormat::Json,
