@@ -341,6 +341,20 @@ pub struct ExplainArgs {
     /// The proxy's own listening addresses (never a destination); default 127.0.0.1:3128 and 127.0.0.1:9128.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Vec<SocketAddr>,
+    /// The parent proxy, as `run --upstream-proxy` (the same variable): with
+    /// --upstream-proxy-dns parent, names bound for it are not resolved here.
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY", value_name = "URL", value_parser = parse_upstream_proxy)]
+    pub upstream_proxy: Option<String>,
+    /// As `run --no-proxy`: destinations that go direct instead of through the parent.
+    #[arg(long, env = "SOCIALGATE_NO_PROXY", value_name = "LIST", value_delimiter = ',', value_parser = parse_no_proxy)]
+    pub no_proxy: Vec<String>,
+    /// As `run --upstream-proxy-dns`: who resolves names bound for the parent.
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY_DNS", value_enum, default_value = "local", value_name = "WHO")]
+    pub upstream_proxy_dns: ParentDns,
+    /// Decide as the transparent listener would for a connection redirected from this original
+    /// destination (IP:PORT): the URL's host must resolve to it.
+    #[arg(long, value_name = "IP:PORT")]
+    pub original_dst: Option<SocketAddr>,
     /// The URL, e.g. https://www.tiktok.com/ (https:// is decided as a CONNECT tunnel, http:// as a request).
     pub url: String,
 }
@@ -677,6 +691,14 @@ fn explain(a: ExplainArgs) -> ExitCode {
     } else {
         a.listen.clone()
     };
+    // The route and who resolves names, as the proxy would have them.
+    let parent = a.upstream_proxy.as_deref().and_then(|url| {
+        let no_proxy = NoProxy::parse(&a.no_proxy).unwrap_or_default();
+        ParentConfig::new(url, None, no_proxy, a.upstream_proxy_dns).ok()
+    });
+    let parent_resolves = parent
+        .as_ref()
+        .is_some_and(|p| p.resolves(&host, a.original_dst.is_some()));
     // The proxy resolves a name only once the rules and the port allowed it.
     let before_dns = Facts {
         entry,
@@ -688,7 +710,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         sni: None,
         listeners: &listeners,
         resolved_by_parent: false,
-        original: None,
+        original: a.original_dst,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -697,6 +719,10 @@ fn explain(a: ExplainArgs) -> ExitCode {
         Host::Ip(_) => None,
         _ if refused_before_dns => {
             resolve_note = Some("not resolved: refused before the name is looked up".to_string());
+            None
+        }
+        _ if parent_resolves => {
+            resolve_note = Some("not resolved here: the parent proxy resolves it".to_string());
             None
         }
         _ if a.no_resolve => {
@@ -729,8 +755,8 @@ fn explain(a: ExplainArgs) -> ExitCode {
         resolved: resolved.as_deref(),
         sni: a.sni.as_deref(),
         listeners: &listeners,
-        resolved_by_parent: false,
-        original: None,
+        resolved_by_parent: parent_resolves,
+        original: a.original_dst,
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);
@@ -771,6 +797,20 @@ fn explain(a: ExplainArgs) -> ExitCode {
     }
     if let Some(sni) = &a.sni {
         println!("sni:      {sni}");
+    }
+    if let Some(o) = &a.original_dst {
+        println!("original: {o} (a redirected connection, transparent mode)");
+    }
+    if let Some(p) = &parent {
+        let via = p.carries(&host, resolved.as_deref());
+        println!(
+            "route:    {}",
+            if via {
+                format!("through the parent proxy {}", p.address())
+            } else {
+                "direct (--no-proxy)".to_string()
+            }
+        );
     }
     println!(
         "at:       {}",

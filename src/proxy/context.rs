@@ -167,13 +167,7 @@ impl Exchange {
         decision: &Decision,
     ) -> Result<Destination, Stop> {
         let parent = state.parent.as_ref().map(|p| &p.config);
-        let parent_resolves = parent.is_some_and(|p| {
-            p.dns == super::parent::ParentDns::Parent
-                // Transparent mode compares addresses: it resolves itself.
-                && self.original.is_none()
-                && !matches!(host, Host::Ip(_))
-                && !p.no_proxy.matches(host, None)
-        });
+        let parent_resolves = parent.is_some_and(|p| p.resolves(host, self.original.is_some()));
         let addrs: Arc<[std::net::IpAddr]> = match host {
             _ if parent_resolves => Arc::from([]),
             Host::Ip(ip) => Arc::from([*ip]),
@@ -201,7 +195,8 @@ impl Exchange {
         if let Some(reason) = destination_check(&self.policy, &facts) {
             return Err(Stop::Refuse(decision.refused_for(reason)));
         }
-        let via_parent = parent_resolves || parent.is_some_and(|p| !p.no_proxy.matches(host, Some(&addrs)));
+        let via_parent =
+            parent_resolves || parent.is_some_and(|p| p.carries(host, Some(&addrs)));
         if via_parent {
             self.event.parent = parent.map(|p| Arc::from(p.address()));
         }

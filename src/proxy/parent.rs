@@ -217,6 +217,23 @@ impl ParentConfig {
     pub fn has_credentials(&self) -> bool {
         self.authorization.is_some()
     }
+
+    /// True when traffic to `host` (with the addresses it resolved to, if
+    /// known) leaves through the parent: everything `--no-proxy` does not list.
+    pub fn carries(&self, host: &Host, addrs: Option<&[IpAddr]>) -> bool {
+        !self.no_proxy.matches(host, addrs)
+    }
+
+    /// True when the parent, not socialgate, resolves `host`: with
+    /// `--upstream-proxy-dns parent`, for names bound for the parent.
+    /// Never for a redirected connection, whose name must be compared with
+    /// the address it was going to.
+    pub fn resolves(&self, host: &Host, redirected: bool) -> bool {
+        self.dns == ParentDns::Parent
+            && !redirected
+            && !matches!(host, Host::Ip(_))
+            && self.carries(host, None)
+    }
 }
 
 /// Reads `USER:PASSWORD` (one line; trailing whitespace ignored) into a

@@ -16,6 +16,7 @@ mod log_faults;
 mod observability;
 mod over_time;
 mod pac;
+mod parent;
 mod policy_rules;
 mod protocol;
 mod reload;
