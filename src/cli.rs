@@ -181,7 +181,12 @@ pub struct RunArgs {
     #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY", value_name = "URL", value_parser = parse_upstream_proxy)]
     pub upstream_proxy: Option<String>,
     /// File holding USER:PASSWORD for the parent proxy (sent as Basic); mode 0600 or stricter.
-    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY_CREDENTIALS", value_name = "PATH", requires = "upstream_proxy")]
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_PROXY_CREDENTIALS",
+        value_name = "PATH",
+        requires = "upstream_proxy"
+    )]
     pub upstream_proxy_credentials: Option<PathBuf>,
     /// Destinations that go direct instead of through the parent: domains (each covers its
     /// subdomains), IP addresses, CIDR networks, or * for all; separated by commas.
@@ -190,7 +195,13 @@ pub struct RunArgs {
     /// Who resolves the names of destinations that go through the parent: local (socialgate
     /// resolves and checks every address, the default) or parent (for networks where only the
     /// parent can; socialgate then checks IP literals and refuses local names only).
-    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY_DNS", value_enum, default_value = "local", value_name = "WHO")]
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_PROXY_DNS",
+        value_enum,
+        default_value = "local",
+        value_name = "WHO"
+    )]
     pub upstream_proxy_dns: ParentDns,
     /// Write the process id to this file once listening (for `kill -HUP "$(cat FILE)"`); removed
     /// on a clean exit.
@@ -349,7 +360,13 @@ pub struct ExplainArgs {
     #[arg(long, env = "SOCIALGATE_NO_PROXY", value_name = "LIST", value_delimiter = ',', value_parser = parse_no_proxy)]
     pub no_proxy: Vec<String>,
     /// As `run --upstream-proxy-dns`: who resolves names bound for the parent.
-    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY_DNS", value_enum, default_value = "local", value_name = "WHO")]
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_PROXY_DNS",
+        value_enum,
+        default_value = "local",
+        value_name = "WHO"
+    )]
     pub upstream_proxy_dns: ParentDns,
     /// Decide as the transparent listener would for a connection redirected from this original
     /// destination (IP:PORT): the URL's host must resolve to it.

@@ -274,7 +274,10 @@ pub fn is_local_name(host: &Host) -> bool {
         Host::Name(n) => {
             !n.contains('.')
                 || SUFFIXES.iter().any(|s| {
-                    n == s || (n.len() > s.len() && n.ends_with(s) && n.as_bytes()[n.len() - s.len() - 1] == b'.')
+                    n == s
+                        || (n.len() > s.len()
+                            && n.ends_with(s)
+                            && n.as_bytes()[n.len() - s.len() - 1] == b'.')
                 })
         }
     }

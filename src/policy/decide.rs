@@ -87,9 +87,9 @@ impl Reason {
             Reason::DefaultEmbedded => "default:embedded",
             Reason::DefaultOther => "default:other",
             Reason::NotAMember | Reason::AuthRequired | Reason::AuthFailed => "builtin:identity",
-            Reason::DestinationPrivate
-            | Reason::DestinationSelf
-            | Reason::DestinationMismatch => "builtin:destination",
+            Reason::DestinationPrivate | Reason::DestinationSelf | Reason::DestinationMismatch => {
+                "builtin:destination"
+            }
             Reason::PortNotAllowed => "builtin:tunnel",
             Reason::SniMismatch => "builtin:sni",
             Reason::BadRequest => "builtin:request",

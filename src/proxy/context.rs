@@ -195,8 +195,7 @@ impl Exchange {
         if let Some(reason) = destination_check(&self.policy, &facts) {
             return Err(Stop::Refuse(decision.refused_for(reason)));
         }
-        let via_parent =
-            parent_resolves || parent.is_some_and(|p| p.carries(host, Some(&addrs)));
+        let via_parent = parent_resolves || parent.is_some_and(|p| p.carries(host, Some(&addrs)));
         if via_parent {
             self.event.parent = parent.map(|p| Arc::from(p.address()));
         }

@@ -228,7 +228,11 @@ async fn forward(
     };
     match tokio::time::timeout(state.config.upstream_timeout, sent).await {
         Ok(Ok(resp)) if dest.via_parent && parent::refused_plain_request(resp.status()) => {
-            let parent = state.parent.as_ref().map(|p| p.config.address()).unwrap_or_default();
+            let parent = state
+                .parent
+                .as_ref()
+                .map(|p| p.config.address())
+                .unwrap_or_default();
             let e = UpstreamError::ParentRefused {
                 parent,
                 status: resp.status(),

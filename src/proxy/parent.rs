@@ -72,7 +72,11 @@ impl NoProxy {
                 np.all = true;
             } else if let Ok(net) = e.parse::<IpNet>() {
                 np.networks.push(net.trunc());
-            } else if let Ok(ip) = e.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            } else if let Ok(ip) = e
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+            {
                 np.networks.push(IpNet::from(ip));
             } else {
                 let domain = e.trim_start_matches("*.").trim_start_matches('.');
@@ -175,25 +179,26 @@ impl ParentConfig {
         dns: ParentDns,
     ) -> Result<ParentConfig, ParentConfigError> {
         let bad = |why| ParentConfigError::Url(url.to_string(), why);
-        let uri: http::Uri = url
-            .trim()
-            .parse()
-            .map_err(|_| bad("not a URL; write http://HOST:PORT, e.g. http://proxy.corp.example:3128"))?;
+        let uri: http::Uri = url.trim().parse().map_err(|_| {
+            bad("not a URL; write http://HOST:PORT, e.g. http://proxy.corp.example:3128")
+        })?;
         match uri.scheme_str() {
             Some("http") => {}
             Some(_) => return Err(bad("only http:// parents are supported (socialgate talks to the parent in plain HTTP and tunnels TLS through it)")),
             None => return Err(bad("no scheme; write http://HOST:PORT, e.g. http://proxy.corp.example:3128")),
         }
-        let authority = uri.authority().ok_or_else(|| bad("no host; write http://HOST:PORT"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| bad("no host; write http://HOST:PORT"))?;
         if authority.as_str().contains('@') {
             return Err(bad("credentials do not belong in the URL (they would show in the process list); put USER:PASSWORD in a file and name it with --upstream-proxy-credentials"));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(bad("a proxy URL has no path; write http://HOST:PORT"));
         }
-        let port = authority
-            .port_u16()
-            .ok_or_else(|| bad("no port; write http://HOST:PORT, e.g. http://proxy.corp.example:3128"))?;
+        let port = authority.port_u16().ok_or_else(|| {
+            bad("no port; write http://HOST:PORT, e.g. http://proxy.corp.example:3128")
+        })?;
         let host = normalize_host(authority.host())
             .map_err(|_| bad("the host is not a valid name or address"))?;
         let authorization = credentials.map(read_credentials).transpose()?;
@@ -330,7 +335,13 @@ impl Parent {
         metrics: &crate::metrics::Metrics,
     ) -> Result<BoxIo, UpstreamError> {
         let parent = self.config.address();
-        let stream = dial(&self.config.host, self.config.port, connect_timeout, metrics).await?;
+        let stream = dial(
+            &self.config.host,
+            self.config.port,
+            connect_timeout,
+            metrics,
+        )
+        .await?;
         let protocol = |detail: String| UpstreamError::ParentProtocol {
             parent: parent.clone(),
             detail,
@@ -514,7 +525,8 @@ mod tests {
 
     #[test]
     fn no_proxy_matches_domains_on_label_boundaries_and_networks() {
-        let list = np("corp.example, .intra.example,*.lab.example, 10.0.0.0/8, 192.0.2.7, [fd00::1]");
+        let list =
+            np("corp.example, .intra.example,*.lab.example, 10.0.0.0/8, 192.0.2.7, [fd00::1]");
         let h = |s: &str| normalize_host(s).unwrap();
         let cases: &[(&str, Option<&[&str]>, bool)] = &[
             ("corp.example", None, true),
@@ -539,14 +551,29 @@ mod tests {
         assert!(np("*").matches(&h("anything.example"), None));
         assert!(NoProxy::parse(&[]).unwrap().is_empty());
         let err = NoProxy::parse(&["corp.example,bad name!,10.0.0.0/33".into()]).unwrap_err();
-        assert!(err.contains("\"bad name!\"") && err.contains("10.0.0.0/33"), "{err}");
+        assert!(
+            err.contains("\"bad name!\"") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
     }
 
     #[test]
     fn the_parent_url_is_http_host_and_port_without_credentials() {
-        let ok = ParentConfig::new("http://Parent.Corp.example:3128", None, NoProxy::default(), ParentDns::Local).unwrap();
+        let ok = ParentConfig::new(
+            "http://Parent.Corp.example:3128",
+            None,
+            NoProxy::default(),
+            ParentDns::Local,
+        )
+        .unwrap();
         assert_eq!(ok.address(), "parent.corp.example:3128");
-        let v6 = ParentConfig::new("http://[::1]:8080/", None, NoProxy::default(), ParentDns::Local).unwrap();
+        let v6 = ParentConfig::new(
+            "http://[::1]:8080/",
+            None,
+            NoProxy::default(),
+            ParentDns::Local,
+        )
+        .unwrap();
         assert_eq!(v6.address(), "[::1]:8080");
         for (url, says) in [
             ("https://p:3128", "only http://"),
@@ -575,15 +602,31 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let v = read_credentials(&path).unwrap();
         use base64::Engine;
-        let want = base64::engine::general_purpose::STANDARD.encode("svc-socialgate:s3cret:with:colons");
+        let want =
+            base64::engine::general_purpose::STANDARD.encode("svc-socialgate:s3cret:with:colons");
         assert_eq!(v.to_str().unwrap(), format!("Basic {want}"));
         assert!(v.is_sensitive());
-        let cfg = ParentConfig::new("http://p:3128", Some(&path), NoProxy::default(), ParentDns::Local).unwrap();
+        let cfg = ParentConfig::new(
+            "http://p:3128",
+            Some(&path),
+            NoProxy::default(),
+            ParentDns::Local,
+        )
+        .unwrap();
         let debug = format!("{cfg:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains(&want) && debug.contains("redacted"), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains(&want) && debug.contains("redacted"),
+            "{debug}"
+        );
         std::fs::write(&path, "no colon here\n").unwrap();
-        assert!(matches!(read_credentials(&path), Err(ParentConfigError::Format { .. })));
+        assert!(matches!(
+            read_credentials(&path),
+            Err(ParentConfigError::Format { .. })
+        ));
         std::fs::write(&path, ":empty-user\n").unwrap();
-        assert!(matches!(read_credentials(&path), Err(ParentConfigError::Format { .. })));
+        assert!(matches!(
+            read_credentials(&path),
+            Err(ParentConfigError::Format { .. })
+        ));
     }
 }

@@ -213,7 +213,12 @@ fn absolute_target(
 /// One redirected TLS connection: the ClientHello names the destination;
 /// admitted like a CONNECT tunnel, then the shared post-ClientHello path.
 /// Whatever ends it before bytes are relayed resets the connection.
-async fn tls(state: Arc<ProxyState>, mut stream: TcpStream, peer: SocketAddr, original: SocketAddr) {
+async fn tls(
+    state: Arc<ProxyState>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    original: SocketAddr,
+) {
     // Subscribed before the snapshot is taken, as for CONNECT tunnels.
     let signals = Signals::subscribe(&state);
     let limit = state.policy.load().tunnels.sni_timeout;
@@ -391,9 +396,18 @@ mod tests {
             }
             absolute_target(&uri, &h, original).map(|u| u.to_string())
         };
-        assert_eq!(with(&["www.example.org"]).unwrap(), "http://www.example.org:8080/a?b=1");
-        assert_eq!(with(&["www.example.org:81"]).unwrap(), "http://www.example.org:81/a?b=1");
-        assert_eq!(with(&["[2001:db8::1]"]).unwrap(), "http://[2001:db8::1]:8080/a?b=1");
+        assert_eq!(
+            with(&["www.example.org"]).unwrap(),
+            "http://www.example.org:8080/a?b=1"
+        );
+        assert_eq!(
+            with(&["www.example.org:81"]).unwrap(),
+            "http://www.example.org:81/a?b=1"
+        );
+        assert_eq!(
+            with(&["[2001:db8::1]"]).unwrap(),
+            "http://[2001:db8::1]:8080/a?b=1"
+        );
         assert_eq!(with(&[]).unwrap(), "http://198.18.0.1:8080/a?b=1");
         assert!(with(&["a.example", "b.example"]).is_err());
         assert!(with(&["user@www.example.org"]).is_err());

@@ -146,7 +146,13 @@ pub async fn open(
             })
         }
         _ => {
-            let d = connect(&dest.dial_addrs(), port, cfg.connect_timeout, &state.metrics).await?;
+            let d = connect(
+                &dest.dial_addrs(),
+                port,
+                cfg.connect_timeout,
+                &state.metrics,
+            )
+            .await?;
             Ok(Opened {
                 stream: Box::new(d.stream),
                 resolved: vec![d.addr.ip()],

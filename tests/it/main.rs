@@ -24,4 +24,5 @@ mod reporting;
 mod safety;
 mod schema;
 mod streaming;
+mod transparent;
 mod websocket;

@@ -114,7 +114,8 @@ async fn plain_http_reaches_the_parent_in_absolute_form_with_the_credentials() {
         "{seen}"
     );
     assert!(
-        seen.to_ascii_lowercase().contains("host: www.linkedin.com:8080"),
+        seen.to_ascii_lowercase()
+            .contains("host: www.linkedin.com:8080"),
         "{seen}"
     );
     let lines = proxy.exactly_log_lines(1).await;
@@ -256,9 +257,15 @@ async fn no_proxy_destinations_go_direct() {
         assert_eq!(resp.text().await.unwrap(), "hello from origin", "{host}");
     }
     let ours = proxy.exactly_log_lines(2).await;
-    let direct = ours.iter().find(|l| l["host"] == "internal.example.org").unwrap();
+    let direct = ours
+        .iter()
+        .find(|l| l["host"] == "internal.example.org")
+        .unwrap();
     assert!(direct.get("parent").is_none(), "{direct}");
-    let via = ours.iter().find(|l| l["host"] == "www.linkedin.com").unwrap();
+    let via = ours
+        .iter()
+        .find(|l| l["host"] == "www.linkedin.com")
+        .unwrap();
     assert_eq!(via["parent"], parent.addr.to_string());
     // Only the LinkedIn request reached the parent.
     let seen = parent.exactly_log_lines(1).await;
@@ -339,7 +346,10 @@ async fn when_only_the_parent_resolves_names_socialgate_checks_what_it_can() {
         ("http://intranet/", "destination-private"),
         ("http://printer.local/", "destination-private"),
         ("http://127.0.0.1:8080/", "destination-private"),
-        ("http://169.254.169.254/latest/meta-data/", "destination-private"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "destination-private",
+        ),
     ] {
         let resp = within(proxy.client().get(url).send()).await.unwrap();
         assert_eq!(resp.status(), 403, "{url}");
@@ -430,10 +440,8 @@ async fn the_command_line_refuses_bad_parent_settings_and_open_credentials() {
     .await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--upstream-proxy-credentials"), "{err}");
-    let (code, _, err) = socialgate(&[
-        "run", "--policy", policy, "--no-proxy", "corp.example",
-    ])
-    .await;
+    let (code, _, err) =
+        socialgate(&["run", "--policy", policy, "--no-proxy", "corp.example"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--upstream-proxy"), "{err}");
     let (code, _, err) = socialgate(&[
@@ -467,6 +475,9 @@ async fn the_command_line_refuses_bad_parent_settings_and_open_credentials() {
     ])
     .await;
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("mode 0644") && err.contains("chmod 600"), "{err}");
+    assert!(
+        err.contains("mode 0644") && err.contains("chmod 600"),
+        "{err}"
+    );
     assert!(!err.contains("secret-pass") && !out.contains("secret-pass"));
 }

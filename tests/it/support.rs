@@ -196,6 +196,11 @@ impl Drop for TlsOrigin {
 
 impl TlsOrigin {
     pub async fn start(names: &[&str]) -> TlsOrigin {
+        Self::bind(names, "127.0.0.1:0").await
+    }
+
+    /// Like [`TlsOrigin::start`], listening on `addr`.
+    pub async fn bind(names: &[&str], addr: &str) -> TlsOrigin {
         let ck = rcgen::generate_simple_self_signed(
             names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )
@@ -210,7 +215,7 @@ impl TlsOrigin {
             .with_single_cert(vec![ck.cert.der().clone()], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
