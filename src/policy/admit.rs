@@ -562,6 +562,95 @@ rules:
     }
 
     #[test]
+    fn the_destination_stage_checks_redirected_connections_and_parent_resolved_names() {
+        let (_d, p) = policy("");
+        let listeners: [SocketAddr; 2] = [
+            "127.0.0.1:3128".parse().unwrap(),
+            "0.0.0.0:3129".parse().unwrap(),
+        ];
+        struct C {
+            host: &'static str,
+            port: u16,
+            resolved: Option<&'static [&'static str]>,
+            by_parent: bool,
+            original: Option<&'static str>,
+            want: Option<Reason>,
+        }
+        use Reason::*;
+        #[rustfmt::skip]
+        let cases = [
+            // Transparent: the original destination must be one of the name's addresses, same port.
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34", "93.184.216.35"]), by_parent: false, original: Some("93.184.216.35:443"), want: None },
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("93.184.216.99:443"), want: Some(DestinationMismatch) },
+            C { host: "www.linkedin.com", port: 8443, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("93.184.216.34:443"), want: Some(DestinationMismatch) },
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["::ffff:93.184.216.34"]), by_parent: false, original: Some("93.184.216.34:443"), want: None },
+            C { host: "93.184.216.34", port: 80, resolved: None, by_parent: false, original: Some("93.184.216.34:80"), want: None },
+            C { host: "93.184.216.34", port: 80, resolved: None, by_parent: false, original: Some("93.184.216.99:80"), want: Some(DestinationMismatch) },
+            // Not resolved yet: compared once it is.
+            C { host: "www.linkedin.com", port: 443, resolved: None, by_parent: false, original: Some("93.184.216.34:443"), want: None },
+            // Where the bytes would go is checked first: a private or own address.
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("192.168.1.1:443"), want: Some(DestinationPrivate) },
+            C { host: "www.linkedin.com", port: 3129, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("10.9.0.1:3129"), want: Some(DestinationSelf) },
+            // A name that only the parent resolves cannot be compared.
+            C { host: "www.linkedin.com", port: 443, resolved: None, by_parent: true, original: Some("93.184.216.34:443"), want: Some(DestinationMismatch) },
+            // The parent resolves: names pass, local names and internal literals do not.
+            C { host: "www.linkedin.com", port: 443, resolved: None, by_parent: true, original: None, want: None },
+            C { host: "localhost", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "db.localhost", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "intranet", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "nas.home.arpa", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "wiki.internal", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "127.1", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "notlocal.example", port: 80, resolved: None, by_parent: true, original: None, want: None },
+            C { host: "169.254.169.254", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "10.9.1.1", port: 80, resolved: None, by_parent: true, original: None, want: None },
+        ];
+        for c in &cases {
+            let host = normalize_host(c.host).unwrap();
+            let resolved: Option<Vec<IpAddr>> = c
+                .resolved
+                .map(|r| r.iter().map(|a| a.parse().unwrap()).collect());
+            let facts = Facts {
+                // Requests: the port stage (tunnels only) stays out of the way.
+                entry: Entry::Request,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &host,
+                port: c.port,
+                resolved: resolved.as_deref(),
+                sni: None,
+                listeners: &listeners,
+                resolved_by_parent: c.by_parent,
+                original: c.original.map(|o| o.parse().unwrap()),
+            };
+            let what = format!(
+                "{}:{} {:?} parent={} original={:?}",
+                c.host, c.port, c.resolved, c.by_parent, c.original
+            );
+            assert_eq!(destination_check(&p, &facts), c.want, "{what}");
+            // admit runs the same check, and explain's trace says why.
+            let mut trace = Vec::new();
+            let a = admit_traced(&p, &facts, WORK.parse().unwrap(), &mut trace);
+            match c.want {
+                Some(r) => {
+                    assert_eq!(
+                        (a.decision.reason, a.stage),
+                        (r, Stage::Destination),
+                        "{what}"
+                    );
+                    assert!(
+                        trace
+                            .iter()
+                            .any(|t| t.rule == "stage:destination" && t.matched),
+                        "{what}"
+                    );
+                }
+                None => assert!(!a.refuses(), "{what}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_next_change_is_the_next_window_edge() {
         let (_d, p) = policy("");
         let at = |s: &str| s.parse::<Timestamp>().unwrap();
