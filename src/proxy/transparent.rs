@@ -200,7 +200,14 @@ fn absolute_target(
             if authority.as_str().contains('@') {
                 return Err("the Host header is not HOST[:PORT]");
             }
-            let port = authority.port_u16().unwrap_or(original.port());
+            let port = match authority.port_u16() {
+                Some(p) => p,
+                // A port that is there but not a number 0-65535.
+                None if authority.as_str() != authority.host() => {
+                    return Err("the Host header's port is not 0-65535")
+                }
+                None => original.port(),
+            };
             format!("http://{}:{port}{path}", authority.host())
         }
         (None, _) => format!("http://{original}{path}"),
@@ -412,7 +419,7 @@ mod tests {
         assert!(with(&["a.example", "b.example"]).is_err());
         assert!(with(&["user@www.example.org"]).is_err());
         assert!(with(&["bad host"]).is_err());
-        assert!(with(&["x:99999"]).is_err());
+        assert!(with(&["x:99999"]).is_err(), "{:?}", with(&["x:99999"]));
     }
 
     #[tokio::test]
