@@ -411,3 +411,61 @@ fn pem(der: &[u8]) -> String {
     s.push_str("-----END CERTIFICATE-----\n");
     s
 }
+
+/// socialgate with a transparent listener on 127.0.0.1 and no redirect.
+async fn unredirected() -> (TestProxy, std::net::SocketAddr) {
+    let proxy = TestProxy::start_in(PolicyDir::new(BASIC_POLICY), |cfg| {
+        cfg.transparent = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let addr = proxy.app().transparent_addrs[0];
+    (proxy, addr)
+}
+
+#[tokio::test]
+async fn a_connection_straight_to_the_transparent_listener_is_refused_as_destination_self() {
+    let (proxy, addr) = unredirected().await;
+    // Plain HTTP, as an attacker on the LAN would try it: whatever Host it
+    // names, the connection was going to socialgate itself.
+    let out = raw_until_close(
+        addr,
+        b"GET /hello HTTP/1.1\r\nHost: www.linkedin.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&out), 403, "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("x-socialgate-reason: destination-self"),
+        "{out}"
+    );
+    // Hostile heads: two Hosts, a Host with credentials, a port out of range, CONNECT.
+    for head in [
+        "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: user@www.linkedin.com\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: www.linkedin.com:99999\r\n\r\n",
+        "CONNECT www.linkedin.com:443 HTTP/1.1\r\nHost: www.linkedin.com:443\r\n\r\n",
+    ] {
+        let out = raw_until_close(addr, head.as_bytes()).await;
+        assert_eq!(status_of(&out), 400, "{head:?}: {out}");
+    }
+    // TLS: reset, and recorded.
+    let (code, out) = curl(&[
+        "-k",
+        "--connect-to",
+        &format!("www.linkedin.com:443:{addr}"),
+        "https://www.linkedin.com/",
+    ])
+    .await;
+    assert_ne!(code, 0, "{out}");
+    let lines = proxy.exactly_log_lines(6).await;
+    let tunnel = lines
+        .iter()
+        .find(|l| l["kind"] == "tunnel" && l["sni"] == "www.linkedin.com")
+        .unwrap();
+    assert_eq!(tunnel["reason"], "destination-self");
+    assert_eq!(tunnel["original_dst"], addr.to_string());
+    assert!(
+        lines.iter().all(|l| l["original_dst"] == addr.to_string()),
+        "{lines:#?}"
+    );
+}
