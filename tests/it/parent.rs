@@ -481,3 +481,34 @@ async fn the_command_line_refuses_bad_parent_settings_and_open_credentials() {
     );
     assert!(!err.contains("secret-pass") && !out.contains("secret-pass"));
 }
+
+#[tokio::test]
+async fn a_websocket_upgrade_rides_a_connect_tunnel_through_the_parent() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start().await;
+    let parent = egress_proxy().await;
+    let proxy = behind(
+        parent.addr,
+        Some("svc:egress-pass"),
+        &[],
+        ParentDns::Local,
+        BASIC_POLICY,
+    )
+    .await;
+    let mut s = within(tokio::net::TcpStream::connect(proxy.addr))
+        .await
+        .unwrap();
+    let authority = format!("example.org:{}", origin.port());
+    let head = crate::websocket::handshake(&format!("http://{authority}/ws"), &authority);
+    s.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_head(&mut s).await;
+    assert_eq!(status_of(&answer), 101, "{answer}");
+    crate::websocket::echo_round_trip(s).await;
+    // The parent carried it as a tunnel.
+    let seen = parent.exactly_log_lines(1).await;
+    assert_eq!(seen[0]["kind"], "tunnel");
+    assert_eq!(seen[0]["host"], "example.org");
+    let ours = proxy.exactly_log_lines(1).await;
+    assert_eq!(ours[0]["status"], 101);
+    assert_eq!(ours[0]["parent"], parent.addr.to_string());
+}
