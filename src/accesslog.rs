@@ -624,10 +624,14 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
             )
         }
     };
-    let hier = if refused || ev.status >= 500 {
-        "HIER_NONE/-".to_string()
-    } else {
-        format!("HIER_DIRECT/{}", ev.host)
+    let hier = match &ev.parent {
+        _ if refused || ev.status >= 500 => "HIER_NONE/-".to_string(),
+        // Squid's code for a request sent to its first parent that answered.
+        Some(parent) => {
+            let host = parent.rsplit_once(':').map_or(&**parent, |(h, _)| h);
+            format!("FIRSTUP_PARENT/{host}")
+        }
+        None => format!("HIER_DIRECT/{}", ev.host),
     };
     writeln!(
         out,
@@ -691,6 +695,9 @@ mod tests {
             bytes_down: u64::MAX,
             duration_ms: 0,
             error,
+            parent: None,
+            parent_status: None,
+            original_dst: None,
             pseudonymize: true,
         }
     }

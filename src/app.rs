@@ -28,6 +28,8 @@ use crate::reload::{self, PolicyHandle};
 pub struct AppConfig {
     pub policy_dir: PathBuf,
     pub listen: Vec<SocketAddr>,
+    /// Transparent listeners, for traffic a gateway redirects (`--transparent`).
+    pub transparent: Vec<SocketAddr>,
     /// `None`: no access log at all.
     pub log: Option<LogConfig>,
     pub proxy: ProxyConfig,
@@ -74,6 +76,8 @@ pub enum StartError {
 pub struct App {
     /// The proxy listeners' bound addresses.
     pub proxy_addrs: Vec<SocketAddr>,
+    /// The transparent listeners' bound addresses.
+    pub transparent_addrs: Vec<SocketAddr>,
     /// The admin listener's bound address, if enabled.
     pub admin_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
@@ -145,6 +149,18 @@ impl App {
             .map(|l| l.local_addr())
             .collect::<Result<_, _>>()
             .context("cannot read the listening address")?;
+        let mut transparent = Vec::new();
+        for addr in &cfg.transparent {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for redirected traffic (choose another address with --transparent)"))?;
+            transparent.push(l);
+        }
+        let transparent_addrs: Vec<SocketAddr> = transparent
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<_, _>>()
+            .context("cannot read the transparent listening address")?;
 
         // Whether to pseudonymise is the exchange's own policy snapshot's
         // choice (`Event::pseudonymize`); the writer only applies the key.
@@ -173,6 +189,7 @@ impl App {
         };
 
         let mut self_addrs = proxy_addrs.clone();
+        self_addrs.extend(&transparent_addrs);
         let admin_listener = match cfg.admin {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -202,6 +219,17 @@ impl App {
                     let _ = rx.wait_for(|s| *s).await;
                 };
                 proxy::serve(l, st, stop, drain).await
+            }));
+        }
+        for l in transparent {
+            let st = state.clone();
+            let mut rx = shutdown_rx.clone();
+            let drain = cfg.drain;
+            servers.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                proxy::transparent::serve(l, st, stop, drain).await
             }));
         }
         let mut background = Vec::new();
@@ -253,6 +281,7 @@ impl App {
         }
         Ok(App {
             proxy_addrs,
+            transparent_addrs,
             admin_addr,
             metrics,
             state,

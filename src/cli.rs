@@ -22,6 +22,7 @@ use crate::accesslog::{LogConfig, LogFormat};
 use crate::app::{App, AppConfig, StartError};
 use crate::policy::cases::{parse_target, parse_time};
 use crate::policy::{admit, admit_traced, load_dir, run_cases, Entry, Facts, Host};
+use crate::proxy::parent::{NoProxy, ParentConfig, ParentConfigError, ParentDns};
 use crate::proxy::ProxyConfig;
 
 #[derive(Debug, Parser)]
@@ -170,6 +171,38 @@ pub struct RunArgs {
         default_value = "socialgate-pseudonym.key"
     )]
     pub pseudonym_key: PathBuf,
+    /// Transparent listener for traffic a gateway redirects to socialgate (iptables/nftables
+    /// REDIRECT), written like --listen; plain HTTP and TLS on the same port. Repeat, or separate
+    /// with commas, for several. Clients are known by their address only.
+    #[arg(long, env = "SOCIALGATE_TRANSPARENT", value_name = "ADDR", value_delimiter = ',', value_parser = parse_listen)]
+    pub transparent: Vec<SocketAddr>,
+    /// Parent (egress) proxy that admitted traffic leaves through, as http://HOST:PORT: tunnels are
+    /// chained with CONNECT, plain HTTP is sent in absolute form.
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY", value_name = "URL", value_parser = parse_upstream_proxy)]
+    pub upstream_proxy: Option<String>,
+    /// File holding USER:PASSWORD for the parent proxy (sent as Basic); mode 0600 or stricter.
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_PROXY_CREDENTIALS",
+        value_name = "PATH",
+        requires = "upstream_proxy"
+    )]
+    pub upstream_proxy_credentials: Option<PathBuf>,
+    /// Destinations that go direct instead of through the parent: domains (each covers its
+    /// subdomains), IP addresses, CIDR networks, or * for all; separated by commas.
+    #[arg(long, env = "SOCIALGATE_NO_PROXY", value_name = "LIST", value_delimiter = ',', value_parser = parse_no_proxy, requires = "upstream_proxy")]
+    pub no_proxy: Vec<String>,
+    /// Who resolves the names of destinations that go through the parent: local (socialgate
+    /// resolves and checks every address, the default) or parent (for networks where only the
+    /// parent can; socialgate then checks IP literals and refuses local names only).
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_PROXY_DNS",
+        value_enum,
+        default_value = "local",
+        value_name = "WHO"
+    )]
+    pub upstream_proxy_dns: ParentDns,
     /// Write the process id to this file once listening (for `kill -HUP "$(cat FILE)"`); removed
     /// on a clean exit.
     #[arg(long, env = "SOCIALGATE_PID_FILE", value_name = "PATH")]
@@ -260,6 +293,21 @@ pub fn parse_pac_proxy(s: &str) -> Result<String, String> {
     }
 }
 
+/// Checks `--upstream-proxy` (the credentials file is read at start-up).
+fn parse_upstream_proxy(s: &str) -> Result<String, String> {
+    ParentConfig::new(s, None, NoProxy::default(), ParentDns::Local)
+        .map(|_| s.trim().to_string())
+        .map_err(|e| match e {
+            ParentConfigError::Url(_, why) => why.to_string(),
+            other => other.to_string(),
+        })
+}
+
+/// Checks one `--no-proxy` entry.
+fn parse_no_proxy(s: &str) -> Result<String, String> {
+    NoProxy::parse(&[s.to_string()]).map(|_| s.trim().to_string())
+}
+
 /// Reads an octal file mode such as `0640` (at most `0777`).
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let digits = s.trim().trim_start_matches("0o");
@@ -313,6 +361,26 @@ pub struct ExplainArgs {
     /// The request body (the first 64 KiB are what socialgate reads).
     #[arg(long)]
     pub body: Option<String>,
+    /// The parent proxy, as `run --upstream-proxy` (the same variable): with
+    /// --upstream-proxy-dns parent, names bound for it are not resolved here.
+    #[arg(long, env = "SOCIALGATE_UPSTREAM_PROXY", value_name = "URL", value_parser = parse_upstream_proxy)]
+    pub upstream_proxy: Option<String>,
+    /// As `run --no-proxy`: destinations that go direct instead of through the parent.
+    #[arg(long, env = "SOCIALGATE_NO_PROXY", value_name = "LIST", value_delimiter = ',', value_parser = parse_no_proxy)]
+    pub no_proxy: Vec<String>,
+    /// As `run --upstream-proxy-dns`: who resolves names bound for the parent.
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_PROXY_DNS",
+        value_enum,
+        default_value = "local",
+        value_name = "WHO"
+    )]
+    pub upstream_proxy_dns: ParentDns,
+    /// Decide as the transparent listener would for a connection redirected from this original
+    /// destination (IP:PORT): the URL's host must resolve to it.
+    #[arg(long, value_name = "IP:PORT")]
+    pub original_dst: Option<SocketAddr>,
     /// The URL, e.g. https://www.tiktok.com/ (https:// is decided as a CONNECT tunnel, http:// as a request).
     pub url: String,
 }
@@ -439,9 +507,25 @@ fn run(args: RunArgs) -> ExitCode {
             mode: args.access_log_mode,
         }),
     };
+    let upstream_proxy = match &args.upstream_proxy {
+        None => None,
+        Some(url) => {
+            // Each entry was checked when the flags were read.
+            let no_proxy = NoProxy::parse(&args.no_proxy).unwrap_or_default();
+            let credentials = args.upstream_proxy_credentials.as_deref();
+            match ParentConfig::new(url, credentials, no_proxy, args.upstream_proxy_dns) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("socialgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let cfg = AppConfig {
         policy_dir: args.policy.clone(),
         listen: args.listen.clone(),
+        transparent: args.transparent.clone(),
         log,
         proxy: ProxyConfig {
             header_read_timeout: Duration::from_secs(args.header_read_timeout),
@@ -452,6 +536,7 @@ fn run(args: RunArgs) -> ExitCode {
             max_connections: args.max_connections,
             max_header_bytes: args.max_header_bytes,
             resolve: args.resolve.iter().cloned().collect::<HashMap<_, _>>(),
+            upstream_proxy,
             ..ProxyConfig::default()
         },
         watch_interval: (args.watch_interval_ms > 0)
@@ -502,6 +587,12 @@ fn run(args: RunArgs) -> ExitCode {
         let policy = app.policy().load();
         if let Some(a) = app.admin_addr {
             tracing::info!(admin = %a, "admin endpoints: /metrics /healthz /readyz /proxy.pac, POST /reload");
+        }
+        if let Some(p) = &app.state.config.upstream_proxy {
+            tracing::info!(parent = %p.address(), dns = ?p.dns, no_proxy = %p.no_proxy.entries().join(","), credentials = p.has_credentials(), "upstream proxy: admitted traffic leaves through the parent");
+        }
+        for a in &app.transparent_addrs {
+            tracing::info!(transparent = %a, "transparent listening for redirected traffic");
         }
         for a in &app.proxy_addrs {
             tracing::info!(proxy = %a, policy = %policy.source.dir.display(), hash = %policy.source.hash, rules = policy.rules.len(), platforms = policy.platforms.len(), "socialgate listening");
@@ -642,6 +733,14 @@ fn explain(a: ExplainArgs) -> ExitCode {
     };
     let found = (entry == Entry::Request).then(|| seen.classify(&policy, &host));
     let activity = found.as_ref().map(|c| c.activity);
+    // The route and who resolves names, as the proxy would have them.
+    let parent = a.upstream_proxy.as_deref().and_then(|url| {
+        let no_proxy = NoProxy::parse(&a.no_proxy).unwrap_or_default();
+        ParentConfig::new(url, None, no_proxy, a.upstream_proxy_dns).ok()
+    });
+    let parent_resolves = parent
+        .as_ref()
+        .is_some_and(|p| p.resolves(&host, a.original_dst.is_some()));
     // The proxy resolves a name only once the rules and the port allowed it.
     let before_dns = Facts {
         entry,
@@ -653,6 +752,8 @@ fn explain(a: ExplainArgs) -> ExitCode {
         sni: None,
         listeners: &listeners,
         activity,
+        resolved_by_parent: false,
+        original: a.original_dst,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -661,6 +762,10 @@ fn explain(a: ExplainArgs) -> ExitCode {
         Host::Ip(_) => None,
         _ if refused_before_dns => {
             resolve_note = Some("not resolved: refused before the name is looked up".to_string());
+            None
+        }
+        _ if parent_resolves => {
+            resolve_note = Some("not resolved here: the parent proxy resolves it".to_string());
             None
         }
         _ if a.no_resolve => {
@@ -694,6 +799,8 @@ fn explain(a: ExplainArgs) -> ExitCode {
         sni: a.sni.as_deref(),
         listeners: &listeners,
         activity,
+        resolved_by_parent: parent_resolves,
+        original: a.original_dst,
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);
@@ -734,6 +841,20 @@ fn explain(a: ExplainArgs) -> ExitCode {
     }
     if let Some(sni) = &a.sni {
         println!("sni:      {sni}");
+    }
+    if let Some(o) = &a.original_dst {
+        println!("original: {o} (a redirected connection, transparent mode)");
+    }
+    if let Some(p) = &parent {
+        let via = p.carries(&host, resolved.as_deref());
+        println!(
+            "route:    {}",
+            if via {
+                format!("through the parent proxy {}", p.address())
+            } else {
+                "direct (--no-proxy)".to_string()
+            }
+        );
     }
     println!(
         "at:       {}",

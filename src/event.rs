@@ -107,6 +107,16 @@ pub struct Event {
     /// A short, fixed error label when the request failed (`upstream-connect`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorKind>,
+    /// The parent proxy (`HOST:PORT`) the traffic went through, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Arc<str>>,
+    /// The status the parent proxy refused with (`error: parent-refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_status: Option<u16>,
+    /// Where a redirected connection was going (transparent mode: the
+    /// socket's original destination, `IP:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_dst: Option<std::net::SocketAddr>,
     /// Whether the writer pseudonymises `user`: taken from the policy
     /// snapshot the exchange was decided on, not from the one current when
     /// the line is written. Not part of the log line.

@@ -12,7 +12,10 @@
 //!   trusted identity header, the verified-credential cache.
 //! - [`proxy`]: the async shell. Accept loop, HTTP forwarding, CONNECT
 //!   tunnels with the ClientHello peek, upstream dialing with destination
-//!   checks, and the one module that builds every refusal and error response.
+//!   checks, the parent proxy (`proxy::parent`: CONNECT chaining, absolute
+//!   form), the transparent listener (`proxy::transparent`: redirected
+//!   HTTP and TLS, `SO_ORIGINAL_DST`), and the one module that builds every
+//!   refusal and error response.
 //! - [`outcome`]: outcomes as types (action, mode, reason, activity, error
 //!   and the side it blames) and the one definition of "refused".
 //! - [`event`] and [`accesslog`]: every request or tunnel ends in exactly one

@@ -83,11 +83,12 @@ pub enum ErrorKind {
     TunnelRefusedAfterReload,
     TunnelRefusedOnSchedule,
     Shutdown,
+    ParentRefused,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::UpstreamResolve,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
@@ -100,6 +101,7 @@ impl ErrorKind {
         ErrorKind::TunnelRefusedAfterReload,
         ErrorKind::TunnelRefusedOnSchedule,
         ErrorKind::Shutdown,
+        ErrorKind::ParentRefused,
     ];
 
     /// The stable label (the serde name).
@@ -117,15 +119,15 @@ impl ErrorKind {
             ErrorKind::TunnelRefusedAfterReload => "tunnel-refused-after-reload",
             ErrorKind::TunnelRefusedOnSchedule => "tunnel-refused-on-schedule",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::ParentRefused => "parent-refused",
         }
     }
 
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => {
-                Side::Upstream
-            }
+            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol
+            | ParentRefused => Side::Upstream,
             ClientClosed | ClientTimeout | ClientProtocol => Side::Client,
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 Side::Policy
@@ -140,7 +142,9 @@ impl ErrorKind {
         use http::StatusCode;
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            UpstreamResolve | UpstreamConnect | UpstreamProtocol | ParentRefused => {
+                StatusCode::BAD_GATEWAY
+            }
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ClientClosed | ClientProtocol => StatusCode::BAD_REQUEST,

@@ -145,6 +145,8 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             listeners: &[],
             // What the proxy saw then: a logged request carries its activity.
             activity: rec.activity.as_ref().and_then(|a| a.known()).copied(),
+            resolved_by_parent: false,
+            original: None,
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {

@@ -8,7 +8,13 @@
 //! 2. **port**: a CONNECT must name a port in `tunnels.ports`;
 //! 3. **destination**: the address (an IP literal, or every address the name
 //!    resolved to) must be public or listed in `destinations.allow`, and
-//!    never one of socialgate's own listeners;
+//!    never one of socialgate's own listeners. When a parent proxy resolves
+//!    names instead (`--upstream-proxy-dns parent`), names that only mean
+//!    something inside a network (`localhost`, `.local`, `.internal`,
+//!    single labels, numeric look-alikes) are refused. A redirected
+//!    connection (transparent mode) must also be going where its `Host` or
+//!    server name says: the original destination must be one of the name's
+//!    addresses, on the same port (`destination-mismatch`);
 //! 4. **sni**: the ClientHello's server name against the CONNECT authority
 //!    (a different name is domain fronting, `tunnels.sni_mismatch`), and the
 //!    rules again on that name.
@@ -60,6 +66,12 @@ pub struct Facts<'a> {
     /// What the request does (from activities.yaml); `None` where it cannot
     /// be seen: a tunnel, before or without inspection.
     pub activity: Option<Activity>,
+    /// The name is resolved by a parent proxy, not by socialgate
+    /// (`--upstream-proxy-dns parent`): its addresses are never known here.
+    pub resolved_by_parent: bool,
+    /// Where a redirected connection was going (transparent mode: the
+    /// socket's original destination); `None` for proxy clients.
+    pub original: Option<SocketAddr>,
 }
 
 /// The stage that settled the outcome.
@@ -162,29 +174,17 @@ fn admit_inner(
             format!("port {} is allowed", facts.port)
         });
     }
-    let literal = match facts.host {
-        Host::Ip(ip) => Some([*ip]),
-        _ => None,
-    };
-    let addrs: Option<&[IpAddr]> = literal.as_ref().map(|a| &a[..]).or(facts.resolved);
-    match addrs {
-        Some(addrs) => {
-            if let Some(reason) = destination_stage(policy, addrs, facts.port, facts.listeners) {
-                step(&mut trace, Stage::Destination, true, || {
-                    format!("{} ({})", reason.explain(), list(addrs))
-                });
-                adm.decision = adm.decision.refused_for(reason);
-                adm.stage = Stage::Destination;
-                return adm;
-            }
-            step(&mut trace, Stage::Destination, false, || {
-                format!("{} may be reached", list(addrs))
-            });
-        }
-        None => step(&mut trace, Stage::Destination, false, || {
-            "not resolved: the addresses are checked when the name resolves".into()
-        }),
+    if let Some(reason) = destination_check(policy, facts) {
+        step(&mut trace, Stage::Destination, true, || {
+            destination_note(facts, Some(reason))
+        });
+        adm.decision = adm.decision.refused_for(reason);
+        adm.stage = Stage::Destination;
+        return adm;
     }
+    step(&mut trace, Stage::Destination, false, || {
+        destination_note(facts, None)
+    });
     adm.stage = Stage::Destination;
     if let Some(name) = facts.sni {
         adm = sni_stage_inner(policy, facts, groups, name, adm, now, trace);
@@ -215,6 +215,116 @@ pub fn destination_stage(
             None
         }
     })
+}
+
+/// Stage 3 over every fact the shell has about the destination: the
+/// addresses ([`destination_stage`]), or, when a parent proxy resolves the
+/// name, the name itself; and for a redirected connection, the original
+/// destination. `None` when nothing refuses (yet: an unresolved name is
+/// checked once its addresses are known).
+pub fn destination_check(policy: &Policy, facts: &Facts<'_>) -> Option<Reason> {
+    let literal = match facts.host {
+        Host::Ip(ip) => Some([*ip]),
+        _ => None,
+    };
+    let addrs: Option<&[IpAddr]> = literal.as_ref().map(|a| &a[..]).or(facts.resolved);
+    if let Some(orig) = facts.original {
+        // Where the bytes would really go: never a listener of ours (a
+        // connection that was not redirected), never an internal address.
+        if let Some(reason) = destination_stage(policy, &[orig.ip()], orig.port(), facts.listeners)
+        {
+            return Some(reason);
+        }
+    }
+    match addrs {
+        Some(addrs) => {
+            if let Some(reason) = destination_stage(policy, addrs, facts.port, facts.listeners) {
+                return Some(reason);
+            }
+        }
+        None if facts.resolved_by_parent && is_local_name(facts.host) => {
+            return Some(Reason::DestinationPrivate);
+        }
+        None => {}
+    }
+    let orig = facts.original?;
+    let orig_ip = canonical_ip(orig.ip());
+    let same_address = match addrs {
+        Some(addrs) => addrs.iter().any(|&a| canonical_ip(a) == orig_ip),
+        // The parent would resolve it: it can never be compared.
+        None if facts.resolved_by_parent => false,
+        // Not resolved yet: compared when it is.
+        None => true,
+    };
+    (!same_address || orig.port() != facts.port).then_some(Reason::DestinationMismatch)
+}
+
+/// A host that only means something inside a network, so a parent proxy
+/// that resolves it may reach an internal address: `localhost` and the
+/// special-use suffixes (RFC 6761, 6762, 8375, ICANN's `.internal`), a
+/// single label (completed by the resolver's search domains) and numeric
+/// look-alikes that resolvers read as addresses (`127.1`).
+pub fn is_local_name(host: &Host) -> bool {
+    const SUFFIXES: [&str; 6] = [
+        "localhost",
+        "local",
+        "internal",
+        "home.arpa",
+        "localdomain",
+        "lan",
+    ];
+    match host {
+        Host::Ip(_) => false,
+        Host::Numeric(_) => true,
+        Host::Name(n) => {
+            !n.contains('.')
+                || SUFFIXES.iter().any(|s| {
+                    n == s
+                        || (n.len() > s.len()
+                            && n.ends_with(s)
+                            && n.as_bytes()[n.len() - s.len() - 1] == b'.')
+                })
+        }
+    }
+}
+
+/// What `explain` says about the destination stage.
+fn destination_note(facts: &Facts<'_>, refused: Option<Reason>) -> String {
+    let literal = match facts.host {
+        Host::Ip(ip) => Some(vec![*ip]),
+        _ => None,
+    };
+    let addrs = literal.or_else(|| facts.resolved.map(<[IpAddr]>::to_vec));
+    let original = facts
+        .original
+        .map(|o| format!("; the connection was going to {o}"))
+        .unwrap_or_default();
+    match (refused, &addrs) {
+        (Some(Reason::DestinationMismatch), Some(a)) => format!(
+            "{} ({}:{} is {}{original})",
+            Reason::DestinationMismatch.explain(),
+            facts.host,
+            facts.port,
+            list(a)
+        ),
+        (Some(Reason::DestinationMismatch), None) => format!(
+            "{} (the parent proxy resolves {}, so it cannot be compared{original})",
+            Reason::DestinationMismatch.explain(),
+            facts.host
+        ),
+        (Some(reason), Some(a)) => format!("{} ({}{original})", reason.explain(), list(a)),
+        (Some(reason), None) => format!(
+            "{} ({} is a local name, and the parent proxy would resolve it)",
+            reason.explain(),
+            facts.host
+        ),
+        (None, Some(a)) => format!("{} may be reached{original}", list(a)),
+        (None, None) if facts.resolved_by_parent => format!(
+            "{} is resolved by the parent proxy: socialgate checks IP literals and local names only",
+            facts.host
+        ),
+        (None, None) => "not resolved: the addresses are checked when the name resolves".into(),
+    }
 }
 
 /// True when `ip:port` would reach one of socialgate's own listeners.
@@ -392,6 +502,8 @@ rules:
             sni: c.sni,
             listeners: &listeners,
             activity: None,
+            resolved_by_parent: false,
+            original: None,
         };
         admit(p, &facts, WORK.parse().unwrap())
     }
@@ -454,6 +566,96 @@ rules:
         assert_eq!(&*a.decision.rule, c.want.1);
         assert_eq!(a.stage, c.want.2);
         assert_eq!(a.decided_host, normalize_host("www.tiktok.com").unwrap());
+    }
+
+    #[test]
+    fn the_destination_stage_checks_redirected_connections_and_parent_resolved_names() {
+        let (_d, p) = policy("");
+        let listeners: [SocketAddr; 2] = [
+            "127.0.0.1:3128".parse().unwrap(),
+            "0.0.0.0:3129".parse().unwrap(),
+        ];
+        struct C {
+            host: &'static str,
+            port: u16,
+            resolved: Option<&'static [&'static str]>,
+            by_parent: bool,
+            original: Option<&'static str>,
+            want: Option<Reason>,
+        }
+        use Reason::*;
+        #[rustfmt::skip]
+        let cases = [
+            // Transparent: the original destination must be one of the name's addresses, same port.
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34", "93.184.216.35"]), by_parent: false, original: Some("93.184.216.35:443"), want: None },
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("93.184.216.99:443"), want: Some(DestinationMismatch) },
+            C { host: "www.linkedin.com", port: 8443, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("93.184.216.34:443"), want: Some(DestinationMismatch) },
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["::ffff:93.184.216.34"]), by_parent: false, original: Some("93.184.216.34:443"), want: None },
+            C { host: "93.184.216.34", port: 80, resolved: None, by_parent: false, original: Some("93.184.216.34:80"), want: None },
+            C { host: "93.184.216.34", port: 80, resolved: None, by_parent: false, original: Some("93.184.216.99:80"), want: Some(DestinationMismatch) },
+            // Not resolved yet: compared once it is.
+            C { host: "www.linkedin.com", port: 443, resolved: None, by_parent: false, original: Some("93.184.216.34:443"), want: None },
+            // Where the bytes would go is checked first: a private or own address.
+            C { host: "www.linkedin.com", port: 443, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("192.168.1.1:443"), want: Some(DestinationPrivate) },
+            C { host: "www.linkedin.com", port: 3129, resolved: Some(&["93.184.216.34"]), by_parent: false, original: Some("10.9.0.1:3129"), want: Some(DestinationSelf) },
+            // A name that only the parent resolves cannot be compared.
+            C { host: "www.linkedin.com", port: 443, resolved: None, by_parent: true, original: Some("93.184.216.34:443"), want: Some(DestinationMismatch) },
+            // The parent resolves: names pass, local names and internal literals do not.
+            C { host: "www.linkedin.com", port: 443, resolved: None, by_parent: true, original: None, want: None },
+            C { host: "localhost", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "db.localhost", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "intranet", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "nas.home.arpa", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "wiki.internal", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "127.1", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "notlocal.example", port: 80, resolved: None, by_parent: true, original: None, want: None },
+            C { host: "169.254.169.254", port: 80, resolved: None, by_parent: true, original: None, want: Some(DestinationPrivate) },
+            C { host: "10.9.1.1", port: 80, resolved: None, by_parent: true, original: None, want: None },
+        ];
+        for c in &cases {
+            let host = normalize_host(c.host).unwrap();
+            let resolved: Option<Vec<IpAddr>> = c
+                .resolved
+                .map(|r| r.iter().map(|a| a.parse().unwrap()).collect());
+            let facts = Facts {
+                // Requests: the port stage (tunnels only) stays out of the way.
+                entry: Entry::Request,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &host,
+                port: c.port,
+                resolved: resolved.as_deref(),
+                sni: None,
+                listeners: &listeners,
+                resolved_by_parent: c.by_parent,
+                original: c.original.map(|o| o.parse().unwrap()),
+                activity: None,
+            };
+            let what = format!(
+                "{}:{} {:?} parent={} original={:?}",
+                c.host, c.port, c.resolved, c.by_parent, c.original
+            );
+            assert_eq!(destination_check(&p, &facts), c.want, "{what}");
+            // admit runs the same check, and explain's trace says why.
+            let mut trace = Vec::new();
+            let a = admit_traced(&p, &facts, WORK.parse().unwrap(), &mut trace);
+            match c.want {
+                Some(r) => {
+                    assert_eq!(
+                        (a.decision.reason, a.stage),
+                        (r, Stage::Destination),
+                        "{what}"
+                    );
+                    assert!(
+                        trace
+                            .iter()
+                            .any(|t| t.rule == "stage:destination" && t.matched),
+                        "{what}"
+                    );
+                }
+                None => assert!(!a.refuses(), "{what}"),
+            }
+        }
     }
 
     #[test]

@@ -429,6 +429,8 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 sni: c.sni.as_deref(),
                 listeners: &[],
                 activity: activity.as_ref().map(|a| a.activity),
+                resolved_by_parent: false,
+                original: None,
             };
             let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();

@@ -43,11 +43,12 @@ pub enum Reason {
     PortNotAllowed,
     SniMismatch,
     BadRequest,
+    DestinationMismatch,
 }
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::RuleMatched,
         Reason::DefaultCatalog,
         Reason::DefaultEmbedded,
@@ -60,6 +61,7 @@ impl Reason {
         Reason::PortNotAllowed,
         Reason::SniMismatch,
         Reason::BadRequest,
+        Reason::DestinationMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +78,7 @@ impl Reason {
             Reason::PortNotAllowed => "port-not-allowed",
             Reason::SniMismatch => "sni-mismatch",
             Reason::BadRequest => "bad-request",
+            Reason::DestinationMismatch => "destination-mismatch",
         }
     }
 
@@ -87,7 +90,9 @@ impl Reason {
             Reason::DefaultEmbedded => "default:embedded",
             Reason::DefaultOther => "default:other",
             Reason::NotAMember | Reason::AuthRequired | Reason::AuthFailed => "builtin:identity",
-            Reason::DestinationPrivate | Reason::DestinationSelf => "builtin:destination",
+            Reason::DestinationPrivate | Reason::DestinationSelf | Reason::DestinationMismatch => {
+                "builtin:destination"
+            }
             Reason::PortNotAllowed => "builtin:tunnel",
             Reason::SniMismatch => "builtin:sni",
             Reason::BadRequest => "builtin:request",
@@ -96,7 +101,7 @@ impl Reason {
 
     /// [`Self::builtin_rule`] as a shared string, allocated once per process.
     pub fn builtin_rule_arc(self) -> Arc<str> {
-        static ALL: std::sync::OnceLock<[Arc<str>; 12]> = std::sync::OnceLock::new();
+        static ALL: std::sync::OnceLock<[Arc<str>; Reason::ALL.len()]> = std::sync::OnceLock::new();
         let all = ALL.get_or_init(|| Reason::ALL.map(|r| Arc::from(r.builtin_rule())));
         all[self as usize].clone()
     }
@@ -116,6 +121,7 @@ impl Reason {
             Reason::PortNotAllowed => "encrypted tunnels are only allowed to the configured ports",
             Reason::SniMismatch => "the encrypted connection named a different site than it asked for (domain fronting)",
             Reason::BadRequest => "the request could not be understood",
+            Reason::DestinationMismatch => "the site the request names is not where the connection was going",
         }
     }
 }

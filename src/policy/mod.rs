@@ -28,8 +28,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use admit::{
-    admit, admit_in_groups, admit_traced, destination_stage, next_change_after, port_stage,
-    sni_stage, Admission, Entry, Facts, Stage,
+    admit, admit_in_groups, admit_traced, destination_check, destination_stage, is_local_name,
+    next_change_after, port_stage, sni_stage, Admission, Entry, Facts, Stage,
 };
 pub use cases::{run_cases, CaseOutcome};
 pub use compile::load_dir;

@@ -18,11 +18,11 @@ use http::{Method, Response, StatusCode};
 use super::body::Pending;
 use super::identify::{identify, Identity};
 use super::responses::{self, RequestView};
-use super::upstream::ProxyBody;
+use super::upstream::{Destination, ProxyBody, UpstreamError};
 use super::ProxyState;
 use crate::event::{AuthMethod, Event, Kind};
 use crate::outcome::{Action, ErrorKind, Mode, Reason};
-use crate::policy::{admit, destination_stage, Admission, Decision, Entry, Facts, Host, Policy};
+use crate::policy::{admit, destination_check, Admission, Decision, Entry, Facts, Host, Policy};
 
 /// Why an exchange ends before anything is forwarded.
 pub enum Stop {
@@ -42,6 +42,10 @@ pub struct Exchange {
     pub navigation: bool,
     /// What the request does, once recognised; `None` for a tunnel.
     pub activity: Option<crate::policy::activity::Activity>,
+    /// Where a redirected connection was going (transparent mode): the
+    /// client is known by its address only, and the destination must be
+    /// where it was going.
+    pub original: Option<SocketAddr>,
 }
 
 impl Exchange {
@@ -84,6 +88,9 @@ impl Exchange {
             bytes_down: 0,
             duration_ms: 0,
             error: None,
+            parent: None,
+            parent_status: None,
+            original_dst: None,
             pseudonymize: policy.logging.pseudonymize,
         };
         Exchange {
@@ -93,7 +100,15 @@ impl Exchange {
             event,
             navigation: false,
             activity: None,
+            original: None,
         }
+    }
+
+    /// Marks the exchange as arriving on the transparent listener, bound
+    /// for `original`.
+    pub fn redirected(&mut self, original: SocketAddr) {
+        self.original = Some(original);
+        self.event.original_dst = Some(original);
     }
 
     pub fn identified(&mut self, id: &Identity) {
@@ -112,9 +127,17 @@ impl Exchange {
         host: &Host,
         port: u16,
     ) -> Result<(Identity, Admission), Decision> {
-        let identity = identify(state, &self.policy, self.peer.ip(), headers)
-            .await
-            .map_err(Decision::builtin)?;
+        let identity = match self.original {
+            // A redirected client does not know it talks to a proxy: it
+            // sends no proxy credentials, and no identity header is trusted.
+            Some(_) => Identity {
+                user: None,
+                auth: AuthMethod::None,
+            },
+            None => identify(state, &self.policy, self.peer.ip(), headers)
+                .await
+                .map_err(Decision::builtin)?,
+        };
         self.identified(&identity);
         let facts = Facts {
             entry,
@@ -126,6 +149,8 @@ impl Exchange {
             sni: None,
             listeners: &state.listeners,
             activity: self.activity,
+            resolved_by_parent: false,
+            original: self.original,
         };
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());
@@ -135,27 +160,65 @@ impl Exchange {
 
     /// Resolves `host` (an IP literal is its own address) and runs the
     /// policy's destination stage on every address, on this exchange's
-    /// snapshot. `decision` is what the earlier stages allowed.
+    /// snapshot; says which way the traffic leaves (direct, or through the
+    /// parent proxy unless `--no-proxy` lists it). With
+    /// `--upstream-proxy-dns parent`, a name bound for the parent is not
+    /// resolved here and the stage checks what it can without addresses.
+    /// `decision` is what the earlier stages allowed.
     pub async fn resolve_and_admit(
-        &self,
+        &mut self,
         state: &ProxyState,
         host: &Host,
         port: u16,
         decision: &Decision,
-    ) -> Result<Arc<[std::net::IpAddr]>, Stop> {
+    ) -> Result<Destination, Stop> {
+        let parent = state.parent.as_ref().map(|p| &p.config);
+        let parent_resolves = parent.is_some_and(|p| p.resolves(host, self.original.is_some()));
         let addrs: Arc<[std::net::IpAddr]> = match host {
-            // Its address was admitted with the rules.
-            Host::Ip(ip) => return Ok(Arc::from([*ip])),
+            _ if parent_resolves => Arc::from([]),
+            Host::Ip(ip) => Arc::from([*ip]),
             Host::Name(n) | Host::Numeric(n) => state
                 .resolver
                 .resolve(n)
                 .await
                 .map_err(|e| Stop::Fail(e.kind(), e.to_string()))?,
         };
-        match destination_stage(&self.policy, &addrs, port, &state.listeners) {
-            Some(reason) => Err(Stop::Refuse(decision.refused_for(reason))),
-            None => Ok(addrs),
+        let facts = Facts {
+            entry: match self.event.kind {
+                Kind::Tunnel => Entry::Connect,
+                Kind::Request => Entry::Request,
+            },
+            client: self.peer.ip(),
+            user: self.event.user.as_deref(),
+            host,
+            port,
+            resolved: (!parent_resolves).then_some(&addrs[..]),
+            sni: None,
+            listeners: &state.listeners,
+            resolved_by_parent: parent_resolves,
+            original: self.original,
+            activity: self.activity,
+        };
+        if let Some(reason) = destination_check(&self.policy, &facts) {
+            return Err(Stop::Refuse(decision.refused_for(reason)));
         }
+        let via_parent = parent_resolves || parent.is_some_and(|p| p.carries(host, Some(&addrs)));
+        if via_parent {
+            self.event.parent = parent.map(|p| Arc::from(p.address()));
+        }
+        Ok(Destination {
+            addrs,
+            via_parent,
+            resolved_by_parent: parent_resolves,
+            pinned: self.original.map(|o| o.ip()),
+        })
+    }
+
+    /// Ends the exchange with the error for a failed upstream connection
+    /// (the parent's status recorded when the parent refused), and records it.
+    pub fn fail_upstream(mut self, state: &ProxyState, e: &UpstreamError) -> Response<ProxyBody> {
+        self.event.parent_status = e.parent_status();
+        self.fail(state, e.kind(), &e.to_string())
     }
 
     /// Ends the exchange with the response for `stop`, and records it.
@@ -185,7 +248,10 @@ impl Exchange {
             host: &self.event.host,
             connect,
         };
-        let resp = responses::refusal(&d, &self.policy, &view);
+        let mut resp = responses::refusal(&d, &self.policy, &view);
+        if self.original.is_some() {
+            resp = responses::for_redirected_client(resp);
+        }
         self.finish(state, resp)
     }
 

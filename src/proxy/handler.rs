@@ -21,8 +21,8 @@ use super::context::Exchange;
 use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
 use super::responses;
 use super::splice::{splice, Admitted, Signals, Watch};
-use super::upstream::{connect, find_upstream_error, ProxyBody};
-use super::{activity, tunnel, ProxyState};
+use super::upstream::{find_upstream_error, open, Destination, ProxyBody, UpstreamError};
+use super::{activity, parent, tunnel, ProxyState};
 use crate::event::Kind;
 use crate::outcome::ErrorKind;
 use crate::policy::{normalize_host, Class, Entry, Host};
@@ -39,7 +39,7 @@ pub async fn handle(
     } else if req.method() == Method::CONNECT {
         tunnel::handle_connect(&state, peer, req).await
     } else {
-        forward(&state, peer, req).await
+        forward(&state, peer, None, req).await
     };
     state.gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
     Ok(resp)
@@ -83,9 +83,29 @@ fn too_large(state: &ProxyState, peer: SocketAddr, req: &Request<Incoming>) -> R
     )
 }
 
+/// A plain-HTTP request that came through the transparent listener, bound
+/// for `original`, its target already made absolute from its `Host`.
+pub async fn handle_redirected(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+    original: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    state.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
+    let resp = if head_size(&req) > state.config.max_header_bytes {
+        too_large(&state, peer, &req)
+    } else {
+        forward(&state, peer, Some(original), req).await
+    };
+    state.gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
+    resp
+}
+
+/// `original`: where a redirected (transparent) connection was going.
 async fn forward(
     state: &Arc<ProxyState>,
     peer: SocketAddr,
+    original: Option<SocketAddr>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     // Parse the target: absolute-form http:// only.
@@ -118,6 +138,9 @@ async fn forward(
         port,
     );
     ex.navigation = is_navigation(req.method(), req.headers());
+    if let Some(o) = original {
+        ex.redirected(o);
+    }
     if let Err((status, detail)) = check_request_framing(req.headers()) {
         return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
     }
@@ -161,11 +184,10 @@ async fn forward(
     ex.apply(&mut decision);
 
     // Resolve a name, then admit the addresses it resolved to.
-    let addrs = match ex.resolve_and_admit(state, &host, port, &decision).await {
-        Ok(a) => a,
+    let dest = match ex.resolve_and_admit(state, &host, port, &decision).await {
+        Ok(d) => d,
         Err(stop) => return ex.stop(state, stop),
     };
-    let addrs: &[IpAddr] = &addrs;
 
     // Forward.
     let upgrade = wants_upgrade(req.headers());
@@ -193,33 +215,64 @@ async fn forward(
             resolved: Vec::new(),
             sni: None,
             activity: ex_activity,
+            resolved_by_parent: dest.resolved_by_parent,
+            original,
         };
         let up = Upgrade {
             client: client_upgrade,
             admitted,
             signals,
         };
-        return forward_upgrade(state, parts, body, pending, up, addrs).await;
+        return forward_upgrade(state, parts, body, pending, up, &dest).await;
     }
 
-    // The pooled client dials exactly the admitted address: the target
-    // names it, and `Host` names the judged host. An IP-literal target
-    // already names its address.
-    if !matches!(host, Host::Ip(_)) {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match address_uri(addrs[0], port, path) {
-            Some(u) => u,
-            None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
-        };
-    }
-    let request = Request::from_parts(parts, body);
-    let result =
-        tokio::time::timeout(state.config.upstream_timeout, state.client.request(request)).await;
-    match result {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let sent = match &state.parent {
+        // The parent gets the judged host in absolute form, and resolves it.
+        Some(parent) if dest.via_parent => {
+            parts.uri = match judged_uri(&host, port, path) {
+                Some(u) => u,
+                None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad host"),
+            };
+            parent.request(Request::from_parts(parts, body))
+        }
+        // The pooled client dials exactly the admitted address: the target
+        // names it, and `Host` names the judged host.
+        _ => {
+            let ip = dest.pinned.unwrap_or(dest.addrs[0]);
+            parts.uri = match address_uri(ip, port, path) {
+                Some(u) => u,
+                None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
+            };
+            state.client.request(Request::from_parts(parts, body))
+        }
+    };
+    match tokio::time::timeout(state.config.upstream_timeout, sent).await {
+        Ok(Ok(resp)) if dest.via_parent && parent::refused_plain_request(resp.status()) => {
+            let parent = state
+                .parent
+                .as_ref()
+                .map(|p| p.config.address())
+                .unwrap_or_default();
+            let e = UpstreamError::ParentRefused {
+                parent,
+                status: resp.status(),
+            };
+            respond_upstream(pending, &e)
+        }
         Ok(Ok(resp)) => relay_response(state, resp, pending),
         Ok(Err(e)) => upstream_failure(pending, &e),
         Err(_) => upstream_head_timeout(pending),
     }
+}
+
+/// `http://HOST:PORT/path` naming the judged host, for the parent proxy.
+fn judged_uri(host: &Host, port: u16, path: &str) -> Option<http::Uri> {
+    let s = match host {
+        Host::Ip(IpAddr::V6(v6)) => format!("http://[{v6}]:{port}{path}"),
+        h => format!("http://{h}:{port}{path}"),
+    };
+    s.parse().ok()
 }
 
 /// `http://ADDRESS:PORT/path`, the pooled client's target.
@@ -273,7 +326,7 @@ fn upstream_failure(
         return client_failure(pending, fault);
     }
     match find_upstream_error(e) {
-        Some(u) => respond_pending(pending, u.kind(), &u.to_string()),
+        Some(u) => respond_upstream(pending, u),
         None => {
             tracing::debug!(error = %e, "upstream exchange failed");
             respond_pending(
@@ -309,6 +362,13 @@ fn client_failure(pending: Pending, fault: ClientFault) -> Response<ProxyBody> {
         }
     };
     respond_pending(pending, fault.kind(), detail)
+}
+
+/// Ends a pending exchange whose upstream connection failed, recording the
+/// parent proxy's status when it refused.
+fn respond_upstream(mut pending: Pending, e: &UpstreamError) -> Response<ProxyBody> {
+    pending.event_mut().parent_status = e.parent_status();
+    respond_pending(pending, e.kind(), &e.to_string())
 }
 
 /// Ends a pending exchange with the proxy's own error response.
@@ -388,28 +448,23 @@ async fn forward_upgrade(
     body: ProxyBody,
     mut pending: Pending,
     up: Upgrade,
-    addrs: &[IpAddr],
+    dest: &Destination,
 ) -> Response<ProxyBody> {
     let Upgrade {
         client: client_upgrade,
         mut admitted,
         signals,
     } = up;
-    let dialed = match connect(
-        addrs,
-        admitted.port,
-        state.config.connect_timeout,
-        &state.metrics,
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => return respond_pending(pending, e.kind(), &e.to_string()),
+    // Through the parent, an upgrade rides a CONNECT tunnel (as browsers'
+    // WebSockets do through a proxy); inside it, the request is origin-form.
+    let opened = match open(state, dest, &admitted.host, admitted.port).await {
+        Ok(o) => o,
+        Err(e) => return respond_upstream(pending, &e),
     };
-    admitted.resolved = vec![dialed.addr.ip()];
+    admitted.resolved = opened.resolved;
     let handshake = hyper::client::conn::http1::Builder::new()
         .max_buf_size(state.config.max_header_bytes.max(8192))
-        .handshake::<_, ProxyBody>(TokioIo::new(dialed.stream))
+        .handshake::<_, ProxyBody>(TokioIo::new(opened.stream))
         .await;
     let (mut sender, conn) = match handshake {
         Ok(x) => x,

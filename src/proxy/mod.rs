@@ -9,8 +9,9 @@
 //! [`crate::policy::admit`] and its stages; it never decides itself. Every
 //! response the proxy makes up itself comes from [`responses`].
 //!
-//! Module graph (no cycles): `handler` → `tunnel`, both → `context`,
-//! `splice`, `upstream`, `responses`, `identify`, `body`, `headers`.
+//! Module graph (no cycles): `transparent` → `handler` → `tunnel`, all →
+//! `context`, `splice`, `upstream` (→ `parent`), `responses`, `identify`,
+//! `body`, `headers`.
 
 pub mod activity;
 pub mod body;
@@ -19,9 +20,11 @@ pub mod context;
 pub mod handler;
 pub mod headers;
 pub mod identify;
+pub mod parent;
 pub mod responses;
 pub mod sni;
 pub mod splice;
+pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
 
@@ -73,6 +76,8 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
     /// The policy clock: wall time plus an offset (zero outside tests).
     pub clock: Clock,
+    /// The parent proxy admitted traffic leaves through (`--upstream-proxy`).
+    pub upstream_proxy: Option<parent::ParentConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +93,7 @@ impl Default for ProxyConfig {
             resolve: HashMap::new(),
             pool_idle_timeout: Duration::from_secs(90),
             clock: Clock::default(),
+            upstream_proxy: None,
         }
     }
 }
@@ -105,6 +111,8 @@ pub struct ProxyState {
     pub client: upstream::PooledClient,
     /// Name resolution (with `--resolve` overrides and a small cache).
     pub resolver: upstream::Resolver,
+    /// The parent proxy, with its own pooled client, when one is set.
+    pub parent: Option<parent::Parent>,
     pub config: ProxyConfig,
     pub gauges: Arc<Gauges>,
     /// Decision and connect-time histograms (the rest derives from events).
@@ -153,12 +161,22 @@ impl ProxyState {
             metrics.clone(),
         );
         let resolver = upstream::Resolver::new(config.resolve.clone(), config.connect_timeout);
+        let parent = config.upstream_proxy.clone().map(|p| {
+            parent::Parent::new(
+                p,
+                config.connect_timeout,
+                config.pool_idle_timeout,
+                config.max_header_bytes,
+                metrics.clone(),
+            )
+        });
         Arc::new(Self {
             policy,
             recorder,
             creds: CredentialCache::default(),
             client,
             resolver,
+            parent,
             config,
             gauges: Arc::new(Gauges::default()),
             metrics,
@@ -243,6 +261,17 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drain_connections(&state, graceful, drain).await
+}
+
+/// After a listener stopped accepting: waits up to `drain` for its
+/// connections and every tunnel, then closes what is still open. Returns
+/// `None` when everything drained in time, else the tunnels cut.
+pub(crate) async fn drain_connections(
+    state: &ProxyState,
+    graceful: GracefulShutdown,
+    drain: Duration,
+) -> Option<u64> {
     let tracker = state.tracker.clone();
     let drained = tokio::time::timeout(drain, async {
         graceful.shutdown().await;

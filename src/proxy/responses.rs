@@ -205,4 +205,15 @@ td{{padding:.3rem 0;font-family:ui-monospace,Menlo,monospace;font-size:.95rem}} 
     )
 }
 
+/// A refusal for a client that reached socialgate through a redirect
+/// (transparent mode): it does not know it talks to a proxy, so it cannot
+/// answer a `407`; that becomes a `403` without `Proxy-Authenticate`.
+pub fn for_redirected_client(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if resp.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+        resp.headers_mut().remove(header::PROXY_AUTHENTICATE);
+    }
+    resp
+}
+
 pub use crate::html::escape;

@@ -30,12 +30,17 @@ pub struct Admitted {
     pub user: Option<String>,
     pub host: Host,
     pub port: u16,
-    /// The address actually connected to.
+    /// The address actually connected to (through the parent proxy: the
+    /// addresses admitted, none when the parent resolves the name).
     pub resolved: Vec<IpAddr>,
     pub sni: Option<String>,
     /// What the request that opened it does (an upgraded request), or
     /// `None` for a tunnel.
     pub activity: Option<crate::policy::activity::Activity>,
+    /// The parent proxy resolves the name (`--upstream-proxy-dns parent`).
+    pub resolved_by_parent: bool,
+    /// Where a redirected connection was going (transparent mode).
+    pub original: Option<std::net::SocketAddr>,
 }
 
 /// Admits an open connection again under the current policy and clock.
@@ -84,10 +89,12 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             user: a.user.as_deref(),
             host: &a.host,
             port: a.port,
-            resolved: Some(&a.resolved),
+            resolved: (!a.resolved_by_parent).then_some(&a.resolved[..]),
             sni: a.sni.as_deref(),
             listeners: &state.listeners,
             activity: a.activity,
+            resolved_by_parent: a.resolved_by_parent,
+            original: a.original,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)

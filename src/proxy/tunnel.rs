@@ -5,7 +5,9 @@
 //! ClientHello and run the policy's SNI stage on its server name, on the
 //! same snapshot. Then the bytes are spliced both ways under the policy's
 //! watch ([`super::splice`]): re-admitted on every reload and at every
-//! time-window edge, and closed if refused.
+//! time-window edge, and closed if refused. Everything after the
+//! ClientHello ([`after_hello`]) is shared with transparent TLS
+//! connections, which arrive with their ClientHello already read.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,7 +22,7 @@ use super::context::{apply_keeping_groups, Exchange};
 use super::responses;
 use super::sni::{self, Hello, Peeked};
 use super::splice::{splice, Admitted, Signals, Watch};
-use super::upstream::{connect, ProxyBody};
+use super::upstream::{open, BoxIo, ProxyBody};
 use super::ProxyState;
 use crate::event::Kind;
 use crate::outcome::ErrorKind;
@@ -73,16 +75,16 @@ pub async fn handle_connect(
     ex.apply(&mut admission.decision);
 
     // Resolve a name, then admit the addresses it resolved to.
-    let addrs = match ex
+    let dest = match ex
         .resolve_and_admit(state, &host, port, &admission.decision)
         .await
     {
-        Ok(a) => a,
+        Ok(d) => d,
         Err(stop) => return ex.stop(state, stop),
     };
-    let dialed = match connect(&addrs, port, state.config.connect_timeout, &state.metrics).await {
-        Ok(d) => d,
-        Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
+    let opened = match open(state, &dest, &host, port).await {
+        Ok(o) => o,
+        Err(e) => return ex.fail_upstream(state, &e),
     };
 
     ex.event.status = 200;
@@ -94,20 +96,24 @@ pub async fn handle_connect(
         user: identity.user,
         host,
         port,
-        resolved: vec![dialed.addr.ip()],
+        resolved: opened.resolved,
         sni: None,
         activity: None,
+        resolved_by_parent: dest.resolved_by_parent,
+        original: None,
     };
     let st = state.clone();
     state.spawn_tunnel(async move {
         let parts = TunnelParts {
-            policy,
-            pending,
             on_upgrade,
-            upstream: dialed.stream,
-            admitted,
-            admission,
-            signals,
+            upstream: opened.stream,
+            tunnel: Tunnel {
+                policy,
+                pending,
+                admitted,
+                admission,
+                signals,
+            },
         };
         run_tunnel(st, parts).await;
     });
@@ -116,44 +122,76 @@ pub async fn handle_connect(
 
 /// An admitted tunnel, handed to its task after the 200.
 struct TunnelParts {
-    /// The snapshot the CONNECT was decided on; the SNI stage uses it too.
-    policy: Arc<crate::policy::Policy>,
-    pending: super::body::Pending,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    upstream: tokio::net::TcpStream,
-    admitted: Admitted,
-    admission: Admission,
-    signals: Signals,
+    upstream: BoxIo,
+    tunnel: Tunnel,
 }
 
-/// The tunnel after its 200: the SNI stage, then the splice.
+/// An admitted tunnel with its upstream open, waiting for its first bytes.
+pub(crate) struct Tunnel {
+    /// The snapshot the tunnel was decided on; the SNI stage uses it too.
+    pub policy: Arc<crate::policy::Policy>,
+    pub pending: super::body::Pending,
+    pub admitted: Admitted,
+    pub admission: Admission,
+    pub signals: Signals,
+}
+
+/// The tunnel after its 200: the ClientHello, then [`after_hello`].
 async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
     let TunnelParts {
-        policy,
-        mut pending,
         on_upgrade,
-        mut upstream,
-        mut admitted,
-        admission,
-        signals,
+        upstream,
+        mut tunnel,
     } = parts;
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(_) => {
-            pending.event_mut().error = Some(ErrorKind::ClientClosed);
-            pending.complete();
+            tunnel.pending.event_mut().error = Some(ErrorKind::ClientClosed);
+            tunnel.pending.complete();
             return;
         }
     };
     let mut client = TokioIo::new(upgraded);
-
-    // Second look, on the same snapshot: the server name in the ClientHello.
     let mut first = Vec::new();
-    let peeked = sni::peek(&mut client, &mut first, policy.tunnels.sni_timeout).await;
+    let limit = tunnel.policy.tunnels.sni_timeout;
+    let peeked = sni::peek(&mut client, &mut first, limit).await;
+    // A refused CONNECT tunnel is simply closed.
+    let _ = after_hello(state, tunnel, client, upstream, first, peeked).await;
+}
+
+/// A tunnel once the client's first bytes are in (`first`, judged as
+/// `peeked`): the SNI stage on the ClientHello's server name, on the
+/// tunnel's snapshot; then those bytes go upstream and the two sides are
+/// spliced under the policy's watch. Shared by CONNECT tunnels and
+/// transparent TLS connections. Returns the client's stream, unused, when
+/// the tunnel ended before anything was relayed (refused, or the upstream
+/// failed), so that the caller closes it its own way; the record is
+/// complete either way.
+pub(crate) async fn after_hello<C>(
+    state: Arc<ProxyState>,
+    tunnel: Tunnel,
+    client: C,
+    mut upstream: BoxIo,
+    first: Vec<u8>,
+    peeked: Peeked,
+) -> Option<C>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Tunnel {
+        policy,
+        mut pending,
+        mut admitted,
+        admission,
+        signals,
+    } = tunnel;
     pending
         .meter
         .up
         .fetch_add(first.len() as u64, Ordering::Relaxed);
+
+    // Second look, on the same snapshot: the server name in the ClientHello.
     if let Peeked::Hello(Hello::Tls(Some(name))) = &peeked {
         pending.event_mut().sni = Some(name.clone());
         let facts = Facts {
@@ -162,10 +200,12 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             user: admitted.user.as_deref(),
             host: &admitted.host,
             port: admitted.port,
-            resolved: Some(&admitted.resolved),
+            resolved: (!admitted.resolved_by_parent).then_some(&admitted.resolved[..]),
             sni: Some(name),
             listeners: &state.listeners,
             activity: admitted.activity,
+            resolved_by_parent: admitted.resolved_by_parent,
+            original: admitted.original,
         };
         let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
         debug_assert_eq!(adm.stage, Stage::Sni);
@@ -178,18 +218,18 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         if adm.refuses() {
             ev.error = Some(ErrorKind::TunnelClosedByPolicy);
             pending.complete();
-            return;
+            return Some(client);
         }
         admitted.sni = Some(name.clone());
     }
     if matches!(peeked, Peeked::Closed) && first.is_empty() {
         pending.complete();
-        return;
+        return None;
     }
     if !first.is_empty() && upstream.write_all(&first).await.is_err() {
         pending.event_mut().error = Some(ErrorKind::UpstreamConnect);
         pending.complete();
-        return;
+        return Some(client);
     }
     let watch = Watch::new(state.clone(), admitted, signals);
     splice(
@@ -202,4 +242,5 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
     )
     .await;
     pending.complete();
+    None
 }

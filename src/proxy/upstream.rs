@@ -39,6 +39,20 @@ pub enum UpstreamError {
     },
     #[error("timed out connecting to {0}")]
     Timeout(String),
+    /// The parent proxy (`--upstream-proxy`) cannot be resolved or reached.
+    #[error("cannot connect to the parent proxy {parent}: {source}")]
+    ParentConnect {
+        parent: String,
+        source: std::io::Error,
+    },
+    /// The parent proxy answered, but not with a tunnel.
+    #[error("the parent proxy {parent} refused: {status}")]
+    ParentRefused {
+        parent: String,
+        status: http::StatusCode,
+    },
+    #[error("the parent proxy {parent} sent an invalid answer: {detail}")]
+    ParentProtocol { parent: String, detail: String },
 }
 
 impl UpstreamError {
@@ -47,8 +61,102 @@ impl UpstreamError {
             UpstreamError::Resolve { .. } | UpstreamError::NoAddress { .. } => {
                 ErrorKind::UpstreamResolve
             }
-            UpstreamError::Connect { .. } => ErrorKind::UpstreamConnect,
+            UpstreamError::Connect { .. } | UpstreamError::ParentConnect { .. } => {
+                ErrorKind::UpstreamConnect
+            }
             UpstreamError::Timeout(_) => ErrorKind::UpstreamTimeout,
+            UpstreamError::ParentRefused { .. } => ErrorKind::ParentRefused,
+            UpstreamError::ParentProtocol { .. } => ErrorKind::UpstreamProtocol,
+        }
+    }
+
+    /// The status the parent proxy refused with, for the access log.
+    pub fn parent_status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::ParentRefused { status, .. } => Some(status.as_u16()),
+            _ => None,
+        }
+    }
+}
+
+/// Any byte stream to an upstream: a TCP connection, or a tunnel through
+/// the parent proxy.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+pub type BoxIo = Box<dyn Io>;
+
+/// Where admitted traffic goes: the addresses the destination stage
+/// admitted, and whether it leaves through the parent proxy.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// Every address the name resolved to (an IP literal: itself); empty
+    /// when the parent proxy resolves the name.
+    pub addrs: Arc<[IpAddr]>,
+    /// Through `--upstream-proxy` (else direct).
+    pub via_parent: bool,
+    /// The parent resolves the name (`--upstream-proxy-dns parent`).
+    pub resolved_by_parent: bool,
+    /// Connect to this address only (transparent mode: where the client
+    /// was going, which the policy checked is one of `addrs`).
+    pub pinned: Option<IpAddr>,
+}
+
+impl Destination {
+    /// The addresses a direct connection may use.
+    fn dial_addrs(&self) -> Vec<IpAddr> {
+        match self.pinned {
+            Some(ip) => vec![ip],
+            None => self.addrs.to_vec(),
+        }
+    }
+}
+
+/// An open upstream connection for a tunnel or an upgrade.
+pub struct Opened {
+    pub stream: BoxIo,
+    /// The destination addresses it stands for: the address connected to
+    /// directly, or what was admitted when it goes through the parent.
+    pub resolved: Vec<IpAddr>,
+}
+
+/// Opens a byte stream to an admitted destination: a TCP connection to one
+/// of its addresses, or a `CONNECT` tunnel through the parent proxy.
+pub async fn open(
+    state: &super::ProxyState,
+    dest: &Destination,
+    host: &crate::policy::Host,
+    port: u16,
+) -> Result<Opened, UpstreamError> {
+    let cfg = &state.config;
+    match (&state.parent, dest.via_parent) {
+        (Some(parent), true) => {
+            let stream = parent
+                .connect(
+                    host,
+                    port,
+                    cfg.connect_timeout,
+                    cfg.upstream_timeout,
+                    cfg.max_header_bytes,
+                    &state.metrics,
+                )
+                .await?;
+            Ok(Opened {
+                stream,
+                resolved: dest.addrs.to_vec(),
+            })
+        }
+        _ => {
+            let d = connect(
+                &dest.dial_addrs(),
+                port,
+                cfg.connect_timeout,
+                &state.metrics,
+            )
+            .await?;
+            Ok(Opened {
+                stream: Box::new(d.stream),
+                resolved: vec![d.addr.ip()],
+            })
         }
     }
 }

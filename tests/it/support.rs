@@ -202,6 +202,11 @@ impl Drop for TlsOrigin {
 
 impl TlsOrigin {
     pub async fn start(names: &[&str]) -> TlsOrigin {
+        Self::bind(names, "127.0.0.1:0").await
+    }
+
+    /// Like [`TlsOrigin::start`], listening on `addr`.
+    pub async fn bind(names: &[&str], addr: &str) -> TlsOrigin {
         let ck = rcgen::generate_simple_self_signed(
             names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         )
@@ -216,7 +221,7 @@ impl TlsOrigin {
             .with_single_cert(vec![ck.cert.der().clone()], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
@@ -341,6 +346,7 @@ impl TestProxy {
         let mut cfg = AppConfig {
             policy_dir: policy.path().to_path_buf(),
             listen: vec!["127.0.0.1:0".parse().unwrap()],
+            transparent: Vec::new(),
             log: Some(LogConfig {
                 path: Some(log_path.clone()),
                 format: LogFormat::Json,

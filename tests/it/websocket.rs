@@ -12,14 +12,14 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// RFC 6455's accept value for `KEY`.
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
-fn handshake(target: &str, host: &str) -> String {
+pub(crate) fn handshake(target: &str, host: &str) -> String {
     format!(
         "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
 }
 
-async fn echo_round_trip(stream: tokio::net::TcpStream) {
+pub(crate) async fn echo_round_trip(stream: tokio::net::TcpStream) {
     let mut ws = WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
     within(ws.send(Message::text("hello through socialgate")))
         .await
