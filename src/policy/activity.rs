@@ -446,11 +446,32 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// The first value of `name` in an urlencoded string (a query or a form
-/// body). A cut-off last pair in a peeked body is simply not found whole.
+/// body). Pairs are told apart on `&` and `=` as `form_urlencoded` does, and
+/// only the pair whose key matches is decoded (by `form_urlencoded`): the
+/// other keys of a long query cost a comparison, not a decode. A cut-off
+/// last pair in a peeked body is simply not found whole.
 fn form_value<'b>(bytes: &'b [u8], name: &str) -> Option<std::borrow::Cow<'b, str>> {
-    form_urlencoded::parse(bytes)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+    bytes.split(|b| *b == b'&').find_map(|pair| {
+        let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let matches = if key.iter().any(|b| matches!(b, b'%' | b'+')) {
+            form_urlencoded::parse(key)
+                .next()
+                .is_some_and(|(k, _)| k == name)
+        } else {
+            key == name.as_bytes()
+        };
+        if !matches {
+            return None;
+        }
+        let value = pair.splitn(2, |b| *b == b'=').nth(1).unwrap_or_default();
+        match std::str::from_utf8(value) {
+            // Nothing to decode: the bytes are the value.
+            Ok(v) if !value.iter().any(|b| matches!(b, b'%' | b'+')) => {
+                Some(std::borrow::Cow::Borrowed(v))
+            }
+            _ => form_urlencoded::parse(pair).next().map(|(_, v)| v),
+        }
+    })
 }
 
 /// A top-level string value of a JSON object. When the peek did not hold
@@ -460,9 +481,10 @@ fn json_value(bytes: &[u8], key: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
     use std::fmt;
 
-    /// Walks the top-level object and stops at `key`: a string there is the
-    /// answer; reading stops early by returning an error, so a truncated
-    /// remainder is never parsed.
+    /// Walks the top-level object; the first string under `key` is the
+    /// answer. The rest is skipped without building values, so a complete
+    /// body costs no error; a truncated one ends in an error that is
+    /// ignored, with the answer already kept if it came before the cut.
     struct Find<'k> {
         key: &'k str,
         found: Option<String>,
@@ -474,14 +496,13 @@ fn json_value(bytes: &[u8], key: &str) -> Option<String> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if k == self.key {
-                    let v: serde_json::Value = map.next_value()?;
-                    if let serde_json::Value::String(s) = v {
+                if self.found.is_none() && k == self.key {
+                    if let serde_json::Value::String(s) = map.next_value()? {
                         self.found = Some(s);
                     }
-                    return Err(serde::de::Error::custom("stop: key found"));
+                } else {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                map.next_value::<IgnoredAny>()?;
             }
             Ok(())
         }
