@@ -168,11 +168,11 @@ pub(crate) fn compile_cases(
                 "use an https:// URL, or remove sni",
             );
         }
-        if !matches!(c.expect.action.as_str(), "allow" | "block") {
+        if !matches!(c.expect.action.as_str(), "allow" | "block" | "warn") {
             e(
                 format!("{base}.expect.action"),
                 format!("unknown action {:?}", c.expect.action),
-                "write allow or block",
+                "write allow, block or warn",
             );
         }
         if let Some(m) = &c.expect.mode {
@@ -261,6 +261,7 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 resolved: c.resolved.as_deref(),
                 sni: c.sni.as_deref(),
                 listeners: &[],
+                acknowledged: None,
             };
             let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();

@@ -75,6 +75,7 @@ impl Exchange {
             mode: Mode::Enforce,
             rule: Reason::RuleMatched.builtin_rule_arc(),
             reason: Reason::RuleMatched,
+            warn: None,
             status: 0,
             bytes_up: 0,
             bytes_down: 0,
@@ -120,6 +121,7 @@ impl Exchange {
             resolved: None,
             sni: None,
             listeners: &state.listeners,
+            acknowledged: None,
         };
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());

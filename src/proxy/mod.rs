@@ -10,7 +10,8 @@
 //! response the proxy makes up itself comes from [`responses`].
 //!
 //! Module graph (no cycles): `handler` → `tunnel`, both → `context`,
-//! `splice`, `upstream`, `responses`, `identify`, `body`, `headers`.
+//! `splice`, `upstream`, `responses`, `identify`, `body`, `headers`;
+//! `handler` → `warn` (the warn rules' gate) → `context`, `responses`.
 
 pub mod body;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod sni;
 pub mod splice;
 pub mod tunnel;
 pub mod upstream;
+pub mod warn;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -119,6 +121,8 @@ pub struct ProxyState {
     pub tracker: TaskTracker,
     /// Set when the drain time is up: open tunnels close (and are recorded).
     pub hard_stop: tokio::sync::watch::Sender<bool>,
+    /// The warn key and the acknowledgement store (see [`warn`]).
+    pub warn: crate::warn::Warnings,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -144,6 +148,7 @@ impl ProxyState {
         config: ProxyConfig,
         listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
+        warn_key: crate::warn::WarnKey,
     ) -> Arc<Self> {
         let client = upstream::pooled_client(
             config.connect_timeout,
@@ -152,6 +157,10 @@ impl ProxyState {
             metrics.clone(),
         );
         let resolver = upstream::Resolver::new(config.resolve.clone(), config.connect_timeout);
+        let warn = crate::warn::Warnings {
+            key: warn_key,
+            store: crate::warn::AckStore::new(metrics.clone()),
+        };
         Arc::new(Self {
             policy,
             recorder,
@@ -165,6 +174,7 @@ impl ProxyState {
             ticks: tokio::sync::watch::channel(0).0,
             tracker: TaskTracker::new(),
             hard_stop: tokio::sync::watch::channel(false).0,
+            warn,
         })
     }
 

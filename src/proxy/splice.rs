@@ -84,6 +84,7 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             resolved: Some(&a.resolved),
             sni: a.sni.as_deref(),
             listeners: &state.listeners,
+            acknowledged: None,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)
