@@ -572,9 +572,18 @@ rules:
         let internal: [IpAddr; 1] = ["10.1.1.1".parse().unwrap()];
         use Entry::*;
         use Warning::*;
-        // entry, host, port, resolved, acknowledged => action, mode, rule, stage, warning
+        /// action, mode, rule, stage, warning
+        type Want = (
+            &'static str,
+            &'static str,
+            &'static str,
+            Stage,
+            Option<Warning>,
+        );
+        /// entry, host, port, resolved, acknowledged => want
+        type Row<'a> = (Entry, &'a str, u16, &'a [IpAddr], Option<bool>, Want);
         #[rustfmt::skip]
-        let cases: &[(Entry, &str, u16, &[IpAddr], Option<bool>, (&str, &str, &str, Stage, Option<Warning>))] = &[
+        let cases: &[Row] = &[
             (Request, "www.tiktok.com", 80, &public, None, ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Unchecked))),
             (Request, "v16.tiktok.com", 80, &public, Some(false), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Due))),
             (Request, "www.tiktok.com", 80, &public, Some(true), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Acknowledged))),

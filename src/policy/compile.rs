@@ -738,7 +738,7 @@ impl Compiler<'_> {
         }
     }
 
-    /// A duration written like `1h`, `30m`, `1h30m` or `90s`, between
+    /// A duration written like `1h`, `30m`, `1h30m`, `2d` or `90s`, between
     /// `min` and `max`.
     fn duration(
         &mut self,
@@ -748,10 +748,15 @@ impl Compiler<'_> {
         max: Duration,
         example: &str,
     ) -> Option<Duration> {
+        // Days count as 24 hours; months and years are not durations.
         let parsed = s
             .trim()
-            .parse::<jiff::SignedDuration>()
+            .parse::<jiff::Span>()
             .ok()
+            .and_then(|span| {
+                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
             .and_then(|d| Duration::try_from(d).ok());
         let Some(d) = parsed else {
             self.err(

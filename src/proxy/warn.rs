@@ -275,8 +275,9 @@ mod tests {
     #[test]
     fn page_loads_get_the_page_everything_else_the_short_answer() {
         let get = Method::GET;
+        type Headers<'a> = &'a [(&'a str, &'a str)];
         #[rustfmt::skip]
-        let cases: &[(&Method, &[(&str, &str)], bool)] = &[
+        let cases: &[(&Method, Headers, bool)] = &[
             (&get, &[("sec-fetch-mode", "navigate"), ("accept", "*/*")], true),
             (&get, &[("sec-fetch-mode", "no-cors"), ("accept", "text/html")], false),
             (&get, &[("sec-fetch-mode", "cors"), ("accept", "application/json")], false),

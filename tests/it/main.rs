@@ -23,4 +23,5 @@ mod reporting;
 mod safety;
 mod schema;
 mod streaming;
+mod warn;
 mod websocket;
