@@ -121,7 +121,7 @@ pub struct ProxyState {
     pub tracker: TaskTracker,
     /// Set when the drain time is up: open tunnels close (and are recorded).
     pub hard_stop: tokio::sync::watch::Sender<bool>,
-    /// The warn key and the acknowledgement store (see [`warn`]).
+    /// The warn key and the acknowledgement store (see [`crate::warn`]).
     pub warn: crate::warn::Warnings,
 }
 

@@ -128,7 +128,13 @@ fn metric(proxy: &TestProxy, name: &str, labels: &[(&str, &str)]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The `warn` value of each line, after checking every line against the
+/// schema docs/access-log.md documents.
 fn warns_logged(lines: &[serde_json::Value]) -> Vec<String> {
+    let schema = crate::observability::documented_schema();
+    for l in lines {
+        schema.check(l, &["tiktok-caution"]);
+    }
     lines
         .iter()
         .map(|l| l["warn"].as_str().unwrap_or("-").to_string())
