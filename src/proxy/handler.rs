@@ -138,7 +138,7 @@ async fn forward(
     }
     // Warn rules: the warning, the Continue link, or a pass once acknowledged.
     let target = warn::Target {
-        scheme: "http",
+        scheme: uri.scheme_str().unwrap_or("http"),
         host: &host,
         port,
     };

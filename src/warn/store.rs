@@ -11,6 +11,12 @@
 //!   and `GET`, so replicas sharing the server (and the pseudonym key the
 //!   warn key is derived from) agree. Redis's own expiry only collects
 //!   garbage: the end instant stored is compared with the proxy's clock.
+//!   An acknowledgement is never withdrawn before its end, so each replica
+//!   keeps the ones it has seen (saved, or found in Redis) in the same
+//!   bounded memory map and answers them from there until they end: a
+//!   person who continued costs Redis one `GET` per replica, not one per
+//!   request. Only "not acknowledged" is always asked of Redis, since
+//!   another replica may have taken the Continue.
 //!
 //! Redis is reached through one multiplexed connection, made on first use
 //! and again after a failure, at most once per [`RECONNECT_AFTER`]; in
@@ -40,7 +46,7 @@ use crate::policy::{RedisUrl, State};
 /// The most acknowledgements kept in memory.
 pub const MEMORY_CAPACITY: usize = 100_000;
 /// How long to wait for Redis to accept a connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long one command may take before it counts as a fault.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a failed connection, how long the store answers with a fault at
@@ -49,7 +55,8 @@ pub const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 const KEY_PREFIX: &str = "socialgate:warn-ack:";
 
-/// The store could not answer; the caller fails toward the warning.
+/// The store could not answer; the caller fails toward the warning (an
+/// acknowledgement this replica has already seen still counts).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the acknowledgement store at {store} failed: {detail}")]
 pub struct StoreFault {
@@ -105,14 +112,22 @@ impl AckStore {
         key: &AckKey,
         now: Timestamp,
     ) -> Result<bool, StoreFault> {
-        match &state.redis {
-            None => Ok(self.memory_get(key).is_some_and(|end| end > now)),
-            Some(url) => {
-                let backend = self.backend(url);
-                let got = backend.lookup(key).await;
-                let end = self.settle(&backend, Op::Lookup, got)?;
-                Ok(end.is_some_and(|ms| ms > now.as_millisecond()))
+        if self.memory_get(key).is_some_and(|end| end > now) {
+            return Ok(true);
+        }
+        let Some(url) = &state.redis else {
+            return Ok(false);
+        };
+        let backend = self.backend(url);
+        let got = backend.lookup(key).await;
+        let end = self.settle(&backend, Op::Lookup, got)?;
+        match end.and_then(|ms| Timestamp::from_millisecond(ms).ok()) {
+            Some(end) if end > now => {
+                // Seen once, known until it ends.
+                self.memory_put(*key, now, end);
+                Ok(true)
             }
+            _ => Ok(false),
         }
     }
 
@@ -133,13 +148,16 @@ impl AckStore {
                 let backend = self.backend(url);
                 let ttl_ms = (end.as_millisecond() - now.as_millisecond()).max(1);
                 let done = backend.save(key, end.as_millisecond(), ttl_ms).await;
-                self.settle(&backend, Op::Save, done)
+                self.settle(&backend, Op::Save, done)?;
+                // Only once Redis has it: an unsaved Continue counts nowhere.
+                self.memory_put(*key, now, end);
+                Ok(())
             }
         }
     }
 
-    /// Acknowledgements held in memory now (expired ones included until
-    /// they are swept).
+    /// Acknowledgements held in memory now (with Redis: the ones this
+    /// replica has seen), expired ones included until they are swept.
     pub fn memory_len(&self) -> usize {
         self.lock_memory().len()
     }
@@ -256,6 +274,7 @@ impl Redis {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(COMMAND_TIMEOUT));
+            // The handshake sends commands too: allow for one of them.
             tokio::time::timeout(
                 CONNECT_TIMEOUT + COMMAND_TIMEOUT,
                 client.get_multiplexed_async_connection_with_config(&config),

@@ -448,6 +448,17 @@ async fn explain_and_check_say_what_a_warn_rule_does() {
     let (code, out, err) = socialgate(&["check", policy]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(": ok ("), "{out}");
+
+    // Policy tests can expect a warning.
+    dir.write(
+        "tests.yaml",
+        "tests:\n  - {name: warned, client: 127.0.0.1, url: \"http://www.tiktok.com/\", expect: {action: warn, rule: tiktok-caution}}\n  - {name: tunnel, client: 127.0.0.1, url: \"https://www.tiktok.com/\", expect: {action: warn, mode: enforce}}\n",
+    );
+    let (code, out, err) = socialgate(&["test", policy]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    let (code, out, err) = socialgate(&["check", policy]).await;
+    assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("note: policy.yaml: rules[0]: rule \"tiktok-caution\" warns on TikTok"),
         "{out}"
@@ -572,6 +583,40 @@ async fn the_report_shows_the_continue_rate_per_group_and_platform_k_anonymously
     let html = std::fs::read_to_string(out.path().join("r.html")).unwrap();
     assert!(html.contains("Warnings and continues by group and platform"));
     assert!(html.contains("t-warnings"));
+
+    // simulate: the same policy changes nothing (continuing is the person's
+    // doing, not the policy's); blocking TikTok instead would refuse it all.
+    let log = proxy.log_path.to_str().unwrap();
+    let simulate = |dir: std::path::PathBuf| async move {
+        let (code, out, err) = socialgate(&[
+            "simulate",
+            "--format",
+            "json",
+            "--log",
+            log,
+            "--policy",
+            dir.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let same = simulate(proxy.policy.path().to_path_buf()).await;
+    assert_eq!(same["changed"], 0, "{same}");
+    let block = PolicyDir::new(
+        &std::fs::read_to_string(proxy.policy.path().join("policy.yaml"))
+            .unwrap()
+            .replace("action: warn", "action: block"),
+    );
+    std::fs::copy(
+        proxy.policy.path().join("users.htpasswd"),
+        block.path().join("users.htpasswd"),
+    )
+    .unwrap();
+    let doc = simulate(block.path().to_path_buf()).await;
+    assert_eq!(doc["changed"], 16, "{doc}");
+    assert_eq!(doc["changes"][0]["from"], "warned", "{doc}");
+    assert_eq!(doc["changes"][0]["to"], "refused", "{doc}");
 }
 
 /// [`POLICY`] with acknowledgements in `redis`.
@@ -629,33 +674,52 @@ async fn when_redis_dies_the_warning_comes_back_and_the_fault_is_counted() {
         return;
     };
     let origin = Origin::start().await;
-    let proxy = start(&in_redis(&redis)).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("pseudonym.key");
+    let a = start_with(PolicyDir::new(&in_redis(&redis)), Some(key.clone())).await;
+    let b = start_with(PolicyDir::new(&in_redis(&redis)), Some(key)).await;
     let port = origin.port();
     let page = format!("http://www.tiktok.com:{port}/hello");
-    let c = browser(&proxy, "127.0.0.1");
-    let href = warned(&c, &page).await;
-    let cont = format!("http://www.tiktok.com:{port}{href}");
-    assert_eq!(navigate(&c, &cont).await.status(), 303);
-    assert_eq!(navigate(&c, &page).await.status(), 200);
-    let errors = |op: &str| metric(&proxy, "socialgate_warn_store_errors_total", &[("op", op)]);
-    assert_eq!(errors("lookup"), 0);
+    let (on_a, on_b) = (browser(&a, "127.0.0.1"), browser(&b, "127.0.0.1"));
+    // The person continues through B; A has not seen it yet.
+    let href = warned(&on_a, &page).await;
+    assert_eq!(
+        navigate(&on_b, &format!("http://www.tiktok.com:{port}{href}"))
+            .await
+            .status(),
+        303
+    );
+    let errors =
+        |p: &TestProxy, op: &str| metric(p, "socialgate_warn_store_errors_total", &[("op", op)]);
 
     redis.kill().await;
-    // Fails toward the warning: shown again, and counted.
-    let r = navigate(&c, &page).await;
+    // A cannot ask Redis: it fails toward the warning, and counts it.
+    let r = navigate(&on_a, &page).await;
     assert_eq!(r.status(), 403);
     assert_eq!(warn_header(&r), "shown");
-    assert_eq!(errors("lookup"), 1);
+    assert_eq!(errors(&a, "lookup"), 1);
     // A Continue cannot be remembered: the person is told to try again.
-    let r = navigate(&c, &cont).await;
+    let href = continue_href(&r.text().await.unwrap());
+    let r = navigate(&on_a, &format!("http://www.tiktok.com:{port}{href}")).await;
     assert_eq!(r.status(), 503);
     assert_eq!(warn_header(&r), "unsaved");
     assert!(r.text().await.unwrap().contains("could not be saved"));
-    assert_eq!(errors("save"), 1);
-    let lines = proxy.exactly_log_lines(5).await;
+    assert_eq!(errors(&a, "save"), 1);
+    // B saved the Continue itself and knows until when it holds: the
+    // person passes there without Redis. Someone else is warned again.
+    assert_eq!(navigate(&on_b, &page).await.status(), 200);
+    assert_eq!(errors(&b, "lookup"), 0);
+    let other = browser(&b, "127.0.0.4");
+    assert_eq!(warn_header(&subresource(&other, &page).await), "held");
+    assert_eq!(errors(&b, "lookup"), 1);
+
     assert_eq!(
-        warns_logged(&lines),
-        ["shown", "continued", "acknowledged", "shown", "unsaved"]
+        warns_logged(&a.exactly_log_lines(3).await),
+        ["shown", "shown", "unsaved"]
+    );
+    assert_eq!(
+        warns_logged(&b.exactly_log_lines(3).await),
+        ["continued", "acknowledged", "held"]
     );
 }
 
