@@ -249,7 +249,7 @@ pub fn warning_page(
         .as_deref()
         .map(|m| format!("<p class=\"msg\">{}</p>", escape(m)))
         .unwrap_or_default();
-    let remember = crate::policy::compile::human_duration(policy.warn.remember);
+    let remember = in_words(policy.warn.remember);
     let scope = match &d.platform_name {
         Some(p) => format!("all of {}'s sites", escape(p)),
         None => escape(host),
@@ -334,6 +334,26 @@ pub fn warning_held(
         .expect("valid held response")
 }
 
+/// `1 hour`, `90 minutes`, `1 day 12 hours`: a duration for people.
+fn in_words(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let parts = [
+        (s / 86_400, "day"),
+        (s % 86_400 / 3600, "hour"),
+        (s % 3600 / 60, "minute"),
+    ];
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if words.is_empty() {
+        format!("{s} seconds")
+    } else {
+        words.join(" ")
+    }
+}
+
 /// After a valid Continue: back to the page asked for (`location`, on the
 /// same site).
 pub fn continue_redirect(location: &str) -> Response<ProxyBody> {
@@ -399,3 +419,17 @@ pub fn continue_refused(
 }
 
 pub use crate::html::escape;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(in_words(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(in_words(Duration::from_secs(5400)), "1 hour 30 minutes");
+        assert_eq!(in_words(Duration::from_secs(2 * 86_400)), "2 days");
+        assert_eq!(in_words(Duration::from_secs(60)), "1 minute");
+    }
+}

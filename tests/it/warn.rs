@@ -162,7 +162,7 @@ async fn warns_on_a_page_load_holds_subresources_and_continue_lets_the_whole_pla
         "Test Corp",
         "Ask the test desk.",
         "Continue to TikTok",
-        "remembered for 2h",
+        "remembered for 2 hours",
     ] {
         assert!(body.contains(text), "{text:?} missing from {body}");
     }
