@@ -598,7 +598,11 @@ pub fn format_event(ev: &Event, format: LogFormat, out: &mut Vec<u8>) {
 /// `time elapsed client code/status bytes method URL user hierarchy/peer type`.
 fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     let secs = ev.time.as_millisecond() as f64 / 1000.0;
-    let refused = Verdict::of(ev.action, ev.mode).refused();
+    // Answered by socialgate itself: a refusal, or a request held at a warning.
+    let refused = matches!(
+        Verdict::of_record(ev.action, ev.mode, ev.warn),
+        Verdict::Refused | Verdict::Warned
+    );
     let code = if refused {
         "TCP_DENIED"
     } else if ev.error.is_some() && ev.status >= 500 {
@@ -690,6 +694,7 @@ mod tests {
             mode: Mode::Report,
             rule: Arc::from("no-tiktok"),
             reason: Reason::RuleMatched,
+            warn: None,
             status: 403,
             bytes_up: 12,
             bytes_down: u64::MAX,

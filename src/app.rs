@@ -162,6 +162,9 @@ impl App {
             .collect::<Result<_, _>>()
             .context("cannot read the transparent listening address")?;
 
+        // Continue links and acknowledgement keys: derived from the
+        // pseudonym key, so replicas that share it accept each other's links.
+        let warn_key = crate::warn::WarnKey::new(&pseudonymizer.derive_key(crate::warn::KEY_LABEL));
         // Whether to pseudonymise is the exchange's own policy snapshot's
         // choice (`Event::pseudonymize`); the writer only applies the key.
         let users: UserMapper = Arc::new(move |u: &str| pseudonymizer.pseudonym(u));
@@ -207,6 +210,7 @@ impl App {
             cfg.proxy.clone(),
             self_addrs,
             metrics.clone(),
+            warn_key,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
@@ -261,7 +265,7 @@ impl App {
         background.push(tokio::spawn(reload::watch_sighup(handle.clone())));
         background.push(tokio::spawn(proxy::clock::run(
             handle.clone(),
-            cfg.proxy.clock,
+            cfg.proxy.clock.clone(),
             state.ticks.clone(),
         )));
         #[cfg(unix)]

@@ -343,6 +343,10 @@ pub struct ExplainArgs {
     /// The TLS server name the client sends in its ClientHello (https:// only); default: the URL's host.
     #[arg(long, value_name = "NAME")]
     pub sni: Option<String>,
+    /// Decide as if the person had continued past the deciding warn rule's warning (within
+    /// warn.remember); without it, explain says what happens until they do.
+    #[arg(long)]
+    pub acknowledged: bool,
     /// Do not resolve the host: the destination stage then checks IP literals only.
     #[arg(long)]
     pub no_resolve: bool,
@@ -678,6 +682,9 @@ fn check(d: DirArg) -> ExitCode {
                 p.cases.len(),
                 p.source.hash
             );
+            for note in crate::policy::advice::advice(&p) {
+                println!("{note}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -754,6 +761,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         activity,
         resolved_by_parent: false,
         original: a.original_dst,
+        acknowledged: None,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -801,6 +809,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         activity,
         resolved_by_parent: parent_resolves,
         original: a.original_dst,
+        acknowledged: a.acknowledged.then_some(true),
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);
@@ -894,12 +903,24 @@ fn explain(a: ExplainArgs) -> ExitCode {
         d.rule,
         d.reason.as_str(),
         adm.stage.as_str(),
-        if d.mode == crate::policy::Mode::Report && d.action == crate::policy::Action::Block {
-            " — report mode: traffic would pass"
-        } else {
-            ""
+        match (d.mode, d.action) {
+            (crate::policy::Mode::Report, crate::policy::Action::Block) =>
+                " — report mode: traffic would pass",
+            (crate::policy::Mode::Report, crate::policy::Action::Warn) =>
+                " — report mode: traffic passes without a warning",
+            _ => "",
         }
     );
+    if let Some(w) = adm.warning {
+        use crate::policy::Warning;
+        let remember = crate::policy::compile::human_duration(policy.warn.remember);
+        let text = match w {
+            Warning::Unshown => "not shown: no page can be shown inside an HTTPS tunnel that is not inspected; the tunnel passes (recorded warn: unshown)".to_string(),
+            Warning::Unchecked | Warning::Due => format!("shown until the person continues: page loads get the warning page with a Continue link, other requests a 403; a Continue is remembered for {remember} (warn.remember) for the platform's every domain. With --acknowledged: passes"),
+            Warning::Acknowledged => format!("acknowledged (--acknowledged): the person continued within {remember}, so the request passes"),
+        };
+        println!("warning:  {text}");
+    }
     if let Some(m) = &d.message {
         println!("message:  {m}");
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::{Action, Activity, Class, ErrorKind, Mode, Reason};
+use crate::outcome::{Action, Activity, Class, ErrorKind, Mode, Reason, WarnOutcome};
 
 /// What kind of traffic a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +89,7 @@ pub struct Event {
     /// A top-level navigation or a tunnel to a platform's own domain: the
     /// requests that count towards estimated active time.
     pub foreground: bool,
-    /// The action of the deciding rule (`allow` or `block`).
+    /// The action of the deciding rule (`allow`, `block` or `warn`).
     pub action: Action,
     /// `enforce`, or `report` when the action was only recorded.
     pub mode: Mode,
@@ -97,6 +97,10 @@ pub struct Event {
     pub rule: Arc<str>,
     /// A stable, short reason label (see docs/access-log.md).
     pub reason: Reason,
+    /// What an enforced `warn` rule did: `shown`, `held`, `continued`,
+    /// `acknowledged`, `unshown`, `bad-link` or `unsaved`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn: Option<WarnOutcome>,
     /// The HTTP status sent to the client (200 for an established tunnel).
     pub status: u16,
     /// Bytes from the client to the upstream (request body / tunnel upstream).

@@ -21,6 +21,8 @@
 //! - [`event`] and [`accesslog`]: every request or tunnel ends in exactly one
 //!   `Event`; the access log is written from it off the hot path.
 //! - [`pseudonym`]: keyed HMAC pseudonyms for users in logs and reports.
+//! - [`warn`]: the state behind `action: warn`: signed Continue links and
+//!   acknowledgements (in memory, or in Redis shared by replicas).
 //! - [`activetime`]: estimated active time (5-minute idle sessions), shared
 //!   by reports and, later, budgets.
 //! - [`report`]: `socialgate report`, offline: reads access logs only.
@@ -56,4 +58,5 @@ pub mod pseudonym;
 pub mod reload;
 pub mod report;
 pub mod simulate;
+pub mod warn;
 pub mod yaml;

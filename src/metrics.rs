@@ -42,6 +42,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     policy_info: IntGaugeVec,
     log_dropped: IntCounter,
+    warnings: IntCounterVec,
+    warn_store_errors: IntCounterVec,
     connections: IntGauge,
     tunnels: IntGauge,
     in_flight: IntGauge,
@@ -160,6 +162,18 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(log_dropped.clone()))
             .expect("unique metric");
+        let warnings = counter_vec(
+            &r,
+            "socialgate_warnings_total",
+            "What enforced warn rules did, by group, platform, rule and outcome (shown, held, continued, acknowledged, unshown, bad-link, unsaved).",
+            &["group", "platform", "rule", "outcome"],
+        );
+        let warn_store_errors = counter_vec(
+            &r,
+            "socialgate_warn_store_errors_total",
+            "Warn acknowledgement lookups and saves that failed because the Redis state store could not be reached or did not answer in time (the warning was shown again), by operation (lookup, save).",
+            &["op"],
+        );
         let connections = gauge(
             &r,
             "socialgate_active_connections",
@@ -190,6 +204,8 @@ impl Metrics {
             reloads,
             policy_info,
             log_dropped,
+            warnings,
+            warn_store_errors,
             connections,
             tunnels,
             in_flight,
@@ -207,6 +223,11 @@ impl Metrics {
     /// `n` access-log records did not reach the log (queue full or write failed).
     pub fn log_dropped(&self, n: u64) {
         self.log_dropped.inc_by(n);
+    }
+
+    /// A warn acknowledgement lookup or save failed (the store is unreachable).
+    pub fn warn_store_error(&self, op: &str) {
+        self.warn_store_errors.with_label_values(&[op]).inc();
     }
 
     /// Records a reload attempt and the policy now in force.
@@ -292,6 +313,11 @@ impl Observer for Metrics {
         }
         if let Some(e) = &ev.error {
             self.errors.with_label_values(&[e.as_str()]).inc();
+        }
+        if let Some(w) = ev.warn {
+            self.warnings
+                .with_label_values(&[group, platform, &ev.rule, w.as_str()])
+                .inc();
         }
         if matches!(ev.reason, Reason::AuthFailed | Reason::AuthRequired) {
             self.auth_failures

@@ -1,7 +1,7 @@
 //! Admission: everything socialgate decides about a request or a tunnel, in
 //! one pure function.
 //!
-//! [`admit`] runs four stages over the facts the shell gathered, in order,
+//! [`admit`] runs five stages over the facts the shell gathered, in order,
 //! and stops at the first refusal:
 //!
 //! 1. **rules**: groups, the ordered rules and the defaults ([`decide`]);
@@ -17,12 +17,17 @@
 //!    addresses, on the same port (`destination-mismatch`);
 //! 4. **sni**: the ClientHello's server name against the CONNECT authority
 //!    (a different name is domain fronting, `tunnels.sni_mismatch`), and the
-//!    rules again on that name.
+//!    rules again on that name;
+//! 5. **warn**: what an enforced `warn` rule asks of traffic that passed the
+//!    other stages ([`Warning`]): a request is held at the warning unless
+//!    the person continued (a fact the shell looks up in its acknowledgement
+//!    store), a CONNECT tunnel passes since no page can be shown inside it.
 //!
 //! The proxy learns its facts over time: the DNS answer after the rules
 //! passed, the ClientHello after the tunnel is open. It runs the later
 //! stages ([`destination_stage`], [`sni_stage`]) as those facts arrive, on
-//! the same policy snapshot; `explain`, `test` and `simulate` run [`admit`]
+//! the same policy snapshot, and [`warn_stage`] once it knows whether the
+//! person acknowledged the warning; `explain`, `test` and `simulate` run [`admit`]
 //! with all facts at once. Either way the same functions decide, so they
 //! cannot disagree. No IO, no clock, no DNS here: the shell passes `now`
 //! and the resolved addresses in.
@@ -32,9 +37,10 @@ use std::net::{IpAddr, SocketAddr};
 use jiff::Timestamp;
 
 use super::activity::Activity;
+use super::compile::human_duration;
 use super::decide::{decide_with, Decision, Reason, RequestFacts, TraceStep};
 use super::host::{normalize_host, Host};
-use super::{canonical_ip, Action, Policy};
+use super::{canonical_ip, Action, Mode, Policy};
 
 /// How the traffic reached socialgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +78,10 @@ pub struct Facts<'a> {
     /// Where a redirected connection was going (transparent mode: the
     /// socket's original destination); `None` for proxy clients.
     pub original: Option<SocketAddr>,
+    /// Whether the person continued past the deciding `warn` rule's warning
+    /// for this platform within `warn.remember`; `None` when not looked up
+    /// (yet). Only asked when a warn rule decides.
+    pub acknowledged: Option<bool>,
 }
 
 /// The stage that settled the outcome.
@@ -81,6 +91,7 @@ pub enum Stage {
     Port,
     Destination,
     Sni,
+    Warn,
 }
 
 impl Stage {
@@ -90,7 +101,31 @@ impl Stage {
             Stage::Port => "port",
             Stage::Destination => "destination",
             Stage::Sni => "sni",
+            Stage::Warn => "warn",
         }
+    }
+}
+
+/// What an enforced `warn` rule asks of traffic the other stages passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warning {
+    /// Not known yet whether the person continued: the shell looks it up
+    /// and runs [`warn_stage`] with the answer.
+    Unchecked,
+    /// The person has not continued: hold the request at the warning (the
+    /// page on a navigation, a short 403 otherwise).
+    Due,
+    /// The person continued within `warn.remember`: the traffic passes.
+    Acknowledged,
+    /// A CONNECT tunnel: no page can be shown inside it, so it passes
+    /// (recorded `warn: unshown`).
+    Unshown,
+}
+
+impl Warning {
+    /// True when the traffic must not go on yet.
+    pub fn holds(self) -> bool {
+        matches!(self, Warning::Unchecked | Warning::Due)
     }
 }
 
@@ -103,11 +138,18 @@ pub struct Admission {
     /// The host the final decision was made on: the SNI's when the tunnel
     /// named another host and that was allowed, else the target's.
     pub decided_host: Host,
+    /// Set when an enforced `warn` rule decided and nothing refused.
+    pub warning: Option<Warning>,
 }
 
 impl Admission {
     pub fn refuses(&self) -> bool {
         self.decision.refuses()
+    }
+
+    /// True when a warning holds the traffic (or still has to be looked up).
+    pub fn warning_holds(&self) -> bool {
+        self.warning.is_some_and(Warning::holds)
     }
 }
 
@@ -157,6 +199,7 @@ fn admit_inner(
         decision,
         stage: Stage::Rules,
         decided_host: facts.host.clone(),
+        warning: None,
     };
     if adm.refuses() {
         return adm;
@@ -187,9 +230,9 @@ fn admit_inner(
     });
     adm.stage = Stage::Destination;
     if let Some(name) = facts.sni {
-        adm = sni_stage_inner(policy, facts, groups, name, adm, now, trace);
+        adm = sni_stage_inner(policy, facts, groups, name, adm, now, trace.as_deref_mut());
     }
-    adm
+    warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, trace)
 }
 
 /// Stage 2: a CONNECT must go to a port in `tunnels.ports`.
@@ -341,7 +384,7 @@ fn is_own_listener(ip: IpAddr, port: u16, listeners: &[SocketAddr]) -> bool {
 
 /// Stage 4, for a tunnel whose ClientHello arrived: `admitted` is what the
 /// earlier stages said (on the same snapshot); the result is the tunnel's
-/// final admission.
+/// final admission (the warn stage included).
 pub fn sni_stage(
     policy: &Policy,
     facts: &Facts<'_>,
@@ -349,7 +392,70 @@ pub fn sni_stage(
     admitted: Admission,
     now: Timestamp,
 ) -> Admission {
-    sni_stage_inner(policy, facts, None, name, admitted, now, None)
+    let adm = sni_stage_inner(policy, facts, None, name, admitted, now, None);
+    warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, None)
+}
+
+/// Stage 5, once the shell knows whether the person acknowledged the
+/// deciding rule's warning: `admitted` is what the earlier stages said (on
+/// the same snapshot). A refusal, an allow, or a warn rule in report mode
+/// is left as it is.
+pub fn warn_stage(
+    policy: &Policy,
+    entry: Entry,
+    acknowledged: bool,
+    admitted: Admission,
+) -> Admission {
+    warn_stage_inner(policy, entry, Some(acknowledged), admitted, None)
+}
+
+fn warn_stage_inner(
+    policy: &Policy,
+    entry: Entry,
+    acknowledged: Option<bool>,
+    mut adm: Admission,
+    mut trace: Option<&mut Vec<TraceStep>>,
+) -> Admission {
+    let d = &adm.decision;
+    if d.refuses() || d.action != Action::Warn || d.mode != Mode::Enforce {
+        adm.warning = None;
+        return adm;
+    }
+    adm.stage = Stage::Warn;
+    let remember = human_duration(policy.warn.remember);
+    let (warning, note) = match (entry, acknowledged) {
+        (Entry::Connect, _) => (
+            Warning::Unshown,
+            format!(
+                "rule {} warns, but no page can be shown inside an HTTPS tunnel that is not inspected: the tunnel passes (recorded warn: unshown)",
+                d.rule
+            ),
+        ),
+        (Entry::Request, None) => (
+            Warning::Unchecked,
+            format!(
+                "rule {} warns: the person gets the warning unless they continued within {remember} (warn.remember)",
+                d.rule
+            ),
+        ),
+        (Entry::Request, Some(true)) => (
+            Warning::Acknowledged,
+            format!(
+                "the person continued past rule {}'s warning within {remember}: passes",
+                d.rule
+            ),
+        ),
+        (Entry::Request, Some(false)) => (
+            Warning::Due,
+            format!(
+                "the person has not continued past rule {}'s warning: it is shown (a page on page loads, a 403 otherwise)",
+                d.rule
+            ),
+        ),
+    };
+    step(&mut trace, Stage::Warn, warning.holds(), || note);
+    adm.warning = Some(warning);
+    adm
 }
 
 fn sni_stage_inner(
@@ -504,6 +610,7 @@ rules:
             activity: None,
             resolved_by_parent: false,
             original: None,
+            acknowledged: None,
         };
         admit(p, &facts, WORK.parse().unwrap())
     }
@@ -630,6 +737,7 @@ rules:
                 resolved_by_parent: c.by_parent,
                 original: c.original.map(|o| o.parse().unwrap()),
                 activity: None,
+                acknowledged: None,
             };
             let what = format!(
                 "{}:{} {:?} parent={} original={:?}",
@@ -654,6 +762,93 @@ rules:
                     );
                 }
                 None => assert!(!a.refuses(), "{what}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_warn_rule_holds_requests_until_acknowledged_and_lets_tunnels_pass_unshown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+        let policy = POLICY
+            .replace(
+                "  - {id: no-tiktok, groups: [staff], platforms: [tiktok], action: block}",
+                "  - {id: tiktok-caution, groups: [staff], platforms: [tiktok], action: warn}\n  - {id: linkedin-dry, groups: [staff], platforms: [linkedin], action: warn, mode: report}",
+            );
+        std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+        let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let listeners: [SocketAddr; 1] = ["127.0.0.1:3128".parse().unwrap()];
+        let public: [IpAddr; 1] = ["93.184.216.34".parse().unwrap()];
+        let internal: [IpAddr; 1] = ["10.1.1.1".parse().unwrap()];
+        use Entry::*;
+        use Warning::*;
+        /// action, mode, rule, stage, warning
+        type Want = (
+            &'static str,
+            &'static str,
+            &'static str,
+            Stage,
+            Option<Warning>,
+        );
+        /// entry, host, port, resolved, acknowledged => want
+        type Row<'a> = (Entry, &'a str, u16, &'a [IpAddr], Option<bool>, Want);
+        #[rustfmt::skip]
+        let cases: &[Row] = &[
+            (Request, "www.tiktok.com", 80, &public, None, ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Unchecked))),
+            (Request, "v16.tiktok.com", 80, &public, Some(false), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Due))),
+            (Request, "www.tiktok.com", 80, &public, Some(true), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Acknowledged))),
+            (Connect, "www.tiktok.com", 443, &public, None, ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Unshown))),
+            (Connect, "www.tiktok.com", 443, &public, Some(false), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Unshown))),
+            // Other stages refuse first: no warning to show.
+            (Connect, "www.tiktok.com", 8443, &public, None, ("block", "enforce", "builtin:tunnel", Stage::Port, None)),
+            (Request, "www.tiktok.com", 80, &internal, None, ("block", "enforce", "builtin:destination", Stage::Destination, None)),
+            // Report mode: recorded as warn, nothing held.
+            (Request, "www.linkedin.com", 80, &public, None, ("warn", "report", "linkedin-dry", Stage::Destination, None)),
+        ];
+        for (entry, host, port, resolved, ack, want) in cases {
+            let h = normalize_host(host).unwrap();
+            let facts = Facts {
+                entry: *entry,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &h,
+                port: *port,
+                resolved: Some(resolved),
+                sni: None,
+                listeners: &listeners,
+                acknowledged: *ack,
+                activity: None,
+                resolved_by_parent: false,
+                original: None,
+            };
+            let mut trace = Vec::new();
+            let a = admit_traced(&p, &facts, WORK.parse().unwrap(), &mut trace);
+            let what = format!("{entry:?} {host}:{port} {ack:?}");
+            assert_eq!(a.decision.action.as_str(), want.0, "action for {what}");
+            assert_eq!(a.decision.mode.as_str(), want.1, "mode for {what}");
+            assert_eq!(&*a.decision.rule, want.2, "rule for {what}");
+            assert_eq!(a.stage, want.3, "stage for {what}");
+            assert_eq!(a.warning, want.4, "warning for {what}");
+            assert!(!a.decision.refuses() || a.warning.is_none(), "{what}");
+            if a.stage == Stage::Warn {
+                let last = trace.last().unwrap();
+                assert_eq!(last.rule, "stage:warn", "{what}");
+                assert_eq!(last.matched, a.warning_holds(), "{what}");
+            }
+            // The shell's later call agrees with admit given the fact at once.
+            if *entry == Request && ack.is_none() && a.warning.is_some() {
+                for fact in [false, true] {
+                    let later = warn_stage(&p, Request, fact, a.clone());
+                    let direct = admit(
+                        &p,
+                        &Facts {
+                            acknowledged: Some(fact),
+                            ..facts
+                        },
+                        WORK.parse().unwrap(),
+                    );
+                    assert_eq!(later, direct, "{what} acknowledged={fact}");
+                }
             }
         }
     }

@@ -226,11 +226,11 @@ pub(crate) fn compile_cases(
             );
         }
         if let Some(a) = &c.expect.action {
-            if !matches!(a.as_str(), "allow" | "block") {
+            if !matches!(a.as_str(), "allow" | "block" | "warn") {
                 e(
                     format!("{base}.expect.action"),
                     format!("unknown action {a:?}"),
-                    "write allow or block",
+                    "write allow, block or warn",
                 );
             }
         }
@@ -256,7 +256,7 @@ pub(crate) fn compile_cases(
             e(
                 format!("{base}.expect"),
                 "the case expects nothing".into(),
-                "give expect.action (allow or block), expect.activity, or both",
+                "give expect.action (allow, block or warn), expect.activity, or both",
             );
         }
         if let Some(sig) = &c.expect.signature {
@@ -431,6 +431,7 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 activity: activity.as_ref().map(|a| a.activity),
                 resolved_by_parent: false,
                 original: None,
+                acknowledged: None,
             };
             let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();

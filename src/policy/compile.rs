@@ -338,6 +338,8 @@ impl Compiler<'_> {
         };
 
         let pac = self.pac(&raw.pac);
+        let warn = self.warn(&raw.warn);
+        let state = self.state(&raw.state);
 
         // Groups.
         let mut groups = Vec::new();
@@ -495,7 +497,7 @@ impl Compiler<'_> {
                         "remove it, or make the rule read_only",
                     );
                 }
-                (self.action(&format!("{base}.action"), &r.action), None)
+                (self.rule_action(&format!("{base}.action"), &r.action), None)
             };
             let activities = if r.activities.is_empty() {
                 None
@@ -608,6 +610,8 @@ impl Compiler<'_> {
             tunnels,
             logging,
             pac,
+            warn,
+            state,
             cases: Vec::new(),
             activities: Default::default(),
         })
@@ -711,27 +715,147 @@ impl Compiler<'_> {
         }
     }
 
-    fn action(&mut self, path: &str, s: &str) -> Action {
+    /// A rule's action: `allow`, `block` or `warn` (`read_only` is taken
+    /// apart before, with its `unknown:`).
+    fn rule_action(&mut self, path: &str, s: &str) -> Action {
         match s {
-            "allow" => Action::Allow,
-            "block" => Action::Block,
-            "warn" => {
+            "warn" => Action::Warn,
+            "read_only" => {
                 self.err(
                     path,
-                    format!("action {s:?} is not available yet"),
-                    "this version supports `allow`, `block` and (in rules) `read_only`",
+                    "`read_only` is decided with the rule",
+                    "this is a bug in socialgate: please report it",
                 );
                 Action::Block
             }
             other => {
+                self.action_among(path, other, "write `allow`, `block`, `warn` or `read_only`")
+            }
+        }
+    }
+
+    /// An action outside rules (defaults, `tunnels.sni_mismatch`): `allow`
+    /// or `block`. A warning needs a rule: its Continue is remembered per
+    /// rule.
+    fn action(&mut self, path: &str, s: &str) -> Action {
+        match s {
+            "warn" => {
                 self.err(
                     path,
-                    format!("unknown action {other:?}"),
-                    "write `allow` or `block`",
+                    "`warn` is a rule's action, not available here",
+                    "write `allow` or `block` here, and add a rule with `action: warn` for the traffic to warn about",
                 );
                 Action::Block
             }
+            "read_only" => {
+                self.err(
+                    path,
+                    "`read_only` is a rule's action, not available here",
+                    "write `allow` or `block` here, and add a rule with `action: read_only` for the platforms to keep read-only",
+                );
+                Action::Block
+            }
+            other => self.action_among(path, other, "write `allow` or `block`"),
         }
+    }
+
+    fn action_among(&mut self, path: &str, s: &str, hint: &str) -> Action {
+        match s {
+            "allow" => Action::Allow,
+            "block" => Action::Block,
+            other => {
+                self.err(path, format!("unknown action {other:?}"), hint);
+                Action::Block
+            }
+        }
+    }
+
+    /// `warn:`: durations within sane bounds.
+    fn warn(&mut self, raw: &RawWarn) -> Warn {
+        let d = Warn::default();
+        let minute = Duration::from_secs(60);
+        let day = Duration::from_secs(86_400);
+        let remember = match &raw.remember {
+            None => d.remember,
+            Some(s) => self
+                .duration(
+                    "warn.remember",
+                    s,
+                    minute,
+                    30 * day,
+                    "e.g. `1h`, `30m` or `8h`",
+                )
+                .unwrap_or(d.remember),
+        };
+        let link_expiry = match &raw.link_expiry {
+            None => d.link_expiry,
+            Some(s) => self
+                .duration("warn.link_expiry", s, minute, day, "e.g. `15m`")
+                .unwrap_or(d.link_expiry),
+        };
+        Warn {
+            remember,
+            link_expiry,
+        }
+    }
+
+    /// A duration written like `1h`, `30m`, `1h30m`, `2d` or `90s`, between
+    /// `min` and `max`.
+    fn duration(
+        &mut self,
+        path: &str,
+        s: &str,
+        min: Duration,
+        max: Duration,
+        example: &str,
+    ) -> Option<Duration> {
+        // Days count as 24 hours; months and years are not durations.
+        let parsed = s
+            .trim()
+            .parse::<jiff::Span>()
+            .ok()
+            .and_then(|span| {
+                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
+            .and_then(|d| Duration::try_from(d).ok());
+        let Some(d) = parsed else {
+            self.err(
+                path,
+                format!("{s:?} is not a duration"),
+                format!("write a number with a unit (s, m, h, d), {example}"),
+            );
+            return None;
+        };
+        if d < min || d > max {
+            self.err(
+                path,
+                format!("{s:?} is out of range"),
+                format!(
+                    "use between {} and {}, {example}",
+                    human_duration(min),
+                    human_duration(max)
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// `state:`: a Redis URL, checked but not connected to.
+    fn state(&mut self, raw: &RawState) -> State {
+        let redis = raw.redis.as_deref().and_then(|u| {
+            RedisUrl::parse(u)
+                .map_err(|e| {
+                    self.err(
+                        "state.redis",
+                        e,
+                        "write e.g. redis://redis.internal:6379/0 or redis+unix:///run/redis/redis.sock (a Redis reached over the network needs a trusted network or an ACL'd user; TLS is not built in), or remove `redis` to keep acknowledgements in memory",
+                    )
+                })
+                .ok()
+        });
+        State { redis }
     }
 
     fn pac(&mut self, raw: &RawPac) -> Pac {
@@ -888,6 +1012,18 @@ impl Compiler<'_> {
             return None;
         }
         ok.then_some(Window { days, from, to })
+    }
+}
+
+/// `1h`, `15m`, `2d` or `90s`: the largest unit that divides `d`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

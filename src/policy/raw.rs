@@ -63,6 +63,10 @@ pub struct RawPolicy {
     #[serde(default)]
     pub pac: RawPac,
     #[serde(default)]
+    pub warn: RawWarn,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
     pub groups: IndexMap<String, RawGroup>,
     #[serde(default)]
     pub defaults: RawDefaults,
@@ -173,6 +177,31 @@ pub struct RawPac {
     pub direct_networks: Option<Vec<String>>,
 }
 
+/// How `action: warn` rules behave.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarn {
+    /// How long a Continue is remembered for the person, rule and platform:
+    /// a duration such as `1h`, `30m` or `1h30m` (1 minute to 30 days;
+    /// default `1h`).
+    #[serde(default)]
+    pub remember: Option<String>,
+    /// How long the Continue link on a warning page can be used: a duration
+    /// such as `15m` (1 minute to 1 day; default `15m`).
+    #[serde(default)]
+    pub link_expiry: Option<String>,
+}
+
+/// Where state shared by replicas lives (warn acknowledgements).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Redis URL, e.g. `redis://redis.internal:6379/0` or
+    /// `redis+unix:///run/redis/redis.sock`; default: in memory, per process.
+    #[serde(default)]
+    pub redis: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawGroup {
@@ -236,7 +265,8 @@ pub struct RawRule {
     /// means any. Activities are seen on plain HTTP and inspected HTTPS only.
     #[serde(default)]
     pub activities: Vec<String>,
-    /// `allow`, `block`, or `read_only` (reads pass, writes are refused).
+    /// `allow`, `block`, `warn` (a page with a Continue button; see `warn:`),
+    /// or `read_only` (reads pass, writes are refused).
     pub action: String,
     /// For `read_only`: what a request that may be a read or a write gets,
     /// `allow` (default) or `block`.
@@ -245,7 +275,7 @@ pub struct RawRule {
     /// `enforce` (default), or `report` to log the would-be action and let traffic pass.
     #[serde(default)]
     pub mode: Option<String>,
-    /// Shown on the refusal page.
+    /// Shown on the refusal or warning page.
     #[serde(default)]
     pub message: Option<String>,
 }
@@ -306,7 +336,7 @@ pub struct RawCase {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
-    /// `allow` or `block`.
+    /// `allow`, `block` or `warn`.
     #[serde(default)]
     pub action: Option<String>,
     /// The activity the request is, e.g. `post` or `read` (see activities.yaml).

@@ -83,6 +83,7 @@ impl Exchange {
             mode: Mode::Enforce,
             rule: Reason::RuleMatched.builtin_rule_arc(),
             reason: Reason::RuleMatched,
+            warn: None,
             status: 0,
             bytes_up: 0,
             bytes_down: 0,
@@ -151,6 +152,7 @@ impl Exchange {
             activity: self.activity,
             resolved_by_parent: false,
             original: self.original,
+            acknowledged: None,
         };
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());
@@ -198,6 +200,7 @@ impl Exchange {
             resolved_by_parent: parent_resolves,
             original: self.original,
             activity: self.activity,
+            acknowledged: None,
         };
         if let Some(reason) = destination_check(&self.policy, &facts) {
             return Err(Stop::Refuse(decision.refused_for(reason)));

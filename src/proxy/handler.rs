@@ -1,5 +1,6 @@
 //! One plain-HTTP request, through its phases: parse the target, identify,
-//! admit, resolve and admit the addresses, forward (or refuse), record.
+//! admit, the warn gate ([`super::warn`]), resolve and admit the addresses,
+//! forward (or refuse), record.
 //!
 //! CONNECT requests are handed to [`super::tunnel`]. Upgrade requests
 //! (WebSocket) are forwarded on a dedicated upstream connection and then
@@ -22,7 +23,7 @@ use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
 use super::responses;
 use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{find_upstream_error, open, Destination, ProxyBody, UpstreamError};
-use super::{activity, parent, tunnel, ProxyState};
+use super::{activity, parent, tunnel, warn, ProxyState};
 use crate::event::Kind;
 use crate::outcome::ErrorKind;
 use crate::policy::{normalize_host, Class, Entry, Host};
@@ -173,11 +174,22 @@ async fn forward(
         Ok(x) => x,
         Err(refusal) => return ex.refuse(state, refusal),
     };
-    let mut decision = admission.decision;
-    ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
-    if decision.platform.is_none() || ex.policy.logging.log_paths {
+    ex.event.foreground = ex.navigation && admission.decision.class == Some(Class::Primary);
+    if admission.decision.platform.is_none() || ex.policy.logging.log_paths {
         ex.event.path = uri.path_and_query().map(|p| p.as_str().to_string());
     }
+    // Warn rules: the warning, the Continue link, or a pass once acknowledged.
+    let target = warn::Target {
+        scheme: uri.scheme_str().unwrap_or("http"),
+        host: &host,
+        port,
+    };
+    let (mut ex, admission) =
+        match warn::gate(state, ex, admission, identity.user.as_deref(), &req, target).await {
+            Ok(x) => x,
+            Err(answered) => return answered,
+        };
+    let mut decision = admission.decision;
     if decision.refuses() {
         return ex.refuse(state, decision);
     }

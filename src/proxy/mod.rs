@@ -11,7 +11,8 @@
 //!
 //! Module graph (no cycles): `transparent` → `handler` → `tunnel`, all →
 //! `context`, `splice`, `upstream` (→ `parent`), `responses`, `identify`,
-//! `body`, `headers`.
+//! `body`, `headers`; `handler` → `activity` (what a request does) and
+//! `warn` (the warn rules' gate) → `context`, `responses`.
 
 pub mod activity;
 pub mod body;
@@ -27,6 +28,7 @@ pub mod splice;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
+pub mod warn;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -128,6 +130,8 @@ pub struct ProxyState {
     pub tracker: TaskTracker,
     /// Set when the drain time is up: open tunnels close (and are recorded).
     pub hard_stop: tokio::sync::watch::Sender<bool>,
+    /// The warn key and the acknowledgement store (see [`crate::warn`]).
+    pub warn: crate::warn::Warnings,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -153,6 +157,7 @@ impl ProxyState {
         config: ProxyConfig,
         listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
+        warn_key: crate::warn::WarnKey,
     ) -> Arc<Self> {
         let client = upstream::pooled_client(
             config.connect_timeout,
@@ -170,6 +175,10 @@ impl ProxyState {
                 metrics.clone(),
             )
         });
+        let warn = crate::warn::Warnings {
+            key: warn_key,
+            store: crate::warn::AckStore::new(metrics.clone()),
+        };
         Arc::new(Self {
             policy,
             recorder,
@@ -184,6 +193,7 @@ impl ProxyState {
             ticks: tokio::sync::watch::channel(0).0,
             tracker: TaskTracker::new(),
             hard_stop: tokio::sync::watch::channel(false).0,
+            warn,
         })
     }
 

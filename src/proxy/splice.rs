@@ -95,6 +95,7 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             activity: a.activity,
             resolved_by_parent: a.resolved_by_parent,
             original: a.original,
+            acknowledged: None,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)

@@ -265,6 +265,8 @@ async fn tls(
         }
     };
     ex.event.foreground = admission.decision.class == Some(Class::Primary);
+    // A warn rule cannot show its page inside TLS that is not inspected.
+    ex.event.warn = super::tunnel::unshown(&admission);
     if admission.refuses() {
         let _ = ex.refuse(&state, admission.decision);
         return reset(stream);

@@ -25,8 +25,8 @@ use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{open, BoxIo, ProxyBody};
 use super::ProxyState;
 use crate::event::Kind;
-use crate::outcome::ErrorKind;
-use crate::policy::{normalize_host, sni_stage, Admission, Class, Entry, Facts, Stage};
+use crate::outcome::{ErrorKind, WarnOutcome};
+use crate::policy::{normalize_host, sni_stage, Admission, Class, Entry, Facts, Stage, Warning};
 
 pub async fn handle_connect(
     state: &Arc<ProxyState>,
@@ -73,6 +73,7 @@ pub async fn handle_connect(
         return ex.refuse(state, admission.decision);
     }
     ex.apply(&mut admission.decision);
+    ex.event.warn = unshown(&admission);
 
     // Resolve a name, then admit the addresses it resolved to.
     let dest = match ex
@@ -118,6 +119,12 @@ pub async fn handle_connect(
         run_tunnel(st, parts).await;
     });
     responses::connect_established()
+}
+
+/// A warn rule on a tunnel that is not inspected: no page can be shown in
+/// it, so it passes, recorded `warn: unshown`.
+pub(crate) fn unshown(adm: &Admission) -> Option<WarnOutcome> {
+    (adm.warning == Some(Warning::Unshown)).then_some(WarnOutcome::Unshown)
 }
 
 /// An admitted tunnel, handed to its task after the 200.
@@ -206,15 +213,17 @@ where
             activity: admitted.activity,
             resolved_by_parent: admitted.resolved_by_parent,
             original: admitted.original,
+            acknowledged: None,
         };
         let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
-        debug_assert_eq!(adm.stage, Stage::Sni);
+        debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));
         let ev = pending.event_mut();
         if !adm.decision.groups.is_empty() {
             ev.groups = std::mem::take(&mut adm.decision.groups);
         }
         apply_keeping_groups(ev, &adm.decision);
         ev.foreground = adm.decision.class == Some(Class::Primary);
+        ev.warn = unshown(&adm);
         if adm.refuses() {
             ev.error = Some(ErrorKind::TunnelClosedByPolicy);
             pending.complete();

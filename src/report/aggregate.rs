@@ -32,7 +32,7 @@ use super::read::Record;
 use super::Audience;
 use crate::activetime::{SessionRules, Sessionizer};
 use crate::event::AuthMethod;
-use crate::outcome::{Activity, Class, Lenient, Reason, Verdict};
+use crate::outcome::{Activity, Class, Lenient, Reason, Verdict, WarnOutcome};
 
 /// Distinct persons, as dense person ids.
 pub(super) type PersonSet = roaring::RoaringBitmap;
@@ -125,6 +125,20 @@ pub(super) struct CellAgg {
     pub(super) would: PersonSet,
 }
 
+/// Per (group set, platform): what enforced warn rules did.
+#[derive(Default)]
+pub(super) struct WarnAgg {
+    /// Warning pages shown, Continues taken, tunnels passed unshown.
+    pub(super) shown: u64,
+    pub(super) continued: u64,
+    pub(super) unshown: u64,
+    /// Persons shown a warning page or who continued: the base of the
+    /// continue rate.
+    pub(super) warned: PersonSet,
+    pub(super) continuers: PersonSet,
+    pub(super) unshown_persons: PersonSet,
+}
+
 /// Per (group set, platform or ANY, day).
 #[derive(Default)]
 pub(super) struct DayAgg {
@@ -158,6 +172,8 @@ pub struct Aggregator {
     pub(super) gsets: Vec<GroupSetAgg>,
     /// (group set, platform)
     pub(super) cells: FxHashMap<(u32, u32), CellAgg>,
+    /// (group set, platform or NONE): warnings shown, continues, unshown.
+    pub(super) warn: FxHashMap<(u32, u32), WarnAgg>,
     /// (group set, platform, day); only for refused or active traffic and sessions.
     pub(super) daily: FxHashMap<(u32, u32, u32), DayAgg>,
     /// (refused?, group set, platform or NONE, activity) → requests, persons
@@ -210,6 +226,7 @@ impl Aggregator {
             last: None,
             gsets: Vec::new(),
             cells: FxHashMap::default(),
+            warn: FxHashMap::default(),
             daily: FxHashMap::default(),
             sec: FxHashMap::default(),
             reason_counts: FxHashMap::default(),
@@ -296,12 +313,17 @@ impl Aggregator {
         let verdict = rec.verdict().unwrap_or(Verdict::Passed);
         let refused = verdict == Verdict::Refused;
         let would = verdict == Verdict::WouldRefuse;
+        // Held at a warning: socialgate answered, the platform was not used.
+        let warned = verdict == Verdict::Warned;
         let act = match rec.activity {
             Some(Lenient::Known(a)) if a.is_write() => ACT_WRITE,
             Some(Lenient::Known(Activity::Read | Activity::Login)) => ACT_VIEW,
             _ => ACT_UNKNOWN,
         };
         let plat = rec.platform.as_deref().map(|name| self.platforms.id(name));
+        if let Some(Lenient::Known(w)) = &rec.warn {
+            self.observe_warning(*w, gs, plat.unwrap_or(NONE), p);
+        }
         if refused || would {
             let pl = plat.unwrap_or(NONE);
             let e = self.sec.entry((refused, gs, pl, act)).or_default();
@@ -319,7 +341,7 @@ impl Aggregator {
         }
         let Some(pl) = plat else { return };
         let primary = rec.class == Some(Lenient::Known(Class::Primary));
-        let active = !refused && primary && rec.foreground;
+        let active = !refused && !warned && primary && rec.foreground;
         for pp in [pl, ANY] {
             // "Any platform" keeps counters only: its distinct persons are
             // the union of the platforms' sets, formed in `expand` (half the
@@ -343,6 +365,9 @@ impl Aggregator {
                 if own {
                     d.refused.insert(p);
                 }
+                continue;
+            }
+            if warned {
                 continue;
             }
             if would {
@@ -386,6 +411,29 @@ impl Aggregator {
         if active {
             self.heat[slot.how as usize] += 1;
             self.heat_persons[slot.how as usize].insert(p);
+        }
+    }
+
+    fn observe_warning(&mut self, w: WarnOutcome, gs: u32, pl: u32, p: u32) {
+        let agg = self.warn.entry((gs, pl)).or_default();
+        match w {
+            WarnOutcome::Shown => {
+                agg.shown += 1;
+                agg.warned.insert(p);
+            }
+            WarnOutcome::Continued => {
+                agg.continued += 1;
+                agg.warned.insert(p);
+                agg.continuers.insert(p);
+            }
+            WarnOutcome::Unshown => {
+                agg.unshown += 1;
+                agg.unshown_persons.insert(p);
+            }
+            WarnOutcome::Held
+            | WarnOutcome::Acknowledged
+            | WarnOutcome::BadLink
+            | WarnOutcome::Unsaved => {}
         }
     }
 

@@ -48,6 +48,10 @@ pub(super) struct Expanded {
     pub(super) sec: FxHashMap<(bool, u32, u32, u8), u64>,
     pub(super) sec_persons: FxHashMap<(bool, u32, u32, u8), u64>,
     pub(super) reason_persons: FxHashMap<u32, u64>,
+    /// (group, platform or "*") → [shown, continued, unshown]
+    pub(super) warn: FxHashMap<(u32, u32), [u64; 3]>,
+    /// (0 warned | 1 continued | 2 unshown, group, platform) → persons
+    pub(super) warn_persons: FxHashMap<(u8, u32, u32), u64>,
 }
 
 impl Expanded {
@@ -160,6 +164,35 @@ impl Expanded {
             .map(|(&r, (_, set))| (r, set.len()))
             .filter(|&(_, n)| n > 0)
             .collect();
+        let mut warn: FxHashMap<(u32, u32), [u64; 3]> = FxHashMap::default();
+        for (&(gs, p), w) in &a.warn {
+            for g in expand(gs) {
+                for pp in [p, ANY] {
+                    let e = warn.entry((g, pp)).or_default();
+                    e[0] += w.shown;
+                    e[1] += w.continued;
+                    e[2] += w.unshown;
+                }
+            }
+        }
+        let warn_persons = distinct(
+            a.warn
+                .iter()
+                .flat_map(|(&(gs, p), w)| {
+                    [
+                        (0u8, &w.warned),
+                        (1, &w.continuers),
+                        (2, &w.unshown_persons),
+                    ]
+                    .into_iter()
+                    .flat_map(move |(which, set)| {
+                        expand(gs).flat_map(move |g| {
+                            [p, ANY].into_iter().map(move |pp| ((which, g, pp), set))
+                        })
+                    })
+                })
+                .collect(),
+        );
         Expanded {
             members,
             unauth_persons,
@@ -172,6 +205,8 @@ impl Expanded {
             sec,
             sec_persons,
             reason_persons,
+            warn,
+            warn_persons,
         }
     }
 }

@@ -150,7 +150,7 @@ pub(crate) fn html(r: &Report) -> askama::Result<String> {
             s,
             tz,
             r.settings.k,
-            find(&["adoption", "groups"]),
+            find(&["adoption", "warnings", "groups"]),
         )?),
         None => None,
     };

@@ -26,7 +26,9 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::event::{AuthMethod, Kind};
-use crate::outcome::{Action, Activity, Class, ErrorKind, Lenient, Mode, Reason, Verdict};
+use crate::outcome::{
+    Action, Activity, Class, ErrorKind, Lenient, Mode, Reason, Verdict, WarnOutcome,
+};
 
 /// How many malformed-line examples are kept.
 pub const MAX_EXAMPLES: usize = 10;
@@ -76,6 +78,10 @@ pub struct Record<'a> {
     #[serde(borrow)]
     pub rule: Cow<'a, str>,
     pub reason: Lenient<Reason>,
+    /// What an enforced warn rule did (absent in older logs and on records
+    /// no warn rule decided).
+    #[serde(default)]
+    pub warn: Option<Lenient<WarnOutcome>>,
     pub status: u16,
     pub bytes_up: u64,
     pub bytes_down: u64,
@@ -85,10 +91,20 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
-    /// What happened to the traffic ([`Verdict::of`] the recorded action and
-    /// mode); `None` when either is a value this version does not know.
+    /// What happened to the traffic ([`Verdict::of_record`] the recorded
+    /// action, mode and warn outcome); `None` when the action or mode is a
+    /// value this version does not know. An unknown warn outcome counts as
+    /// held at the warning.
     pub fn verdict(&self) -> Option<Verdict> {
-        Some(Verdict::of(*self.action.known()?, *self.mode.known()?))
+        let warn = self.warn.as_ref().map(|w| match w {
+            Lenient::Known(w) => *w,
+            Lenient::Unknown(_) => WarnOutcome::Shown,
+        });
+        Some(Verdict::of_record(
+            *self.action.known()?,
+            *self.mode.known()?,
+            warn,
+        ))
     }
 
     /// How many of the record's typed values this version does not know.
@@ -104,6 +120,7 @@ impl Record<'_> {
             + n(Some(&self.mode))
             + n(Some(&self.reason))
             + n(self.error.as_ref())
+            + n(self.warn.as_ref())
     }
 }
 

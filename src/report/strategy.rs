@@ -1,6 +1,7 @@
 //! The strategy section: active members, adoption, estimated active time,
 //! read/write mix and blocked demand by group and platform, the daily trend,
-//! the hour-of-week heat map and the maturity label of each group.
+//! the hour-of-week heat map, the maturity label of each group, and the
+//! continue rate behind warn rules (a demand signal).
 //!
 //! This module must not read records or format output, and never lists
 //! individuals; every number goes through the privacy gate (`privacy`).
@@ -111,6 +112,7 @@ impl Aggregator {
                 refused_requests: Cell::gated(c.refused, refused, k),
             });
         }
+        let warnings = self.warnings(x, k);
         let heat_persons: Vec<u64> = self.heat_persons.iter().map(|s| s.len()).collect();
         let hour_of_week = HeatMap {
             days: vec!["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
@@ -136,7 +138,58 @@ impl Aggregator {
             daily,
             hour_of_week,
             maturity,
+            warnings,
         }
+    }
+
+    /// The continue rate behind warn rules, by group and platform: a cell
+    /// is shown only when every person count it rests on is 0 or at least k.
+    fn warnings(&self, x: &Expanded, k: u64) -> Vec<WarningRow> {
+        let mut keys: Vec<(u32, u32)> = x.warn.keys().copied().collect();
+        keys.sort_by_key(|&(g, p)| (self.gsort(g), self.psort(p)));
+        let persons = |which: u8, g, p| x.warn_persons.get(&(which, g, p)).copied().unwrap_or(0);
+        let mut rows: Vec<WarningRow> = keys
+            .into_iter()
+            .map(|(g, p)| {
+                let [shown, continues, unshown] = x.warn[&(g, p)];
+                let warned = persons(0, g, p);
+                let continued = persons(1, g, p);
+                let unshown_persons = persons(2, g, p);
+                let rate = Cell::gated(ratio(continued, warned), warned, k);
+                WarningRow {
+                    group: self.gname(g),
+                    platform: self.pname(p),
+                    warned_persons: Cell::gated(warned, warned, k),
+                    continued_persons: Cell::gated(continued, continued, k),
+                    continue_rate: match Cell::gated((), continued, k) {
+                        Cell::Value(()) => rate,
+                        Cell::Suppressed => Cell::Suppressed,
+                    },
+                    warnings_shown: Cell::gated(shown, warned, k),
+                    continues: Cell::gated(continues, continued, k),
+                    unshown_tunnels: Cell::gated(unshown, unshown_persons, k),
+                }
+            })
+            .collect();
+        suppress_complementary(
+            &mut rows,
+            |r| (&r.group, &r.platform, r.warned_persons.value()),
+            |r| {
+                r.warned_persons = Cell::Suppressed;
+                r.warnings_shown = Cell::Suppressed;
+                r.continue_rate = Cell::Suppressed;
+            },
+        );
+        suppress_complementary(
+            &mut rows,
+            |r| (&r.group, &r.platform, r.continued_persons.value()),
+            |r| {
+                r.continued_persons = Cell::Suppressed;
+                r.continues = Cell::Suppressed;
+                r.continue_rate = Cell::Suppressed;
+            },
+        );
+        rows
     }
 
     fn maturity(&self, x: &Expanded, g: u32, k: u64) -> MaturityRow {

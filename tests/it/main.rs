@@ -26,4 +26,5 @@ mod safety;
 mod schema;
 mod streaming;
 mod transparent;
+mod warn;
 mod websocket;

@@ -926,3 +926,89 @@ impl TestProxy {
         expected_pseudonym(&self.policy.path().join("pseudonym.key"), user)
     }
 }
+
+/// A real `redis-server` (Debian's package) on a unix socket in a temp
+/// dir, no TCP port, no persistence; killed (by its PID) on drop.
+pub struct RedisServer {
+    child: Option<tokio::process::Child>,
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers PING; `None` (with a note on
+    /// stderr) when `redis-server` is not installed here. CI installs it
+    /// (`.ci/run`), so there the tests always run.
+    pub async fn start(test: &str) -> Option<RedisServer> {
+        let installed = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            eprintln!(
+                "skipping {test}: redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let mut server = RedisServer {
+            child: None,
+            socket,
+            _dir: dir,
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    /// Starts the server again on the same socket (after [`Self::kill`]);
+    /// it starts empty.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&self.socket)
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        eventually_async("redis-server answers PING", || self.ping()).await;
+    }
+
+    /// `redis+unix://` URL of the server, for `state.redis`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+
+    /// True when the server answers PING on its socket.
+    pub async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::UnixStream::connect(&self.socket).await else {
+            return false;
+        };
+        if s.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// Kills the server (SIGKILL to its PID) and waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("kill redis-server");
+        }
+    }
+}
