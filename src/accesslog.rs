@@ -675,6 +675,7 @@ mod tests {
             port: 8080,
             path: path.map(str::to_string),
             sni: Some("www.example.org".into()),
+            tls: None,
             platform: None,
             category: Some(Arc::from("video")),
             class: Some(Class::Primary),

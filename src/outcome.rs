@@ -111,11 +111,15 @@ pub enum ErrorKind {
     TunnelRefusedAfterReload,
     TunnelRefusedOnSchedule,
     Shutdown,
+    /// An inspected origin's certificate failed verification.
+    UpstreamCertificate,
+    /// The client refused socialgate's certificate (a pinned app).
+    ClientRefusedCertificate,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::UpstreamResolve,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
@@ -128,6 +132,8 @@ impl ErrorKind {
         ErrorKind::TunnelRefusedAfterReload,
         ErrorKind::TunnelRefusedOnSchedule,
         ErrorKind::Shutdown,
+        ErrorKind::UpstreamCertificate,
+        ErrorKind::ClientRefusedCertificate,
     ];
 
     /// The stable label (the serde name).
@@ -145,16 +151,19 @@ impl ErrorKind {
             ErrorKind::TunnelRefusedAfterReload => "tunnel-refused-after-reload",
             ErrorKind::TunnelRefusedOnSchedule => "tunnel-refused-on-schedule",
             ErrorKind::Shutdown => "shutdown",
+            ErrorKind::UpstreamCertificate => "upstream-certificate",
+            ErrorKind::ClientRefusedCertificate => "client-refused-certificate",
         }
     }
 
     pub fn side(self) -> Side {
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol => {
-                Side::Upstream
+            UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol
+            | UpstreamCertificate => Side::Upstream,
+            ClientClosed | ClientTimeout | ClientProtocol | ClientRefusedCertificate => {
+                Side::Client
             }
-            ClientClosed | ClientTimeout | ClientProtocol => Side::Client,
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 Side::Policy
             }
@@ -168,10 +177,12 @@ impl ErrorKind {
         use http::StatusCode;
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            UpstreamResolve | UpstreamConnect | UpstreamProtocol | UpstreamCertificate => {
+                StatusCode::BAD_GATEWAY
+            }
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            ClientClosed | ClientProtocol => StatusCode::BAD_REQUEST,
+            ClientClosed | ClientProtocol | ClientRefusedCertificate => StatusCode::BAD_REQUEST,
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 StatusCode::FORBIDDEN
             }

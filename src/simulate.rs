@@ -143,6 +143,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             resolved: None,
             sni: rec.sni.as_deref(),
             listeners: &[],
+            hello: None,
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {

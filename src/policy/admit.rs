@@ -13,6 +13,12 @@
 //!    (a different name is domain fronting, `tunnels.sni_mismatch`), and the
 //!    rules again on that name.
 //!
+//! With the tunnel's decision comes the **inspection** verdict ([`Inspect`]):
+//! whether socialgate decrypts the tunnel, computed from the deciding rule's
+//! `inspect:`, `inspection.default`, the never-inspect list, and what the
+//! ClientHello showed (a server name, Encrypted Client Hello, an HTTP ALPN)
+//! and whether the host was learned to pin its certificates.
+//!
 //! The proxy learns its facts over time: the DNS answer after the rules
 //! passed, the ClientHello after the tunnel is open. It runs the later
 //! stages ([`destination_stage`], [`sni_stage`]) as those facts arrive, on
@@ -25,9 +31,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 
+use std::sync::Arc;
+
 use super::decide::{decide_with, Decision, Reason, RequestFacts, TraceStep};
 use super::host::{normalize_host, Host};
-use super::{canonical_ip, Action, Policy};
+use super::{canonical_ip, Action, NeverHit, Policy};
 
 /// How the traffic reached socialgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +64,111 @@ pub struct Facts<'a> {
     pub sni: Option<&'a str>,
     /// socialgate's own listening addresses: never a destination.
     pub listeners: &'a [SocketAddr],
+    /// What the tunnel's ClientHello showed besides its name; `None` when
+    /// none was seen (yet).
+    pub hello: Option<TlsHello>,
+}
+
+/// What a ClientHello shows that the inspection verdict needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsHello {
+    /// It carries the encrypted_client_hello extension (real ECH or the
+    /// GREASE every Chromium sends; only a public name other than the
+    /// CONNECT host tells real ECH apart).
+    pub ech: bool,
+    /// It offers no ALPN, or `h2` or `http/1.1` among its protocols: what
+    /// socialgate can serve once decrypted.
+    pub offers_http: bool,
+    /// The client refused socialgate's certificate for this host recently
+    /// (`inspection.learn_pinned`): a fact the proxy learned at run time.
+    pub learned_pinned: bool,
+}
+
+impl TlsHello {
+    /// What a browser's ClientHello shows (for `explain` and `test`).
+    pub const BROWSER: TlsHello = TlsHello {
+        ech: false,
+        offers_http: true,
+        learned_pinned: false,
+    };
+}
+
+/// Whether a tunnel is decrypted, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspect {
+    pub inspect: bool,
+    pub why: InspectWhy,
+}
+
+/// Why a tunnel is or is not decrypted. Stable labels (`explain`, docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InspectWhy {
+    /// A plain-HTTP request: nothing to decrypt.
+    NotATunnel,
+    /// Refused before any rule could ask (identity, port, destination,
+    /// server name): the tunnel never opens.
+    Refused,
+    /// The deciding rule says `inspect: true`.
+    Rule,
+    /// No rule says; `inspection.default: true`.
+    Default,
+    /// The deciding rule says `inspect: false`.
+    RuleSaysNo,
+    /// No rule says and `inspection.default` is false (the default).
+    NotAsked,
+    /// A never-inspect category of the catalog covers the host.
+    NeverCategory(Arc<str>),
+    /// `inspection.never.domains` covers the host.
+    NeverDomain,
+    /// The platform's category is in `inspection.never.categories`.
+    NeverPlatformCategory(Arc<str>),
+    /// The ClientHello names no server: no certificate can be made for it.
+    NoServerName,
+    /// Encrypted Client Hello: the real server name is hidden.
+    Ech,
+    /// The client offers only protocols other than HTTP (ALPN).
+    NotHttp,
+    /// The client refused socialgate's certificate for this host recently.
+    LearnedPinned,
+}
+
+impl InspectWhy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InspectWhy::NotATunnel => "not-a-tunnel",
+            InspectWhy::Refused => "refused",
+            InspectWhy::Rule => "rule",
+            InspectWhy::Default => "default",
+            InspectWhy::RuleSaysNo => "rule-says-no",
+            InspectWhy::NotAsked => "not-asked",
+            InspectWhy::NeverCategory(_) => "never-category",
+            InspectWhy::NeverDomain => "never-domain",
+            InspectWhy::NeverPlatformCategory(_) => "never-category",
+            InspectWhy::NoServerName => "no-server-name",
+            InspectWhy::Ech => "ech",
+            InspectWhy::NotHttp => "not-http",
+            InspectWhy::LearnedPinned => "learned-pinned",
+        }
+    }
+
+    /// A sentence for `explain`.
+    pub fn explain(&self) -> String {
+        match self {
+            InspectWhy::NotATunnel => "plain HTTP is seen as it is; nothing to decrypt".into(),
+            InspectWhy::Refused => "the tunnel is refused before any rule could ask for inspection".into(),
+            InspectWhy::Rule => "the deciding rule says inspect: true".into(),
+            InspectWhy::Default => "no rule says; inspection.default is true".into(),
+            InspectWhy::RuleSaysNo => "the deciding rule says inspect: false".into(),
+            InspectWhy::NotAsked => "no rule asks for inspection and inspection.default is false".into(),
+            InspectWhy::NeverCategory(c) => format!("the site is in the never-inspect category {c} (catalog.yaml never_inspect)"),
+            InspectWhy::NeverDomain => "inspection.never.domains lists the site".into(),
+            InspectWhy::NeverPlatformCategory(c) => format!("inspection.never.categories lists the platform's category {c}"),
+            InspectWhy::NoServerName => "the ClientHello names no server, so no certificate can be made for it".into(),
+            InspectWhy::Ech => "Encrypted Client Hello hides the real server name".into(),
+            InspectWhy::NotHttp => "the client offers only protocols other than HTTP (ALPN)".into(),
+            InspectWhy::LearnedPinned => "the client refused socialgate's certificate for this host recently (a pinned app; inspection.learn_pinned)".into(),
+        }
+    }
 }
 
 /// The stage that settled the outcome.
@@ -87,6 +200,9 @@ pub struct Admission {
     /// The host the final decision was made on: the SNI's when the tunnel
     /// named another host and that was allowed, else the target's.
     pub decided_host: Host,
+    /// Whether the tunnel is decrypted. Before the ClientHello is seen it
+    /// says whether it would be, if the hello allows.
+    pub inspect: Inspect,
 }
 
 impl Admission {
@@ -129,6 +245,18 @@ fn admit_inner(
     now: Timestamp,
     mut trace: Option<&mut Vec<TraceStep>>,
 ) -> Admission {
+    let mut adm = stages(policy, facts, groups, now, trace.as_deref_mut());
+    adm.inspect = inspect_stage(policy, facts, &adm);
+    adm
+}
+
+fn stages(
+    policy: &Policy,
+    facts: &Facts<'_>,
+    groups: Option<&[u16]>,
+    now: Timestamp,
+    mut trace: Option<&mut Vec<TraceStep>>,
+) -> Admission {
     let rf = RequestFacts {
         client: facts.client,
         user: facts.user,
@@ -140,6 +268,10 @@ fn admit_inner(
         decision,
         stage: Stage::Rules,
         decided_host: facts.host.clone(),
+        inspect: Inspect {
+            inspect: false,
+            why: InspectWhy::NotAsked,
+        },
     };
     if adm.refuses() {
         return adm;
@@ -234,7 +366,79 @@ pub fn sni_stage(
     admitted: Admission,
     now: Timestamp,
 ) -> Admission {
-    sni_stage_inner(policy, facts, None, name, admitted, now, None)
+    let mut adm = sni_stage_inner(policy, facts, None, name, admitted, now, None);
+    adm.inspect = inspect_stage(policy, facts, &adm);
+    adm
+}
+
+/// The inspection verdict for an admitted (or rule-refused) tunnel: the
+/// deciding rule's `inspect:` or `inspection.default`, then the never list
+/// on every name the tunnel goes by, then what the ClientHello showed. A
+/// tunnel a rule refuses may still be inspected: that is how the refusal
+/// page reaches the browser over HTTPS.
+pub fn inspect_stage(policy: &Policy, facts: &Facts<'_>, adm: &Admission) -> Inspect {
+    let no = |why| Inspect {
+        inspect: false,
+        why,
+    };
+    if facts.entry != Entry::Connect {
+        return no(InspectWhy::NotATunnel);
+    }
+    let d = &adm.decision;
+    let by_rules = matches!(
+        d.reason,
+        Reason::RuleMatched | Reason::DefaultCatalog | Reason::DefaultEmbedded | Reason::DefaultOther
+    );
+    if d.reason == Reason::Ech {
+        return no(InspectWhy::Ech);
+    }
+    if !by_rules {
+        return no(InspectWhy::Refused);
+    }
+    let why = match d.inspect {
+        Some(true) => InspectWhy::Rule,
+        Some(false) => return no(InspectWhy::RuleSaysNo),
+        None if policy.inspection.default => InspectWhy::Default,
+        None => return no(InspectWhy::NotAsked),
+    };
+    let sni = facts.sni.and_then(|n| normalize_host(n).ok());
+    for host in [Some(facts.host), Some(&adm.decided_host), sni.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(why) = never(policy, host) {
+            return no(why);
+        }
+    }
+    if let Some(c) = d
+        .category
+        .as_ref()
+        .filter(|c| policy.inspection.never_platform_categories.contains(c))
+    {
+        return no(InspectWhy::NeverPlatformCategory(c.clone()));
+    }
+    if let Some(hello) = facts.hello {
+        if facts.sni.is_none() {
+            return no(InspectWhy::NoServerName);
+        }
+        if !hello.offers_http {
+            return no(InspectWhy::NotHttp);
+        }
+        if hello.learned_pinned {
+            return no(InspectWhy::LearnedPinned);
+        }
+    }
+    Inspect { inspect: true, why }
+}
+
+/// Why `host` is never decrypted, if it is.
+fn never(policy: &Policy, host: &Host) -> Option<InspectWhy> {
+    let name = host.name()?;
+    let (_, hit) = policy.inspection.never_domains.lookup(name)?;
+    Some(match hit {
+        NeverHit::Category(c) => InspectWhy::NeverCategory(c.clone()),
+        NeverHit::Listed => InspectWhy::NeverDomain,
+    })
 }
 
 fn sni_stage_inner(
@@ -257,6 +461,28 @@ fn sni_stage_inner(
         step(&mut trace, Stage::Sni, false, || {
             format!("server name {sni_host} is the CONNECT host")
         });
+        return adm;
+    }
+    // Encrypted Client Hello: the name sent is the public (outer) name of a
+    // front end, and the real one is encrypted. Not fronting in intent, but
+    // the policy cannot see where the client goes: `tunnels.ech` decides.
+    if facts.hello.is_some_and(|h| h.ech) {
+        let refused = policy.tunnels.ech == Action::Block;
+        step(&mut trace, Stage::Sni, refused, || {
+            format!(
+                "Encrypted Client Hello behind the public name {sni_host}; tunnels.ech is {}{}",
+                policy.tunnels.ech.as_str(),
+                if refused { "" } else { ": the CONNECT decision stands" }
+            )
+        });
+        adm.decision = if refused {
+            adm.decision.refused_for(Reason::Ech)
+        } else {
+            Decision {
+                reason: Reason::Ech,
+                ..adm.decision
+            }
+        };
         return adm;
     }
     // A different name behind a named CONNECT is domain fronting. Behind an
@@ -385,6 +611,7 @@ rules:
             resolved: resolved.as_deref(),
             sni: c.sni,
             listeners: &listeners,
+            hello: c.sni.map(|_| TlsHello::BROWSER),
         };
         admit(p, &facts, WORK.parse().unwrap())
     }

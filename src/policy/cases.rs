@@ -261,6 +261,7 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 resolved: c.resolved.as_deref(),
                 sni: c.sni.as_deref(),
                 listeners: &[],
+                hello: c.sni.as_ref().map(|_| crate::policy::TlsHello::BROWSER),
             };
             let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();

@@ -40,11 +40,14 @@ pub enum Reason {
     PortNotAllowed,
     SniMismatch,
     BadRequest,
+    /// The ClientHello carries Encrypted Client Hello behind a public name
+    /// other than the CONNECT host; `tunnels.ech` decides.
+    Ech,
 }
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::RuleMatched,
         Reason::DefaultCatalog,
         Reason::DefaultEmbedded,
@@ -57,6 +60,7 @@ impl Reason {
         Reason::PortNotAllowed,
         Reason::SniMismatch,
         Reason::BadRequest,
+        Reason::Ech,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Reason {
             Reason::PortNotAllowed => "port-not-allowed",
             Reason::SniMismatch => "sni-mismatch",
             Reason::BadRequest => "bad-request",
+            Reason::Ech => "ech",
         }
     }
 
@@ -86,14 +91,14 @@ impl Reason {
             Reason::NotAMember | Reason::AuthRequired | Reason::AuthFailed => "builtin:identity",
             Reason::DestinationPrivate | Reason::DestinationSelf => "builtin:destination",
             Reason::PortNotAllowed => "builtin:tunnel",
-            Reason::SniMismatch => "builtin:sni",
+            Reason::SniMismatch | Reason::Ech => "builtin:sni",
             Reason::BadRequest => "builtin:request",
         }
     }
 
     /// [`Self::builtin_rule`] as a shared string, allocated once per process.
     pub fn builtin_rule_arc(self) -> Arc<str> {
-        static ALL: std::sync::OnceLock<[Arc<str>; 12]> = std::sync::OnceLock::new();
+        static ALL: std::sync::OnceLock<[Arc<str>; 13]> = std::sync::OnceLock::new();
         let all = ALL.get_or_init(|| Reason::ALL.map(|r| Arc::from(r.builtin_rule())));
         all[self as usize].clone()
     }
@@ -113,6 +118,7 @@ impl Reason {
             Reason::PortNotAllowed => "encrypted tunnels are only allowed to the configured ports",
             Reason::SniMismatch => "the encrypted connection named a different site than it asked for (domain fronting)",
             Reason::BadRequest => "the request could not be understood",
+            Reason::Ech => "the encrypted connection hides the site it goes to behind a public name (Encrypted Client Hello)",
         }
     }
 }
@@ -135,6 +141,9 @@ pub struct Decision {
     pub groups: Vec<Arc<str>>,
     /// The rule's message for refusal pages.
     pub message: Option<Arc<str>>,
+    /// The deciding rule's `inspect:`; `None` when it says nothing or no
+    /// rule decided (then `inspection.default` applies).
+    pub inspect: Option<bool>,
 }
 
 impl Decision {
@@ -158,6 +167,7 @@ impl Decision {
             group: None,
             groups: Vec::new(),
             message: None,
+            inspect: None,
         }
     }
 
@@ -170,6 +180,7 @@ impl Decision {
             rule: reason.builtin_rule_arc(),
             reason,
             message: None,
+            inspect: None,
             ..self.clone()
         }
     }
@@ -269,6 +280,7 @@ fn decide_inner(
         group: groups.first().cloned(),
         groups,
         message: None,
+        inspect: None,
     };
 
     // Who may use the proxy at all: a client with no user must be in a
@@ -363,6 +375,7 @@ fn decide_inner(
         decision.rule = rule.id.clone();
         decision.reason = Reason::RuleMatched;
         decision.message = rule.message.clone();
+        decision.inspect = rule.inspect;
         if let Some(g) = rule_group {
             decision.group = Some(policy.groups[g as usize].name.clone());
         }

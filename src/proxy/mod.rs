@@ -9,8 +9,12 @@
 //! [`crate::policy::admit`] and its stages; it never decides itself. Every
 //! response the proxy makes up itself comes from [`responses`].
 //!
-//! Module graph (no cycles): `handler` → `tunnel`, both → `context`,
-//! `splice`, `upstream`, `responses`, `identify`, `body`, `headers`.
+//! A tunnel the policy core says to inspect is decrypted by [`inspect`]:
+//! its requests come back through `handler`, decided like plain HTTP.
+//!
+//! Module graph: `handler` → `tunnel` → `inspect`, all → `context`,
+//! `splice`, `upstream`, `responses`, `identify`, `body`, `headers`;
+//! `inspect::conn` serves its requests with `handler::handle_inspected`.
 
 pub mod body;
 pub mod clock;
@@ -18,6 +22,7 @@ pub mod context;
 pub mod handler;
 pub mod headers;
 pub mod identify;
+pub mod inspect;
 pub mod responses;
 pub mod sni;
 pub mod splice;
@@ -119,6 +124,9 @@ pub struct ProxyState {
     pub tracker: TaskTracker,
     /// Set when the drain time is up: open tunnels close (and are recorded).
     pub hard_stop: tokio::sync::watch::Sender<bool>,
+    /// TLS inspection (the company CA, leaves, origin verification);
+    /// `None` when no CA is configured: then nothing is decrypted.
+    pub inspector: Option<Arc<inspect::Inspector>>,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -144,6 +152,7 @@ impl ProxyState {
         config: ProxyConfig,
         listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
+        inspector: Option<Arc<inspect::Inspector>>,
     ) -> Arc<Self> {
         let client = upstream::pooled_client(
             config.connect_timeout,
@@ -165,6 +174,7 @@ impl ProxyState {
             ticks: tokio::sync::watch::channel(0).0,
             tracker: TaskTracker::new(),
             hard_stop: tokio::sync::watch::channel(false).0,
+            inspector,
         })
     }
 

@@ -1,11 +1,15 @@
-//! CONNECT tunnels (Tier A: no decryption).
+//! CONNECT tunnels.
 //!
 //! Identify; admit the CONNECT authority (rules, port, an IP literal);
 //! resolve and admit the addresses; dial; answer 200; then peek the TLS
 //! ClientHello and run the policy's SNI stage on its server name, on the
-//! same snapshot. Then the bytes are spliced both ways under the policy's
-//! watch ([`super::splice`]): re-admitted on every reload and at every
-//! time-window edge, and closed if refused.
+//! same snapshot. Then, as the admission's inspection verdict says, either
+//! the bytes are spliced both ways under the policy's watch
+//! ([`super::splice`]; Tier A: re-admitted on every reload and at every
+//! time-window edge, and closed if refused), or the tunnel is decrypted
+//! ([`super::inspect::conn`]; Tier B). A tunnel a rule refuses is opened
+//! (without dialing) only when the verdict says to inspect it: that is how
+//! the refusal page reaches the browser over HTTPS.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,14 +21,19 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::context::{apply_keeping_groups, Exchange};
+use super::identify::Identity;
+use super::inspect::conn::{self, Tunnel};
 use super::responses;
 use super::sni::{self, Hello, Peeked};
 use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{connect, ProxyBody};
 use super::ProxyState;
-use crate::event::Kind;
+use crate::event::{Kind, Tls};
 use crate::outcome::ErrorKind;
-use crate::policy::{normalize_host, sni_stage, Admission, Class, Entry, Facts, Stage};
+use crate::policy::admit::inspect_stage;
+use crate::policy::{
+    normalize_host, sni_stage, Admission, Class, Entry, Facts, InspectWhy, Stage, TlsHello,
+};
 
 pub async fn handle_connect(
     state: &Arc<ProxyState>,
@@ -67,22 +76,28 @@ pub async fn handle_connect(
         Err(refusal) => return ex.refuse(state, refusal),
     };
     ex.event.foreground = admission.decision.class == Some(Class::Primary);
-    if admission.refuses() {
+    // A refused tunnel is opened only to show the refusal page inside it.
+    let show_refusal = admission.refuses();
+    if show_refusal && !(admission.inspect.inspect && state.inspector.is_some()) {
         return ex.refuse(state, admission.decision);
     }
     ex.apply(&mut admission.decision);
 
-    // Resolve a name, then admit the addresses it resolved to.
-    let addrs = match ex
-        .resolve_and_admit(state, &host, port, &admission.decision)
-        .await
-    {
-        Ok(a) => a,
-        Err(stop) => return ex.stop(state, stop),
-    };
-    let dialed = match connect(&addrs, port, state.config.connect_timeout, &state.metrics).await {
-        Ok(d) => d,
-        Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
+    let dialed = if show_refusal {
+        None
+    } else {
+        // Resolve a name, then admit the addresses it resolved to.
+        let addrs = match ex
+            .resolve_and_admit(state, &host, port, &admission.decision)
+            .await
+        {
+            Ok(a) => a,
+            Err(stop) => return ex.stop(state, stop),
+        };
+        match connect(&addrs, port, state.config.connect_timeout, &state.metrics).await {
+            Ok(d) => Some(d),
+            Err(e) => return ex.fail(state, e.kind(), &e.to_string()),
+        }
     };
 
     ex.event.status = 200;
@@ -91,11 +106,12 @@ pub async fn handle_connect(
     let admitted = Admitted {
         entry: Entry::Connect,
         client: peer.ip(),
-        user: identity.user,
+        user: identity.user.clone(),
         host,
         port,
-        resolved: vec![dialed.addr.ip()],
+        resolved: dialed.iter().map(|d| d.addr.ip()).collect(),
         sni: None,
+        hello: None,
     };
     let st = state.clone();
     state.spawn_tunnel(async move {
@@ -103,10 +119,12 @@ pub async fn handle_connect(
             policy,
             pending,
             on_upgrade,
-            upstream: dialed.stream,
+            upstream: dialed.map(|d| d.stream),
             admitted,
             admission,
             signals,
+            identity,
+            peer,
         };
         run_tunnel(st, parts).await;
     });
@@ -119,10 +137,14 @@ struct TunnelParts {
     policy: Arc<crate::policy::Policy>,
     pending: super::body::Pending,
     on_upgrade: hyper::upgrade::OnUpgrade,
-    upstream: tokio::net::TcpStream,
+    /// The dialed origin; `None` for a refused tunnel opened to show the
+    /// refusal page (never dialed).
+    upstream: Option<tokio::net::TcpStream>,
     admitted: Admitted,
     admission: Admission,
     signals: Signals,
+    identity: Identity,
+    peer: SocketAddr,
 }
 
 /// The tunnel after its 200: the SNI stage, then the splice.
@@ -131,10 +153,12 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         policy,
         mut pending,
         on_upgrade,
-        mut upstream,
+        upstream,
         mut admitted,
-        admission,
+        mut admission,
         signals,
+        identity,
+        peer,
     } = parts;
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
@@ -153,8 +177,20 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         .meter
         .up
         .fetch_add(first.len() as u64, Ordering::Relaxed);
-    if let Peeked::Hello(Hello::Tls(Some(name))) = &peeked {
-        pending.event_mut().sni = Some(name.clone());
+    let hello = match &peeked {
+        Peeked::Hello(Hello::Tls(h)) => Some(h.clone()),
+        _ => None,
+    };
+    if let Some(h) = &hello {
+        let tls = TlsHello {
+            ech: h.ech,
+            offers_http: h.offers_http(),
+            learned_pinned: match (&h.server_name, &state.inspector) {
+                (Some(name), Some(i)) => i.is_pinned(name),
+                _ => false,
+            },
+        };
+        admitted.hello = Some(tls);
         let facts = Facts {
             entry: admitted.entry,
             client: admitted.client,
@@ -162,24 +198,65 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             host: &admitted.host,
             port: admitted.port,
             resolved: Some(&admitted.resolved),
-            sni: Some(name),
+            sni: h.server_name.as_deref(),
             listeners: &state.listeners,
+            hello: Some(tls),
         };
-        let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
-        debug_assert_eq!(adm.stage, Stage::Sni);
+        admission = match h.server_name.as_deref() {
+            Some(name) => {
+                let adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
+                debug_assert_eq!(adm.stage, Stage::Sni);
+                admitted.sni = Some(name.to_string());
+                pending.event_mut().sni = Some(name.to_string());
+                adm
+            }
+            // No name: the CONNECT decision stands; the verdict on
+            // inspection is the hello's (no name, no certificate).
+            None => {
+                let inspect = inspect_stage(&policy, &facts, &admission);
+                Admission { inspect, ..admission }
+            }
+        };
         let ev = pending.event_mut();
-        if !adm.decision.groups.is_empty() {
-            ev.groups = std::mem::take(&mut adm.decision.groups);
+        if !admission.decision.groups.is_empty() {
+            ev.groups = std::mem::take(&mut admission.decision.groups);
         }
-        apply_keeping_groups(ev, &adm.decision);
-        ev.foreground = adm.decision.class == Some(Class::Primary);
-        if adm.refuses() {
-            ev.error = Some(ErrorKind::TunnelClosedByPolicy);
-            pending.complete();
-            return;
-        }
-        admitted.sni = Some(name.clone());
+        apply_keeping_groups(ev, &admission.decision);
+        ev.foreground = admission.decision.class == Some(Class::Primary);
+        ev.tls = Some(match admission.inspect.why {
+            InspectWhy::LearnedPinned => Tls::Pinned,
+            _ => Tls::Passthrough,
+        });
     }
+
+    // Decrypt, if the verdict says so (and a CA is configured).
+    if let (Some(inspector), Some(h), true) =
+        (state.inspector.clone(), hello, admission.inspect.inspect)
+    {
+        if let Some(name) = h.server_name.clone() {
+            let t = Tunnel {
+                policy,
+                pending,
+                client,
+                first,
+                hello: h,
+                name,
+                host: admission.decided_host.clone(),
+                port: admitted.port,
+                upstream: upstream.zip(admitted.resolved.first().copied()),
+                identity,
+                peer,
+            };
+            return conn::run(state, inspector, t).await;
+        }
+    }
+    let Some(mut upstream) = upstream.filter(|_| !admission.refuses()) else {
+        // Refused: by the SNI stage, or opened to show a refusal that
+        // cannot be shown (no server name, a pinned app, not HTTP).
+        pending.event_mut().error = Some(ErrorKind::TunnelClosedByPolicy);
+        pending.complete();
+        return;
+    };
     if matches!(peeked, Peeked::Closed) && first.is_empty() {
         pending.complete();
         return;

@@ -1,0 +1,335 @@
+//! TLS inspection, end to end: a company CA made like `socialgate ca init`,
+//! real TLS origins on 127.0.0.1 (HTTP/1.1 and HTTP/2), and rustls clients
+//! (reqwest) that trust only what a company device would.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Staff on loopback; LinkedIn inspected, TikTok refused with inspection
+/// (so the refusal page shows over HTTPS), YouTube not inspected.
+const INSPECTING: &str = r#"
+version: 1
+settings:
+  timezone: Europe/Berlin
+  organization: Test Corp
+  help: Ask the test desk.
+destinations:
+  allow: [127.0.0.0/8, "::1/128"]
+tunnels:
+  ports: [any]
+  sni_timeout_ms: 2000
+groups:
+  staff:
+    networks: [127.0.0.0/8, "::1/128"]
+rules:
+  - id: no-tiktok
+    groups: [staff]
+    platforms: [tiktok]
+    action: block
+    message: TikTok is not for work.
+    inspect: true
+  - id: linkedin-inspected
+    platforms: [linkedin]
+    action: allow
+    inspect: true
+"#;
+
+fn url(host: &str, origin: &TlsOrigin, path: &str) -> String {
+    format!("https://{host}:{}{path}", origin.port())
+}
+
+#[tokio::test]
+async fn inspects_http1_and_h2_and_records_every_request() {
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+
+    // HTTP/1.1: the client trusts only the company CA, so an answer proves
+    // socialgate made the TLS session; the origin saw socialgate's request.
+    let h1 = proxy.inspected_client(false);
+    let resp = h1
+        .get(url("www.linkedin.com", &origin, "/headers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    let body = resp.text().await.unwrap();
+    assert!(body.starts_with("GET /headers HTTP/1.1"), "{body}");
+    assert!(body.contains("via: 1.1 socialgate"), "{body}");
+    assert!(body.contains("host: www.linkedin.com"), "{body}");
+
+    // HTTP/2 end to end: offered by the client, chosen by the origin, so
+    // socialgate speaks it on both sides.
+    let h2 = proxy.inspected_client(true);
+    let resp = h2
+        .get(url("www.linkedin.com", &origin, "/headers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let body = resp.text().await.unwrap();
+    assert!(body.starts_with("GET "), "{body}");
+    assert!(body.contains("HTTP/2.0"), "the origin saw HTTP/2: {body}");
+    // Streams multiplex on the one connection; a 1 MiB body streams through.
+    let (a, b) = tokio::join!(
+        h2.get(url("www.linkedin.com", &origin, "/big")).send(),
+        h2.get(url("www.linkedin.com", &origin, "/hello")).send()
+    );
+    assert_eq!(a.unwrap().bytes().await.unwrap().len(), 1 << 20);
+    assert_eq!(b.unwrap().text().await.unwrap(), "hello from origin");
+
+    drop((h1, h2));
+    // Two tunnels (one per client) and four requests inside them.
+    let lines = proxy.exactly_log_lines(6).await;
+    let requests: Vec<_> = lines.iter().filter(|l| l["kind"] == "request").collect();
+    let tunnels: Vec<_> = lines.iter().filter(|l| l["kind"] == "tunnel").collect();
+    assert_eq!(requests.len(), 4, "{lines:#?}");
+    assert_eq!(tunnels.len(), 2, "{lines:#?}");
+    for r in &requests {
+        assert_eq!(r["tls"], "intercepted", "{r}");
+        assert_eq!(r["host"], "www.linkedin.com");
+        assert_eq!(r["platform"], "linkedin");
+        assert_eq!(r["rule"], "linkedin-inspected");
+        assert_eq!(r["activity"], "view");
+        assert_eq!(r["status"], 200);
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    let big = requests.iter().find(|r| r["bytes_down"] == 1 << 20);
+    assert!(big.is_some(), "the 1 MiB body is counted: {requests:#?}");
+    for t in &tunnels {
+        assert_eq!(t["tls"], "intercepted", "{t}");
+        assert_eq!(t["sni"], "www.linkedin.com");
+        assert!(t["bytes_down"].as_u64().unwrap() > 1 << 20 || t["bytes_down"].as_u64().unwrap() > 100);
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_shows_the_block_page_over_https_without_reaching_the_site() {
+    let origin = TlsOrigin::start(&["www.tiktok.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+    let client = proxy.inspected_client(true);
+
+    let page = client
+        .get(url("www.tiktok.com", &origin, "/"))
+        .header("sec-fetch-mode", "navigate")
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
+    assert_eq!(page.headers()["x-socialgate-rule"], "no-tiktok");
+    assert_eq!(page.headers()["x-socialgate-reason"], "rule-matched");
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("TikTok is not for work."), "{html}");
+    assert!(html.contains("Test Corp"), "{html}");
+
+    // An API call gets the same facts as JSON; a script gets text.
+    let api = client
+        .post(url("www.tiktok.com", &origin, "/api/commit/item/digg/"))
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 403);
+    assert_eq!(api.headers()["content-type"], "application/json");
+    let json: serde_json::Value = serde_json::from_str(&api.text().await.unwrap()).unwrap();
+    assert_eq!(json["rule"], "no-tiktok");
+    assert_eq!(json["platform"], "tiktok");
+    assert_eq!(json["message"], "TikTok is not for work.");
+    let text = client
+        .get(url("www.tiktok.com", &origin, "/script.js"))
+        .header("accept", "*/*")
+        .send()
+        .await
+        .unwrap();
+    assert!(text.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(text.text().await.unwrap().contains("rule: no-tiktok"));
+
+    assert_eq!(
+        origin.handshakes.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a refused site is never contacted"
+    );
+    drop(client);
+    let lines = proxy.exactly_log_lines(4).await;
+    let refused: Vec<_> = lines.iter().filter(|l| l["kind"] == "request").collect();
+    assert_eq!(refused.len(), 3);
+    for r in refused {
+        assert_eq!(r["action"], "block");
+        assert_eq!(r["status"], 403);
+        assert_eq!(r["tls"], "intercepted");
+    }
+}
+
+#[tokio::test]
+async fn a_plain_http_refusal_negotiates_its_format_too() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let client = proxy.client();
+    let at = format!("http://www.tiktok.com:{}/api/x", origin.port());
+    let json = client
+        .get(&at)
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 403);
+    assert_eq!(json.headers()["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_str(&json.text().await.unwrap()).unwrap();
+    assert_eq!(v["reason"], "rule-matched");
+    let html = client
+        .get(&at)
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert!(html.text().await.unwrap().starts_with("<!doctype html>"));
+}
+
+#[tokio::test]
+async fn alt_svc_is_removed_so_browsers_stay_on_tcp() {
+    let plain = Origin::start().await;
+    let tls = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&tls]).await;
+    let resp = proxy
+        .client()
+        .get(format!("http://www.linkedin.com:{}/alt-svc", plain.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-origin"], "kept");
+    assert!(resp.headers().get("alt-svc").is_none(), "plain HTTP");
+    for h2 in [false, true] {
+        let resp = proxy
+            .inspected_client(h2)
+            .get(url("www.linkedin.com", &tls, "/alt-svc"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-origin"], "kept");
+        assert!(resp.headers().get("alt-svc").is_none(), "inspected, h2 {h2}");
+    }
+}
+
+#[tokio::test]
+async fn a_never_inspect_site_passes_as_a_plain_tunnel() {
+    let origin = TlsOrigin::start(&["example.org"]).await;
+    let policy = INSPECTING.replace(
+        "rules:",
+        "inspection:\n  default: true\n  never:\n    domains: [example.org]\nrules:",
+    );
+    let proxy = TestProxy::inspecting(&policy, &[&origin]).await;
+    // This client trusts the origin's own certificate and not the company
+    // CA: it gets through only if socialgate does not decrypt.
+    let client = proxy.tls_client(&origin);
+    let body = client
+        .get(url("example.org", &origin, "/hello"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello from origin");
+    drop(client);
+    let lines = proxy.exactly_log_lines(1).await;
+    assert_eq!(lines[0]["kind"], "tunnel");
+    assert_eq!(lines[0]["tls"], "passthrough");
+    assert_eq!(lines[0]["sni"], "example.org");
+}
+
+#[tokio::test]
+async fn an_origin_with_an_untrusted_certificate_gets_the_error_page() {
+    let trusted = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let impostor = TlsOrigin::start(&["www.linkedin.com"]).await;
+    // Only `trusted`'s certificate is an upstream root.
+    let proxy = TestProxy::inspecting(INSPECTING, &[&trusted]).await;
+    let client = proxy.inspected_client(true);
+    let resp = client
+        .get(url("www.linkedin.com", &impostor, "/hello"))
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["x-socialgate-error"], "upstream-certificate");
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("certificate is not trusted"), "{html}");
+    assert!(!html.contains("hello from origin"));
+    drop(client);
+    let lines = proxy.exactly_log_lines(2).await;
+    let req = lines.iter().find(|l| l["kind"] == "request").unwrap();
+    assert_eq!(req["error"], "upstream-certificate");
+    assert_eq!(req["status"], 502);
+    assert_eq!(req["tls"], "intercepted");
+}
+
+#[tokio::test]
+async fn a_request_for_another_host_than_the_server_name_gets_421() {
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+    let resp = proxy
+        .inspected_client(false)
+        .get(url("www.linkedin.com", &origin, "/hello"))
+        .header("host", "www.tiktok.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 421);
+    let lines = proxy.log_lines(1).await;
+    let r = &lines[0];
+    assert_eq!(r["status"], 421);
+    assert_eq!(r["reason"], "sni-mismatch");
+}
+
+#[tokio::test]
+async fn a_client_that_refuses_the_company_certificate_is_passed_through_next_time() {
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+    // A "pinned app": it trusts only the origin's own certificate.
+    let pinned = proxy.tls_client(&origin);
+    let first = pinned
+        .get(url("www.linkedin.com", &origin, "/hello"))
+        .send()
+        .await;
+    assert!(first.is_err(), "the app refuses socialgate's certificate");
+    let lines = proxy.log_lines(1).await;
+    assert_eq!(lines[0]["error"], "client-refused-certificate", "{lines:#?}");
+    assert_eq!(lines[0]["tls"], "intercepted");
+    eventually_async("the learned host shows in /metrics", || async {
+        proxy
+            .metrics()
+            .await
+            .contains("socialgate_inspection_pinned_hosts 1")
+    })
+    .await;
+
+    // Next time the host passes through: the app sees the origin itself.
+    let body = pinned
+        .get(url("www.linkedin.com", &origin, "/hello"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "hello from origin");
+    drop(pinned);
+    let lines = proxy.exactly_log_lines(2).await;
+    assert_eq!(lines[1]["tls"], "pinned", "{lines:#?}");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("socialgate_tls_tunnels_total{tls=\"pinned\"} 1"),
+        "{metrics}"
+    );
+    let _ = Duration::ZERO;
+}
