@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::accesslog::{DropHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle};
 use crate::admin::{self, AdminState};
-use crate::metrics::Metrics;
 use crate::ca::{CaPaths, CompanyCa};
+use crate::metrics::Metrics;
 use crate::policy::{load_dir, ConfigErrors, Policy};
 use crate::proxy::inspect::{InspectConfig, Inspector};
 use crate::proxy::{self, ProxyConfig, ProxyState};
@@ -96,7 +96,11 @@ impl InspectionFiles {
             return match asked {
                 Some(at) => Err(format!(
                     "{}: {at}: asks for TLS inspection, but the company CA cannot be used: {e}",
-                    policy.source.dir.join(crate::policy::compile::POLICY_FILE).display()
+                    policy
+                        .source
+                        .dir
+                        .join(crate::policy::compile::POLICY_FILE)
+                        .display()
                 )),
                 None => Err(format!("the company CA cannot be used: {e}")),
             };
@@ -192,7 +196,11 @@ impl App {
         if let Some(p) = &policy.auth.htpasswd_path {
             initial_fingerprint.extend(reload::fingerprint(std::slice::from_ref(p)));
         }
-        let inspector = match cfg.inspection.setup(&policy).map_err(|e| anyhow::anyhow!(e))? {
+        let inspector = match cfg
+            .inspection
+            .setup(&policy)
+            .map_err(|e| anyhow::anyhow!(e))?
+        {
             Some(ic) => {
                 let i = tokio::task::spawn_blocking(move || Inspector::new(&ic))
                     .await

@@ -101,7 +101,9 @@ pub struct CompanyCa {
 
 impl std::fmt::Debug for CompanyCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompanyCa").field("info", &self.info).finish()
+        f.debug_struct("CompanyCa")
+            .field("info", &self.info)
+            .finish()
     }
 }
 

@@ -239,7 +239,12 @@ pub struct RunArgs {
     /// Extra CA certificates (PEM) trusted for inspected origins, besides Mozilla's roots and the
     /// system store (internal CAs, tests); repeat or separate with commas. The policy's
     /// inspection.upstream_ca adds to these.
-    #[arg(long, env = "SOCIALGATE_UPSTREAM_CA", value_name = "PATH", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_CA",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
     pub upstream_ca: Vec<PathBuf>,
 }
 

@@ -16,8 +16,8 @@ use prometheus::{
 
 use crate::accesslog::Observer;
 use crate::event::{Event, Kind, Tls};
-use crate::proxy::inspect::Inspector;
 use crate::policy::{Policy, Reason};
+use crate::proxy::inspect::Inspector;
 
 /// Live counts the proxy keeps and the metrics read at scrape time.
 #[derive(Debug, Default)]

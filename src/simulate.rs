@@ -114,6 +114,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
     let mut sim = Simulation::default();
     let mut read = ReadStats::default();
     read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
+        // Its requests are replayed one by one.
+        if rec.is_inspected_tunnel() {
+            sim.skipped += 1;
+            return;
+        }
         let Some(old) = rec.verdict().filter(|_| !not_replayable(&rec.reason)) else {
             sim.skipped += 1;
             return;

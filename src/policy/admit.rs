@@ -243,9 +243,9 @@ fn admit_inner(
     facts: &Facts<'_>,
     groups: Option<&[u16]>,
     now: Timestamp,
-    mut trace: Option<&mut Vec<TraceStep>>,
+    trace: Option<&mut Vec<TraceStep>>,
 ) -> Admission {
-    let mut adm = stages(policy, facts, groups, now, trace.as_deref_mut());
+    let mut adm = stages(policy, facts, groups, now, trace);
     adm.inspect = inspect_stage(policy, facts, &adm);
     adm
 }
@@ -387,12 +387,17 @@ pub fn inspect_stage(policy: &Policy, facts: &Facts<'_>, adm: &Admission) -> Ins
     let d = &adm.decision;
     let by_rules = matches!(
         d.reason,
-        Reason::RuleMatched | Reason::DefaultCatalog | Reason::DefaultEmbedded | Reason::DefaultOther
+        Reason::RuleMatched
+            | Reason::DefaultCatalog
+            | Reason::DefaultEmbedded
+            | Reason::DefaultOther
     );
     if d.reason == Reason::Ech {
         return no(InspectWhy::Ech);
     }
-    if !by_rules {
+    // A port outside tunnels.ports is refused whatever the rules say (the
+    // rules stage may have refused first and left the port unchecked).
+    if !by_rules || port_stage(policy, facts.entry, facts.port).is_some() {
         return no(InspectWhy::Refused);
     }
     let why = match d.inspect {
@@ -472,7 +477,11 @@ fn sni_stage_inner(
             format!(
                 "Encrypted Client Hello behind the public name {sni_host}; tunnels.ech is {}{}",
                 policy.tunnels.ech.as_str(),
-                if refused { "" } else { ": the CONNECT decision stands" }
+                if refused {
+                    ""
+                } else {
+                    ": the CONNECT decision stands"
+                }
             )
         });
         adm.decision = if refused {
@@ -700,5 +709,240 @@ rules:
             next_change_after(&p, at("2026-11-25T09:00:00+01:00")),
             Some(at("2026-11-25T17:30:00+01:00"))
         );
+    }
+
+    /// The inspection verdict, as a table: rule, default, never list and
+    /// what the ClientHello showed.
+    mod inspection {
+        use super::super::*;
+        use crate::policy::load_dir;
+
+        const CATALOG: &str = r#"
+version: 1
+categories: {social: Social, video: Video, professional: Professional, messaging: Messaging}
+platforms:
+  tiktok: {name: TikTok, category: video, domains: [tiktok.com]}
+  linkedin: {name: LinkedIn, category: professional, domains: [linkedin.com]}
+  whatsapp: {name: WhatsApp, category: messaging, domains: [whatsapp.com]}
+never_inspect:
+  finance: {name: Finance, domains: [bank.example]}
+  health: {name: Health, domains: [clinic.example]}
+"#;
+
+        fn policy(inspection: &str, ech: &str) -> (tempfile::TempDir, Policy) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+            let policy = format!(
+                r#"
+version: 1
+tunnels: {{ports: [443], ech: {ech}}}
+groups: {{staff: {{networks: [10.0.0.0/8]}}}}
+{inspection}
+rules:
+  - {{id: tiktok-page, platforms: [tiktok], action: block, inspect: true}}
+  - {{id: linkedin-in, platforms: [linkedin], action: allow, inspect: true}}
+  - {{id: bank-in, domains: [bank.example, news.example], action: allow, inspect: true}}
+  - {{id: quiet, domains: [quiet.example], action: allow, inspect: false}}
+"#
+            );
+            std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+            let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            (dir, p)
+        }
+
+        struct Case {
+            entry: Entry,
+            host: &'static str,
+            port: u16,
+            sni: Option<&'static str>,
+            hello: Option<TlsHello>,
+            want: (bool, &'static str),
+        }
+
+        const BROWSER: Option<TlsHello> = Some(TlsHello::BROWSER);
+
+        fn verdict(p: &Policy, c: &Case) -> Admission {
+            let host = normalize_host(c.host).unwrap();
+            let facts = Facts {
+                entry: c.entry,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &host,
+                port: c.port,
+                resolved: Some(&["93.184.216.34".parse().unwrap()]),
+                sni: c.sni,
+                listeners: &[],
+                hello: c.hello,
+            };
+            admit(p, &facts, "2026-11-25T10:00:00Z".parse().unwrap())
+        }
+
+        #[test]
+        fn inspection_is_decided_from_the_rule_the_never_list_and_the_hello() {
+            use Entry::*;
+            let (_d, p) = policy("", "block");
+            let pinned = Some(TlsHello {
+                learned_pinned: true,
+                ..TlsHello::BROWSER
+            });
+            let imap = Some(TlsHello {
+                offers_http: false,
+                ..TlsHello::BROWSER
+            });
+            #[rustfmt::skip]
+            let cases = [
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: None, hello: None, want: (true, "rule") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: BROWSER, want: (true, "rule") },
+                // A refusal is inspected to show its page over HTTPS.
+                Case { entry: Connect, host: "www.tiktok.com", port: 443, sni: None, hello: None, want: (true, "rule") },
+                // Refused by a built-in stage: no tunnel, nothing to decrypt.
+                Case { entry: Connect, host: "www.tiktok.com", port: 8443, sni: None, hello: None, want: (false, "refused") },
+                Case { entry: Request, host: "www.linkedin.com", port: 80, sni: None, hello: None, want: (false, "not-a-tunnel") },
+                Case { entry: Connect, host: "www.whatsapp.com", port: 443, sni: None, hello: None, want: (false, "not-asked") },
+                Case { entry: Connect, host: "quiet.example", port: 443, sni: None, hello: None, want: (false, "rule-says-no") },
+                // The never list beats the rule that asks.
+                Case { entry: Connect, host: "online.bank.example", port: 443, sni: None, hello: None, want: (false, "never-category") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: None, want: (true, "rule") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: pinned, want: (false, "learned-pinned") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: imap, want: (false, "not-http") },
+                Case { entry: Connect, host: "93.184.216.34", port: 443, sni: None, hello: BROWSER, want: (false, "not-asked") },
+            ];
+            for c in &cases {
+                let a = verdict(&p, c);
+                let what = format!(
+                    "{:?} {}:{} sni {:?} hello {:?}",
+                    c.entry, c.host, c.port, c.sni, c.hello
+                );
+                assert_eq!(
+                    (a.inspect.inspect, a.inspect.why.as_str()),
+                    c.want,
+                    "{what}"
+                );
+            }
+        }
+
+        #[test]
+        fn a_hello_without_a_name_cannot_be_inspected() {
+            let (_d, p) = policy("", "block");
+            let host = normalize_host("www.linkedin.com").unwrap();
+            let facts = Facts {
+                entry: Entry::Connect,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &host,
+                port: 443,
+                resolved: None,
+                sni: None,
+                listeners: &[],
+                hello: Some(TlsHello::BROWSER),
+            };
+            let a = admit(&p, &facts, "2026-11-25T10:00:00Z".parse().unwrap());
+            assert_eq!(a.inspect.why, InspectWhy::NoServerName);
+        }
+
+        #[test]
+        fn the_default_and_the_never_lists_as_configured() {
+            let (_d, p) = policy(
+                "inspection: {default: true, never: {categories: [messaging, health], domains: [news.example]}}",
+                "block",
+            );
+            use Entry::*;
+            #[rustfmt::skip]
+            let cases = [
+                Case { entry: Connect, host: "example.org", port: 443, sni: None, hello: None, want: (true, "default") },
+                Case { entry: Connect, host: "www.whatsapp.com", port: 443, sni: None, hello: None, want: (false, "never-category") },
+                Case { entry: Connect, host: "www.clinic.example", port: 443, sni: None, hello: None, want: (false, "never-category") },
+                Case { entry: Connect, host: "news.example", port: 443, sni: None, hello: None, want: (false, "never-domain") },
+                // Categories listed replace the default list: finance is no longer in it.
+                Case { entry: Connect, host: "bank.example", port: 443, sni: None, hello: None, want: (true, "rule") },
+                Case { entry: Connect, host: "quiet.example", port: 443, sni: None, hello: None, want: (false, "rule-says-no") },
+            ];
+            for c in &cases {
+                let a = verdict(&p, c);
+                assert_eq!(
+                    (a.inspect.inspect, a.inspect.why.as_str()),
+                    c.want,
+                    "{}",
+                    c.host
+                );
+            }
+        }
+
+        #[test]
+        fn encrypted_client_hello_behind_another_name_has_its_own_reason() {
+            let ech = Some(TlsHello {
+                ech: true,
+                ..TlsHello::BROWSER
+            });
+            let c = Case {
+                entry: Entry::Connect,
+                host: "www.linkedin.com",
+                port: 443,
+                sni: Some("cloudflare-ech.com"),
+                hello: ech,
+                want: (false, "ech"),
+            };
+            let (_d, p) = policy("", "block");
+            let a = verdict(&p, &c);
+            assert!(a.refuses());
+            assert_eq!(a.decision.reason, Reason::Ech);
+            assert_eq!(&*a.decision.rule, "builtin:sni");
+            assert!(!a.inspect.inspect);
+            let (_d, p) = policy("", "allow");
+            let a = verdict(&p, &c);
+            assert!(
+                !a.refuses(),
+                "tunnels.ech: allow keeps the CONNECT decision"
+            );
+            assert_eq!(&*a.decision.rule, "linkedin-in");
+            assert_eq!(a.decision.reason, Reason::Ech);
+            assert_eq!((a.inspect.inspect, a.inspect.why.as_str()), c.want);
+            // ECH GREASE (every Chromium hello) with the CONNECT host as its
+            // name is an ordinary hello.
+            let grease = Case {
+                sni: Some("www.linkedin.com"),
+                ..c
+            };
+            let a = verdict(&p, &grease);
+            assert_eq!(a.decision.reason, Reason::RuleMatched);
+            assert!(a.inspect.inspect);
+            // Without ECH a different name is domain fronting.
+            let fronting = Case {
+                hello: BROWSER,
+                ..grease
+            };
+            let fronting = Case {
+                sni: Some("cloudflare-ech.com"),
+                ..fronting
+            };
+            assert_eq!(verdict(&p, &fronting).decision.reason, Reason::SniMismatch);
+        }
+
+        #[test]
+        fn a_never_category_must_exist() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+            std::fs::write(
+                dir.path().join("policy.yaml"),
+                "version: 1\ninspection: {never: {categories: [finanse]}, leaf_days: 400, ca_cert: x.pem}\n",
+            )
+            .unwrap();
+            let e = load_dir(dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("inspection.never.categories[0]: unknown category \"finanse\""),
+                "{e}"
+            );
+            assert!(e.contains("did you mean \"finance\"?"), "{e}");
+            assert!(
+                e.contains("inspection.leaf_days: 400 days is out of range"),
+                "{e}"
+            );
+            assert!(
+                e.contains(
+                    "inspection.ca_key: `inspection.ca_cert` is set but `inspection.ca_key` is not"
+                ),
+                "{e}"
+            );
+        }
     }
 }

@@ -634,7 +634,12 @@ impl Compiler<'_> {
                 }
             }
         }
-        for (i, d) in never.map(|n| n.domains.as_slice()).unwrap_or_default().iter().enumerate() {
+        for (i, d) in never
+            .map(|n| n.domains.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
             if let Some(name) = self.domain(&format!("inspection.never.domains[{i}]"), d) {
                 if never_domains.get_exact_mut(&name).is_none() {
                     never_domains.insert(&name, NeverHit::Listed);
@@ -687,7 +692,10 @@ impl Compiler<'_> {
             pinned_for: Duration::from_secs(3600 * u64::from(hours.clamp(1, 720))),
             leaf_validity: Duration::from_secs(86_400 * u64::from(days.clamp(1, 90))),
             leaf_cache: leaf_cache.max(1),
-            upstream_ca: raw.upstream_ca.as_deref().map(|p| resolve_path(self.dir, p)),
+            upstream_ca: raw
+                .upstream_ca
+                .as_deref()
+                .map(|p| resolve_path(self.dir, p)),
         }
     }
 

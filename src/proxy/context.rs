@@ -16,8 +16,8 @@ use std::time::Instant;
 use http::{Method, Response, StatusCode};
 
 use super::body::Pending;
-use super::identify::{identify, Identity};
 use super::headers::Presentation;
+use super::identify::{identify, Identity};
 use super::responses::{self, RequestView};
 use super::upstream::ProxyBody;
 use super::ProxyState;
@@ -242,7 +242,13 @@ impl Exchange {
         detail: &str,
     ) -> Response<ProxyBody> {
         self.event.error = Some(kind);
-        let resp = responses::failure_for(kind, detail, self.presentation, &self.event.host, &self.policy);
+        let resp = responses::failure_for(
+            kind,
+            detail,
+            self.presentation,
+            &self.event.host,
+            &self.policy,
+        );
         self.finish(state, resp)
     }
 

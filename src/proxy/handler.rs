@@ -141,10 +141,10 @@ async fn forward(
         Ok(x) => x,
         Err(refusal) => return ex.refuse(state, refusal),
     };
-    let decision = match decided(&mut ex, admission.decision, req.method(), &uri) {
-        Ok(d) => d,
-        Err(refusal) => return ex.refuse(state, refusal),
-    };
+    let mut decision = admission.decision;
+    if refuses(&mut ex, &mut decision, req.method(), &uri) {
+        return ex.refuse(state, decision);
+    }
 
     // Resolve a name, then admit the addresses it resolved to.
     let addrs = match ex.resolve_and_admit(state, &host, port, &decision).await {
@@ -198,24 +198,20 @@ async fn forward(
 }
 
 /// The decide phase after admission, shared by plain and inspected
-/// requests: what the record says about the request, then the refusal to
-/// answer with, or the decision it goes on under.
-fn decided(
-    ex: &mut Exchange,
-    mut decision: Decision,
-    method: &Method,
-    uri: &http::Uri,
-) -> Result<Decision, Decision> {
+/// requests: what the record says about the request; then true when
+/// `decision` refuses it (answer with `ex.refuse`), else the decision is
+/// applied to the record and the request goes on under it.
+fn refuses(ex: &mut Exchange, decision: &mut Decision, method: &Method, uri: &http::Uri) -> bool {
     ex.event.activity = Some(Activity::of_method(method));
     ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
     if decision.platform.is_none() || ex.policy.logging.log_paths {
         ex.event.path = uri.path_and_query().map(|p| p.as_str().to_string());
     }
     if decision.refuses() {
-        return Err(decision);
+        return true;
     }
-    ex.apply(&mut decision);
-    Ok(decision)
+    ex.apply(decision);
+    false
 }
 
 /// Header hygiene for a forwarded request: hop-by-hop headers, the trusted
@@ -287,7 +283,11 @@ pub async fn handle_inspected(
     Ok(resp)
 }
 
-async fn inspected(state: &ProxyState, tunnel: &Inside, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn inspected(
+    state: &ProxyState,
+    tunnel: &Inside,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let host = &tunnel.host;
     let port = tunnel.port;
     let mut ex = Exchange::begin(
@@ -315,10 +315,18 @@ async fn inspected(state: &ProxyState, tunnel: &Inside, req: Request<Incoming>) 
         return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
     }
     let resolved = tunnel.resolved.as_ref().map(std::slice::from_ref);
-    let admission = ex.admit_as(state, &tunnel.identity, Entry::Request, host, port, resolved);
+    let admission = ex.admit_as(
+        state,
+        &tunnel.identity,
+        Entry::Request,
+        host,
+        port,
+        resolved,
+    );
     let uri = req.uri().clone();
-    if let Err(refusal) = decided(&mut ex, admission.decision, req.method(), &uri) {
-        return ex.refuse(state, refusal);
+    let mut decision = admission.decision;
+    if refuses(&mut ex, &mut decision, req.method(), &uri) {
+        return ex.refuse(state, decision);
     }
     let link = match &tunnel.upstream {
         Reach::Origin(link) => link,
@@ -339,7 +347,13 @@ async fn inspected(state: &ProxyState, tunnel: &Inside, req: Request<Incoming>) 
     let (pending, _policy) = ex.into_pending(state);
     let idle = Some(state.config.body_idle_timeout);
     let body = Counted::request(body, pending.meter.clone(), idle).boxed();
-    send_and_relay(state, Upstream::Tls(link), Request::from_parts(parts, body), pending).await
+    send_and_relay(
+        state,
+        Upstream::Tls(link),
+        Request::from_parts(parts, body),
+        pending,
+    )
+    .await
 }
 
 /// `Ok` when the request's `:authority` or `Host` names the tunnel's host

@@ -189,10 +189,16 @@ mod tests {
         use Presentation::*;
         let get = http::Method::GET;
         let cases: [(&[(&str, &str)], Presentation); 8] = [
-            (&[("sec-fetch-mode", "navigate"), ("accept", "text/html")], Html),
+            (
+                &[("sec-fetch-mode", "navigate"), ("accept", "text/html")],
+                Html,
+            ),
             (&[("sec-fetch-mode", "cors"), ("accept", "*/*")], Json),
             (&[("sec-fetch-mode", "cors"), ("accept", "text/html")], Json),
-            (&[("sec-fetch-mode", "no-cors"), ("accept", "image/avif,*/*")], Text),
+            (
+                &[("sec-fetch-mode", "no-cors"), ("accept", "image/avif,*/*")],
+                Text,
+            ),
             (&[("accept", "application/json")], Json),
             (&[("accept", "text/html,application/xhtml+xml")], Html),
             (&[("accept", "*/*")], Text),

@@ -58,10 +58,7 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
             "text/html; charset=utf-8",
             html_page(decision, policy, req.host, status),
         ),
-        Presentation::Json => (
-            "application/json",
-            json_body(decision, policy, req.host),
-        ),
+        Presentation::Json => ("application/json", json_body(decision, policy, req.host)),
         Presentation::Text => (
             "text/plain; charset=utf-8",
             text_body(decision, policy, req.host),

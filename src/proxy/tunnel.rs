@@ -214,7 +214,10 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             // inspection is the hello's (no name, no certificate).
             None => {
                 let inspect = inspect_stage(&policy, &facts, &admission);
-                Admission { inspect, ..admission }
+                Admission {
+                    inspect,
+                    ..admission
+                }
             }
         };
         let ev = pending.event_mut();

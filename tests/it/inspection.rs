@@ -101,7 +101,9 @@ async fn inspects_http1_and_h2_and_records_every_request() {
     for t in &tunnels {
         assert_eq!(t["tls"], "intercepted", "{t}");
         assert_eq!(t["sni"], "www.linkedin.com");
-        assert!(t["bytes_down"].as_u64().unwrap() > 1 << 20 || t["bytes_down"].as_u64().unwrap() > 100);
+        assert!(
+            t["bytes_down"].as_u64().unwrap() > 1 << 20 || t["bytes_down"].as_u64().unwrap() > 100
+        );
     }
 }
 
@@ -216,7 +218,10 @@ async fn alt_svc_is_removed_so_browsers_stay_on_tcp() {
             .await
             .unwrap();
         assert_eq!(resp.headers()["x-origin"], "kept");
-        assert!(resp.headers().get("alt-svc").is_none(), "inspected, h2 {h2}");
+        assert!(
+            resp.headers().get("alt-svc").is_none(),
+            "inspected, h2 {h2}"
+        );
     }
 }
 
@@ -303,7 +308,10 @@ async fn a_client_that_refuses_the_company_certificate_is_passed_through_next_ti
         .await;
     assert!(first.is_err(), "the app refuses socialgate's certificate");
     let lines = proxy.log_lines(1).await;
-    assert_eq!(lines[0]["error"], "client-refused-certificate", "{lines:#?}");
+    assert_eq!(
+        lines[0]["error"], "client-refused-certificate",
+        "{lines:#?}"
+    );
     assert_eq!(lines[0]["tls"], "intercepted");
     eventually_async("the learned host shows in /metrics", || async {
         proxy
@@ -332,4 +340,219 @@ async fn a_client_that_refuses_the_company_certificate_is_passed_through_next_ti
         "{metrics}"
     );
     let _ = Duration::ZERO;
+}
+
+/// Chromium's ClientHello (tests/fixtures): server name www.linkedin.com,
+/// with the encrypted_client_hello extension (Chromium's ECH GREASE).
+const CHROMIUM_HELLO: &[u8] = include_bytes!("../fixtures/chromium-clienthello.bin");
+
+/// Opens a CONNECT tunnel to `authority` over a raw socket, sends `hello`
+/// once it is open, and reads until the proxy closes it (or 2 s pass).
+async fn tunnel_with_hello(proxy: &TestProxy, authority: &str, hello: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = within(tokio::net::TcpStream::connect(proxy.addr))
+        .await
+        .unwrap();
+    let connect = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    s.write_all(connect.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    s.write_all(hello).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn encrypted_client_hello_behind_another_name_is_refused_by_default() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    // The hello names www.linkedin.com and carries the ECH extension; the
+    // CONNECT asked for www.youtube.com: the named site is not where the
+    // client says it goes.
+    let authority = format!("www.youtube.com:{}", origin.port());
+    tunnel_with_hello(&proxy, &authority, CHROMIUM_HELLO).await;
+    let lines = proxy.exactly_log_lines(1).await;
+    let t = &lines[0];
+    assert_eq!(t["reason"], "ech", "{t}");
+    assert_eq!(t["rule"], "builtin:sni");
+    assert_eq!(t["action"], "block");
+    assert_eq!(t["error"], "tunnel-closed-by-policy");
+    assert_eq!(t["sni"], "www.linkedin.com");
+}
+
+#[tokio::test]
+async fn encrypted_client_hello_passes_on_the_connect_decision_when_allowed() {
+    let origin = Origin::start().await;
+    let policy = BASIC_POLICY.replace("sni_timeout_ms: 500", "sni_timeout_ms: 500\n  ech: allow");
+    let proxy = TestProxy::start(&policy).await;
+    let authority = format!("www.youtube.com:{}", origin.port());
+    tunnel_with_hello(&proxy, &authority, CHROMIUM_HELLO).await;
+    let lines = proxy.exactly_log_lines(1).await;
+    let t = &lines[0];
+    assert_eq!(t["reason"], "ech", "{t}");
+    assert_eq!(t["action"], "allow");
+    assert_eq!(t["platform"], "youtube", "decided on the CONNECT host");
+    assert_eq!(t["tls"], "passthrough");
+    assert!(t["bytes_up"].as_u64().unwrap() >= CHROMIUM_HELLO.len() as u64);
+    assert_eq!(origin.connections(), 1, "the hello went on to the site");
+}
+
+#[tokio::test]
+async fn ca_init_writes_a_private_key_prints_fingerprints_and_never_overwrites() {
+    let dir = PolicyDir::new(INSPECTING);
+    let policy = dir.path().to_str().unwrap();
+    let cert = dir.path().join("company-ca.pem");
+    let key = dir.path().join("company-ca.key");
+    let files = [
+        "--ca-cert",
+        cert.to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+    ];
+    let mut init = vec!["ca", "init", "--policy", policy];
+    init.extend(files);
+    let (code, out, err) = socialgate(&init).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("O=Test Corp"),
+        "the subject names the organisation: {out}"
+    );
+    let fingerprint = out
+        .lines()
+        .find(|l| l.starts_with("SHA-256:"))
+        .unwrap_or_else(|| panic!("no fingerprint in {out}"))
+        .to_string();
+    assert_eq!(fingerprint.matches(':').count(), 32, "{fingerprint}");
+    assert!(out.contains("SPKI SHA-256: sha256//"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the CA key is private");
+    }
+    let key_before = std::fs::read(&key).unwrap();
+
+    // Never overwritten: devices trust this one.
+    let (code, _, err) = socialgate(&init).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), key_before);
+
+    // `ca show` prints the same fingerprint.
+    let mut show = vec!["ca", "show", "--policy", policy];
+    show.extend(files);
+    let (code, out, err) = socialgate(&show).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&fingerprint), "{out}");
+    // The certificate is a CA with path length 0 (openssl's view, as an
+    // admin would check it), when openssl is installed.
+    if let Ok(o) = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+    {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn check_reports_a_rule_asking_for_inspection_without_a_ca() {
+    let dir = PolicyDir::new(INSPECTING);
+    let path = dir.path().to_str().unwrap();
+    let missing = dir.path().join("no-such-ca.pem");
+    let (code, out, err) = socialgate(&[
+        "check",
+        path,
+        "--ca-cert",
+        missing.to_str().unwrap(),
+        "--ca-key",
+        dir.path().join("no-such-ca.key").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains("policy.yaml: rules[0].inspect: asks for TLS inspection"),
+        "{err}"
+    );
+    assert!(err.contains("socialgate ca init"), "{err}");
+
+    // With the CA made, the same policy passes.
+    socialgate::ca::init(&dir.ca_paths(), None).unwrap();
+    let ca = dir.ca_paths();
+    let (code, out, err) = socialgate(&[
+        "check",
+        path,
+        "--ca-cert",
+        ca.cert.to_str().unwrap(),
+        "--ca-key",
+        ca.key.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok ("), "{out}");
+}
+
+#[tokio::test]
+async fn explain_says_whether_a_tunnel_is_inspected_and_why() {
+    let dir = PolicyDir::new(INSPECTING);
+    let path = dir.path().to_str().unwrap();
+    let explain = |url: &'static str| {
+        let path = path.to_string();
+        async move {
+            let (code, out, err) = socialgate(&[
+                "explain",
+                "--policy",
+                &path,
+                "--client",
+                "127.0.0.1",
+                "--no-resolve",
+                url,
+            ])
+            .await;
+            assert_eq!(code, 0, "{err}");
+            out.lines()
+                .find(|l| l.starts_with("inspect:"))
+                .unwrap_or_else(|| panic!("no inspect line in {out}"))
+                .to_string()
+        }
+    };
+    let line = explain("https://www.linkedin.com/feed/").await;
+    assert!(line.starts_with("inspect:  yes (rule:"), "{line}");
+    let line = explain("https://www.tiktok.com/").await;
+    assert!(
+        line.contains("yes (rule:") && line.contains("refusal page"),
+        "{line}"
+    );
+    let line = explain("https://www.youtube.com/").await;
+    assert!(line.starts_with("inspect:  no (not-asked:"), "{line}");
+    // The shipped catalog's never-inspect categories.
+    let line = explain("https://www.paypal.com/").await;
+    assert!(line.starts_with("inspect:  no (not-asked"), "{line}");
+    let line = explain("http://www.linkedin.com/").await;
+    assert!(line.starts_with("inspect:  no (not-a-tunnel"), "{line}");
+}
+
+#[tokio::test]
+async fn explain_names_the_never_inspect_category() {
+    let policy = INSPECTING.replace("rules:", "inspection:\n  default: true\nrules:");
+    let dir = PolicyDir::new(&policy);
+    let (code, out, err) = socialgate(&[
+        "explain",
+        "--policy",
+        dir.path().to_str().unwrap(),
+        "--client",
+        "127.0.0.1",
+        "--no-resolve",
+        "https://www.paypal.com/",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "inspect:  no (never-category: the site is in the never-inspect category finance"
+        ),
+        "{out}"
+    );
 }

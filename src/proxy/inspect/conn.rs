@@ -263,7 +263,8 @@ pub async fn run(state: Arc<ProxyState>, inspector: Arc<Inspector>, t: Tunnel) {
     // client's is shut down gracefully, so it reconnects), no byte moves
     // for `--idle-timeout`, or the drain time is up.
     let mut hard_stop = state.hard_stop.subscribe();
-    let mut ticker = tokio::time::interval(state.config.idle_timeout.max(Duration::from_millis(10)));
+    let mut ticker =
+        tokio::time::interval(state.config.idle_timeout.max(Duration::from_millis(10)));
     ticker.tick().await;
     let mut last_total = u64::MAX;
     loop {
@@ -346,7 +347,12 @@ async fn connect_origin(
             .max_header_list_size(state.config.max_header_bytes.min(u32::MAX as usize) as u32)
             .handshake::<_, ProxyBody>(io)
             .await
-            .map_err(|e| (ErrorKind::UpstreamProtocol, format!("HTTP/2 with the site failed: {e}")))?;
+            .map_err(|e| {
+                (
+                    ErrorKind::UpstreamProtocol,
+                    format!("HTTP/2 with the site failed: {e}"),
+                )
+            })?;
         tokio::spawn(async move {
             let _ = conn.await;
             let _ = tx.send(());
@@ -357,7 +363,12 @@ async fn connect_origin(
             .max_buf_size(state.config.max_header_bytes.max(8192))
             .handshake::<_, ProxyBody>(io)
             .await
-            .map_err(|e| (ErrorKind::UpstreamProtocol, format!("HTTP/1.1 with the site failed: {e}")))?;
+            .map_err(|e| {
+                (
+                    ErrorKind::UpstreamProtocol,
+                    format!("HTTP/1.1 with the site failed: {e}"),
+                )
+            })?;
         tokio::spawn(async move {
             let _ = conn.await;
             let _ = tx.send(());

@@ -181,7 +181,8 @@ fn new_key(provider: &CryptoProvider) -> Result<LeafKey, LeafError> {
         name: "(leaf key)".into(),
         detail,
     };
-    let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| err(e.to_string()))?;
+    let pair =
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| err(e.to_string()))?;
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
     let signer = provider
         .key_provider
@@ -263,7 +264,13 @@ mod tests {
         let a = l.mint("a.example").unwrap();
         let b = l.mint("a.example").unwrap();
         assert_ne!(serial(&a), serial(&b), "a reused serial breaks Firefox");
-        for n in ["a.example", "b.example", "c.example", "d.example", "e.example"] {
+        for n in [
+            "a.example",
+            "b.example",
+            "c.example",
+            "d.example",
+            "e.example",
+        ] {
             l.get(n).unwrap();
         }
         assert_eq!(l.cached(), 3, "least recently used leaves are evicted");
