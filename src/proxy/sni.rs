@@ -273,6 +273,28 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_split_over_two_records_is_read_whole() {
+        // The same handshake message, in two TLS records (as a client that
+        // fragments may send it).
+        let payload = &CHROMIUM_HELLO[5..];
+        let (a, b) = payload.split_at(700);
+        let mut split = Vec::new();
+        for part in [a, b] {
+            split.extend_from_slice(&[0x16, 0x03, 0x01]);
+            split.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            split.extend_from_slice(part);
+        }
+        let Hello::Tls(h) = server_name(&split) else {
+            panic!("not read")
+        };
+        assert_eq!(h.server_name.as_deref(), Some("www.linkedin.com"));
+        assert!(h.ech, "the ECH extension is found across records");
+        for len in 1..split.len() {
+            assert_eq!(server_name(&split[..len]), Hello::Incomplete, "prefix of {len} bytes");
+        }
+    }
+
+    #[test]
     fn a_hello_for_an_ip_address_has_no_server_name() {
         let hello = client_hello("192.0.2.7");
         assert_eq!(server_name(&hello), Hello::Tls(ClientHello::default()));

@@ -556,3 +556,99 @@ async fn explain_names_the_never_inspect_category() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn the_leaf_cache_stays_within_its_bound() {
+    let names = ["www.linkedin.com", "www.instagram.com", "www.facebook.com"];
+    let origin = TlsOrigin::start(&names).await;
+    let policy = INSPECTING.replace(
+        "rules:",
+        "inspection:\n  default: true\n  leaf_cache: 2\nrules:",
+    );
+    let proxy = TestProxy::inspecting(&policy, &[&origin]).await;
+    let client = proxy.inspected_client(false);
+    for host in names.iter().chain(names.iter()) {
+        let body = client
+            .get(url(host, &origin, "/hello"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "hello from origin", "{host}");
+    }
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("socialgate_inspection_leaf_certificates 2"),
+        "at most leaf_cache leaves are kept: {metrics}"
+    );
+    // Each connection is reused per host, so each host minted once.
+    assert!(
+        metrics.contains("socialgate_inspection_leaf_certificates_minted 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_inside_an_inspected_tunnel_gets_431() {
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+    let client = proxy.inspected_client(false);
+    // Over --max-header-bytes (64 KiB) but under hyper's own buffer limit.
+    let resp = client
+        .get(url("www.linkedin.com", &origin, "/hello"))
+        .header("x-filler", "a".repeat(70 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    // The origin never saw it; the connection still serves the next one.
+    let ok = client
+        .get(url("www.linkedin.com", &origin, "/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.text().await.unwrap(), "hello from origin");
+}
+
+#[tokio::test]
+async fn garbage_after_the_handshake_is_refused_by_the_http_layer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+    // A rustls client over a raw CONNECT, trusting the company CA.
+    let mut s = within(tokio::net::TcpStream::connect(proxy.addr))
+        .await
+        .unwrap();
+    let authority = format!("www.linkedin.com:{}", origin.port());
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status_of(&read_head(&mut s).await), 200);
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = proxy.ca_pem();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    use rustls::pki_types::pem::PemObject;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("www.linkedin.com").unwrap();
+    let mut tls = within(connector.connect(name, s)).await.unwrap();
+    tls.write_all(b"\x00\x01GARBAGE \xff\xfe\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = within(tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    drop(tls);
+    let lines = proxy.exactly_log_lines(1).await;
+    assert_eq!(lines[0]["kind"], "tunnel");
+    assert_eq!(lines[0]["tls"], "intercepted");
+}
