@@ -290,7 +290,11 @@ mod tests {
         assert_eq!(h.server_name.as_deref(), Some("www.linkedin.com"));
         assert!(h.ech, "the ECH extension is found across records");
         for len in 1..split.len() {
-            assert_eq!(server_name(&split[..len]), Hello::Incomplete, "prefix of {len} bytes");
+            assert_eq!(
+                server_name(&split[..len]),
+                Hello::Incomplete,
+                "prefix of {len} bytes"
+            );
         }
     }
 

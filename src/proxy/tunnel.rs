@@ -233,9 +233,14 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
     }
 
     // Decrypt, if the verdict says so (and a CA is configured).
-    if let (Some(inspector), Some(h), true) =
-        (state.inspector.clone(), hello, admission.inspect.inspect)
-    {
+    // A tunnel opened only to show a refusal is decrypted only while it is
+    // refused: it was never dialed.
+    let dialed_or_refused = upstream.is_some() || admission.refuses();
+    if let (Some(inspector), Some(h), true) = (
+        state.inspector.clone(),
+        hello,
+        admission.inspect.inspect && dialed_or_refused,
+    ) {
         if let Some(name) = h.server_name.clone() {
             let t = Tunnel {
                 policy,

@@ -642,7 +642,9 @@ async fn garbage_after_the_handshake_is_refused_by_the_http_layer() {
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from("www.linkedin.com").unwrap();
     let mut tls = within(connector.connect(name, s)).await.unwrap();
-    tls.write_all(b"\x00\x01GARBAGE \xff\xfe\r\n\r\n").await.unwrap();
+    tls.write_all(b"\x00\x01GARBAGE \xff\xfe\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = within(tls.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
