@@ -615,13 +615,18 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     let url = match ev.kind {
         Kind::Tunnel => format!("{}:{}", host_for_url(&ev.host), ev.port),
         Kind::Request => {
-            let port = if ev.port == 80 {
+            // A request inside an inspected tunnel is an https:// URL.
+            let (scheme, default_port) = match ev.tls {
+                Some(crate::event::Tls::Intercepted) => ("https", 443),
+                _ => ("http", 80),
+            };
+            let port = if ev.port == default_port {
                 String::new()
             } else {
                 format!(":{}", ev.port)
             };
             format!(
-                "http://{}{}{}",
+                "{scheme}://{}{}{}",
                 host_for_url(&ev.host),
                 port,
                 ev.path.as_deref().unwrap_or("/")
@@ -683,6 +688,7 @@ mod tests {
             port: 8080,
             path: path.map(str::to_string),
             sni: Some("www.example.org".into()),
+            tls: None,
             platform: None,
             category: Some(Arc::from("video")),
             class: Some(Class::Primary),

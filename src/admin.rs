@@ -90,7 +90,7 @@ async fn handle(
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(&state.proxy.gauges),
+            state.metrics.render(&state.proxy.gauges, state.proxy.inspector.as_deref()),
         ),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         (&Method::GET, "/readyz") => text(

@@ -17,8 +17,10 @@ use tokio::task::JoinHandle;
 
 use crate::accesslog::{DropHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle};
 use crate::admin::{self, AdminState};
+use crate::ca::{CaPaths, CompanyCa};
 use crate::metrics::Metrics;
-use crate::policy::{load_dir, ConfigErrors};
+use crate::policy::{load_dir, ConfigErrors, Policy};
+use crate::proxy::inspect::{InspectConfig, Inspector};
 use crate::proxy::{self, ProxyConfig, ProxyState};
 use crate::pseudonym::Pseudonymizer;
 use crate::reload::{self, PolicyHandle};
@@ -45,6 +47,75 @@ pub struct AppConfig {
     /// HMAC key for user pseudonyms, used unless the policy names its own
     /// `logging.key_file`; created (mode 0600) if missing.
     pub pseudonym_key: PathBuf,
+    /// The company CA and extra upstream roots, unless the policy's
+    /// `inspection:` names its own.
+    pub inspection: InspectionFiles,
+}
+
+/// Where the inspection files are, from flags (`--ca-cert`, `--ca-key`,
+/// `--upstream-ca`); the policy's `inspection:` paths take precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectionFiles {
+    pub ca: CaPaths,
+    pub upstream_ca: Vec<PathBuf>,
+}
+
+impl Default for InspectionFiles {
+    fn default() -> Self {
+        InspectionFiles {
+            ca: CaPaths {
+                cert: PathBuf::from(crate::ca::DEFAULT_CERT),
+                key: PathBuf::from(crate::ca::DEFAULT_KEY),
+            },
+            upstream_ca: Vec::new(),
+        }
+    }
+}
+
+impl InspectionFiles {
+    /// The CA files in force for `policy`: its own, else these.
+    pub fn ca_for(&self, policy: &Policy) -> CaPaths {
+        match (&policy.inspection.ca_cert, &policy.inspection.ca_key) {
+            (Some(cert), Some(key)) => CaPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => self.ca.clone(),
+        }
+    }
+
+    /// What the inspector is built from under `policy`, or `None` when
+    /// there is no CA and nothing asks for one. A policy that asks for
+    /// inspection (a rule's `inspect: true`, `inspection.default`) without
+    /// a usable CA is an error that says where it asks and how to fix it.
+    pub fn setup(&self, policy: &Policy) -> Result<Option<InspectConfig>, String> {
+        let ca = self.ca_for(policy);
+        let asked = policy.inspection.asked(&policy.rules);
+        if asked.is_none() && !ca.cert.exists() && !ca.key.exists() {
+            return Ok(None);
+        }
+        if let Err(e) = CompanyCa::load(&ca) {
+            return match asked {
+                Some(at) => Err(format!(
+                    "{}: {at}: asks for TLS inspection, but the company CA cannot be used: {e}",
+                    policy
+                        .source
+                        .dir
+                        .join(crate::policy::compile::POLICY_FILE)
+                        .display()
+                )),
+                None => Err(format!("the company CA cannot be used: {e}")),
+            };
+        }
+        let mut upstream_ca = self.upstream_ca.clone();
+        upstream_ca.extend(policy.inspection.upstream_ca.clone());
+        Ok(Some(InspectConfig {
+            ca,
+            upstream_ca,
+            leaf_validity: policy.inspection.leaf_validity,
+            leaf_cache: policy.inspection.leaf_cache,
+        }))
+    }
 }
 
 /// What a clean shutdown did, for its closing log line.
@@ -129,12 +200,34 @@ impl App {
         if let Some(p) = &policy.auth.htpasswd_path {
             initial_fingerprint.extend(reload::fingerprint(std::slice::from_ref(p)));
         }
+        let inspector = match cfg
+            .inspection
+            .setup(&policy)
+            .map_err(|e| anyhow::anyhow!(e))?
+        {
+            Some(ic) => {
+                let i = tokio::task::spawn_blocking(move || Inspector::new(&ic))
+                    .await
+                    .context("inspection set-up panicked")?
+                    .context("cannot set up TLS inspection")?;
+                tracing::info!(ca = %i.leaves.ca_subject(), upstream_roots = i.roots, "TLS inspection ready");
+                Some(Arc::new(i))
+            }
+            None => None,
+        };
         let handle = PolicyHandle::new(policy);
         let metrics = Metrics::new();
         metrics.set_policy(&handle.load());
         {
             let m = metrics.clone();
             handle.on_reload(move |p, ok| m.reloaded(p, ok));
+        }
+        if inspector.is_none() {
+            handle.on_reload(|p, ok| {
+                if let (true, Some(at)) = (ok, p.inspection.asked(&p.rules)) {
+                    tracing::warn!(%at, "the reloaded policy asks for TLS inspection, but socialgate started without a company CA: nothing is decrypted until it is restarted with one (`socialgate ca init`)");
+                }
+            });
         }
 
         let mut listeners = Vec::new();
@@ -211,6 +304,7 @@ impl App {
             self_addrs,
             metrics.clone(),
             warn_key,
+            inspector,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();

@@ -42,9 +42,12 @@ pub enum Command {
     /// Serve the proxy with a policy directory.
     Run(RunArgs),
     /// Validate every policy file and print all errors with their location.
-    Check(DirArg),
+    Check(CheckArgs),
     /// Show the decision for one client and URL, with the rules considered.
     Explain(ExplainArgs),
+    /// Create or show the company CA that signs certificates for inspected HTTPS.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Run the policy test cases kept in tests.yaml beside the policy.
     Test(DirArg),
     /// Build usage and security reports from access logs (HTML, CSV or JSON).
@@ -86,6 +89,63 @@ pub struct SchemaArgs {
     /// Write every schema into this directory (e.g. docs/schema) instead of printing one.
     #[arg(long, value_name = "DIR")]
     pub all: Option<PathBuf>,
+}
+
+/// `socialgate ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the company CA (ECDSA P-256, path length 0, ten years); never overwrites one.
+    ///
+    /// The subject names the policy's settings.organization. The key is written with mode
+    /// 0600. Prints the SHA-256 fingerprint and the SPKI hash to compare on devices;
+    /// docs/tls-inspection.md says how to distribute the certificate.
+    Init(CaArgs),
+    /// Print the company CA's subject, validity, SHA-256 fingerprint and SPKI hash.
+    Show(CaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Policy directory: settings.organization names the CA, and inspection.ca_cert/ca_key
+    /// (if set) say where it is.
+    #[arg(long, env = "SOCIALGATE_POLICY", default_value = "policies")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub files: CaFiles,
+}
+
+/// Where the company CA is (the policy's inspection.ca_cert/ca_key take precedence).
+#[derive(Debug, Args, Clone)]
+pub struct CaFiles {
+    /// The company CA certificate (PEM), made by `socialgate ca init`; the policy's
+    /// inspection.ca_cert takes precedence.
+    #[arg(long, env = "SOCIALGATE_CA_CERT", value_name = "PATH", default_value = crate::ca::DEFAULT_CERT)]
+    pub ca_cert: PathBuf,
+    /// The company CA's private key (PEM, mode 0600); the policy's inspection.ca_key takes
+    /// precedence.
+    #[arg(long, env = "SOCIALGATE_CA_KEY", value_name = "PATH", default_value = crate::ca::DEFAULT_KEY)]
+    pub ca_key: PathBuf,
+}
+
+impl CaFiles {
+    fn inspection(&self, upstream_ca: &[PathBuf]) -> crate::app::InspectionFiles {
+        crate::app::InspectionFiles {
+            ca: crate::ca::CaPaths {
+                cert: self.ca_cert.clone(),
+                key: self.ca_key.clone(),
+            },
+            upstream_ca: upstream_ca.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies", env = "SOCIALGATE_POLICY")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub files: CaFiles,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +267,18 @@ pub struct RunArgs {
     /// on a clean exit.
     #[arg(long, env = "SOCIALGATE_PID_FILE", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub ca: CaFiles,
+    /// Extra CA certificates (PEM) trusted for inspected origins, besides Mozilla's roots and the
+    /// system store (internal CAs, tests); repeat or separate with commas. The policy's
+    /// inspection.upstream_ca adds to these.
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_CA",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub upstream_ca: Vec<PathBuf>,
 }
 
 /// `--admin`: an address, or `off`.
@@ -407,6 +479,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check(d) => check(d),
         Command::Explain(a) => explain(a),
+        Command::Ca(c) => ca(c),
         Command::Test(d) => test(d),
         Command::Report(a) => match crate::report::run(&a) {
             Ok(code) => code,
@@ -552,6 +625,7 @@ fn run(args: RunArgs) -> ExitCode {
         },
         pac_proxy: args.pac_proxy,
         pseudonym_key: args.pseudonym_key.clone(),
+        inspection: args.ca.inspection(&args.upstream_ca),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -665,9 +739,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn check(d: DirArg) -> ExitCode {
+fn check(d: CheckArgs) -> ExitCode {
     match load_dir(&d.dir) {
         Ok(p) => {
+            if let Err(e) = d.files.inspection(&[]).setup(&p) {
+                eprintln!("{e}");
+                eprintln!("  hint: create the CA with `socialgate ca init --policy {}`, or name it with --ca-cert/--ca-key or inspection.ca_cert/ca_key", d.dir.display());
+                eprintln!("1 error(s) in {}", d.dir.display());
+                return ExitCode::from(2);
+            }
             println!(
                 "{}: ok ({} platforms, {} activity signatures, {} groups, {} rules, {} test cases; hash {})",
                 d.dir.display(),
@@ -690,6 +770,51 @@ fn check(d: DirArg) -> ExitCode {
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("{} error(s) in {}", errors.0.len(), d.dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ca(c: CaCommand) -> ExitCode {
+    let (args, init) = match &c {
+        CaCommand::Init(a) => (a, true),
+        CaCommand::Show(a) => (a, false),
+    };
+    // The policy supplies the organisation and may name the files; without
+    // a readable policy the flags' files and a generic subject are used.
+    let policy = load_dir(&args.policy).ok();
+    let files = args.files.inspection(&[]);
+    let paths = match &policy {
+        Some(p) => files.ca_for(p),
+        None => files.ca.clone(),
+    };
+    let org = policy
+        .as_ref()
+        .and_then(|p| p.settings.organization.as_deref().map(str::to_string));
+    let result = if init {
+        crate::ca::init(&paths, org.as_deref())
+    } else {
+        crate::ca::show(&paths)
+    };
+    match result {
+        Ok(info) => {
+            if init {
+                println!(
+                    "created the company CA:\n  certificate {}\n  key         {} (mode 0600; keep it secret, back it up)",
+                    paths.cert.display(),
+                    paths.key.display()
+                );
+            } else {
+                println!("certificate:  {}", paths.cert.display());
+            }
+            println!("{info}");
+            if init {
+                println!("next: make company devices trust the certificate (docs/tls-inspection.md), then add `inspect: true` to the rules whose HTTPS traffic is to be inspected");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("socialgate ca {}: {e}", if init { "init" } else { "show" });
             ExitCode::from(2)
         }
     }
@@ -762,6 +887,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         resolved_by_parent: false,
         original: a.original_dst,
         acknowledged: None,
+        hello: None,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -797,6 +923,12 @@ fn explain(a: ExplainArgs) -> ExitCode {
             }
         }
     };
+    // A browser sends the URL's host as the server name.
+    let sni = match (&a.sni, entry, &host) {
+        (Some(s), _, _) => Some(s.clone()),
+        (None, Entry::Connect, Host::Name(n)) => Some(n.clone()),
+        _ => None,
+    };
     let facts = Facts {
         entry,
         client: a.client,
@@ -804,12 +936,13 @@ fn explain(a: ExplainArgs) -> ExitCode {
         host: &host,
         port,
         resolved: resolved.as_deref(),
-        sni: a.sni.as_deref(),
+        sni: sni.as_deref(),
         listeners: &listeners,
         activity,
         resolved_by_parent: parent_resolves,
         original: a.original_dst,
         acknowledged: a.acknowledged.then_some(true),
+        hello: Some(crate::policy::TlsHello::BROWSER).filter(|_| entry == Entry::Connect),
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);
@@ -930,6 +1063,20 @@ fn explain(a: ExplainArgs) -> ExitCode {
              the site-level rules decided (give the rule `inspect: true` to see them)"
         );
     }
+    let i = &adm.inspect;
+    println!(
+        "inspect:  {} ({}: {}){}",
+        if i.inspect { "yes" } else { "no" },
+        i.why.as_str(),
+        i.why.explain(),
+        if i.inspect && d.refuses() {
+            " — the refusal page is shown inside the decrypted tunnel"
+        } else if i.inspect {
+            " — unless the client refused socialgate's certificate for this host recently (inspection.learn_pinned)"
+        } else {
+            ""
+        }
+    );
     ExitCode::SUCCESS
 }
 

@@ -23,6 +23,30 @@ pub enum Kind {
     Tunnel,
 }
 
+/// What socialgate did with a tunnel's TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tls {
+    /// Decrypted: the tunnel record, and each request inside it (which has
+    /// its own record), carry this.
+    Intercepted,
+    /// Passed through undecrypted (the policy did not ask, or never allows it).
+    Passthrough,
+    /// Passed through undecrypted although a rule asked: the client refused
+    /// socialgate's certificate for this host recently (a pinned app).
+    Pinned,
+}
+
+impl Tls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tls::Intercepted => "intercepted",
+            Tls::Passthrough => "passthrough",
+            Tls::Pinned => "pinned",
+        }
+    }
+}
+
 /// How the user name in a record was established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,6 +93,10 @@ pub struct Event {
     /// The TLS server name seen in a tunnel's ClientHello.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// For a TLS tunnel and the requests inside an inspected one: whether
+    /// socialgate decrypted it. Absent for plain HTTP and non-TLS tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     /// The catalog platform, if the host belongs to one.
     pub platform: Option<Arc<str>>,
     pub category: Option<Arc<str>>,

@@ -44,6 +44,7 @@ pub mod accesslog;
 pub mod activetime;
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod cli;
 pub mod event;
 pub mod health;

@@ -15,8 +15,9 @@ use prometheus::{
 };
 
 use crate::accesslog::Observer;
-use crate::event::{Event, Kind};
+use crate::event::{Event, Kind, Tls};
 use crate::policy::{Policy, Reason};
+use crate::proxy::inspect::Inspector;
 
 /// Live counts the proxy keeps and the metrics read at scrape time.
 #[derive(Debug, Default)]
@@ -47,6 +48,10 @@ pub struct Metrics {
     connections: IntGauge,
     tunnels: IntGauge,
     in_flight: IntGauge,
+    tls_tunnels: IntCounterVec,
+    pinned_hosts: IntGauge,
+    leaves_cached: IntGauge,
+    leaves_minted: IntGauge,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -189,6 +194,27 @@ impl Metrics {
             "socialgate_requests_in_flight",
             "Requests being handled right now.",
         );
+        let tls_tunnels = counter_vec(
+            &r,
+            "socialgate_tls_tunnels_total",
+            "TLS tunnels by what socialgate did with them: intercepted (decrypted), passthrough (not asked, or never allowed), pinned (a rule asked, but the client refused socialgate's certificate for this host recently).",
+            &["tls"],
+        );
+        let pinned_hosts = gauge(
+            &r,
+            "socialgate_inspection_pinned_hosts",
+            "Hosts passed through undecrypted because a client refused socialgate's certificate for them recently (inspection.learn_pinned).",
+        );
+        let leaves_cached = gauge(
+            &r,
+            "socialgate_inspection_leaf_certificates",
+            "Leaf certificates in the inspection cache (bounded by inspection.leaf_cache).",
+        );
+        let leaves_minted = gauge(
+            &r,
+            "socialgate_inspection_leaf_certificates_minted",
+            "Leaf certificates minted since start.",
+        );
         Arc::new(Metrics {
             registry: r,
             decisions,
@@ -209,6 +235,10 @@ impl Metrics {
             connections,
             tunnels,
             in_flight,
+            tls_tunnels,
+            pinned_hosts,
+            leaves_cached,
+            leaves_minted,
         })
     }
 
@@ -246,7 +276,12 @@ impl Metrics {
     }
 
     /// The text exposition, with the live gauges read at scrape time.
-    pub fn render(&self, gauges: &Gauges) -> String {
+    pub fn render(&self, gauges: &Gauges, inspector: Option<&Inspector>) -> String {
+        if let Some(i) = inspector {
+            self.pinned_hosts.set(i.pinned_hosts() as i64);
+            self.leaves_cached.set(i.leaves.cached() as i64);
+            self.leaves_minted.set(i.leaves.minted() as i64);
+        }
         self.connections
             .set(gauges.connections.load(Ordering::Relaxed) as i64);
         self.tunnels
@@ -264,10 +299,46 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Every record counts as a finished request or tunnel, with its
+    /// duration and error.
+    fn requests_and_durations(&self, ev: &Event) {
+        let kind = match ev.kind {
+            Kind::Request => "request",
+            Kind::Tunnel => "tunnel",
+        };
+        let class = match ev.status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        self.requests.with_label_values(&[kind, class]).inc();
+        self.request_seconds
+            .with_label_values(&[kind])
+            .observe(ev.duration_ms as f64 / 1000.0);
+        if let Some(e) = &ev.error {
+            self.errors.with_label_values(&[e.as_str()]).inc();
+        }
+    }
+}
+
 impl Observer for Metrics {
     fn observe(&self, ev: &Event) {
         let group = ev.group.as_deref().unwrap_or("none");
         let platform = ev.platform.as_deref().unwrap_or("other");
+        if let (Kind::Tunnel, Some(tls)) = (ev.kind, ev.tls) {
+            self.tls_tunnels.with_label_values(&[tls.as_str()]).inc();
+        }
+        // An inspected tunnel's requests each count as a decision with
+        // their bytes; the tunnel record itself is their container.
+        let container = ev.kind == Kind::Tunnel && ev.tls == Some(Tls::Intercepted);
+        self.requests_and_durations(ev);
+        if container {
+            return;
+        }
         self.decisions
             .with_label_values(&[
                 group,
@@ -287,22 +358,6 @@ impl Observer for Metrics {
                 .with_label_values(&[group, platform, "down"])
                 .inc_by(ev.bytes_down);
         }
-        let kind = match ev.kind {
-            Kind::Request => "request",
-            Kind::Tunnel => "tunnel",
-        };
-        let class = match ev.status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "other",
-        };
-        self.requests.with_label_values(&[kind, class]).inc();
-        self.request_seconds
-            .with_label_values(&[kind])
-            .observe(ev.duration_ms as f64 / 1000.0);
         if let Some(a) = ev.activity {
             self.activities
                 .with_label_values(&[platform, a.as_str()])
@@ -310,9 +365,6 @@ impl Observer for Metrics {
         }
         if let Some(rule) = &ev.activity_unseen {
             self.activity_unseen.with_label_values(&[&**rule]).inc();
-        }
-        if let Some(e) = &ev.error {
-            self.errors.with_label_values(&[e.as_str()]).inc();
         }
         if let Some(w) = ev.warn {
             self.warnings

@@ -162,11 +162,15 @@ pub enum ErrorKind {
     TunnelRefusedOnSchedule,
     Shutdown,
     ParentRefused,
+    /// An inspected origin's certificate failed verification.
+    UpstreamCertificate,
+    /// The client refused socialgate's certificate (a pinned app).
+    ClientRefusedCertificate,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::UpstreamResolve,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
@@ -180,6 +184,8 @@ impl ErrorKind {
         ErrorKind::TunnelRefusedOnSchedule,
         ErrorKind::Shutdown,
         ErrorKind::ParentRefused,
+        ErrorKind::UpstreamCertificate,
+        ErrorKind::ClientRefusedCertificate,
     ];
 
     /// The stable label (the serde name).
@@ -198,6 +204,8 @@ impl ErrorKind {
             ErrorKind::TunnelRefusedOnSchedule => "tunnel-refused-on-schedule",
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::ParentRefused => "parent-refused",
+            ErrorKind::UpstreamCertificate => "upstream-certificate",
+            ErrorKind::ClientRefusedCertificate => "client-refused-certificate",
         }
     }
 
@@ -205,8 +213,10 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol
-            | ParentRefused => Side::Upstream,
-            ClientClosed | ClientTimeout | ClientProtocol => Side::Client,
+            | ParentRefused | UpstreamCertificate => Side::Upstream,
+            ClientClosed | ClientTimeout | ClientProtocol | ClientRefusedCertificate => {
+                Side::Client
+            }
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 Side::Policy
             }
@@ -220,12 +230,11 @@ impl ErrorKind {
         use http::StatusCode;
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamProtocol | ParentRefused => {
-                StatusCode::BAD_GATEWAY
-            }
+            UpstreamResolve | UpstreamConnect | UpstreamProtocol | ParentRefused
+            | UpstreamCertificate => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            ClientClosed | ClientProtocol => StatusCode::BAD_REQUEST,
+            ClientClosed | ClientProtocol | ClientRefusedCertificate => StatusCode::BAD_REQUEST,
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 StatusCode::FORBIDDEN
             }

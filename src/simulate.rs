@@ -128,6 +128,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
     let mut sim = Simulation::default();
     let mut read = ReadStats::default();
     read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
+        // Its requests are replayed one by one.
+        if rec.is_inspected_tunnel() {
+            sim.skipped += 1;
+            return;
+        }
         let Some(old) = replay_verdict(rec).filter(|_| !not_replayable(&rec.reason)) else {
             sim.skipped += 1;
             return;
@@ -162,6 +167,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             resolved_by_parent: false,
             original: None,
             acknowledged: None,
+            hello: None,
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {

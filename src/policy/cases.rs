@@ -432,6 +432,7 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 resolved_by_parent: false,
                 original: None,
                 acknowledged: None,
+                hello: c.sni.as_ref().map(|_| crate::policy::TlsHello::BROWSER),
             };
             let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
             let mut mismatches = Vec::new();

@@ -340,6 +340,7 @@ impl Compiler<'_> {
         let pac = self.pac(&raw.pac);
         let warn = self.warn(&raw.warn);
         let state = self.state(&raw.state);
+        let inspection = self.inspection(&raw.inspection, &catalog, catalog_path, &categories);
 
         // Groups.
         let mut groups = Vec::new();
@@ -582,6 +583,7 @@ impl Compiler<'_> {
                 read_only,
                 mode,
                 message: r.message.as_deref().map(Arc::from),
+                inspect: r.inspect,
             });
         }
         if rules.len() > u16::MAX as usize {
@@ -612,9 +614,151 @@ impl Compiler<'_> {
             pac,
             warn,
             state,
+            inspection,
             cases: Vec::new(),
             activities: Default::default(),
         })
+    }
+
+    /// `inspection:`, with the catalog's never-inspect categories.
+    fn inspection(
+        &mut self,
+        raw: &RawInspection,
+        catalog: &RawCatalog,
+        catalog_path: &Path,
+        platform_categories: &[Arc<str>],
+    ) -> Inspection {
+        // The catalog's never-inspect categories: their domains are checked
+        // here (in catalog.yaml) whether or not the policy uses them.
+        let policy_file = std::mem::replace(&mut self.file, catalog_path.to_path_buf());
+        let mut sensitive: Vec<(Arc<str>, Vec<String>)> = Vec::new();
+        for (id, cat) in &catalog.never_inspect {
+            let base = format!("never_inspect.{id}");
+            if !valid_id(id) {
+                self.err(
+                    &base,
+                    format!("category id {id:?} is not a valid id"),
+                    "use letters, digits, '-', '_' and '.' (at most 64)",
+                );
+            }
+            if catalog.categories.contains_key(id) {
+                self.err(
+                    &base,
+                    format!("{id:?} is also a platform category"),
+                    format!("give the never-inspect category its own id, e.g. `{id}-private`"),
+                );
+            }
+            let domains = cat
+                .domains
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| self.domain(&format!("{base}.domains[{j}]"), d))
+                .collect();
+            sensitive.push((Arc::from(id.as_str()), domains));
+        }
+        self.file = policy_file;
+
+        let mut never_domains: DomainTable<NeverHit> = DomainTable::new();
+        let mut never_platform_categories = Vec::new();
+        let never = raw.never.as_ref();
+        match never.and_then(|n| n.categories.as_ref()) {
+            // Default: every never-inspect category of the catalog.
+            None => {
+                for (id, domains) in &sensitive {
+                    for d in domains {
+                        never_domains.insert(d, NeverHit::Category(id.clone()));
+                    }
+                }
+            }
+            Some(list) => {
+                for (i, c) in list.iter().enumerate() {
+                    if let Some((id, domains)) = sensitive.iter().find(|(id, _)| &**id == c) {
+                        for d in domains {
+                            never_domains.insert(d, NeverHit::Category(id.clone()));
+                        }
+                    } else if let Some(cat) = platform_categories.iter().find(|p| &***p == c) {
+                        never_platform_categories.push(cat.clone());
+                    } else {
+                        let known = sensitive
+                            .iter()
+                            .map(|(id, _)| &**id)
+                            .chain(platform_categories.iter().map(|c| &**c));
+                        let hint = match closest(c, known) {
+                            Some(s) => format!("did you mean {s:?}?"),
+                            None => "name a category from catalog.yaml's `never_inspect:` or `categories:`".into(),
+                        };
+                        self.err(
+                            format!("inspection.never.categories[{i}]"),
+                            format!("unknown category {c:?}"),
+                            hint,
+                        );
+                    }
+                }
+            }
+        }
+        for (i, d) in never
+            .map(|n| n.domains.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if let Some(name) = self.domain(&format!("inspection.never.domains[{i}]"), d) {
+                if never_domains.get_exact_mut(&name).is_none() {
+                    never_domains.insert(&name, NeverHit::Listed);
+                }
+            }
+        }
+        let hours = raw.learn_pinned_hours.unwrap_or(24);
+        if !(1..=720).contains(&hours) {
+            self.err(
+                "inspection.learn_pinned_hours",
+                format!("{hours} hours is out of range"),
+                "write 1 to 720 (30 days); the default is 24",
+            );
+        }
+        let days = raw.leaf_days.unwrap_or(7);
+        if !(1..=90).contains(&days) {
+            self.err(
+                "inspection.leaf_days",
+                format!("{days} days is out of range"),
+                "write 1 to 90; short-lived leaves limit the harm of a leaked leaf key (default 7)",
+            );
+        }
+        let leaf_cache = raw.leaf_cache.unwrap_or(10_000);
+        if leaf_cache == 0 {
+            self.err(
+                "inspection.leaf_cache",
+                "the leaf cache cannot be empty",
+                "write at least 1; the default 10000 holds a leaf per site for a large office",
+            );
+        }
+        if raw.ca_cert.is_some() != raw.ca_key.is_some() {
+            let (given, missing) = if raw.ca_cert.is_some() {
+                ("ca_cert", "ca_key")
+            } else {
+                ("ca_key", "ca_cert")
+            };
+            self.err(
+                format!("inspection.{missing}"),
+                format!("`inspection.{given}` is set but `inspection.{missing}` is not"),
+                "name both files of the company CA (made by `socialgate ca init`), or neither to use --ca-cert/--ca-key",
+            );
+        }
+        Inspection {
+            ca_cert: raw.ca_cert.as_deref().map(|p| resolve_path(self.dir, p)),
+            ca_key: raw.ca_key.as_deref().map(|p| resolve_path(self.dir, p)),
+            default: raw.default.unwrap_or(false),
+            never_domains,
+            never_platform_categories,
+            learn_pinned: raw.learn_pinned.unwrap_or(true),
+            pinned_for: Duration::from_secs(3600 * u64::from(hours.clamp(1, 720))),
+            leaf_validity: Duration::from_secs(86_400 * u64::from(days.clamp(1, 90))),
+            leaf_cache: leaf_cache.max(1),
+            upstream_ca: raw
+                .upstream_ca
+                .as_deref()
+                .map(|p| resolve_path(self.dir, p)),
+        }
     }
 
     fn auth(&mut self, raw: &RawAuth, hasher: &mut Sha256) -> Auth {
@@ -708,10 +852,12 @@ impl Compiler<'_> {
             "tunnels.sni_mismatch",
             raw.sni_mismatch.as_deref().unwrap_or("block"),
         );
+        let ech = self.action("tunnels.ech", raw.ech.as_deref().unwrap_or("block"));
         Tunnels {
             ports,
             sni_mismatch,
             sni_timeout: Duration::from_millis(raw.sni_timeout_ms.unwrap_or(3000)),
+            ech,
         }
     }
 

@@ -29,8 +29,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use admit::{
-    admit, admit_in_groups, admit_traced, destination_check, destination_stage, is_local_name,
-    next_change_after, port_stage, sni_stage, warn_stage, Admission, Entry, Facts, Stage, Warning,
+    admit, admit_in_groups, admit_traced, destination_check, destination_stage, inspect_stage,
+    is_local_name, next_change_after, port_stage, sni_stage, warn_stage, Admission, Entry, Facts,
+    Inspect, InspectWhy, Stage, TlsHello, Warning,
 };
 pub use cases::{run_cases, CaseOutcome};
 pub use compile::load_dir;
@@ -149,6 +150,9 @@ pub struct Rule {
     pub read_only: Option<Action>,
     pub mode: Mode,
     pub message: Option<Arc<str>>,
+    /// `inspect:` as written: decrypt matching tunnels, never, or unset
+    /// (`inspection.default` applies).
+    pub inspect: Option<bool>,
 }
 
 impl Rule {
@@ -210,6 +214,55 @@ pub struct Tunnels {
     pub ports: Vec<(u16, u16)>,
     pub sni_mismatch: Action,
     pub sni_timeout: Duration,
+    /// A ClientHello with Encrypted Client Hello whose public name is not
+    /// the CONNECT host: `block`, or `allow` (the CONNECT decision stands).
+    pub ech: Action,
+}
+
+/// Why a domain is never decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeverHit {
+    /// It is in this never-inspect category of the catalog.
+    Category(Arc<str>),
+    /// `inspection.never.domains` lists it.
+    Listed,
+}
+
+/// TLS inspection settings (`inspection:`).
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The CA files the policy names (absolute); `None`: the run flags decide.
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    /// Inspect tunnels whose rule says nothing (`inspection.default`).
+    pub default: bool,
+    /// Domains never decrypted, with the reason.
+    pub never_domains: DomainTable<NeverHit>,
+    /// Platform categories never decrypted.
+    pub never_platform_categories: Vec<Arc<str>>,
+    /// Pass a host through for `pinned_for` after a client refused our leaf.
+    pub learn_pinned: bool,
+    pub pinned_for: Duration,
+    /// How long a minted leaf is valid.
+    pub leaf_validity: Duration,
+    /// Leaves kept in memory.
+    pub leaf_cache: usize,
+    /// Extra roots for upstream servers (absolute path).
+    pub upstream_ca: Option<PathBuf>,
+}
+
+impl Inspection {
+    /// True when any rule, or the default, may ask for inspection: the
+    /// company CA is needed then.
+    pub fn asked(&self, rules: &[Rule]) -> Option<String> {
+        if self.default {
+            return Some("inspection.default".into());
+        }
+        rules
+            .iter()
+            .position(|r| r.inspect == Some(true))
+            .map(|i| format!("rules[{i}].inspect"))
+    }
 }
 
 /// What goes into the access log.
@@ -366,6 +419,8 @@ pub struct Policy {
     pub warn: Warn,
     /// Where shared state lives.
     pub state: State,
+    /// TLS inspection: what may be decrypted, and with which CA.
+    pub inspection: Inspection,
     /// Test cases from `tests.yaml`, if present.
     pub cases: Vec<cases::Case>,
     /// Activity signatures from `activities.yaml` (empty when absent).

@@ -9,10 +9,15 @@
 //! [`crate::policy::admit`] and its stages; it never decides itself. Every
 //! response the proxy makes up itself comes from [`responses`].
 //!
-//! Module graph (no cycles): `transparent` → `handler` → `tunnel`, all →
-//! `context`, `splice`, `upstream` (→ `parent`), `responses`, `identify`,
-//! `body`, `headers`; `handler` → `activity` (what a request does) and
-//! `warn` (the warn rules' gate) → `context`, `responses`.
+//! A tunnel the policy core says to inspect is decrypted by [`inspect`]:
+//! its requests come back through `handler`, decided like plain HTTP.
+//!
+//! Module graph (no cycles): `transparent` → `handler` → `tunnel` →
+//! `inspect`, all → `context`, `splice`, `upstream` (→ `parent`),
+//! `responses`, `identify`, `body`, `headers`; `handler` → `activity` (what
+//! a request does) and `warn` (the warn rules' gate) → `context`,
+//! `responses`; `inspect::conn` serves its requests with
+//! `handler::handle_inspected`.
 
 pub mod activity;
 pub mod body;
@@ -21,6 +26,7 @@ pub mod context;
 pub mod handler;
 pub mod headers;
 pub mod identify;
+pub mod inspect;
 pub mod parent;
 pub mod responses;
 pub mod sni;
@@ -132,6 +138,9 @@ pub struct ProxyState {
     pub hard_stop: tokio::sync::watch::Sender<bool>,
     /// The warn key and the acknowledgement store (see [`crate::warn`]).
     pub warn: crate::warn::Warnings,
+    /// TLS inspection (the company CA, leaves, origin verification);
+    /// `None` when no CA is configured: then nothing is decrypted.
+    pub inspector: Option<Arc<inspect::Inspector>>,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -158,6 +167,7 @@ impl ProxyState {
         listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
         warn_key: crate::warn::WarnKey,
+        inspector: Option<Arc<inspect::Inspector>>,
     ) -> Arc<Self> {
         let client = upstream::pooled_client(
             config.connect_timeout,
@@ -194,6 +204,7 @@ impl ProxyState {
             tracker: TaskTracker::new(),
             hard_stop: tokio::sync::watch::channel(false).0,
             warn,
+            inspector,
         })
     }
 

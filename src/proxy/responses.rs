@@ -4,8 +4,10 @@
 //! requests, the 303 after a Continue, a refused or unsaved Continue).
 //!
 //! A browser navigation gets an HTML page that names the platform, group,
-//! rule and reason, plus the policy's help text; anything else gets a short
-//! text body. Every refusal carries `X-Socialgate-Rule` and
+//! rule and reason, plus the policy's help text; an API call (`fetch`,
+//! XHR) gets the same facts as a JSON object; anything else gets a short
+//! text body ([`Presentation`]). The same holds inside inspected tunnels,
+//! where an origin whose certificate fails verification gets its own page. Every refusal carries `X-Socialgate-Rule` and
 //! `X-Socialgate-Reason`, and errors carry `X-Socialgate-Error`, with the same
 //! stable strings the access log and metrics use. Nothing here touches the
 //! network.
@@ -15,6 +17,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use super::headers::Presentation;
 use super::upstream::ProxyBody;
 use crate::outcome::ErrorKind;
 use crate::policy::{Decision, Policy, Reason};
@@ -37,7 +40,7 @@ pub fn empty() -> ProxyBody {
 
 /// What the refusal needs to know about the request.
 pub struct RequestView<'a> {
-    pub navigation: bool,
+    pub presentation: Presentation,
     pub host: &'a str,
     pub connect: bool,
 }
@@ -49,16 +52,21 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
         Reason::BadRequest => StatusCode::BAD_REQUEST,
         _ => StatusCode::FORBIDDEN,
     };
-    let (content_type, body) = if req.navigation && !req.connect {
-        (
+    let presentation = if req.connect {
+        Presentation::Text
+    } else {
+        req.presentation
+    };
+    let (content_type, body) = match presentation {
+        Presentation::Html => (
             "text/html; charset=utf-8",
             html_page(decision, policy, req.host, status),
-        )
-    } else {
-        (
+        ),
+        Presentation::Json => ("application/json", json_body(decision, policy, req.host)),
+        Presentation::Text => (
             "text/plain; charset=utf-8",
             text_body(decision, policy, req.host),
-        )
+        ),
     };
     let mut resp = Response::builder()
         .status(status)
@@ -96,6 +104,59 @@ pub fn failure(kind: ErrorKind, detail: &str) -> Response<ProxyBody> {
     }
     resp
 }
+
+/// [`failure`], shown for a person where it helps: an origin whose
+/// certificate failed verification gets a page (or JSON for an API call)
+/// that says what happened and that it was not accepted.
+pub fn failure_for(
+    kind: ErrorKind,
+    detail: &str,
+    presentation: Presentation,
+    host: &str,
+    policy: &Policy,
+) -> Response<ProxyBody> {
+    if kind != ErrorKind::UpstreamCertificate || presentation == Presentation::Text {
+        return failure(kind, detail);
+    }
+    let status = kind.status();
+    let (content_type, body) = match presentation {
+        Presentation::Json => (
+            "application/json",
+            serde_json::json!({
+                "error": kind.as_str(),
+                "site": host,
+                "detail": detail,
+                "explanation": UPSTREAM_CERTIFICATE,
+                "help": policy.settings.help.as_deref(),
+            })
+            .to_string(),
+        ),
+        _ => (
+            "text/html; charset=utf-8",
+            page(
+                policy,
+                "This site's certificate is not trusted",
+                &format!(
+                    "<p>{} {}</p><table><tr><th>Site</th><td>{}</td></tr><tr><th>Problem</th><td>{}</td></tr><tr><th>Error</th><td>{}</td></tr></table>",
+                    escape(UPSTREAM_CERTIFICATE),
+                    "If you expected to reach this site, tell your IT department; do not try to get around this.",
+                    escape(host),
+                    escape(detail),
+                    kind.as_str()
+                ),
+            ),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(ERROR_HEADER, kind.as_str())
+        .body(full(body))
+        .expect("valid error response")
+}
+
+const UPSTREAM_CERTIFICATE: &str = "socialgate checked the certificate this site presented and it did not pass: it may be expired, issued for another name, or signed by an authority nobody trusts. The connection was not made, so nothing you send can reach an impostor.";
 
 /// A 400, 502 or 504 made by the proxy, with a short text body.
 pub fn error(status: StatusCode, label: &str, detail: &str) -> Response<ProxyBody> {
@@ -143,6 +204,21 @@ fn text_body(d: &Decision, policy: &Policy, host: &str) -> String {
         s.push_str(&format!("help: {h}\n"));
     }
     s
+}
+
+fn json_body(d: &Decision, policy: &Policy, host: &str) -> String {
+    serde_json::json!({
+        "error": "refused",
+        "site": host,
+        "platform": d.platform.as_deref(),
+        "group": d.group.as_deref(),
+        "rule": &*d.rule,
+        "reason": d.reason.as_str(),
+        "explanation": d.reason.explain(),
+        "message": d.message.as_deref(),
+        "help": policy.settings.help.as_deref(),
+    })
+    .to_string()
 }
 
 fn html_page(d: &Decision, policy: &Policy, host: &str, status: StatusCode) -> String {

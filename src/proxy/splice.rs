@@ -41,6 +41,8 @@ pub struct Admitted {
     pub resolved_by_parent: bool,
     /// Where a redirected connection was going (transparent mode).
     pub original: Option<std::net::SocketAddr>,
+    /// What the ClientHello showed, when one was seen.
+    pub hello: Option<crate::policy::TlsHello>,
 }
 
 /// Admits an open connection again under the current policy and clock.
@@ -96,6 +98,7 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             resolved_by_parent: a.resolved_by_parent,
             original: a.original,
             acknowledged: None,
+            hello: a.hello,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)
@@ -119,11 +122,13 @@ pub async fn splice<A, B>(
         inner: client,
         meter: pending.meter.clone(),
         up: true,
+        writes: false,
     };
     let mut u = CountedIo {
         inner: upstream,
         meter: pending.meter.clone(),
         up: false,
+        writes: false,
     };
     let (watch, mut generation, mut ticks) = match watch {
         Some(w) => {
@@ -199,11 +204,35 @@ async fn changed(
 }
 
 /// A stream that counts the bytes read from it into the exchange's meter.
-struct CountedIo<S> {
+pub(crate) struct CountedIo<S> {
     inner: S,
     meter: Arc<Meter>,
     /// Bytes read from this side travel upstream (the client side).
     up: bool,
+    /// Also count what is written to this side, as `down` (an inspected
+    /// tunnel's client side: the only place its raw bytes pass).
+    writes: bool,
+}
+
+impl<S> CountedIo<S> {
+    /// The client's side of an inspected tunnel: what it sends counts as
+    /// `up`, and what it is sent as `down`.
+    pub(crate) fn client(inner: S, meter: Arc<Meter>) -> Self {
+        CountedIo {
+            inner,
+            meter,
+            up: true,
+            writes: true,
+        }
+    }
+
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            if self.writes {
+                self.meter.down.fetch_add(*n as u64, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
@@ -233,7 +262,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&r);
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -246,7 +277,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&r);
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

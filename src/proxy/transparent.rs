@@ -235,7 +235,7 @@ async fn tls(
         return;
     }
     let name = match &peeked {
-        Peeked::Hello(Hello::Tls(Some(n))) => Some(n.clone()),
+        Peeked::Hello(Hello::Tls(h)) => h.server_name.clone(),
         _ => None,
     };
     // Without a usable server name, the tunnel is decided on the address.
@@ -302,6 +302,7 @@ async fn tls(
         resolved_by_parent: dest.resolved_by_parent,
         original: Some(original),
         activity: None,
+        hello: None,
     };
     let tunnel = Tunnel {
         policy,

@@ -293,6 +293,10 @@ impl Aggregator {
         {
             return;
         }
+        // Counted through the requests inside it.
+        if rec.is_inspected_tunnel() {
+            return;
+        }
         self.in_period += 1;
         self.first = Some(self.first.map_or(rec.time, |f| f.min(rec.time)));
         self.last = Some(self.last.map_or(rec.time, |l| l.max(rec.time)));

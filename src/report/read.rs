@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::event::{AuthMethod, Kind};
+use crate::event::{AuthMethod, Kind, Tls};
 use crate::outcome::{
     Action, Activity, Class, ErrorKind, Lenient, Mode, Reason, Verdict, WarnOutcome,
 };
@@ -66,6 +66,9 @@ pub struct Record<'a> {
     pub path: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub sni: Option<Cow<'a, str>>,
+    /// What socialgate did with the tunnel's TLS (absent in older logs).
+    #[serde(default)]
+    pub tls: Option<Lenient<Tls>>,
     #[serde(borrow)]
     pub platform: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -91,6 +94,14 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
+    /// The record of an inspected tunnel: a container whose requests have
+    /// records of their own (with their decisions, activities and bytes),
+    /// so reports and simulate count those and skip this one.
+    pub fn is_inspected_tunnel(&self) -> bool {
+        self.kind == Lenient::Known(Kind::Tunnel)
+            && self.tls == Some(Lenient::Known(Tls::Intercepted))
+    }
+
     /// What happened to the traffic ([`Verdict::of_record`] the recorded
     /// action, mode and warn outcome); `None` when the action or mode is a
     /// value this version does not know. An unknown warn outcome counts as
@@ -121,6 +132,7 @@ impl Record<'_> {
             + n(Some(&self.reason))
             + n(self.error.as_ref())
             + n(self.warn.as_ref())
+            + n(self.tls.as_ref())
     }
 }
 
@@ -373,6 +385,21 @@ mod tests {
         let mut hosts = Vec::new();
         read_logs(&[p], &mut stats, |r| hosts.push(r.host.to_string()));
         (hosts, stats)
+    }
+
+    #[test]
+    fn an_inspected_tunnel_is_a_container() {
+        let line = LINE.replace(
+            r#""sni":"www.linkedin.com","#,
+            r#""sni":"www.linkedin.com","tls":"intercepted","#,
+        );
+        let rec: Record<'_> = serde_json::from_str(&line).unwrap();
+        assert!(rec.is_inspected_tunnel());
+        let plain: Record<'_> = serde_json::from_str(LINE).unwrap();
+        assert!(!plain.is_inspected_tunnel(), "older logs have no tls field");
+        let future = LINE.replace(r#""sni":"www.linkedin.com","#, r#""tls":"quantum","#);
+        let rec: Record<'_> = serde_json::from_str(&future).unwrap();
+        assert_eq!(rec.unknown_values(), 1);
     }
 
     #[test]

@@ -402,7 +402,7 @@ mod tests {
             t0.elapsed() < Duration::from_millis(100),
             "in back-off: no new attempt"
         );
-        let text = metrics.render(&Default::default());
+        let text = metrics.render(&Default::default(), None);
         assert!(
             text.contains(r#"socialgate_warn_store_errors_total{op="lookup"} 1"#),
             "{text}"

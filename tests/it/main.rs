@@ -13,6 +13,7 @@ mod docs;
 mod forwarding;
 mod hostile;
 mod identity;
+mod inspection;
 mod log_faults;
 mod observability;
 mod over_time;

@@ -532,7 +532,7 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     // Guards the reader above: a table it failed to read would make every
     // check on real lines pass.
     let schema = documented_schema();
-    assert_eq!(schema.fields.len(), 32, "{:?}", schema.fields.keys());
+    assert_eq!(schema.fields.len(), 33, "{:?}", schema.fields.keys());
     for f in [
         "parent",
         "parent_status",
@@ -540,6 +540,7 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
         "signature",
         "activity_unseen",
         "warn",
+        "tls",
     ] {
         assert!(schema.fields[f].optional, "{f}");
     }
@@ -555,12 +556,14 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     );
     assert!(schema.fields["warn"].optional);
     assert_eq!(values("mode"), "enforce,report");
+    assert_eq!(values("tls"), "intercepted,passthrough,pinned");
+    assert!(schema.fields["tls"].optional);
     assert!(schema.fields["time"].utc_time);
     assert_eq!(schema.fields["port"].base, "integer");
     assert!(schema.fields["error"].optional && !schema.fields["status"].optional);
     assert_eq!(schema.reasons["default-other"], "`default:other`");
     assert_eq!(schema.reasons["rule-matched"], "the rule id");
-    assert_eq!(schema.reasons.len(), 13);
+    assert_eq!(schema.reasons.len(), 14);
     assert!(schema.errors.contains("upstream-connect") && schema.errors.len() >= 11);
 
     // And the check refuses what the docs do not allow.

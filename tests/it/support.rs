@@ -130,6 +130,11 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
         "/big" => Response::new(full(vec![b'x'; 1 << 20])),
+        "/alt-svc" => Response::builder()
+            .header("alt-svc", "h3=\":443\"; ma=86400")
+            .header("x-origin", "kept")
+            .body(full("offers HTTP/3"))
+            .unwrap(),
         "/sleep" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             Response::new(full("slept"))
@@ -187,10 +192,15 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 /// A TLS origin with a self-signed certificate for the given names,
-/// answering `/hello` over HTTP/1.1.
+/// serving the same routes as [`Origin`] over HTTP/1.1, or HTTP/2 when the
+/// client offers `h2` (ALPN).
 pub struct TlsOrigin {
     pub addr: SocketAddr,
     pub cert_der: Vec<u8>,
+    /// The certificate as PEM (for `--upstream-ca`).
+    pub cert_pem: String,
+    /// TLS handshakes completed so far.
+    pub handshakes: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -212,28 +222,46 @@ impl TlsOrigin {
         )
         .unwrap();
         let cert_der = ck.cert.der().to_vec();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let cert_pem = ck.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(vec![ck.cert.der().clone()], key)
             .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
                 let acceptor = acceptor.clone();
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(stream).await {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tls), service_fn(route))
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = TokioIo::new(tls);
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(io, service_fn(route))
                             .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, service_fn(route))
+                                .with_upgrades()
+                                .await;
+                        }
                     }
                 });
             }
@@ -241,6 +269,8 @@ impl TlsOrigin {
         TlsOrigin {
             addr,
             cert_der,
+            cert_pem,
+            handshakes,
             task,
         }
     }
@@ -362,6 +392,7 @@ impl TestProxy {
             admin: Some("127.0.0.1:0".parse().unwrap()),
             pac_proxy: None,
             pseudonym_key: policy.path().join("pseudonym.key"),
+            inspection: Default::default(),
         };
         tweak(&mut cfg);
         let app = App::start(cfg).await.expect("socialgate starts");
@@ -1010,5 +1041,64 @@ impl RedisServer {
         if let Some(mut c) = self.child.take() {
             c.kill().await.expect("kill redis-server");
         }
+    }
+}
+impl PolicyDir {
+    /// Where an inspecting test proxy keeps its company CA.
+    pub fn ca_paths(&self) -> socialgate::ca::CaPaths {
+        socialgate::ca::CaPaths {
+            cert: self.path().join("ca.pem"),
+            key: self.path().join("ca.key"),
+        }
+    }
+}
+
+impl TestProxy {
+    /// socialgate with a company CA (made in its policy directory, as
+    /// `socialgate ca init` would) that trusts `origins`' certificates
+    /// upstream, as `--upstream-ca` does.
+    pub async fn inspecting(policy_yaml: &str, origins: &[&TlsOrigin]) -> TestProxy {
+        let dir = PolicyDir::new(policy_yaml);
+        socialgate::ca::init(&dir.ca_paths(), Some("Test Corp")).unwrap();
+        let upstream = dir.path().join("upstream-ca.pem");
+        let pems: String = origins.iter().map(|o| o.cert_pem.clone()).collect();
+        std::fs::write(&upstream, pems).unwrap();
+        let ca = dir.ca_paths();
+        Self::start_in(dir, move |cfg| {
+            cfg.inspection = socialgate::app::InspectionFiles {
+                ca,
+                upstream_ca: vec![upstream],
+            };
+        })
+        .await
+    }
+
+    /// The company CA certificate (PEM) of an inspecting proxy.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.policy.ca_paths().cert).unwrap()
+    }
+
+    /// A reqwest client through this proxy that trusts only the company
+    /// CA: it reaches a TLS origin only through socialgate's inspection.
+    /// `h2` offers HTTP/2 and HTTP/1.1 (ALPN); otherwise HTTP/1.1 only.
+    pub fn inspected_client(&self, h2: bool) -> reqwest::Client {
+        let b = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.url()).unwrap())
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem()).unwrap())
+            .timeout(Duration::from_secs(10));
+        let b = if h2 { b } else { b.http1_only() };
+        b.build().unwrap()
+    }
+
+    /// The current text of /metrics.
+    pub async fn metrics(&self) -> String {
+        let admin = self.app().admin_addr.expect("admin listener");
+        reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }

@@ -116,7 +116,7 @@ async fn warned(c: &reqwest::Client, url: &str) -> String {
 
 /// One series of `proxy`'s metrics, by name and labels (0 when absent).
 fn metric(proxy: &TestProxy, name: &str, labels: &[(&str, &str)]) -> u64 {
-    let text = proxy.app().metrics.render(&proxy.app().state.gauges);
+    let text = proxy.app().metrics.render(&proxy.app().state.gauges, None);
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .filter(|l| {
