@@ -284,12 +284,17 @@ pub async fn handle_inspected(
 }
 
 async fn inspected(
-    state: &ProxyState,
+    state: &Arc<ProxyState>,
     tunnel: &Inside,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let host = &tunnel.host;
     let port = tunnel.port;
+    // A WebSocket over an HTTP/1.1 origin session; subscribed before the
+    // snapshot is taken, like a plain-HTTP upgrade.
+    let upgrade =
+        wants_upgrade(req.headers()) && matches!(&tunnel.upstream, Reach::Origin(Link::H1 { .. }));
+    let signals = upgrade.then(|| Signals::subscribe(state));
     let mut ex = Exchange::begin(
         state,
         Kind::Request,
@@ -341,19 +346,34 @@ async fn inspected(
             );
         }
     };
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    clean_request_headers(&mut parts.headers, &ex.policy, false);
+    clean_request_headers(&mut parts.headers, &ex.policy, upgrade);
     link.prepare(&mut parts, host, port);
     let (pending, _policy) = ex.into_pending(state);
     let idle = Some(state.config.body_idle_timeout);
     let body = Counted::request(body, pending.meter.clone(), idle).boxed();
-    send_and_relay(
-        state,
-        Upstream::Tls(link),
-        Request::from_parts(parts, body),
-        pending,
-    )
-    .await
+    let request = Request::from_parts(parts, body);
+    let (Some(client_upgrade), Some(signals)) = (client_upgrade, signals) else {
+        return send_and_relay(state, Upstream::Tls(link), request, pending).await;
+    };
+    let resp = match tokio::time::timeout(state.config.upstream_timeout, link.send(request)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return upstream_failure(pending, &*e),
+        Err(_) => return upstream_head_timeout(pending),
+    };
+    let admitted = Admitted {
+        entry: Entry::Request,
+        client: tunnel.peer.ip(),
+        user: tunnel.identity.user.clone(),
+        host: host.clone(),
+        port,
+        resolved: tunnel.resolved.into_iter().collect(),
+        sni: None,
+        hello: None,
+    };
+    let watch = Watch::new(state.clone(), admitted, signals);
+    switched(state, resp, pending, client_upgrade, watch)
 }
 
 /// `Ok` when the request's `:authority` or `Host` names the tunnel's host
@@ -551,7 +571,7 @@ async fn forward_upgrade(
     state: &Arc<ProxyState>,
     mut parts: http::request::Parts,
     body: ProxyBody,
-    mut pending: Pending,
+    pending: Pending,
     up: Upgrade,
     addrs: &[IpAddr],
 ) -> Response<ProxyBody> {
@@ -601,6 +621,25 @@ async fn forward_upgrade(
         Ok(Err(e)) => return upstream_failure(pending, &e),
         Err(_) => return upstream_head_timeout(pending),
     };
+    switched(
+        state,
+        resp,
+        pending,
+        client_upgrade,
+        Watch::new(state.clone(), admitted, signals),
+    )
+}
+
+/// The upstream's answer to an Upgrade request: a `101` splices the two
+/// upgraded connections under the policy's watch (recorded when they
+/// close); anything else is relayed as a response.
+fn switched(
+    state: &Arc<ProxyState>,
+    resp: Response<Incoming>,
+    mut pending: Pending,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    watch: Watch,
+) -> Response<ProxyBody> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return relay_response(state, resp, pending);
     }
@@ -613,7 +652,6 @@ async fn forward_upgrade(
     pending.event_mut().status = 101;
     let idle = state.config.idle_timeout;
     let hard_stop = state.hard_stop.subscribe();
-    let watch = Watch::new(state.clone(), admitted, signals);
     state.spawn_tunnel(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {

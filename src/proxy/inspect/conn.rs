@@ -256,7 +256,9 @@ pub async fn run(state: Arc<ProxyState>, inspector: Arc<Inspector>, t: Tunnel) {
             .max_buf_size(state.config.max_header_bytes.saturating_mul(2).max(8192))
             .keep_alive(true);
     }
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    // With upgrades: a WebSocket request takes the connection over (and
+    // records itself); this tunnel's record then ends.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
     tokio::pin!(conn);
 
     // Until the client's connection ends, the origin's ends (then the
@@ -370,7 +372,8 @@ async fn connect_origin(
                 )
             })?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            // With upgrades: a WebSocket takes the session over.
+            let _ = conn.with_upgrades().await;
             let _ = tx.send(());
         });
         Link::H1 {
