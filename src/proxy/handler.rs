@@ -273,7 +273,21 @@ pub async fn handle_inspected(
 ) -> Result<Response<ProxyBody>, Infallible> {
     state.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
     let resp = if head_size(&req) > state.config.max_header_bytes {
-        let mut r = too_large(&state, tunnel.peer, &req);
+        let mut ex = Exchange::begin(
+            &state,
+            Kind::Request,
+            tunnel.peer,
+            req.method(),
+            tunnel.host.to_string(),
+            tunnel.port,
+        );
+        ex.event.tls = Some(Tls::Intercepted);
+        ex.identified(&tunnel.identity);
+        let limit = state.config.max_header_bytes;
+        let detail = format!("the request head is larger than {limit} bytes");
+        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let mut r = ex.bad_request(&state, status, None, &detail);
+        // The TLS session stays usable: hyper frames the next request.
         r.headers_mut().remove(header::CONNECTION);
         r
     } else {
@@ -357,6 +371,7 @@ async fn inspected(
     let (Some(client_upgrade), Some(signals)) = (client_upgrade, signals) else {
         return send_and_relay(state, Upstream::Tls(link), request, pending).await;
     };
+    link.upgrading();
     let resp = match tokio::time::timeout(state.config.upstream_timeout, link.send(request)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return upstream_failure(pending, &*e),

@@ -603,6 +603,10 @@ async fn an_oversized_request_head_inside_an_inspected_tunnel_gets_431() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 431);
+    let lines = proxy.log_lines(1).await;
+    assert_eq!(lines[0]["status"], 431);
+    assert_eq!(lines[0]["host"], "www.linkedin.com");
+    assert_eq!(lines[0]["tls"], "intercepted");
     // The origin never saw it; the connection still serves the next one.
     let ok = client
         .get(url("www.linkedin.com", &origin, "/hello"))

@@ -74,6 +74,10 @@ pub enum Reach {
 pub enum Link {
     H1 {
         sender: tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<ProxyBody>>,
+        /// Set before an Upgrade request is sent: when the origin's
+        /// connection then ends, it was handed to the WebSocket, and the
+        /// client's connection must not be shut down for it.
+        upgrading: Arc<std::sync::atomic::AtomicBool>,
     },
     H2 {
         sender: hyper::client::conn::http2::SendRequest<ProxyBody>,
@@ -112,13 +116,20 @@ impl Link {
         }
     }
 
+    /// Marks the session as about to be taken over by a WebSocket.
+    pub fn upgrading(&self) {
+        if let Link::H1 { upgrading, .. } = self {
+            upgrading.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Sends a request and waits for the response head.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
     ) -> Result<http::Response<Incoming>, BoxError> {
         match self {
-            Link::H1 { sender } => {
+            Link::H1 { sender, .. } => {
                 let mut s = sender.lock().await;
                 s.ready().await?;
                 Ok(s.send_request(req).await?)
@@ -299,12 +310,15 @@ pub async fn run(state: Arc<ProxyState>, inspector: Arc<Inspector>, t: Tunnel) {
     pending.complete();
 }
 
+/// Resolves when the origin's connection ended; never when it was handed
+/// to a WebSocket (the sender is dropped unsent) or there is none.
 async fn closed(rx: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
-    match rx.as_mut() {
-        Some(r) => {
-            let _ = r.await;
-        }
-        None => std::future::pending().await,
+    let ended = match rx.as_mut() {
+        Some(r) => r.await.is_ok(),
+        None => false,
+    };
+    if !ended {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -371,13 +385,19 @@ async fn connect_origin(
                     format!("HTTP/1.1 with the site failed: {e}"),
                 )
             })?;
+        let upgrading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upgraded = upgrading.clone();
         tokio::spawn(async move {
-            // With upgrades: a WebSocket takes the session over.
+            // With upgrades: a WebSocket takes the session over, and then
+            // the client's connection is the WebSocket's, not to be closed.
             let _ = conn.with_upgrades().await;
-            let _ = tx.send(());
+            if !upgraded.load(Ordering::SeqCst) {
+                let _ = tx.send(());
+            }
         });
         Link::H1 {
             sender: tokio::sync::Mutex::new(sender),
+            upgrading,
         }
     };
     Ok((link, alpn, rx))
