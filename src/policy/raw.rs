@@ -440,6 +440,10 @@ pub struct RawExpect {
     /// A reason label from docs/access-log.md, e.g. `rule-matched`.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Whether the tunnel is decrypted (https:// cases only; the ClientHello
+    /// is taken to be a browser's, naming `sni` or the URL's host).
+    #[serde(default)]
+    pub inspect: Option<bool>,
 }
 
 /// `activities.yaml`: activity signatures per catalog platform (optional).

@@ -367,7 +367,21 @@ pub async fn handle_inspected(
 ) -> Result<Response<ProxyBody>, Infallible> {
     state.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
     let resp = if head_size(&req) > state.config.max_header_bytes {
-        let mut r = too_large(&state, tunnel.peer, &req);
+        let mut ex = Exchange::begin(
+            &state,
+            Kind::Request,
+            tunnel.peer,
+            req.method(),
+            tunnel.host.to_string(),
+            tunnel.port,
+        );
+        ex.event.tls = Some(Tls::Intercepted);
+        ex.identified(&tunnel.identity);
+        let limit = state.config.max_header_bytes;
+        let detail = format!("the request head is larger than {limit} bytes");
+        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let mut r = ex.bad_request(&state, status, None, &detail);
+        // The TLS session stays usable: hyper frames the next request.
         r.headers_mut().remove(header::CONNECTION);
         r
     } else {
@@ -378,12 +392,17 @@ pub async fn handle_inspected(
 }
 
 async fn inspected(
-    state: &ProxyState,
+    state: &Arc<ProxyState>,
     tunnel: &Inside,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let host = &tunnel.host;
     let port = tunnel.port;
+    // A WebSocket over an HTTP/1.1 origin session; subscribed before the
+    // snapshot is taken, like a plain-HTTP upgrade.
+    let upgrade =
+        wants_upgrade(req.headers()) && matches!(&tunnel.upstream, Reach::Origin(Link::H1 { .. }));
+    let signals = upgrade.then(|| Signals::subscribe(state));
     let mut ex = Exchange::begin(
         state,
         Kind::Request,
@@ -425,7 +444,7 @@ async fn inspected(
     ex.activity = Some(found.activity);
     ex.event.activity = Some(found.activity);
     ex.event.signature = found.signature;
-    let req = Request::from_parts(parts, body);
+    let mut req = Request::from_parts(parts, body);
     let resolved = tunnel.resolved.as_ref().map(std::slice::from_ref);
     let admission = ex.admit_as(
         state,
@@ -464,19 +483,39 @@ async fn inspected(
             );
         }
     };
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    clean_request_headers(&mut parts.headers, &ex.policy, false);
+    clean_request_headers(&mut parts.headers, &ex.policy, upgrade);
     link.prepare(&mut parts, host, port);
+    let ex_activity = ex.activity;
     let (pending, _policy) = ex.into_pending(state);
     let idle = Some(state.config.body_idle_timeout);
     let body = Counted::request(body, pending.meter.clone(), idle).boxed();
-    send_and_relay(
-        state,
-        Upstream::Tls(link),
-        Request::from_parts(parts, body),
-        pending,
-    )
-    .await
+    let request = Request::from_parts(parts, body);
+    let (Some(client_upgrade), Some(signals)) = (client_upgrade, signals) else {
+        return send_and_relay(state, Upstream::Tls(link), request, pending).await;
+    };
+    link.upgrading();
+    let resp = match tokio::time::timeout(state.config.upstream_timeout, link.send(request)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return upstream_failure(pending, &*e),
+        Err(_) => return upstream_head_timeout(pending),
+    };
+    let admitted = Admitted {
+        entry: Entry::Request,
+        client: tunnel.peer.ip(),
+        user: tunnel.identity.user.clone(),
+        host: host.clone(),
+        port,
+        resolved: tunnel.resolved.into_iter().collect(),
+        sni: None,
+        hello: None,
+        activity: ex_activity,
+        resolved_by_parent: false,
+        original: None,
+    };
+    let watch = Watch::new(state.clone(), admitted, signals);
+    switched(state, resp, pending, client_upgrade, watch)
 }
 
 /// `Ok` when the request's `:authority` or `Host` names the tunnel's host
@@ -681,7 +720,7 @@ async fn forward_upgrade(
     state: &Arc<ProxyState>,
     mut parts: http::request::Parts,
     body: ProxyBody,
-    mut pending: Pending,
+    pending: Pending,
     up: Upgrade,
     dest: &Destination,
 ) -> Response<ProxyBody> {
@@ -726,6 +765,25 @@ async fn forward_upgrade(
         Ok(Err(e)) => return upstream_failure(pending, &e),
         Err(_) => return upstream_head_timeout(pending),
     };
+    switched(
+        state,
+        resp,
+        pending,
+        client_upgrade,
+        Watch::new(state.clone(), admitted, signals),
+    )
+}
+
+/// The upstream's answer to an Upgrade request: a `101` splices the two
+/// upgraded connections under the policy's watch (recorded when they
+/// close); anything else is relayed as a response.
+fn switched(
+    state: &Arc<ProxyState>,
+    resp: Response<Incoming>,
+    mut pending: Pending,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    watch: Watch,
+) -> Response<ProxyBody> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return relay_response(state, resp, pending);
     }
@@ -738,7 +796,6 @@ async fn forward_upgrade(
     pending.event_mut().status = 101;
     let idle = state.config.idle_timeout;
     let hard_stop = state.hard_stop.subscribe();
-    let watch = Watch::new(state.clone(), admitted, signals);
     state.spawn_tunnel(async move {
         match tokio::try_join!(client_upgrade, upstream_upgrade) {
             Ok((c, u)) => {

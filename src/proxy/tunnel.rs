@@ -239,10 +239,6 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         }
         apply_keeping_groups(ev, &admission.decision);
         ev.foreground = admission.decision.class == Some(Class::Primary);
-        ev.tls = Some(match admission.inspect.why {
-            InspectWhy::LearnedPinned => Tls::Pinned,
-            _ => Tls::Passthrough,
-        });
         ev.warn = unshown(&admission);
     }
 
@@ -287,6 +283,14 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         pending.event_mut().error = Some(ErrorKind::UpstreamConnect);
         pending.complete();
         return;
+    }
+    // A TLS tunnel passed through undecrypted says so (and why, if a rule
+    // asked for inspection but the client pins its certificates).
+    if admitted.hello.is_some() {
+        pending.event_mut().tls = Some(match admission.inspect.why {
+            InspectWhy::LearnedPinned => Tls::Pinned,
+            _ => Tls::Passthrough,
+        });
     }
     let watch = Watch::new(state.clone(), admitted, signals);
     splice(

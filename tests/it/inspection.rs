@@ -603,6 +603,10 @@ async fn an_oversized_request_head_inside_an_inspected_tunnel_gets_431() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 431);
+    let lines = proxy.log_lines(1).await;
+    assert_eq!(lines[0]["status"], 431);
+    assert_eq!(lines[0]["host"], "www.linkedin.com");
+    assert_eq!(lines[0]["tls"], "intercepted");
     // The origin never saw it; the connection still serves the next one.
     let ok = client
         .get(url("www.linkedin.com", &origin, "/hello"))
@@ -617,31 +621,7 @@ async fn garbage_after_the_handshake_is_refused_by_the_http_layer() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
     let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
-    // A rustls client over a raw CONNECT, trusting the company CA.
-    let mut s = within(tokio::net::TcpStream::connect(proxy.addr))
-        .await
-        .unwrap();
-    let authority = format!("www.linkedin.com:{}", origin.port());
-    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(status_of(&read_head(&mut s).await), 200);
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = proxy.ca_pem();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    use rustls::pki_types::pem::PemObject;
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from("www.linkedin.com").unwrap();
-    let mut tls = within(connector.connect(name, s)).await.unwrap();
+    let mut tls = inspected_tls(&proxy, "www.linkedin.com", origin.port(), &[]).await;
     tls.write_all(b"\x00\x01GARBAGE \xff\xfe\r\n\r\n")
         .await
         .unwrap();
@@ -653,4 +633,98 @@ async fn garbage_after_the_handshake_is_refused_by_the_http_layer() {
     let lines = proxy.exactly_log_lines(1).await;
     assert_eq!(lines[0]["kind"], "tunnel");
     assert_eq!(lines[0]["tls"], "intercepted");
+}
+
+/// A raw CONNECT to `host:port` through `proxy`, then TLS inside it with a
+/// rustls client that trusts only the company CA, offering `alpn`.
+async fn inspected_tls(
+    proxy: &TestProxy,
+    host: &str,
+    port: u16,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncWriteExt;
+    let mut s = within(tokio::net::TcpStream::connect(proxy.addr))
+        .await
+        .unwrap();
+    let authority = format!("{host}:{port}");
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status_of(&read_head(&mut s).await), 200);
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&proxy.ca_pem()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    within(connector.connect(name, s)).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_websocket_inside_an_inspected_tunnel_is_relayed_and_recorded() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+    let tls = inspected_tls(&proxy, "www.linkedin.com", origin.port(), &[b"http/1.1"]).await;
+    let url = format!("wss://www.linkedin.com:{}/ws", origin.port());
+    let (mut ws, resp) = within(tokio_tungstenite::client_async(url, tls))
+        .await
+        .expect("the upgrade goes through");
+    assert_eq!(resp.status(), 101);
+    within(ws.send(Message::text("hello inside TLS")))
+        .await
+        .unwrap();
+    let got = within(ws.next()).await.expect("an echo").unwrap();
+    assert_eq!(got, Message::text("hello inside TLS"));
+    let _ = within(ws.close(None)).await;
+    drop(ws);
+    let lines = proxy.exactly_log_lines(2).await;
+    let upgrade = lines.iter().find(|l| l["kind"] == "request").unwrap();
+    assert_eq!(upgrade["status"], 101, "{upgrade}");
+    assert_eq!(upgrade["tls"], "intercepted");
+    assert!(upgrade["bytes_up"].as_u64().unwrap() > 0, "{upgrade}");
+}
+
+#[tokio::test]
+async fn policy_tests_can_expect_inspection() {
+    let dir = PolicyDir::new(INSPECTING);
+    dir.write(
+        "tests.yaml",
+        r#"
+tests:
+  - name: LinkedIn is inspected
+    client: 127.0.0.1
+    url: https://www.linkedin.com/feed/
+    expect: {action: allow, inspect: true}
+  - name: TikTok is refused inside a decrypted tunnel
+    client: 127.0.0.1
+    url: https://www.tiktok.com/
+    expect: {action: block, rule: no-tiktok, inspect: true}
+  - name: banks are never decrypted
+    client: 127.0.0.1
+    url: https://www.paypal.com/
+    expect: {action: allow, inspect: true}
+"#,
+    );
+    let (code, out, _) = socialgate(&["test", dir.path().to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ok    LinkedIn is inspected"), "{out}");
+    assert!(
+        out.contains("ok    TikTok is refused inside a decrypted tunnel"),
+        "{out}"
+    );
+    assert!(out.contains("FAIL  banks are never decrypted"), "{out}");
+    assert!(out.contains("inspect: expected true, got false"), "{out}");
+    assert!(out.contains("2 passed, 1 failed"), "{out}");
 }

@@ -73,6 +73,10 @@ pub enum Reach {
 pub enum Link {
     H1 {
         sender: tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<ProxyBody>>,
+        /// Set before an Upgrade request is sent: when the origin's
+        /// connection then ends, it was handed to the WebSocket, and the
+        /// client's connection must not be shut down for it.
+        upgrading: Arc<std::sync::atomic::AtomicBool>,
     },
     H2 {
         sender: hyper::client::conn::http2::SendRequest<ProxyBody>,
@@ -111,13 +115,20 @@ impl Link {
         }
     }
 
+    /// Marks the session as about to be taken over by a WebSocket.
+    pub fn upgrading(&self) {
+        if let Link::H1 { upgrading, .. } = self {
+            upgrading.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Sends a request and waits for the response head.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
     ) -> Result<http::Response<Incoming>, BoxError> {
         match self {
-            Link::H1 { sender } => {
+            Link::H1 { sender, .. } => {
                 let mut s = sender.lock().await;
                 s.ready().await?;
                 Ok(s.send_request(req).await?)
@@ -255,7 +266,9 @@ pub async fn run(state: Arc<ProxyState>, inspector: Arc<Inspector>, t: Tunnel) {
             .max_buf_size(state.config.max_header_bytes.saturating_mul(2).max(8192))
             .keep_alive(true);
     }
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    // With upgrades: a WebSocket request takes the connection over (and
+    // records itself); this tunnel's record then ends.
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
     tokio::pin!(conn);
 
     // Until the client's connection ends, the origin's ends (then the
@@ -296,12 +309,15 @@ pub async fn run(state: Arc<ProxyState>, inspector: Arc<Inspector>, t: Tunnel) {
     pending.complete();
 }
 
+/// Resolves when the origin's connection ended; never when it was handed
+/// to a WebSocket (the sender is dropped unsent) or there is none.
 async fn closed(rx: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
-    match rx.as_mut() {
-        Some(r) => {
-            let _ = r.await;
-        }
-        None => std::future::pending().await,
+    let ended = match rx.as_mut() {
+        Some(r) => r.await.is_ok(),
+        None => false,
+    };
+    if !ended {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -368,12 +384,19 @@ async fn connect_origin(
                     format!("HTTP/1.1 with the site failed: {e}"),
                 )
             })?;
+        let upgrading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upgraded = upgrading.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
-            let _ = tx.send(());
+            // With upgrades: a WebSocket takes the session over, and then
+            // the client's connection is the WebSocket's, not to be closed.
+            let _ = conn.with_upgrades().await;
+            if !upgraded.load(Ordering::SeqCst) {
+                let _ = tx.send(());
+            }
         });
         Link::H1 {
             sender: tokio::sync::Mutex::new(sender),
+            upgrading,
         }
     };
     Ok((link, alpn, rx))
