@@ -21,7 +21,10 @@ use crate::policy::{Policy, Reason};
 /// Live counts the proxy keeps and the metrics read at scrape time.
 #[derive(Debug, Default)]
 pub struct Gauges {
+    /// Client connections speaking HTTP (parked ones included).
     pub connections: std::sync::atomic::AtomicU64,
+    /// Of those, parked: idle keep-alive connections holding no buffers.
+    pub parked: std::sync::atomic::AtomicU64,
     pub tunnels: std::sync::atomic::AtomicU64,
     pub in_flight: std::sync::atomic::AtomicU64,
 }
@@ -43,6 +46,10 @@ pub struct Metrics {
     policy_info: IntGaugeVec,
     log_dropped: IntCounter,
     connections: IntGauge,
+    parked: IntGauge,
+    tunnel_buffers: IntGauge,
+    connections_refused: IntCounterVec,
+    accept_errors: IntCounterVec,
     tunnels: IntGauge,
     in_flight: IntGauge,
 }
@@ -165,6 +172,28 @@ impl Metrics {
             "socialgate_active_connections",
             "Open client connections.",
         );
+        let parked = gauge(
+            &r,
+            "socialgate_parked_connections",
+            "Idle keep-alive client connections parked: they hold no HTTP buffers until their next request.",
+        );
+        let tunnel_buffers = gauge(
+            &r,
+            "socialgate_tunnel_buffers",
+            "64 KiB copy buffers lent to tunnels right now: one per tunnel direction that is moving data (idle tunnels hold none).",
+        );
+        let connections_refused = counter_vec(
+            &r,
+            "socialgate_connections_refused_total",
+            "Client connections refused before any request was read, by reason (client-limit: over --max-connections-per-client).",
+            &["reason"],
+        );
+        let accept_errors = counter_vec(
+            &r,
+            "socialgate_accept_errors_total",
+            "Failed accepts, by listener (proxy, transparent, admin); each waits 50 ms before the next try. EMFILE means the open-file limit is too low.",
+            &["listener"],
+        );
         let tunnels = gauge(
             &r,
             "socialgate_active_tunnels",
@@ -191,6 +220,10 @@ impl Metrics {
             policy_info,
             log_dropped,
             connections,
+            parked,
+            tunnel_buffers,
+            connections_refused,
+            accept_errors,
             tunnels,
             in_flight,
         })
@@ -202,6 +235,16 @@ impl Metrics {
 
     pub fn observe_connect_time(&self, d: Duration) {
         self.upstream_connect_seconds.observe(d.as_secs_f64());
+    }
+
+    /// A client connection refused before any request, for `reason`.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// An accept failed on `listener`.
+    pub fn accept_error(&self, listener: &str) {
+        self.accept_errors.with_label_values(&[listener]).inc();
     }
 
     /// `n` access-log records did not reach the log (queue full or write failed).
@@ -230,6 +273,10 @@ impl Metrics {
             .set(gauges.connections.load(Ordering::Relaxed) as i64);
         self.tunnels
             .set(gauges.tunnels.load(Ordering::Relaxed) as i64);
+        self.parked
+            .set(gauges.parked.load(Ordering::Relaxed) as i64);
+        self.tunnel_buffers
+            .set(crate::proxy::copy::POOL.lent() as i64);
         self.in_flight
             .set(gauges.in_flight.load(Ordering::Relaxed) as i64);
         let mut buf = Vec::new();

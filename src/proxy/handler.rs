@@ -191,7 +191,7 @@ async fn forward(
 
     // Forward.
     let upgrade = wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.then(|| super::conn::on_upgrade(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     if let Some(th) = &ex.policy.auth.trusted_header {
@@ -435,7 +435,7 @@ fn set_judged_host(headers: &mut http::HeaderMap, host: &Host, port: u16) {
 
 /// What an Upgrade request brings besides its head and body.
 struct Upgrade {
-    client: hyper::upgrade::OnUpgrade,
+    client: super::conn::OnClientUpgrade,
     admitted: Admitted,
     signals: Signals,
 }
@@ -504,10 +504,10 @@ async fn forward_upgrade(
     let hard_stop = state.hard_stop.subscribe();
     let watch = Watch::new(state.clone(), admitted, signals);
     state.spawn_tunnel(async move {
-        match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok((c, u)) => {
+        match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(c), Ok(u)) => {
                 splice(
-                    TokioIo::new(c),
+                    c,
                     TokioIo::new(u),
                     &mut pending,
                     idle,
@@ -516,7 +516,7 @@ async fn forward_upgrade(
                 )
                 .await;
             }
-            Err(_) => pending.event_mut().error = Some(ErrorKind::UpstreamProtocol),
+            _ => pending.event_mut().error = Some(ErrorKind::UpstreamProtocol),
         }
         pending.complete();
     });

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::context::{apply_keeping_groups, Exchange};
@@ -89,7 +88,7 @@ pub async fn handle_connect(
 
     ex.event.status = 200;
     let (pending, policy) = ex.into_pending(state);
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let on_upgrade = super::conn::on_upgrade(&mut req);
     let admitted = Admitted {
         entry: Entry::Connect,
         client: peer.ip(),
@@ -122,7 +121,7 @@ pub async fn handle_connect(
 
 /// An admitted tunnel, handed to its task after the 200.
 struct TunnelParts {
-    on_upgrade: hyper::upgrade::OnUpgrade,
+    on_upgrade: super::conn::OnClientUpgrade,
     upstream: BoxIo,
     tunnel: Tunnel,
 }
@@ -152,7 +151,7 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             return;
         }
     };
-    let mut client = TokioIo::new(upgraded);
+    let mut client = upgraded;
     let mut first = Vec::new();
     let limit = tunnel.policy.tunnels.sni_timeout;
     let peeked = sni::peek(&mut client, &mut first, limit).await;
@@ -231,6 +230,8 @@ where
         pending.complete();
         return Some(client);
     }
+    // The hello is upstream now; the tunnel must not keep it for its life.
+    drop(first);
     let watch = Watch::new(state.clone(), admitted, signals);
     splice(
         client,
