@@ -140,7 +140,12 @@ async fn origin_echo() -> SocketAddr {
 
 async fn connect_from(i: usize, proxy: SocketAddr) -> std::io::Result<TcpStream> {
     let n = 1 + i / PER_SOURCE;
-    let src = IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, (n % 250) as u8 + 1));
+    let src = IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        1 + (n / 250) as u8,
+        (n % 250) as u8 + 1,
+    ));
     let sock = TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(src, 0))?;
     sock.connect(proxy).await
@@ -257,7 +262,12 @@ async fn main() {
     let proxy: SocketAddr = tokio::time::timeout(Duration::from_secs(30), async {
         while let Ok(Some(l)) = lines.next_line().await {
             if let Some(at) = l.find("proxy=") {
-                return l[at + 6..].split_whitespace().next().unwrap().parse().unwrap();
+                return l[at + 6..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
             }
         }
         panic!("the proxy exited before listening");
@@ -339,7 +349,9 @@ async fn main() {
     }
     let after = settled_rss(pid).await;
     let per_conn = (loaded.saturating_sub(base)) as f64 / open.max(1) as f64;
-    println!("mode\tconns\tfailed\tbase_kib\tloaded_kib\tper_conn_kib\tafter_close_kib\tramp_s\talive");
+    println!(
+        "mode\tconns\tfailed\tbase_kib\tloaded_kib\tper_conn_kib\tafter_close_kib\tramp_s\talive"
+    );
     println!(
         "{mode}\t{open}\t{failed}\t{base}\t{loaded}\t{per_conn:.2}\t{after}\t{:.1}\t{alive}/{probed}",
         ramp.as_secs_f64()

@@ -15,13 +15,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accesslog::{DropHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle};
+use crate::accesslog::{
+    DropHook, FaultHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle,
+};
 use crate::admin::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::policy::{load_dir, ConfigErrors};
 use crate::proxy::{self, ProxyConfig, ProxyState};
 use crate::pseudonym::Pseudonymizer;
 use crate::reload::{self, PolicyHandle};
+
+/// How long shutdown waits for the access-log writer to write what is
+/// queued.
+pub const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Everything needed to start.
 #[derive(Debug, Clone)]
@@ -171,10 +177,17 @@ impl App {
             let m = metrics.clone();
             Arc::new(move |n| m.log_dropped(n))
         };
+        // Every failed write and failed reopen: the alarm when records are
+        // kept in a rotated file because the new one cannot be opened.
+        let on_fault: FaultHook = {
+            let m = metrics.clone();
+            Arc::new(move |what| m.log_fault(what))
+        };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {
-                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop))
-                    .with_context(|| {
+                let (r, w) =
+                    Recorder::start(log.clone(), users, observers, Some(on_drop), Some(on_fault))
+                        .with_context(|| {
                         format!(
                             "cannot open the access log {}",
                             log.path
@@ -207,7 +220,8 @@ impl App {
             cfg.proxy.clone(),
             self_addrs,
             metrics.clone(),
-        );
+        )
+        .map_err(anyhow::Error::from)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         for l in listeners {
@@ -325,7 +339,9 @@ impl App {
         } = self;
         drop(state);
         if let Some(w) = writer {
-            let _ = tokio::task::spawn_blocking(move || w.finish()).await;
+            // A stalled disk must not keep the process from exiting; what
+            // the writer could not write by then is counted as dropped.
+            let _ = tokio::task::spawn_blocking(move || w.finish_within(LOG_FLUSH_LIMIT)).await;
         }
         stopped.log_records = recorder.written();
         stopped.log_dropped = recorder.dropped();

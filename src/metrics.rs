@@ -25,6 +25,8 @@ pub struct Gauges {
     pub connections: std::sync::atomic::AtomicU64,
     /// Of those, parked: idle keep-alive connections holding no buffers.
     pub parked: std::sync::atomic::AtomicU64,
+    /// Times a connection was parked, since start.
+    pub parks: std::sync::atomic::AtomicU64,
     pub tunnels: std::sync::atomic::AtomicU64,
     pub in_flight: std::sync::atomic::AtomicU64,
 }
@@ -45,11 +47,13 @@ pub struct Metrics {
     reloads: IntCounterVec,
     policy_info: IntGaugeVec,
     log_dropped: IntCounter,
+    log_failures: IntCounterVec,
     connections: IntGauge,
     parked: IntGauge,
     tunnel_buffers: IntGauge,
     connections_refused: IntCounterVec,
     accept_errors: IntCounterVec,
+    dns_lookups: IntCounterVec,
     tunnels: IntGauge,
     in_flight: IntGauge,
 }
@@ -167,6 +171,12 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(log_dropped.clone()))
             .expect("unique metric");
+        let log_failures = counter_vec(
+            &r,
+            "socialgate_access_log_failures_total",
+            "Access-log failures, by what failed: write (a failure episode began; its lost records are in socialgate_access_log_dropped_total) or reopen (after SIGUSR1, or because the file was removed: records stay in the old file while it exists, else are dropped and counted).",
+            &["what"],
+        );
         let connections = gauge(
             &r,
             "socialgate_active_connections",
@@ -194,6 +204,12 @@ impl Metrics {
             "Failed accepts, by listener (proxy, transparent, admin); each waits 50 ms before the next try. EMFILE means the open-file limit is too low.",
             &["listener"],
         );
+        let dns_lookups = counter_vec(
+            &r,
+            "socialgate_dns_lookups_total",
+            "DNS lookups that missed the cache, by result: ok, no-such-name (NXDOMAIN or no address records; cached for 5-60 s), timeout, error.",
+            &["result"],
+        );
         let tunnels = gauge(
             &r,
             "socialgate_active_tunnels",
@@ -219,11 +235,13 @@ impl Metrics {
             reloads,
             policy_info,
             log_dropped,
+            log_failures,
             connections,
             parked,
             tunnel_buffers,
             connections_refused,
             accept_errors,
+            dns_lookups,
             tunnels,
             in_flight,
         })
@@ -242,6 +260,11 @@ impl Metrics {
         self.connections_refused.with_label_values(&[reason]).inc();
     }
 
+    /// A DNS lookup that missed the cache ended with `result`.
+    pub fn dns_lookup(&self, result: &str) {
+        self.dns_lookups.with_label_values(&[result]).inc();
+    }
+
     /// An accept failed on `listener`.
     pub fn accept_error(&self, listener: &str) {
         self.accept_errors.with_label_values(&[listener]).inc();
@@ -250,6 +273,11 @@ impl Metrics {
     /// `n` access-log records did not reach the log (queue full or write failed).
     pub fn log_dropped(&self, n: u64) {
         self.log_dropped.inc_by(n);
+    }
+
+    /// The access log failed to `what` ("write" or "reopen").
+    pub fn log_fault(&self, what: &str) {
+        self.log_failures.with_label_values(&[what]).inc();
     }
 
     /// Records a reload attempt and the policy now in force.

@@ -504,6 +504,7 @@ pub async fn serve<H, Fut>(
         }
         match ended {
             Ended::Parked(s, unread) => {
+                gauges.parks.fetch_add(1, Ordering::Relaxed);
                 socket = s;
                 socket.prefix = join(unread, std::mem::take(&mut socket.prefix));
                 if !socket.prefix.is_empty() {
@@ -721,7 +722,9 @@ mod tests {
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let one = slots.acquire(a).unwrap();
-        let two = slots.acquire(mapped).expect("the same client, counted once");
+        let two = slots
+            .acquire(mapped)
+            .expect("the same client, counted once");
         assert!(slots.acquire(a).is_none(), "a third from the same address");
         assert!(slots.acquire(b).is_some(), "another client is not affected");
         drop(one);

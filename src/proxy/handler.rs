@@ -21,7 +21,9 @@ use super::context::Exchange;
 use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
 use super::responses;
 use super::splice::{splice, Admitted, Signals, Watch};
-use super::upstream::{find_upstream_error, open, Destination, ProxyBody, UpstreamError};
+use super::upstream::{
+    cut_connection, find_upstream_error, open, Destination, ProxyBody, UpstreamError,
+};
 use super::{activity, parent, tunnel, ProxyState};
 use crate::event::Kind;
 use crate::outcome::ErrorKind;
@@ -227,6 +229,7 @@ async fn forward(
     }
 
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut captured = None;
     let sent = match &state.parent {
         // The parent gets the judged host in absolute form, and resolves it.
         Some(parent) if dest.via_parent => {
@@ -244,7 +247,11 @@ async fn forward(
                 Some(u) => u,
                 None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
             };
-            state.client.request(Request::from_parts(parts, body))
+            let mut req = Request::from_parts(parts, body);
+            captured = Some(hyper_util::client::legacy::connect::capture_connection(
+                &mut req,
+            ));
+            state.client.request(req)
         }
     };
     match tokio::time::timeout(state.config.upstream_timeout, sent).await {
@@ -262,7 +269,14 @@ async fn forward(
         }
         Ok(Ok(resp)) => relay_response(state, resp, pending),
         Ok(Err(e)) => upstream_failure(pending, &e),
-        Err(_) => upstream_head_timeout(pending),
+        Err(_) => {
+            // The connection may still be sending the client's body to an
+            // origin that stopped reading: cut it, so neither is held.
+            if let Some(c) = &captured {
+                cut_connection(c);
+            }
+            upstream_head_timeout(pending)
+        }
     }
 }
 

@@ -22,8 +22,9 @@ pub mod activity;
 pub mod body;
 pub mod clock;
 pub mod conn;
-pub mod copy;
 pub mod context;
+pub mod copy;
+pub mod dns;
 pub mod handler;
 pub mod headers;
 pub mod identify;
@@ -79,6 +80,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Host name -> address overrides, like `curl --resolve`.
     pub resolve: HashMap<String, IpAddr>,
+    /// DNS servers and the bound on lookups in flight.
+    pub dns: dns::DnsConfig,
     /// Upstream keep-alive connections idle longer than this are closed.
     pub pool_idle_timeout: Duration,
     /// The policy clock: wall time plus an offset (zero outside tests).
@@ -99,6 +102,7 @@ impl Default for ProxyConfig {
             max_connections_per_client: 1_000,
             max_header_bytes: 64 * 1024,
             resolve: HashMap::new(),
+            dns: dns::DnsConfig::default(),
             pool_idle_timeout: Duration::from_secs(90),
             clock: Clock::default(),
             upstream_proxy: None,
@@ -177,7 +181,7 @@ impl ProxyState {
         config: ProxyConfig,
         listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, dns::DnsSetupError> {
         let client = upstream::pooled_client(
             config.connect_timeout,
             config.pool_idle_timeout,
@@ -185,7 +189,12 @@ impl ProxyState {
             metrics.clone(),
         );
         let client_slots = conn::ClientSlots::new(config.max_connections_per_client);
-        let resolver = upstream::Resolver::new(config.resolve.clone(), config.connect_timeout);
+        let resolver = upstream::Resolver::new(
+            config.resolve.clone(),
+            config.connect_timeout,
+            &config.dns,
+            Some(metrics.clone()),
+        )?;
         let parent = config.upstream_proxy.clone().map(|p| {
             parent::Parent::new(
                 p,
@@ -195,7 +204,7 @@ impl ProxyState {
                 metrics.clone(),
             )
         });
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             policy,
             recorder,
             creds: CredentialCache::default(),
@@ -216,7 +225,7 @@ impl ProxyState {
             limit_warned: Default::default(),
             accept_warned: Default::default(),
             started: std::time::Instant::now(),
-        })
+        }))
     }
 
     /// True at most once per `every` for the throttle `last`.

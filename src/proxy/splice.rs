@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::Pending;
-use super::copy::Bidi;
 use super::context::apply_keeping_groups;
+use super::copy::Bidi;
 use super::ProxyState;
 use crate::outcome::ErrorKind;
 use crate::policy::{admit, Decision, Entry, Facts, Host};

@@ -1,0 +1,222 @@
+//! Name resolution for upstream destinations. No policy.
+//!
+//! `--resolve` pins come first; everything else goes to an asynchronous
+//! DNS resolver (hickory) that asks the name servers of `--dns-server`
+//! (default: those in /etc/resolv.conf, with its search list, and
+//! /etc/hosts first), never the system resolver on blocking threads. Both
+//! A and AAAA records are asked for, so the destination stage sees every
+//! address a name has.
+//!
+//! Answers are cached for their TTL (at most [`MAX_TTL`]); names that do
+//! not exist are cached too (negative caching, [`NEGATIVE_MIN_TTL`] to
+//! [`NEGATIVE_MAX_TTL`]), so a flood of requests for a bogus name costs one
+//! query, not one per request. At most `--dns-max-in-flight` lookups run at
+//! once; the rest wait for a turn within the same time limit
+//! (`--connect-timeout`), so a slow DNS server cannot pile up unbounded
+//! work. A small front cache answers repeated names without a lock on the
+//! resolver's own cache.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{
+    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::TokioResolver;
+use tokio::sync::Semaphore;
+
+use super::upstream::UpstreamError;
+
+/// Answers are kept at most this long, whatever their TTL.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// A name that does not exist is remembered at least this long ...
+pub const NEGATIVE_MIN_TTL: Duration = Duration::from_secs(5);
+/// ... and at most this long.
+pub const NEGATIVE_MAX_TTL: Duration = Duration::from_secs(60);
+/// Names kept in the front cache at most; it is cleared when full.
+const FRONT_MAX: usize = 10_000;
+
+/// How names are resolved (`--dns-server`, `--dns-max-in-flight`).
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Name servers to ask; empty: those of /etc/resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    /// Lookups that may be in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// Why the resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up name resolution: {0}; name the DNS servers with --dns-server IP[:PORT]")]
+pub struct DnsSetupError(String);
+
+/// name -> (addresses, valid until)
+type Front = HashMap<String, (Arc<[IpAddr]>, Instant)>;
+
+/// Resolves names: `--resolve` overrides first, then DNS.
+pub struct Resolver {
+    overrides: HashMap<String, IpAddr>,
+    timeout: Duration,
+    dns: TokioResolver,
+    in_flight: Arc<Semaphore>,
+    front: Mutex<Front>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Resolver {
+    /// A resolver that asks `config.servers` (or the system's), each
+    /// lookup bounded by `timeout`.
+    pub fn new(
+        overrides: HashMap<String, IpAddr>,
+        timeout: Duration,
+        config: &DnsConfig,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Result<Resolver, DnsSetupError> {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = if config.servers.is_empty() {
+            TokioResolver::builder(provider)
+                .map_err(|e| DnsSetupError(format!("cannot read /etc/resolv.conf: {e}")))?
+        } else {
+            let mut rc = ResolverConfig::default();
+            for s in &config.servers {
+                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+                for c in &mut ns.connections {
+                    c.port = s.port();
+                }
+                rc.add_name_server(ns);
+            }
+            TokioResolver::builder_with_config(rc, provider)
+        };
+        let opts: &mut ResolverOpts = builder.options_mut();
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        opts.timeout = timeout;
+        opts.attempts = 1;
+        opts.cache_size = 10_000;
+        opts.positive_max_ttl = Some(MAX_TTL);
+        opts.negative_min_ttl = Some(NEGATIVE_MIN_TTL);
+        opts.negative_max_ttl = Some(NEGATIVE_MAX_TTL);
+        opts.use_hosts_file = ResolveHosts::Auto;
+        let dns = builder.build().map_err(|e| DnsSetupError(e.to_string()))?;
+        Ok(Resolver {
+            overrides,
+            timeout,
+            dns,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            front: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    fn count(&self, result: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.dns_lookup(result);
+        }
+    }
+
+    /// The addresses of `name` (a DNS name, not an IP literal).
+    pub async fn resolve(&self, name: &str) -> Result<Arc<[IpAddr]>, UpstreamError> {
+        if let Some(ip) = self.overrides.get(name) {
+            return Ok(Arc::from([*ip]));
+        }
+        let now = Instant::now();
+        if let Some((addrs, until)) = self.lock().get(name) {
+            if now < *until {
+                return Ok(addrs.clone());
+            }
+        }
+        let looked_up = tokio::time::timeout(self.timeout, async {
+            // Waiting for a turn counts against the same time limit.
+            let _turn = self.in_flight.acquire().await;
+            self.dns.lookup_ip(name).await
+        })
+        .await;
+        let lookup = match looked_up {
+            Err(_) => {
+                self.count("timeout");
+                return Err(UpstreamError::Timeout(format!("resolving {name}")));
+            }
+            Ok(Err(e)) if e.is_no_records_found() => {
+                self.count("no-such-name");
+                return Err(UpstreamError::NoSuchName {
+                    host: name.to_string(),
+                });
+            }
+            Ok(Err(e)) if matches!(e, hickory_resolver::net::NetError::Timeout) => {
+                self.count("timeout");
+                return Err(UpstreamError::Timeout(format!("resolving {name}")));
+            }
+            Ok(Err(e)) => {
+                self.count("error");
+                return Err(UpstreamError::Resolve {
+                    host: name.to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+            Ok(Ok(l)) => l,
+        };
+        let addrs: Vec<IpAddr> = lookup.iter().collect();
+        if addrs.is_empty() {
+            self.count("no-such-name");
+            return Err(UpstreamError::NoSuchName {
+                host: name.to_string(),
+            });
+        }
+        self.count("ok");
+        let addrs: Arc<[IpAddr]> = Arc::from(addrs);
+        let until = lookup.valid_until().min(now + MAX_TTL);
+        let mut front = self.lock();
+        if front.len() >= FRONT_MAX {
+            front.clear();
+        }
+        front.insert(name.to_string(), (addrs.clone(), until));
+        Ok(addrs)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Front> {
+        // A panic while holding this lock leaves only a cache behind.
+        self.front.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::ErrorKind;
+
+    #[tokio::test]
+    async fn pinned_names_win_and_answers_are_cached() {
+        let pins = HashMap::from([("www.example.org".to_string(), "127.0.0.9".parse().unwrap())]);
+        let r = Resolver::new(pins, Duration::from_secs(5), &DnsConfig::default(), None).unwrap();
+        let pinned = r.resolve("www.example.org").await.unwrap();
+        assert_eq!(&pinned[..], &["127.0.0.9".parse::<IpAddr>().unwrap()]);
+        // localhost comes from /etc/hosts; the second answer is the cached one.
+        let first = r.resolve("localhost").await.unwrap();
+        let second = r.resolve("localhost").await.unwrap();
+        assert!(first.iter().all(|a| a.is_loopback()), "{first:?}");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second lookup was not cached"
+        );
+        // Refused by the resolver, or timed out where no resolver answers.
+        let err = r.resolve("no-such-host.invalid").await.unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::UpstreamResolve | ErrorKind::UpstreamTimeout
+            ),
+            "{err}"
+        );
+    }
+}
