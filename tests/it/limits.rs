@@ -264,3 +264,161 @@ async fn one_client_over_its_connection_cap_gets_429_while_others_are_served() {
     );
     drop(held);
 }
+
+/// `socialgate run` with the open-file limit set to `soft`/`hard` before it
+/// starts.
+async fn binary_with_nofile(policy: &PolicyDir, soft: u64, hard: u64, extra: &[&str]) -> Spawned {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_socialgate"));
+    cmd.arg("run")
+        .arg("--policy")
+        .arg(policy.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--access-log",
+            "off",
+        ])
+        .arg("--pseudonym-key")
+        .arg(policy.path().join("pseudonym.key"))
+        .args([
+            "--resolve",
+            "example.org=127.0.0.1",
+            "--watch-interval-ms",
+            "0",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: setrlimit is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Spawned::attach(cmd.spawn().expect("spawn socialgate")).await
+}
+
+/// The soft open-file limit of a running process.
+fn soft_nofile(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime), counted from the state field (3).
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test]
+async fn at_start_the_open_file_limit_is_raised_and_a_limit_too_low_is_named() {
+    let policy = PolicyDir::new(BASIC_POLICY);
+    let sg = binary_with_nofile(&policy, 256, 4096, &[]).await;
+    assert_eq!(soft_nofile(sg.pid()), 4096, "raised to the hard limit");
+    let line = sg.stderr_line("open-file limit").await;
+    assert!(
+        line.contains("(4096) is below what --max-connections 10000 needs"),
+        "{line}"
+    );
+    assert!(line.contains("LimitNOFILE="), "says how to fix it: {line}");
+    // Enough for the connections asked for: raised, and no warning.
+    let sg = binary_with_nofile(&policy, 256, 4096, &["--max-connections", "1000"]).await;
+    assert_eq!(soft_nofile(sg.pid()), 4096);
+    sg.stderr_line("raised the open-file limit").await;
+    assert!(!sg.stderr().contains("is below what"), "{}", sg.stderr());
+}
+
+#[tokio::test]
+async fn out_of_descriptors_the_listener_backs_off_instead_of_spinning_and_recovers() {
+    let origin = Origin::start().await;
+    let policy = PolicyDir::new(BASIC_POLICY);
+    let sg = binary_with_nofile(&policy, 48, 48, &[]).await;
+    let pid = sg.pid();
+    // More connections than descriptors: the kernel completes them into the
+    // listen queue, the proxy's accept fails with EMFILE.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(
+            within(tokio::net::TcpStream::connect(sg.addr))
+                .await
+                .unwrap(),
+        );
+    }
+    let line = sg.stderr_line("accept failed").await;
+    assert!(line.contains("open-file limit"), "{line}");
+    // Out of descriptors for a whole second (the window is the
+    // measurement, not a synchronisation): a spinning accept loop would
+    // use the whole second of CPU.
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu_ticks(pid) - before;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(
+        used * 5 < hz,
+        "{used} ticks of {hz} in one second: spinning"
+    );
+    assert_eq!(
+        sg.stderr().matches("accept failed").count(),
+        1,
+        "said once, not once per try:\n{}",
+        sg.stderr()
+    );
+    // Descriptors come back: served again.
+    drop(held);
+    let url = format!("http://example.org:{}/hello", origin.port());
+    let c = sg.client();
+    eventually_async("the proxy serves again", || async {
+        matches!(c.get(&url).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_transparent_listener_resets_a_client_over_its_connection_cap() {
+    let proxy = proxy_with_client_cap(|cfg| {
+        cfg.transparent = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let transparent = proxy.app().transparent_addrs[0];
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.5", transparent).await);
+    }
+    let slots = &proxy.app().state.client_slots;
+    eventually("three connections counted", || {
+        slots.open("127.0.0.5".parse().unwrap()) == 3
+    })
+    .await;
+    let mut fourth = connect_from("127.0.0.5", transparent).await;
+    let _ = fourth
+        .write_all(b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let r = within(fourth.read(&mut buf)).await;
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+            || matches!(r, Ok(0)),
+        "{r:?}"
+    );
+    // Another client is not affected.
+    let other = connect_from("127.0.0.6", transparent).await;
+    drop(other);
+    assert_eq!(slots.open("127.0.0.5".parse().unwrap()), 3);
+}
