@@ -16,10 +16,12 @@
 //! ```
 //!
 //! Modes: `keepalive` (one 1 KiB GET per connection, then idle keep-alive)
-//! and `tunnel` (CONNECT to the echo server, 16 KiB each way, then idle).
+//! and `tunnel` (CONNECT to the echo server, 64 KiB each way by default
+//! (`IDLE_LOAD_BYTES`), then idle).
 //! Prints one tab-separated line of figures (KiB) and a readable summary.
-//! It raises its own open-file limit and the proxy's (root can raise the
-//! hard limit), since 10,000 tunnels need 20,000 descriptors in the proxy.
+//! It raises its own open-file limit and the proxy's as far as it may
+//! (root can raise the hard limit where the kernel lets it): N tunnels need
+//! 2N descriptors in the proxy and 2N here.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -30,7 +32,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const BODY: usize = 1024;
-const TUNNEL_BYTES: usize = 16 * 1024;
+/// Bytes each way through a tunnel before it goes idle (`IDLE_LOAD_BYTES`):
+/// 64 KiB fills a copy buffer, as any page load through a tunnel does.
+fn tunnel_bytes() -> usize {
+    std::env::var("IDLE_LOAD_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64 * 1024)
+}
 /// Connections opened at once while ramping up.
 const RAMP: usize = 64;
 /// Client connections per loopback source address.
@@ -50,7 +59,16 @@ fn raise_nofile(want: u64) {
             rlim_max: (target as libc::rlim_t).max(lim.rlim_max),
         };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &new) != 0 {
-            eprintln!("idle_load: cannot raise RLIMIT_NOFILE to {target} (not root?); using the current limit");
+            // Not allowed to raise the hard limit: go as far as it.
+            let hard = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &hard);
+            eprintln!(
+                "idle_load: cannot raise RLIMIT_NOFILE to {target}; using the hard limit {}",
+                lim.rlim_max
+            );
         }
     }
 }
@@ -192,10 +210,10 @@ async fn tunnel_exchange(s: &mut TcpStream, echo: SocketAddr) -> std::io::Result
     if !head.starts_with("HTTP/1.1 200") {
         return Err(std::io::Error::other(format!("not 200: {head}")));
     }
-    let payload = vec![b'x'; TUNNEL_BYTES];
-    s.write_all(&payload).await?;
-    let mut back = vec![0u8; TUNNEL_BYTES];
-    s.read_exact(&mut back).await?;
+    let payload = vec![b'x'; tunnel_bytes()];
+    let mut back = vec![0u8; payload.len()];
+    let (mut rd, mut wr) = s.split();
+    tokio::try_join!(wr.write_all(&payload), rd.read_exact(&mut back))?;
     Ok(())
 }
 
@@ -252,6 +270,8 @@ async fn main() {
                 rlim_cur: nofile,
                 rlim_max: nofile,
             };
+            // Where the hard limit cannot be raised, socialgate raises its
+            // soft limit to the hard one itself.
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             Ok(())
         });

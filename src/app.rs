@@ -273,6 +273,9 @@ impl App {
         }
         #[cfg(unix)]
         background.push(tokio::spawn(reload::watch_sighup(handle.clone())));
+        background.push(tokio::spawn(crate::memory::trim_after_bursts(
+            state.gauges.clone(),
+        )));
         background.push(tokio::spawn(proxy::clock::run(
             handle.clone(),
             cfg.proxy.clock,

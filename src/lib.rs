@@ -34,6 +34,8 @@
 //! - [`health`]: `socialgate health`, the container health check.
 //! - [`limits`]: the open-file limit, raised at start (with a warning
 //!   when it is too low for `--max-connections`).
+//! - [`memory`]: freed memory given back to the system after a burst of
+//!   connections closes or goes idle (glibc keeps it otherwise).
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`,
 //!   `test`, `report`, `simulate`, `completions` and `man` generated
 //!   from the same definitions, and `schema`, the policy files' JSON
@@ -50,6 +52,7 @@ pub mod health;
 pub mod html;
 pub mod identity;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;

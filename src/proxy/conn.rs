@@ -498,7 +498,7 @@ pub async fn serve<H, Fut>(
         shared.write_blocked.store(false, Ordering::Relaxed);
         let svc = service(&shared, handle.clone());
         let conn = builder.serve_connection(TokioIo::new(socket), svc);
-        let (ended, last_active) = drive(Box::new(conn), &shared, &mut stop).await;
+        let (ended, last_active) = drive(Box::new(conn), &shared, &stop).await;
         if let Some(t) = last_active {
             quiet_since = t;
         }
@@ -609,12 +609,13 @@ where
 }
 
 /// Runs one hyper connection until it ends; parks it when it has been
-/// quiet for [`PARK_AFTER`]. Also returns when the connection was last
-/// seen active, if it was after it started.
+/// quiet for [`PARK_AFTER`], and asks it to finish within a tick of
+/// shutdown beginning. Also returns when the connection was last seen
+/// active, if it was after it started.
 async fn drive<S>(
     mut conn: Box<http1::Connection<TokioIo<Socket>, S>>,
     shared: &Shared,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
+    stop: &tokio::sync::watch::Receiver<bool>,
 ) -> (Ended, Option<tokio::time::Instant>)
 where
     S: hyper::service::HttpService<Incoming, ResBody = Tracked> + Unpin,
@@ -626,20 +627,23 @@ where
     let mut seen = shared.activity.load(Ordering::Relaxed);
     let mut last_active = None;
     let mut parking = false;
-    let mut stopping = *stop.borrow();
-    if stopping {
-        Pin::new(&mut *conn).graceful_shutdown();
-    }
+    let mut stopping = false;
     let result = loop {
+        // Shutdown is looked for at each tick, not on every wake-up: a
+        // watch on the stop signal would take a lock shared by all
+        // connections each time a busy connection is polled.
+        if !stopping && *stop.borrow() {
+            stopping = true;
+            // Finishes the exchange in flight (with `Connection: close`), then ends.
+            Pin::new(&mut *conn).graceful_shutdown();
+        }
         tokio::select! {
             biased;
             r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
-            _ = async { let _ = stop.wait_for(|s| *s).await; }, if !stopping => {
-                stopping = true;
-                // Finishes the exchange in flight (with `Connection: close`), then ends.
-                Pin::new(&mut *conn).graceful_shutdown();
-            }
-            _ = ticker.tick(), if !parking && !stopping => {
+            _ = ticker.tick(), if !parking => {
+                if stopping {
+                    continue;
+                }
                 let now = shared.activity.load(Ordering::Relaxed);
                 if now != seen {
                     seen = now;

@@ -248,9 +248,11 @@ async fn forward(
                 None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
             };
             let mut req = Request::from_parts(parts, body);
-            captured = Some(hyper_util::client::legacy::connect::capture_connection(
-                &mut req,
-            ));
+            // Only a request body can keep a connection writing to an
+            // origin that stopped reading (see `upstream::Cut`).
+            if !http_body::Body::is_end_stream(req.body()) {
+                captured = Some(hyper_util::client::legacy::connect::capture_connection(&mut req));
+            }
             state.client.request(req)
         }
     };
