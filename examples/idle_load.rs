@@ -344,6 +344,19 @@ async fn main() {
         }
     }
     let ramp = started.elapsed();
+    // Idle now: keep-alive connections park after a quiet second or two,
+    // and socialgate gives freed memory back every few seconds; watch RSS
+    // for a while (IDLE_LOAD_WATCH seconds, default 12) before settling.
+    let watch: u64 = std::env::var("IDLE_LOAD_WATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let mut timeline = Vec::new();
+    for _ in 0..watch {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        timeline.push(status_kib(pid, "VmRSS:") / 1024);
+    }
+    eprintln!("idle_load: RSS (MiB) each second after the ramp: {timeline:?}");
     let loaded = settled_rss(pid).await;
     let anon = status_kib(pid, "RssAnon:");
 
@@ -367,6 +380,12 @@ async fn main() {
     while open_fds(pid) > fds_before + 8 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut timeline = Vec::new();
+    for _ in 0..watch {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        timeline.push(status_kib(pid, "VmRSS:") / 1024);
+    }
+    eprintln!("idle_load: RSS (MiB) each second after closing: {timeline:?}");
     let after = settled_rss(pid).await;
     let per_conn = (loaded.saturating_sub(base)) as f64 / open.max(1) as f64;
     println!(

@@ -5,9 +5,12 @@
 //! of tunnels moving data) closes, or goes idle and is parked, the
 //! process's RSS would stay at the burst's peak. A background task watches
 //! how much is busy (client connections that are not parked, plus tunnel
-//! copy buffers lent out) and, when that has fallen well below its recent
-//! peak, asks glibc to release its free pages (`malloc_trim`), off the
-//! runtime's threads. Elsewhere (musl, other systems) it does nothing.
+//! copy buffers lent out) and how much is open (client connections and
+//! tunnels) and, when either has fallen well below its recent peak, asks
+//! glibc to release its free pages (`malloc_trim`), off the runtime's
+//! threads. Only whole free pages go back: pages that also hold live
+//! objects stay (docs/benchmarks.md shows what remains). Elsewhere (musl,
+//! other systems) it does nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,34 +23,45 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// A fall of at least this many busy connections and buffers ...
 const MIN_FALL: u64 = 256;
-/// ... and to at most this share (in percent) of the peak triggers a trim.
+/// ... and to at most this share (in percent) of the peak triggers a trim;
 const FALL_TO_PERCENT: u64 = 75;
+/// so does going quiet (a tenth of the peak or less) after at least this
+/// much was busy: a burst of tunnels that moved their data and went idle.
+const QUIET_AFTER: u64 = 64;
 
-/// Client connections not parked plus copy buffers lent out.
-fn busy(gauges: &Gauges) -> u64 {
+/// What holds memory that a burst leaves behind: (busy, open). Busy:
+/// client connections not parked, requests being handled, and copy
+/// buffers lent out (their buffers are freed when they park or go idle). Open: client connections
+/// and tunnels (their state is freed when they close).
+fn load(gauges: &Gauges) -> (u64, u64) {
     let open = gauges.connections.load(Ordering::Relaxed);
     let parked = gauges.parked.load(Ordering::Relaxed);
-    open.saturating_sub(parked) + crate::proxy::copy::POOL.lent()
+    let tunnels = gauges.tunnels.load(Ordering::Relaxed);
+    let in_flight = gauges.in_flight.load(Ordering::Relaxed);
+    let lent = crate::proxy::copy::POOL.lent();
+    (open.saturating_sub(parked) + lent + in_flight, open + tunnels)
 }
 
 /// Whether the busy count fell far enough from `peak` to trim.
 pub fn fell_enough(peak: u64, now: u64) -> bool {
-    peak >= now + MIN_FALL && now * 100 <= peak * FALL_TO_PERCENT
+    (peak >= now + MIN_FALL && now * 100 <= peak * FALL_TO_PERCENT)
+        || (peak >= QUIET_AFTER && now * 10 <= peak)
 }
 
 /// Runs until the runtime stops: trims after every large enough fall.
 pub async fn trim_after_bursts(gauges: Arc<Gauges>) {
-    let mut peak = 0;
+    let (mut busy_peak, mut open_peak) = (0, 0);
     let mut ticks = tokio::time::interval(CHECK_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let now = busy(&gauges);
-        peak = peak.max(now);
-        if fell_enough(peak, now) {
+        let (busy, open) = load(&gauges);
+        busy_peak = busy_peak.max(busy);
+        open_peak = open_peak.max(open);
+        if fell_enough(busy_peak, busy) || fell_enough(open_peak, open) {
             let released = tokio::task::spawn_blocking(trim).await.unwrap_or(false);
-            tracing::debug!(peak, now, released, "gave freed memory back after a burst");
-            peak = now;
+            tracing::debug!(busy_peak, busy, open_peak, open, released, "gave freed memory back after a burst");
+            (busy_peak, open_peak) = (busy, open);
         }
     }
 }
@@ -71,7 +85,9 @@ mod tests {
 
     #[test]
     fn trims_only_after_a_large_fall() {
-        assert!(!fell_enough(100, 0), "too small to matter");
+        assert!(!fell_enough(50, 0), "too small to matter");
+        assert!(fell_enough(100, 0), "went quiet");
+        assert!(!fell_enough(200, 100), "busy still");
         assert!(!fell_enough(10_000, 9_000), "not far enough below the peak");
         assert!(fell_enough(10_000, 7_000));
         assert!(fell_enough(10_000, 0));

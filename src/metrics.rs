@@ -31,6 +31,52 @@ pub struct Gauges {
     pub in_flight: std::sync::atomic::AtomicU64,
 }
 
+/// Series whose labels come from fixed sets, created on first use (so an
+/// unused one is not exported as 0) and then kept.
+#[derive(Default)]
+struct FixedHandles {
+    /// By kind (request, tunnel) and status class (1xx..5xx, other).
+    requests: [[std::sync::OnceLock<prometheus::IntCounter>; 6]; 2],
+    /// By kind.
+    request_seconds: [std::sync::OnceLock<Histogram>; 2],
+    /// By error kind, in `ErrorKind::ALL` order.
+    errors: [std::sync::OnceLock<prometheus::IntCounter>; crate::outcome::ErrorKind::ALL.len()],
+}
+
+/// The handles of one (group, platform, action, mode, rule) combination,
+/// cached per thread: the hot path then neither hashes the label strings
+/// nor touches the families' shared locks and reference counts. The entry
+/// keeps the label strings alive, so a string's address can identify it.
+struct Handles {
+    _keep: (Option<Arc<str>>, Option<Arc<str>>, Arc<str>),
+    decision: prometheus::IntCounter,
+    up: std::cell::OnceCell<prometheus::IntCounter>,
+    down: std::cell::OnceCell<prometheus::IntCounter>,
+    activity: [std::cell::OnceCell<prometheus::IntCounter>; crate::outcome::Activity::ALL.len()],
+}
+
+/// (metrics instance, group, platform, rule addresses, action, mode)
+type HandleKey = (u64, usize, usize, usize, u8, u8);
+
+/// Entries kept per thread at most; the cache is cleared when full (a
+/// policy with very many rules, or many reloads).
+const HANDLE_CACHE_MAX: usize = 4096;
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<HandleKey, Handles>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Tells `Metrics` instances apart in the per-thread cache (tests make many).
+static METRICS_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn addr(s: Option<&Arc<str>>) -> usize {
+    s.map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize)
+}
+
+const KINDS: [&str; 2] = ["request", "tunnel"];
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
 /// Every metric socialgate exports (docs/metrics.md lists them).
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +94,11 @@ pub struct Metrics {
     policy_info: IntGaugeVec,
     log_dropped: IntCounter,
     log_failures: IntCounterVec,
+    /// Handles of the fixed-label series, made on first use: the hot path
+    /// then skips hashing labels and the family's lock.
+    fixed: FixedHandles,
+    /// This instance's key in the per-thread handle cache.
+    id: u64,
     connections: IntGauge,
     parked: IntGauge,
     tunnel_buffers: IntGauge,
@@ -236,6 +287,8 @@ impl Metrics {
             policy_info,
             log_dropped,
             log_failures,
+            fixed: FixedHandles::default(),
+            id: METRICS_IDS.fetch_add(1, Ordering::Relaxed),
             connections,
             parked,
             tunnel_buffers,
@@ -322,51 +375,82 @@ impl Observer for Metrics {
     fn observe(&self, ev: &Event) {
         let group = ev.group.as_deref().unwrap_or("none");
         let platform = ev.platform.as_deref().unwrap_or("other");
-        self.decisions
-            .with_label_values(&[
-                group,
-                platform,
-                ev.action.as_str(),
-                ev.mode.as_str(),
-                &ev.rule,
-            ])
-            .inc();
-        if ev.bytes_up > 0 {
-            self.bytes
-                .with_label_values(&[group, platform, "up"])
-                .inc_by(ev.bytes_up);
-        }
-        if ev.bytes_down > 0 {
-            self.bytes
-                .with_label_values(&[group, platform, "down"])
-                .inc_by(ev.bytes_down);
-        }
+        let key: HandleKey = (
+            self.id,
+            addr(ev.group.as_ref()),
+            addr(ev.platform.as_ref()),
+            addr(Some(&ev.rule)),
+            ev.action as u8,
+            ev.mode as u8,
+        );
+        HANDLES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= HANDLE_CACHE_MAX && !cache.contains_key(&key) {
+                cache.clear();
+            }
+            let h = cache.entry(key).or_insert_with(|| Handles {
+                _keep: (ev.group.clone(), ev.platform.clone(), ev.rule.clone()),
+                decision: self.decisions.with_label_values(&[
+                    group,
+                    platform,
+                    ev.action.as_str(),
+                    ev.mode.as_str(),
+                    &ev.rule,
+                ]),
+                up: Default::default(),
+                down: Default::default(),
+                activity: Default::default(),
+            });
+            h.decision.inc();
+            if ev.bytes_up > 0 {
+                h.up.get_or_init(|| self.bytes.with_label_values(&[group, platform, "up"]))
+                    .inc_by(ev.bytes_up);
+            }
+            if ev.bytes_down > 0 {
+                h.down
+                    .get_or_init(|| self.bytes.with_label_values(&[group, platform, "down"]))
+                    .inc_by(ev.bytes_down);
+            }
+            if let Some(a) = ev.activity {
+                let i = crate::outcome::Activity::ALL
+                    .iter()
+                    .position(|x| *x == a)
+                    .unwrap_or(0);
+                h.activity[i]
+                    .get_or_init(|| self.activities.with_label_values(&[platform, a.as_str()]))
+                    .inc();
+            }
+        });
         let kind = match ev.kind {
-            Kind::Request => "request",
-            Kind::Tunnel => "tunnel",
+            Kind::Request => 0,
+            Kind::Tunnel => 1,
         };
         let class = match ev.status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "other",
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
         };
-        self.requests.with_label_values(&[kind, class]).inc();
-        self.request_seconds
-            .with_label_values(&[kind])
+        self.fixed.requests[kind][class]
+            .get_or_init(|| self.requests.with_label_values(&[KINDS[kind], CLASSES[class]]))
+            .inc();
+        self.fixed.request_seconds[kind]
+            .get_or_init(|| self.request_seconds.with_label_values(&[KINDS[kind]]))
             .observe(ev.duration_ms as f64 / 1000.0);
-        if let Some(a) = ev.activity {
-            self.activities
-                .with_label_values(&[platform, a.as_str()])
-                .inc();
-        }
         if let Some(rule) = &ev.activity_unseen {
             self.activity_unseen.with_label_values(&[&**rule]).inc();
         }
-        if let Some(e) = &ev.error {
-            self.errors.with_label_values(&[e.as_str()]).inc();
+        if let Some(e) = ev.error {
+            // Every kind is in ALL.
+            let i = crate::outcome::ErrorKind::ALL
+                .iter()
+                .position(|k| *k == e)
+                .unwrap_or(0);
+            self.fixed.errors[i]
+                .get_or_init(|| self.errors.with_label_values(&[e.as_str()]))
+                .inc();
         }
         if matches!(ev.reason, Reason::AuthFailed | Reason::AuthRequired) {
             self.auth_failures

@@ -130,12 +130,19 @@ impl Resolver {
         if let Some(ip) = self.overrides.get(name) {
             return Ok(Arc::from([*ip]));
         }
-        let now = Instant::now();
         if let Some((addrs, until)) = self.lock().get(name) {
-            if now < *until {
+            if Instant::now() < *until {
                 return Ok(addrs.clone());
             }
         }
+        // Boxed: the resolver's future is large, and every request's
+        // future would carry it even when the answer is cached.
+        Box::pin(self.look_up(name)).await
+    }
+
+    /// Asks DNS (the front cache missed).
+    async fn look_up(&self, name: &str) -> Result<Arc<[IpAddr]>, UpstreamError> {
+        let now = Instant::now();
         let looked_up = tokio::time::timeout(self.timeout, async {
             // Waiting for a turn counts against the same time limit.
             let _turn = self.in_flight.acquire().await;

@@ -39,7 +39,9 @@ pub async fn handle(
     let resp = if head_size(&req) > state.config.max_header_bytes {
         too_large(&state, peer, &req)
     } else if req.method() == Method::CONNECT {
-        tunnel::handle_connect(&state, peer, req).await
+        // Boxed, like the other rare or large branches below: the future
+        // of a plain request stays small (it is allocated per request).
+        Box::pin(tunnel::handle_connect(&state, peer, req)).await
     } else {
         forward(&state, peer, None, req).await
     };
@@ -225,7 +227,7 @@ async fn forward(
             admitted,
             signals,
         };
-        return forward_upgrade(state, parts, body, pending, up, &dest).await;
+        return Box::pin(forward_upgrade(state, parts, body, pending, up, &dest)).await;
     }
 
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -577,5 +579,34 @@ mod tests {
         set_judged_host(&mut h, &normalize_host("[::1]").unwrap(), 80);
         assert_eq!(h[header::HOST], "[::1]");
         assert!(address_uri("::1".parse().unwrap(), 80, "/a?b").is_some());
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    fn ret_size<F, A, B, C, Fut>(_: F) -> usize
+    where
+        F: Fn(A, B, C) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn ret_size4<F, A, B, C, D, Fut>(_: F) -> usize
+    where
+        F: Fn(A, B, C, D) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn print_future_sizes() {
+        eprintln!("handle: {}", ret_size(super::handle));
+        eprintln!("forward: {}", ret_size4(super::forward));
+        eprintln!("connect: {}", ret_size(super::tunnel::handle_connect));
+        eprintln!("exchange: {}", std::mem::size_of::<super::Exchange>());
+        eprintln!("pending: {}", std::mem::size_of::<super::Pending>());
+        eprintln!("event: {}", std::mem::size_of::<crate::event::Event>());
+        eprintln!("decision: {}", std::mem::size_of::<crate::policy::Decision>());
+        eprintln!("parts: {}", std::mem::size_of::<http::request::Parts>());
     }
 }
