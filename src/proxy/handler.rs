@@ -582,31 +582,3 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod sizes {
-    fn ret_size<F, A, B, C, Fut>(_: F) -> usize
-    where
-        F: Fn(A, B, C) -> Fut,
-    {
-        std::mem::size_of::<Fut>()
-    }
-
-    fn ret_size4<F, A, B, C, D, Fut>(_: F) -> usize
-    where
-        F: Fn(A, B, C, D) -> Fut,
-    {
-        std::mem::size_of::<Fut>()
-    }
-
-    #[test]
-    fn print_future_sizes() {
-        eprintln!("handle: {}", ret_size(super::handle));
-        eprintln!("forward: {}", ret_size4(super::forward));
-        eprintln!("connect: {}", ret_size(super::tunnel::handle_connect));
-        eprintln!("exchange: {}", std::mem::size_of::<super::Exchange>());
-        eprintln!("pending: {}", std::mem::size_of::<super::Pending>());
-        eprintln!("event: {}", std::mem::size_of::<crate::event::Event>());
-        eprintln!("decision: {}", std::mem::size_of::<crate::policy::Decision>());
-        eprintln!("parts: {}", std::mem::size_of::<http::request::Parts>());
-    }
-}
