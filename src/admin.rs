@@ -43,8 +43,9 @@ pub async fn serve(
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err(e) => {
+                    // EMFILE and friends: counted, said, and retried after a pause.
+                    state.proxy.accept_failed("admin", &e).await;
                     continue;
                 }
             },

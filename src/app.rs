@@ -15,7 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accesslog::{DropHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle};
+use crate::accesslog::{
+    DropHook, FaultHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle,
+};
 use crate::admin::{self, AdminState};
 use crate::ca::{CaPaths, CompanyCa};
 use crate::metrics::Metrics;
@@ -24,6 +26,10 @@ use crate::proxy::inspect::{InspectConfig, Inspector};
 use crate::proxy::{self, ProxyConfig, ProxyState};
 use crate::pseudonym::Pseudonymizer;
 use crate::reload::{self, PolicyHandle};
+
+/// How long shutdown waits for the access-log writer to write what is
+/// queued.
+pub const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Everything needed to start.
 #[derive(Debug, Clone)]
@@ -267,10 +273,17 @@ impl App {
             let m = metrics.clone();
             Arc::new(move |n| m.log_dropped(n))
         };
+        // Every failed write and failed reopen: the alarm when records are
+        // kept in a rotated file because the new one cannot be opened.
+        let on_fault: FaultHook = {
+            let m = metrics.clone();
+            Arc::new(move |what| m.log_fault(what))
+        };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {
-                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop))
-                    .with_context(|| {
+                let (r, w) =
+                    Recorder::start(log.clone(), users, observers, Some(on_drop), Some(on_fault))
+                        .with_context(|| {
                         format!(
                             "cannot open the access log {}",
                             log.path
@@ -305,7 +318,8 @@ impl App {
             metrics.clone(),
             warn_key,
             inspector,
-        );
+        )
+        .map_err(anyhow::Error::from)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         for l in listeners {
@@ -357,6 +371,9 @@ impl App {
         }
         #[cfg(unix)]
         background.push(tokio::spawn(reload::watch_sighup(handle.clone())));
+        background.push(tokio::spawn(crate::memory::trim_after_bursts(
+            state.gauges.clone(),
+        )));
         background.push(tokio::spawn(proxy::clock::run(
             handle.clone(),
             cfg.proxy.clock.clone(),
@@ -423,7 +440,9 @@ impl App {
         } = self;
         drop(state);
         if let Some(w) = writer {
-            let _ = tokio::task::spawn_blocking(move || w.finish()).await;
+            // A stalled disk must not keep the process from exiting; what
+            // the writer could not write by then is counted as dropped.
+            let _ = tokio::task::spawn_blocking(move || w.finish_within(LOG_FLUSH_LIMIT)).await;
         }
         stopped.log_records = recorder.written();
         stopped.log_dropped = recorder.dropped();

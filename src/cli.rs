@@ -186,9 +186,31 @@ pub struct RunArgs {
     /// Pin a host name to an address, like curl's --resolve (HOST=IP); for tests and split-horizon DNS.
     #[arg(long, env = "SOCIALGATE_RESOLVE", value_delimiter = ',', value_name = "HOST=IP", value_parser = parse_resolve)]
     pub resolve: Vec<(String, IpAddr)>,
-    /// Maximum concurrent client connections; further clients wait.
+    /// DNS server to ask, IP or IP:PORT (port 53 by default); repeat, or separate with commas, for
+    /// several. Default: the servers in /etc/resolv.conf (with its search list; /etc/hosts first).
+    #[arg(long, env = "SOCIALGATE_DNS_SERVER", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = parse_dns_server)]
+    pub dns_server: Vec<SocketAddr>,
+    /// DNS lookups that may be in flight at once; further ones wait for a turn (within
+    /// --connect-timeout). Answers are cached for their TTL, names that do not exist for 5-60 s.
+    #[arg(
+        long,
+        env = "SOCIALGATE_DNS_MAX_IN_FLIGHT",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    pub dns_max_in_flight: usize,
+    /// Maximum concurrent client connections; further clients wait. Tunnels count until they close.
     #[arg(long, env = "SOCIALGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Maximum concurrent connections from one client address, so that one noisy client cannot
+    /// take every slot; further ones get 429 (the transparent listener resets them). 0: no cap.
+    /// Raise it for clients behind NAT (many users, one address).
+    #[arg(
+        long,
+        env = "SOCIALGATE_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_client: usize,
     /// Largest request head accepted, in bytes.
     #[arg(long, env = "SOCIALGATE_MAX_HEADER_BYTES", default_value_t = 65_536)]
     pub max_header_bytes: usize,
@@ -461,6 +483,21 @@ pub struct ExplainArgs {
     pub url: String,
 }
 
+/// Reads a DNS server: `IP` (port 53) or `IP:PORT`, IPv6 as `[IP]:PORT`.
+pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err("port must be 1-65535".into()),
+        Err(_) => Err(format!(
+            "{s:?} is not an IP address or IP:PORT; write e.g. 10.0.0.53, 10.0.0.53:5353 or [fd00::53]:53 (names are not looked up)"
+        )),
+    }
+}
+
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
     let (h, ip) = s
         .split_once('=')
@@ -569,6 +606,7 @@ fn init_tracing() {
 
 fn run(args: RunArgs) -> ExitCode {
     init_tracing();
+    crate::limits::raise_and_report(args.max_connections);
     let log = match args.access_log.as_str() {
         "off" => None,
         "-" => Some(LogConfig {
@@ -611,8 +649,13 @@ fn run(args: RunArgs) -> ExitCode {
             upstream_timeout: Duration::from_secs(args.upstream_timeout),
             body_idle_timeout: Duration::from_secs(args.body_idle_timeout),
             max_connections: args.max_connections,
+            max_connections_per_client: args.max_connections_per_client,
             max_header_bytes: args.max_header_bytes,
             resolve: args.resolve.iter().cloned().collect::<HashMap<_, _>>(),
+            dns: crate::proxy::dns::DnsConfig {
+                servers: args.dns_server.clone(),
+                max_in_flight: args.dns_max_in_flight,
+            },
             upstream_proxy,
             ..ProxyConfig::default()
         },

@@ -34,6 +34,10 @@
 //! - [`notify`]: `READY=1`, `RELOADING=1`, `STOPPING=1` and watchdog pings
 //!   to systemd (`Type=notify`); nothing without `NOTIFY_SOCKET`.
 //! - [`health`]: `socialgate health`, the container health check.
+//! - [`limits`]: the open-file limit, raised at start (with a warning
+//!   when it is too low for `--max-connections`).
+//! - [`memory`]: freed memory given back to the system after a burst of
+//!   connections closes or goes idle (glibc keeps it otherwise).
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`,
 //!   `test`, `report`, `simulate`, `completions` and `man` generated
 //!   from the same definitions, and `schema`, the policy files' JSON
@@ -50,6 +54,8 @@ pub mod event;
 pub mod health;
 pub mod html;
 pub mod identity;
+pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;

@@ -33,7 +33,9 @@ use super::headers::{
 use super::inspect::conn::{Inside, Link, Reach};
 use super::responses;
 use super::splice::{splice, Admitted, Signals, Watch};
-use super::upstream::{find_upstream_error, open, Destination, ProxyBody, UpstreamError};
+use super::upstream::{
+    cut_connection, find_upstream_error, open, Destination, ProxyBody, UpstreamError,
+};
 use super::{activity, parent, tunnel, warn, ProxyState};
 use crate::event::{Kind, Tls};
 use crate::outcome::ErrorKind;
@@ -49,7 +51,9 @@ pub async fn handle(
     let resp = if head_size(&req) > state.config.max_header_bytes {
         too_large(&state, peer, &req)
     } else if req.method() == Method::CONNECT {
-        tunnel::handle_connect(&state, peer, req).await
+        // Boxed, like the other rare or large branches below: the future
+        // of a plain request stays small (it is allocated per request).
+        Box::pin(tunnel::handle_connect(&state, peer, req)).await
     } else {
         forward(&state, peer, None, req).await
     };
@@ -214,7 +218,7 @@ async fn forward(
 
     // Forward.
     let upgrade = wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.then(|| super::conn::on_upgrade(&mut req));
     let (mut parts, body) = req.into_parts();
     clean_request_headers(&mut parts.headers, &ex.policy, upgrade);
     set_judged_host(&mut parts.headers, &host, port);
@@ -243,10 +247,11 @@ async fn forward(
             admitted,
             signals,
         };
-        return forward_upgrade(state, parts, body, pending, up, &dest).await;
+        return Box::pin(forward_upgrade(state, parts, body, pending, up, &dest)).await;
     }
 
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut captured = None;
     let sent = match &state.parent {
         // The parent gets the judged host in absolute form, and resolves it.
         Some(parent) if dest.via_parent => {
@@ -264,7 +269,15 @@ async fn forward(
                 Some(u) => u,
                 None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
             };
-            state.client.request(Request::from_parts(parts, body))
+            let mut req = Request::from_parts(parts, body);
+            // Only a request body can keep a connection writing to an
+            // origin that stopped reading (see `upstream::Cut`).
+            if !http_body::Body::is_end_stream(req.body()) {
+                captured = Some(hyper_util::client::legacy::connect::capture_connection(
+                    &mut req,
+                ));
+            }
+            state.client.request(req)
         }
     };
     match tokio::time::timeout(state.config.upstream_timeout, sent).await {
@@ -282,7 +295,14 @@ async fn forward(
         }
         Ok(Ok(resp)) => relay_response(state, resp, pending),
         Ok(Err(e)) => upstream_failure(pending, &e),
-        Err(_) => upstream_head_timeout(pending),
+        Err(_) => {
+            // The connection may still be sending the client's body to an
+            // origin that stopped reading: cut it, so neither is held.
+            if let Some(c) = &captured {
+                cut_connection(c);
+            }
+            upstream_head_timeout(pending)
+        }
     }
 }
 
@@ -483,7 +503,7 @@ async fn inspected(
             );
         }
     };
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.then(|| super::conn::on_upgrade(&mut req));
     let (mut parts, body) = req.into_parts();
     clean_request_headers(&mut parts.headers, &ex.policy, upgrade);
     link.prepare(&mut parts, host, port);
@@ -709,7 +729,7 @@ fn set_judged_host(headers: &mut http::HeaderMap, host: &Host, port: u16) {
 
 /// What an Upgrade request brings besides its head and body.
 struct Upgrade {
-    client: hyper::upgrade::OnUpgrade,
+    client: super::conn::OnClientUpgrade,
     admitted: Admitted,
     signals: Signals,
 }
@@ -781,7 +801,7 @@ fn switched(
     state: &Arc<ProxyState>,
     resp: Response<Incoming>,
     mut pending: Pending,
-    client_upgrade: hyper::upgrade::OnUpgrade,
+    client_upgrade: super::conn::OnClientUpgrade,
     watch: Watch,
 ) -> Response<ProxyBody> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -797,10 +817,10 @@ fn switched(
     let idle = state.config.idle_timeout;
     let hard_stop = state.hard_stop.subscribe();
     state.spawn_tunnel(async move {
-        match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok((c, u)) => {
+        match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(c), Ok(u)) => {
                 splice(
-                    TokioIo::new(c),
+                    c,
                     TokioIo::new(u),
                     &mut pending,
                     idle,
@@ -809,7 +829,7 @@ fn switched(
                 )
                 .await;
             }
-            Err(_) => pending.event_mut().error = Some(ErrorKind::UpstreamProtocol),
+            _ => pending.event_mut().error = Some(ErrorKind::UpstreamProtocol),
         }
         pending.complete();
     });

@@ -41,10 +41,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(&name);
         }
     }
-    for name in HOP_BY_HOP.iter() {
+    // One pass over the names present (most messages carry none or one of
+    // these), instead of a hashed removal per hop-by-hop name.
+    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut n = 0;
+    for name in headers.keys() {
+        let hop = HOP_BY_HOP.contains(name) || name == header::PROXY_AUTHENTICATE;
+        if hop && n < present.len() && !present[..n].iter().any(|p| p.as_ref() == Some(name)) {
+            present[n] = Some(name.clone());
+            n += 1;
+        }
+    }
+    for name in present.iter().flatten() {
         headers.remove(name);
     }
-    headers.remove(header::PROXY_AUTHENTICATE);
     if let Some(u) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);

@@ -1,5 +1,5 @@
 //! Every response socialgate makes up itself: refusal pages, 407, the
-//! 400/408/431/501/502/504 errors, the CONNECT 200, and the warn rules'
+//! 400/408/429/431/501/502/504 errors, the CONNECT 200, and the warn rules'
 //! pages (the warning with its Continue link, the short 403 for other
 //! requests, the 303 after a Continue, a refused or unsaved Continue).
 //!
@@ -85,6 +85,23 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
     resp.body(full(body)).expect("valid refusal response")
 }
 
+/// The label of the answer to a connection over the per-client cap.
+pub const CLIENT_LIMIT: &str = "client-connection-limit";
+
+/// The answer to a connection over `--max-connections-per-client`: `429`,
+/// and the connection closes.
+pub fn over_client_limit(limit: usize) -> Response<ProxyBody> {
+    let detail = format!(
+        "this client address already has {limit} connections open through the proxy \
+         (--max-connections-per-client); close some, or ask the administrator to raise the limit"
+    );
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, CLIENT_LIMIT, &detail);
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 /// The answer to a CONNECT whose tunnel is open.
 pub fn connect_established() -> Response<ProxyBody> {
     let mut resp = Response::new(empty());
@@ -158,7 +175,7 @@ pub fn failure_for(
 
 const UPSTREAM_CERTIFICATE: &str = "socialgate checked the certificate this site presented and it did not pass: it may be expired, issued for another name, or signed by an authority nobody trusts. The connection was not made, so nothing you send can reach an impostor.";
 
-/// A 400, 502 or 504 made by the proxy, with a short text body.
+/// A 400, 429, 502 or 504 made by the proxy, with a short text body.
 pub fn error(status: StatusCode, label: &str, detail: &str) -> Response<ProxyBody> {
     let body = format!(
         "socialgate: {} ({label})\n{detail}\n",

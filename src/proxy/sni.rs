@@ -147,15 +147,16 @@ pub enum Peeked {
 /// client closes, or `limit` passes.
 pub async fn peek<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, limit: Duration) -> Peeked {
     let deadline = tokio::time::Instant::now() + limit;
-    let mut chunk = [0u8; 4096];
     loop {
-        let n = match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+        // Read straight into `buf`: a buffer on the stack here would be
+        // part of every tunnel task's state for the tunnel's whole life.
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
             Ok(Ok(0)) => return Peeked::Closed,
-            Ok(Ok(n)) => n,
+            Ok(Ok(_)) => {}
             Ok(Err(_)) => return Peeked::Closed,
             Err(_) => return Peeked::Timeout,
         };
-        buf.extend_from_slice(&chunk[..n]);
         match server_name(buf) {
             Hello::Incomplete => continue,
             other => return Peeked::Hello(other),

@@ -1,23 +1,23 @@
 //! Splicing an open tunnel or upgraded connection, and keeping it under the
 //! policy while it lives.
 //!
-//! Bytes are copied both ways and counted until either side closes, the
-//! connection is idle for `--idle-timeout`, the drain time runs out, or the
-//! policy refuses it: on every reload and at every time-window edge (the
+//! Bytes are copied both ways and counted ([`super::copy`], with buffers
+//! lent only while data flows) until either side closes, the connection is
+//! idle for `--idle-timeout`, the drain time runs out, or the policy
+//! refuses it: on every reload and at every time-window edge (the
 //! [`super::clock`] ticks) the tunnel is admitted again with all its facts
 //! by [`crate::policy::admit`], and closed and recorded if refused.
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::{Meter, Pending};
+use super::body::Pending;
 use super::context::apply_keeping_groups;
+use super::copy::Bidi;
 use super::ProxyState;
 use crate::outcome::ErrorKind;
 use crate::policy::{admit, Decision, Entry, Facts, Host};
@@ -108,8 +108,8 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
 /// Copies bytes both ways until either side closes, the connection is idle
 /// for `idle`, the drain time runs out, or `watch` finds it refused.
 pub async fn splice<A, B>(
-    client: A,
-    upstream: B,
+    mut client: A,
+    mut upstream: B,
     pending: &mut Pending,
     idle: Duration,
     watch: Option<Watch>,
@@ -118,18 +118,6 @@ pub async fn splice<A, B>(
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut c = CountedIo {
-        inner: client,
-        meter: pending.meter.clone(),
-        up: true,
-        writes: false,
-    };
-    let mut u = CountedIo {
-        inner: upstream,
-        meter: pending.meter.clone(),
-        up: false,
-        writes: false,
-    };
     let (watch, mut generation, mut ticks) = match watch {
         Some(w) => {
             let Watch {
@@ -145,8 +133,7 @@ pub async fn splice<A, B>(
         }
         None => (None, None, None),
     };
-    // 64 KiB buffers: fewer, larger reads and writes for bulk tunnels.
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 64 * 1024, 64 * 1024);
+    let copy = Bidi::new(&mut client, &mut upstream, pending.meter.clone());
     tokio::pin!(copy);
     let mut ticker = tokio::time::interval(idle.max(Duration::from_millis(10)));
     ticker.tick().await;
@@ -200,88 +187,5 @@ async fn changed(
     match rx.as_mut() {
         Some(r) => r.changed().await,
         None => std::future::pending().await,
-    }
-}
-
-/// A stream that counts the bytes read from it into the exchange's meter.
-pub(crate) struct CountedIo<S> {
-    inner: S,
-    meter: Arc<Meter>,
-    /// Bytes read from this side travel upstream (the client side).
-    up: bool,
-    /// Also count what is written to this side, as `down` (an inspected
-    /// tunnel's client side: the only place its raw bytes pass).
-    writes: bool,
-}
-
-impl<S> CountedIo<S> {
-    /// The client's side of an inspected tunnel: what it sends counts as
-    /// `up`, and what it is sent as `down`.
-    pub(crate) fn client(inner: S, meter: Arc<Meter>) -> Self {
-        CountedIo {
-            inner,
-            meter,
-            up: true,
-            writes: true,
-        }
-    }
-
-    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = r {
-            if self.writes {
-                self.meter.down.fetch_add(*n as u64, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            let n = if self.up {
-                &self.meter.up
-            } else {
-                &self.meter.down
-            };
-            n.fetch_add(read as u64, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.wrote(&r);
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.wrote(&r);
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::context::{apply_keeping_groups, Exchange};
@@ -105,7 +104,7 @@ pub async fn handle_connect(
 
     ex.event.status = 200;
     let (pending, policy) = ex.into_pending(state);
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let on_upgrade = super::conn::on_upgrade(&mut req);
     let admitted = Admitted {
         entry: Entry::Connect,
         client: peer.ip(),
@@ -145,7 +144,7 @@ struct TunnelParts {
     /// The snapshot the CONNECT was decided on; the SNI stage uses it too.
     policy: Arc<crate::policy::Policy>,
     pending: super::body::Pending,
-    on_upgrade: hyper::upgrade::OnUpgrade,
+    on_upgrade: super::conn::OnClientUpgrade,
     /// The dialed origin; `None` for a refused tunnel opened to show the
     /// refusal page (never dialed).
     upstream: Option<BoxIo>,
@@ -177,7 +176,7 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             return;
         }
     };
-    let mut client = TokioIo::new(upgraded);
+    let mut client = upgraded;
 
     // Second look, on the same snapshot: the server name in the ClientHello.
     let mut first = Vec::new();
@@ -255,7 +254,7 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             let t = conn::Tunnel {
                 policy,
                 pending,
-                client,
+                client: Box::new(client),
                 first,
                 hello: h,
                 name,
@@ -284,6 +283,8 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         pending.complete();
         return;
     }
+    // The hello is upstream now; the tunnel must not keep it for its life.
+    drop(first);
     // A TLS tunnel passed through undecrypted says so (and why, if a rule
     // asked for inspection but the client pins its certificates).
     if admitted.hello.is_some() {
@@ -403,6 +404,8 @@ where
         pending.complete();
         return Some(client);
     }
+    // The hello is upstream now; the tunnel must not keep it for its life.
+    drop(first);
     let watch = Watch::new(state.clone(), admitted, signals);
     splice(
         client,

@@ -28,7 +28,7 @@ mod keys;
 pub mod model;
 mod page;
 mod privacy;
-pub(crate) mod read;
+pub mod read;
 mod security;
 mod strategy;
 mod svg;

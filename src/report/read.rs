@@ -194,16 +194,21 @@ where
     F: FnMut(&Record<'_>),
 {
     read_one_with(path, stats, &mut |line: &[u8]| {
-        // One UTF-8 check of the whole line costs less than serde_json's
-        // check of each string in it; a line that fails it gets the parse
-        // (and the error) it always had.
-        let rec: Record<'_> = match std::str::from_utf8(line) {
-            Ok(text) => serde_json::from_str(text)?,
-            Err(_) => serde_json::from_slice(line)?,
-        };
+        let rec = parse_line(line)?;
         f(&rec);
         Ok(rec.unknown_values())
     });
+}
+
+/// Reads one access-log line (without its newline) as a [`Record`].
+pub fn parse_line(line: &[u8]) -> Result<Record<'_>, serde_json::Error> {
+    // One UTF-8 check of the whole line costs less than serde_json's check
+    // of each string in it; a line that fails it gets the parse (and the
+    // error) it always had.
+    match std::str::from_utf8(line) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(line),
+    }
 }
 
 /// Calls `handle` with each non-empty line of one input (trimmed of

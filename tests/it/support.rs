@@ -843,6 +843,8 @@ pub enum After {
     Close,
     /// Keep the connection open and silent until the peer closes it.
     Stall,
+    /// Reset the connection (`SO_LINGER` 0), as a crashing server does.
+    Reset,
 }
 
 /// A misbehaving origin written for attacker tests: it reads each request
@@ -886,6 +888,10 @@ impl RawOrigin {
                     }
                     let _ = s.write_all(&response).await;
                     let _ = s.flush().await;
+                    if let After::Reset = after {
+                        let _ = s.set_zero_linger();
+                        return;
+                    }
                     if let After::Stall = after {
                         // Keep reading (and keeping) whatever comes, never answer more.
                         loop {
@@ -1100,5 +1106,267 @@ impl TestProxy {
             .text()
             .await
             .unwrap()
+    }
+}
+
+/// Reads one response with a `Content-Length` body (head and body) from a
+/// connection that stays open.
+pub async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let head = read_head(stream).await;
+    let len = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    within(stream.read_exact(&mut body))
+        .await
+        .expect("read body");
+    format!("{head}{}", String::from_utf8_lossy(&body))
+}
+
+impl TestProxy {
+    /// The proxy's live counts (connections, parked, tunnels, ...).
+    pub fn gauges(&self) -> &socialgate::metrics::Gauges {
+        &self.app().state.gauges
+    }
+}
+
+/// What the test DNS server answers for a name.
+#[derive(Clone, Copy, Debug)]
+pub enum DnsAnswer {
+    /// An A record with this TTL (AAAA: no data).
+    A(std::net::Ipv4Addr, u32),
+    /// The same, after a delay.
+    Slow(Duration, std::net::Ipv4Addr),
+    /// NXDOMAIN, with an SOA whose minimum (negative TTL) is this.
+    NxDomain(u32),
+}
+
+/// A DNS server on 127.0.0.1 (UDP, port 0) for the tests: answers from a
+/// table (anything else is NXDOMAIN), counts the questions it got, and the
+/// most names it was working on at once. Messages are parsed and built by
+/// hickory-proto.
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    /// (name without the final dot, record type) of every question.
+    questions: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Names with a question pending, and the most there were at once.
+    pending: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub most_names: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DnsServer {
+    pub async fn start(table: &[(&str, DnsAnswer)]) -> DnsServer {
+        use hickory_proto::op::{Message, ResponseCode};
+        use hickory_proto::rr::rdata::{A, SOA};
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = sock.local_addr().unwrap();
+        let table: std::collections::HashMap<String, DnsAnswer> = table
+            .iter()
+            .map(|(n, a)| (n.trim_end_matches('.').to_ascii_lowercase(), *a))
+            .collect();
+        let table = Arc::new(table);
+        let questions = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pending = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let most_names = Arc::new(AtomicUsize::new(0));
+        let (q, b, m) = (questions.clone(), pending.clone(), most_names.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(query) = req.queries.first().cloned() else {
+                    continue;
+                };
+                let name = query
+                    .name()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                let qtype = query.query_type();
+                q.lock().unwrap().push((name.clone(), qtype.to_string()));
+                let (sock, table, b, m) = (sock.clone(), table.clone(), b.clone(), m.clone());
+                tokio::spawn(async move {
+                    {
+                        let mut p = b.lock().unwrap();
+                        *p.entry(name.clone()).or_insert(0) += 1;
+                        m.fetch_max(p.len(), Ordering::SeqCst);
+                    }
+                    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+                    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+                    resp.metadata.recursion_available = true;
+                    resp.add_query(query.clone());
+                    let soa = |min: u32| {
+                        let zone = Name::from_ascii("test.").unwrap();
+                        Record::from_rdata(
+                            zone.clone(),
+                            min,
+                            RData::SOA(SOA::new(zone.clone(), zone, 1, 60, 60, 60, min)),
+                        )
+                    };
+                    let a =
+                        |ip, ttl| Record::from_rdata(query.name().clone(), ttl, RData::A(A(ip)));
+                    match table.get(&name) {
+                        Some(DnsAnswer::A(ip, ttl)) if qtype == RecordType::A => {
+                            resp.add_answer(a(*ip, *ttl));
+                        }
+                        Some(DnsAnswer::Slow(delay, ip)) => {
+                            tokio::time::sleep(*delay).await;
+                            if qtype == RecordType::A {
+                                resp.add_answer(a(*ip, 60));
+                            }
+                        }
+                        Some(DnsAnswer::NxDomain(min)) => {
+                            resp.metadata.response_code = ResponseCode::NXDomain;
+                            resp.add_authority(soa(*min));
+                        }
+                        Some(_) => {
+                            resp.add_authority(soa(60)); // no data for this type
+                        }
+                        None => {
+                            resp.metadata.response_code = ResponseCode::NXDomain;
+                            resp.add_authority(soa(30));
+                        }
+                    }
+                    if let Ok(bytes) = resp.to_vec() {
+                        let _ = sock.send_to(&bytes, from).await;
+                    }
+                    let mut p = b.lock().unwrap();
+                    if let Some(n) = p.get_mut(&name) {
+                        *n -= 1;
+                        if *n == 0 {
+                            p.remove(&name);
+                        }
+                    }
+                });
+            }
+        });
+        DnsServer {
+            addr,
+            questions,
+            pending,
+            most_names,
+            task,
+        }
+    }
+
+    /// How many questions of type `qtype` (A, AAAA) named `name`.
+    pub fn asked(&self, name: &str, qtype: &str) -> usize {
+        self.questions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, t)| n == name && t == qtype)
+            .count()
+    }
+}
+
+/// One request as a [`RecordingOrigin`] received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// The request target as received (origin-form: path and query).
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A keep-alive origin (hyper's server) that records every whole request
+/// it receives (a request whose body breaks off is not recorded), and
+/// answers each with `200` and `ok N` (N counting from 1).
+pub struct RecordingOrigin {
+    pub addr: SocketAddr,
+    requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RecordingOrigin {
+    pub async fn start() -> RecordingOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let rec = rec.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let Ok(body) = body.collect().await else {
+                                return Ok::<_, Infallible>(
+                                    Response::builder()
+                                        .status(400)
+                                        .body(full("broken body"))
+                                        .unwrap(),
+                                );
+                            };
+                            let n = {
+                                let mut r = rec.lock().unwrap();
+                                r.push(Recorded {
+                                    method: parts.method.to_string(),
+                                    target: parts.uri.to_string(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(k, v)| {
+                                            (
+                                                k.to_string(),
+                                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                            )
+                                        })
+                                        .collect(),
+                                    body: body.to_bytes().to_vec(),
+                                });
+                                r.len()
+                            };
+                            Ok(Response::new(full(format!("ok {n}"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        RecordingOrigin {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every whole request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
     }
 }

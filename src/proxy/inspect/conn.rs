@@ -34,6 +34,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::counted::CountedIo;
 use super::{Inspector, H2, HTTP11};
 use crate::event::Tls;
 use crate::outcome::ErrorKind;
@@ -41,7 +42,6 @@ use crate::policy::{Host, Policy};
 use crate::proxy::body::{BoxError, Pending};
 use crate::proxy::identify::Identity;
 use crate::proxy::sni::ClientHello;
-use crate::proxy::splice::CountedIo;
 use crate::proxy::upstream::ProxyBody;
 use crate::proxy::{handler, ProxyState};
 
@@ -147,7 +147,8 @@ pub struct Tunnel {
     pub policy: Arc<Policy>,
     /// The tunnel's record.
     pub pending: Pending,
-    pub client: TokioIo<hyper::upgrade::Upgraded>,
+    /// The client's side (an upgraded CONNECT, or a redirected socket).
+    pub client: crate::proxy::upstream::BoxIo,
     /// The ClientHello bytes already read (and counted).
     pub first: Vec<u8>,
     pub hello: ClientHello,

@@ -14,6 +14,7 @@
 //! verdict ([`crate::policy::Inspect`]).
 
 pub mod conn;
+mod counted;
 pub mod leaf;
 
 use std::collections::HashMap;
