@@ -11,9 +11,11 @@
 //! - **TLS**: the ClientHello's server name is the destination (the
 //!   original address when it names none). It is admitted like a CONNECT
 //!   tunnel, on the original port, then handed to the same post-ClientHello
-//!   path as CONNECT tunnels ([`super::tunnel::after_hello`]). A refusal
-//!   cannot be shown to a TLS client: the connection is reset (`SO_LINGER`
-//!   0) and recorded.
+//!   path as CONNECT tunnels ([`super::tunnel::after_hello`]): inspected
+//!   when a rule says so, as a CONNECT tunnel would be. A refusal is shown
+//!   over HTTPS when the connection would be inspected (the block page
+//!   signed by the company CA); otherwise the connection is reset
+//!   (`SO_LINGER` 0) and recorded.
 //! - **HTTP**: hyper serves the connection; each request's target is made
 //!   absolute from its `Host` (the port defaults to the original port) and
 //!   goes through the same phases as a proxy request
@@ -265,26 +267,33 @@ async fn tls(
     ex.event.foreground = admission.decision.class == Some(Class::Primary);
     // A warn rule cannot show its page inside TLS that is not inspected.
     ex.event.warn = super::tunnel::unshown(&admission);
-    if admission.refuses() {
+    // A refused connection goes on (undialed) only to show the refusal
+    // page inside it, when a rule has it inspected; otherwise a reset.
+    let show_refusal = admission.refuses();
+    if show_refusal && !(admission.inspect.inspect && state.inspector.is_some()) {
         let _ = ex.refuse(&state, admission.decision);
         return reset(stream);
     }
     ex.apply(&mut admission.decision);
-    let dest = match ex
-        .resolve_and_admit(&state, &host, port, &admission.decision)
-        .await
-    {
-        Ok(d) => d,
-        Err(stop) => {
-            let _ = ex.stop(&state, stop);
-            return reset(stream);
-        }
-    };
-    let opened = match open(&state, &dest, &host, port).await {
-        Ok(o) => o,
-        Err(e) => {
-            let _ = ex.fail_upstream(&state, &e);
-            return reset(stream);
+    let (opened, resolved_by_parent) = if show_refusal {
+        (None, false)
+    } else {
+        let dest = match ex
+            .resolve_and_admit(&state, &host, port, &admission.decision)
+            .await
+        {
+            Ok(d) => d,
+            Err(stop) => {
+                let _ = ex.stop(&state, stop);
+                return reset(stream);
+            }
+        };
+        match open(&state, &dest, &host, port).await {
+            Ok(o) => (Some(o), dest.resolved_by_parent),
+            Err(e) => {
+                let _ = ex.fail_upstream(&state, &e);
+                return reset(stream);
+            }
         }
     };
     ex.event.status = 200;
@@ -292,12 +301,15 @@ async fn tls(
     let admitted = Admitted {
         entry: Entry::Connect,
         client: peer.ip(),
-        user: identity.user,
+        user: identity.user.clone(),
         host,
         port,
-        resolved: opened.resolved,
+        resolved: opened
+            .as_ref()
+            .map(|o| o.resolved.clone())
+            .unwrap_or_default(),
         sni: None,
-        resolved_by_parent: dest.resolved_by_parent,
+        resolved_by_parent,
         original: Some(original),
         activity: None,
         hello: None,
@@ -308,8 +320,11 @@ async fn tls(
         admitted,
         admission,
         signals,
+        identity,
+        peer,
     };
-    if let Some(client) = after_hello(state, tunnel, stream, opened.stream, first, peeked).await {
+    let upstream = opened.map(|o| o.stream);
+    if let Some(client) = after_hello(state, tunnel, stream, upstream, first, peeked).await {
         reset(client);
     }
 }

@@ -124,15 +124,17 @@ pub async fn handle_connect(
     let st = state.clone();
     state.spawn_tunnel(async move {
         let parts = TunnelParts {
-            policy,
-            pending,
             on_upgrade,
             upstream: opened.map(|o| o.stream),
-            admitted,
-            admission,
-            signals,
-            identity,
-            peer,
+            tunnel: Tunnel {
+                policy,
+                pending,
+                admitted,
+                admission,
+                signals,
+                identity,
+                peer,
+            },
         };
         run_tunnel(st, parts).await;
     });
@@ -141,50 +143,92 @@ pub async fn handle_connect(
 
 /// An admitted tunnel, handed to its task after the 200.
 struct TunnelParts {
-    /// The snapshot the CONNECT was decided on; the SNI stage uses it too.
-    policy: Arc<crate::policy::Policy>,
-    pending: super::body::Pending,
     on_upgrade: super::conn::OnClientUpgrade,
     /// The dialed origin; `None` for a refused tunnel opened to show the
     /// refusal page (never dialed).
     upstream: Option<BoxIo>,
-    admitted: Admitted,
-    admission: Admission,
-    signals: Signals,
-    identity: Identity,
-    peer: SocketAddr,
+    tunnel: Tunnel,
 }
 
-/// The tunnel after its 200: the SNI stage, then the splice.
+/// The tunnel after its 200: the ClientHello, then [`after_hello`].
 async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
     let TunnelParts {
-        policy,
-        mut pending,
         on_upgrade,
         upstream,
+        mut tunnel,
+    } = parts;
+    let mut client = match on_upgrade.await {
+        Ok(u) => u,
+        Err(_) => {
+            tunnel.pending.event_mut().error = Some(ErrorKind::ClientClosed);
+            tunnel.pending.complete();
+            return;
+        }
+    };
+    let mut first = Vec::new();
+    let limit = tunnel.policy.tunnels.sni_timeout;
+    let peeked = sni::peek(&mut client, &mut first, limit).await;
+    // A refused CONNECT tunnel is simply closed.
+    let _ = after_hello(state, tunnel, client, upstream, first, peeked).await;
+}
+
+/// A warn rule on a tunnel that is not inspected: no page can be shown in
+/// it, so it passes, recorded `warn: unshown`.
+pub(crate) fn unshown(adm: &Admission) -> Option<WarnOutcome> {
+    (adm.warning == Some(Warning::Unshown)).then_some(WarnOutcome::Unshown)
+}
+
+/// An admitted tunnel, waiting for its first bytes.
+pub(crate) struct Tunnel {
+    /// The snapshot the tunnel was decided on; the SNI stage uses it too.
+    pub policy: Arc<crate::policy::Policy>,
+    pub pending: super::body::Pending,
+    pub admitted: Admitted,
+    pub admission: Admission,
+    pub signals: Signals,
+    /// Who the client is, for the requests of an inspected tunnel.
+    pub identity: Identity,
+    pub peer: SocketAddr,
+}
+
+/// A tunnel once the client's first bytes are in (`first`, judged as
+/// `peeked`). Shared by CONNECT tunnels and transparent TLS connections.
+///
+/// The SNI stage runs on the ClientHello's server name and what the hello
+/// offers, on the tunnel's snapshot. Then, as the verdict says, the tunnel
+/// is decrypted ([`conn::run`]; also how a refusal page reaches the
+/// browser over HTTPS, on a tunnel that was never dialed), or the bytes go
+/// upstream and the two sides are spliced under the policy's watch.
+///
+/// Returns the client's stream, unused, when the tunnel ended before
+/// anything was relayed (refused, or the upstream failed), so that the
+/// caller closes it its own way; the record is complete either way.
+pub(crate) async fn after_hello<C>(
+    state: Arc<ProxyState>,
+    tunnel: Tunnel,
+    client: C,
+    upstream: Option<BoxIo>,
+    first: Vec<u8>,
+    peeked: Peeked,
+) -> Option<C>
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let Tunnel {
+        policy,
+        mut pending,
         mut admitted,
         mut admission,
         signals,
         identity,
         peer,
-    } = parts;
-    let upgraded = match on_upgrade.await {
-        Ok(u) => u,
-        Err(_) => {
-            pending.event_mut().error = Some(ErrorKind::ClientClosed);
-            pending.complete();
-            return;
-        }
-    };
-    let mut client = upgraded;
-
-    // Second look, on the same snapshot: the server name in the ClientHello.
-    let mut first = Vec::new();
-    let peeked = sni::peek(&mut client, &mut first, policy.tunnels.sni_timeout).await;
+    } = tunnel;
     pending
         .meter
         .up
         .fetch_add(first.len() as u64, Ordering::Relaxed);
+
+    // Second look, on the same snapshot: the server name in the ClientHello.
     let hello = match &peeked {
         Peeked::Hello(Hello::Tls(h)) => Some(h.clone()),
         _ => None,
@@ -222,7 +266,7 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
                 pending.event_mut().sni = Some(name.to_string());
                 adm
             }
-            // No name: the CONNECT decision stands; the verdict on
+            // No name: the first decision stands; the verdict on
             // inspection is the hello's (no name, no certificate).
             None => {
                 let inspect = inspect_stage(&policy, &facts, &admission);
@@ -264,7 +308,8 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
                 identity,
                 peer,
             };
-            return conn::run(state, inspector, t).await;
+            conn::run(state, inspector, t).await;
+            return None;
         }
     }
     let Some(mut upstream) = upstream.filter(|_| !admission.refuses()) else {
@@ -272,129 +317,8 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         // cannot be shown (no server name, a pinned app, not HTTP).
         pending.event_mut().error = Some(ErrorKind::TunnelClosedByPolicy);
         pending.complete();
-        return;
+        return Some(client);
     };
-    if matches!(peeked, Peeked::Closed) && first.is_empty() {
-        pending.complete();
-        return;
-    }
-    if !first.is_empty() && upstream.write_all(&first).await.is_err() {
-        pending.event_mut().error = Some(ErrorKind::UpstreamConnect);
-        pending.complete();
-        return;
-    }
-    // The hello is upstream now; the tunnel must not keep it for its life.
-    drop(first);
-    // A TLS tunnel passed through undecrypted says so (and why, if a rule
-    // asked for inspection but the client pins its certificates).
-    if admitted.hello.is_some() {
-        pending.event_mut().tls = Some(match admission.inspect.why {
-            InspectWhy::LearnedPinned => Tls::Pinned,
-            _ => Tls::Passthrough,
-        });
-    }
-    let watch = Watch::new(state.clone(), admitted, signals);
-    splice(
-        client,
-        upstream,
-        &mut pending,
-        state.config.idle_timeout,
-        Some(watch),
-        state.hard_stop.subscribe(),
-    )
-    .await;
-    pending.complete();
-}
-
-/// A warn rule on a tunnel that is not inspected: no page can be shown in
-/// it, so it passes, recorded `warn: unshown`.
-pub(crate) fn unshown(adm: &Admission) -> Option<WarnOutcome> {
-    (adm.warning == Some(Warning::Unshown)).then_some(WarnOutcome::Unshown)
-}
-
-/// An admitted tunnel with its upstream open, waiting for its first bytes.
-pub(crate) struct Tunnel {
-    /// The snapshot the tunnel was decided on; the SNI stage uses it too.
-    pub policy: Arc<crate::policy::Policy>,
-    pub pending: super::body::Pending,
-    pub admitted: Admitted,
-    pub admission: Admission,
-    pub signals: Signals,
-}
-
-/// A tunnel once the client's first bytes are in (`first`, judged as
-/// `peeked`): the SNI stage on the ClientHello's server name, on the
-/// tunnel's snapshot; then those bytes go upstream and the two sides are
-/// spliced under the policy's watch. Shared by CONNECT tunnels and
-/// transparent TLS connections. Returns the client's stream, unused, when
-/// the tunnel ended before anything was relayed (refused, or the upstream
-/// failed), so that the caller closes it its own way; the record is
-/// complete either way.
-pub(crate) async fn after_hello<C>(
-    state: Arc<ProxyState>,
-    tunnel: Tunnel,
-    client: C,
-    mut upstream: BoxIo,
-    first: Vec<u8>,
-    peeked: Peeked,
-) -> Option<C>
-where
-    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let Tunnel {
-        policy,
-        mut pending,
-        mut admitted,
-        admission,
-        signals,
-    } = tunnel;
-    pending
-        .meter
-        .up
-        .fetch_add(first.len() as u64, Ordering::Relaxed);
-
-    // Second look, on the same snapshot: the server name in the ClientHello.
-    let named = match &peeked {
-        Peeked::Hello(Hello::Tls(h)) => h.server_name.clone().map(|n| (n, h)),
-        _ => None,
-    };
-    if let Some((name, h)) = &named {
-        pending.event_mut().sni = Some(name.to_string());
-        let facts = Facts {
-            entry: admitted.entry,
-            client: admitted.client,
-            user: admitted.user.as_deref(),
-            host: &admitted.host,
-            port: admitted.port,
-            resolved: (!admitted.resolved_by_parent).then_some(&admitted.resolved[..]),
-            sni: Some(name),
-            listeners: &state.listeners,
-            activity: admitted.activity,
-            resolved_by_parent: admitted.resolved_by_parent,
-            original: admitted.original,
-            acknowledged: None,
-            hello: Some(TlsHello {
-                ech: h.ech,
-                offers_http: h.offers_http(),
-                learned_pinned: false,
-            }),
-        };
-        let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
-        debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));
-        let ev = pending.event_mut();
-        if !adm.decision.groups.is_empty() {
-            ev.groups = std::mem::take(&mut adm.decision.groups);
-        }
-        apply_keeping_groups(ev, &adm.decision);
-        ev.foreground = adm.decision.class == Some(Class::Primary);
-        ev.warn = unshown(&adm);
-        if adm.refuses() {
-            ev.error = Some(ErrorKind::TunnelClosedByPolicy);
-            pending.complete();
-            return Some(client);
-        }
-        admitted.sni = Some(name.to_string());
-    }
     if matches!(peeked, Peeked::Closed) && first.is_empty() {
         pending.complete();
         return None;
@@ -406,6 +330,14 @@ where
     }
     // The hello is upstream now; the tunnel must not keep it for its life.
     drop(first);
+    // A TLS tunnel passed through undecrypted says so (and why, if a rule
+    // asked for inspection but the client pins its certificates).
+    if admitted.hello.is_some() {
+        pending.event_mut().tls = Some(match admission.inspect.why {
+            InspectWhy::LearnedPinned => Tls::Pinned,
+            _ => Tls::Passthrough,
+        });
+    }
     let watch = Watch::new(state.clone(), admitted, signals);
     splice(
         client,

@@ -237,39 +237,10 @@ async fn redirected_http_and_tls_are_decided_on_host_and_sni_checked_against_the
     // socialgate in the gateway namespace. www.youtube.com resolves there
     // to another address than the one the client connects to.
     let pins = format!("www.linkedin.com={ip},www.tiktok.com={ip},www.youtube.com=198.18.0.99");
-    let child = tokio::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.gateway,
-            env!("CARGO_BIN_EXE_socialgate"),
-            "run",
-        ])
-        .arg("--policy")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--admin", "off"])
-        .args(["--transparent", "0.0.0.0:0", "--resolve", &pins])
-        .arg("--access-log")
-        .arg(&log)
-        .arg("--pseudonym-key")
-        .arg(dir.path().join("pseudonym.key"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn socialgate in the gateway namespace");
-    let sg = Spawned::attach(child).await;
-    let line = sg.stderr_line("transparent listening").await;
-    let port: u16 = line
-        .split("transparent=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        .map(|a| a.port())
-        .unwrap_or_else(|| panic!("no transparent address in {line:?}"));
-    if let Err(e) = net.redirect_to(port) {
-        return skip(&format!("iptables REDIRECT is not available here: {e}"));
-    }
+    let sg = match start_in_gateway(&net, dir.path(), &log, &["--resolve", &pins]).await {
+        Ok(sg) => sg,
+        Err(why) => return skip(&why),
+    };
 
     // Plain HTTP: allowed, blocked (the block page), and a Host that is
     // not where the connection goes.
@@ -396,6 +367,206 @@ async fn redirected_http_and_tls_are_decided_on_host_and_sni_checked_against_the
     .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reason destination-mismatch"), "{out}");
+    drop(sg);
+}
+
+/// socialgate in the gateway namespace with a transparent listener, and
+/// the client namespace's connections redirected to it; `Err` (a reason to
+/// skip) when iptables REDIRECT is not available.
+async fn start_in_gateway(
+    net: &Topology,
+    policy: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Result<Spawned, String> {
+    let child = tokio::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.gateway,
+            env!("CARGO_BIN_EXE_socialgate"),
+            "run",
+        ])
+        .arg("--policy")
+        .arg(policy)
+        .args(["--listen", "127.0.0.1:0", "--admin", "off"])
+        .args(["--transparent", "0.0.0.0:0"])
+        .args(extra)
+        .arg("--access-log")
+        .arg(log)
+        .arg("--pseudonym-key")
+        .arg(policy.join("pseudonym.key"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn socialgate in the gateway namespace");
+    let sg = Spawned::attach(child).await;
+    let line = sg.stderr_line("transparent listening").await;
+    let port: u16 = line
+        .split("transparent=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .unwrap_or_else(|| panic!("no transparent address in {line:?}"));
+    net.redirect_to(port)
+        .map_err(|e| format!("iptables REDIRECT is not available here: {e}"))?;
+    Ok(sg)
+}
+
+const INSPECT_POLICY: &str = r#"
+version: 1
+settings:
+  timezone: UTC
+  organization: Test Corp
+destinations:
+  allow: [198.18.0.0/15]
+tunnels:
+  ports: [any]
+  sni_timeout_ms: 2000
+groups:
+  lan:
+    networks: [198.19.0.0/16]
+rules:
+  - id: no-tiktok
+    groups: [lan]
+    platforms: [tiktok]
+    action: block
+    inspect: true
+    message: TikTok is not for work.
+  - id: linkedin-read-only
+    groups: [lan]
+    platforms: [linkedin]
+    action: read_only
+    inspect: true
+    message: Read LinkedIn, do not post as the company.
+"#;
+
+/// Redirected TLS is inspected as a CONNECT tunnel would be: a client
+/// that trusts the company CA (and only it) gets the origin's answer
+/// through socialgate's leaf, a post under `read_only` is refused before
+/// the origin sees it, and a blocked platform gets the block page over
+/// HTTPS instead of a reset.
+#[tokio::test]
+async fn redirected_tls_is_inspected_when_a_rule_asks_and_refusals_show_their_page_over_https() {
+    if let Some(why) = unavailable() {
+        return skip(&why);
+    }
+    let net = match Topology::build() {
+        Ok(t) => t,
+        Err(e) => return skip(&format!("cannot build the namespaces here: {e}")),
+    };
+    let ip = net.origin_ip.clone();
+    let tls = TlsOrigin::bind(&["www.linkedin.com", "www.tiktok.com"], &format!("{ip}:0")).await;
+    let tls_port = tls.port().to_string();
+    let dir = PolicyDir::new(INSPECT_POLICY);
+    let log = dir.path().join("access.log");
+    let origin_ca = dir.path().join("origin.pem");
+    std::fs::write(&origin_ca, pem(&tls.cert_der)).unwrap();
+    let ca = dir.ca_paths();
+    socialgate::ca::init(&ca, Some("Test Corp")).unwrap();
+    let pins = format!("www.linkedin.com={ip},www.tiktok.com={ip}");
+    let extra = [
+        "--resolve",
+        pins.as_str(),
+        "--ca-cert",
+        ca.cert.to_str().unwrap(),
+        "--ca-key",
+        ca.key.to_str().unwrap(),
+        "--upstream-ca",
+        origin_ca.to_str().unwrap(),
+    ];
+    let sg = match start_in_gateway(&net, dir.path(), &log, &extra).await {
+        Ok(sg) => sg,
+        Err(why) => return skip(&why),
+    };
+    let resolve = |name: &str| format!("{name}:{tls_port}:{ip}");
+    let company_ca = ca.cert.to_str().unwrap();
+
+    // A read: through socialgate's leaf (curl trusts only the company CA).
+    let (code, out) = net
+        .curl(&[
+            "--cacert",
+            company_ca,
+            "--resolve",
+            &resolve("www.linkedin.com"),
+            &format!("https://www.linkedin.com:{tls_port}/hello"),
+        ])
+        .await;
+    assert_eq!((code, out.as_str()), (0, "hello from origin"));
+    // A post: refused inside the tunnel, JSON for an API call.
+    let (code, out) = net
+        .curl(&[
+            "-i",
+            "--cacert",
+            company_ca,
+            "--resolve",
+            &resolve("www.linkedin.com"),
+            "-X",
+            "POST",
+            "-H",
+            "Accept: application/json",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{}",
+            &format!("https://www.linkedin.com:{tls_port}/voyager/api/contentcreation/normShares"),
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("HTTP/"), "{out}");
+    assert!(out.contains(" 403"), "{out}");
+    assert!(out.contains("Read LinkedIn, do not post"), "{out}");
+    // A blocked platform: the block page, over HTTPS, not a reset.
+    let (code, out) = net
+        .curl(&[
+            "-i",
+            "--cacert",
+            company_ca,
+            "-H",
+            "Accept: text/html",
+            "--resolve",
+            &resolve("www.tiktok.com"),
+            &format!("https://www.tiktok.com:{tls_port}/"),
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(" 403") && out.contains("TikTok is not for work."),
+        "{out}"
+    );
+
+    let ok = poll_until(std::time::Duration::from_secs(10), || {
+        let l = read_log(&log);
+        l.iter().filter(|r| r["kind"] == "tunnel").count() >= 3
+            && l.iter().filter(|r| r["kind"] == "request").count() >= 3
+    })
+    .await;
+    let lines = read_log(&log);
+    assert!(ok, "expected 3 tunnels and 3 requests, got {lines:#?}");
+    let tunnels: Vec<_> = lines.iter().filter(|r| r["kind"] == "tunnel").collect();
+    for t in &tunnels {
+        assert_eq!(t["tls"], "intercepted", "{t}");
+        assert_eq!(t["original_dst"], format!("{ip}:{tls_port}"), "{t}");
+    }
+    let post = lines
+        .iter()
+        .find(|r| r["kind"] == "request" && r["method"] == "POST")
+        .expect("the post's record");
+    assert_eq!(
+        (
+            post["rule"].as_str(),
+            post["activity"].as_str(),
+            post["status"].as_u64()
+        ),
+        (Some("linkedin-read-only"), Some("post"), Some(403))
+    );
+    assert_eq!(
+        tls.handshakes.load(Ordering::SeqCst),
+        2,
+        "tiktok was never dialed"
+    );
     drop(sg);
 }
 
