@@ -182,7 +182,7 @@ impl InspectWhy {
         match self {
             InspectWhy::NotATunnel => "plain HTTP is seen as it is; nothing to decrypt".into(),
             InspectWhy::Refused => "the tunnel is refused before any rule could ask for inspection".into(),
-            InspectWhy::Rule => "the deciding rule says inspect: true".into(),
+            InspectWhy::Rule => "a rule says inspect: true (the deciding rule, or an activity rule that judges each request inside)".into(),
             InspectWhy::Default => "no rule says; inspection.default is true".into(),
             InspectWhy::RuleSaysNo => "the deciding rule says inspect: false".into(),
             InspectWhy::NotAsked => "no rule asks for inspection and inspection.default is false".into(),
@@ -304,7 +304,7 @@ fn admit_inner(
     mut trace: Option<&mut Vec<TraceStep>>,
 ) -> Admission {
     let mut adm = stages(policy, facts, groups, now, trace.as_deref_mut());
-    adm.inspect = inspect_stage(policy, facts, &adm);
+    decide_inspection(policy, facts, &mut adm);
     warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, trace)
 }
 
@@ -525,7 +525,7 @@ pub fn sni_stage(
     now: Timestamp,
 ) -> Admission {
     let mut adm = sni_stage_inner(policy, facts, None, name, admitted, now, None);
-    adm.inspect = inspect_stage(policy, facts, &adm);
+    decide_inspection(policy, facts, &mut adm);
     warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, None)
 }
 
@@ -659,6 +659,15 @@ pub fn inspect_stage(policy: &Policy, facts: &Facts<'_>, adm: &Admission) -> Ins
         }
     }
     Inspect { inspect: true, why }
+}
+
+/// Sets the admission's inspection verdict. A tunnel that will be
+/// decrypted shows its requests: no activity goes unseen in it.
+pub fn decide_inspection(policy: &Policy, facts: &Facts<'_>, adm: &mut Admission) {
+    adm.inspect = inspect_stage(policy, facts, adm);
+    if adm.inspect.inspect {
+        adm.decision.activity_unseen = None;
+    }
 }
 
 /// Why `host` is never decrypted, if it is.
@@ -1134,6 +1143,8 @@ platforms:
   tiktok: {name: TikTok, category: video, domains: [tiktok.com]}
   linkedin: {name: LinkedIn, category: professional, domains: [linkedin.com]}
   whatsapp: {name: WhatsApp, category: messaging, domains: [whatsapp.com]}
+  instagram: {name: Instagram, category: social, domains: [instagram.com]}
+  reddit: {name: Reddit, category: social, domains: [reddit.com]}
 never_inspect:
   finance: {name: Finance, domains: [bank.example]}
   health: {name: Health, domains: [clinic.example]}
@@ -1153,6 +1164,8 @@ rules:
   - {{id: linkedin-in, platforms: [linkedin], action: allow, inspect: true}}
   - {{id: bank-in, domains: [bank.example, news.example], action: allow, inspect: true}}
   - {{id: quiet, domains: [quiet.example], action: allow, inspect: false}}
+  - {{id: ig-uploads, platforms: [instagram], activities: [upload], action: block, inspect: true}}
+  - {{id: reddit-uploads, platforms: [reddit], activities: [upload], action: block}}
 "#
             );
             std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
@@ -1189,6 +1202,37 @@ rules:
                 resolved_by_parent: false,
             };
             admit(p, &facts, "2026-11-25T10:00:00Z".parse().unwrap())
+        }
+
+        #[test]
+        fn an_activity_rule_that_asks_has_the_tunnel_inspected_to_judge_each_request() {
+            let (_d, p) = policy("", "block");
+            let tunnel = |host| Case {
+                entry: Entry::Connect,
+                host,
+                port: 443,
+                sni: Some(host),
+                hello: BROWSER,
+                want: (false, ""),
+            };
+            // The upload rule cannot judge a tunnel; the default decides it,
+            // but the rule's inspect: true has it decrypted, so nothing goes
+            // unseen.
+            let a = verdict(&p, &tunnel("www.instagram.com"));
+            assert_eq!(&*a.decision.rule, "default:catalog");
+            assert_eq!((a.inspect.inspect, a.inspect.why.as_str()), (true, "rule"));
+            assert_eq!(a.decision.activity_unseen, None);
+            // Without inspect: the tunnel passes undecrypted, and says which
+            // rule could not see it.
+            let a = verdict(&p, &tunnel("www.reddit.com"));
+            assert_eq!(
+                (a.inspect.inspect, a.inspect.why.as_str()),
+                (false, "not-asked")
+            );
+            assert_eq!(
+                a.decision.activity_unseen.as_deref(),
+                Some("reddit-uploads")
+            );
         }
 
         #[test]

@@ -339,6 +339,9 @@ fn decide_inner(
         }
     }
 
+    // The `inspect:` of the first activity rule that covers a tunnel but
+    // cannot judge it: it applies unless the deciding rule says otherwise.
+    let mut unseen_inspect: Option<bool> = None;
     for (idx, rule) in policy.rules.iter().enumerate() {
         // Who.
         let mut rule_group = None;
@@ -396,10 +399,20 @@ fn decide_inner(
                     decision
                         .activity_unseen
                         .get_or_insert_with(|| rule.id.clone());
+                    // It cannot judge a tunnel, but it can ask for the
+                    // tunnel to be decrypted so that it judges each request.
+                    if unseen_inspect.is_none() {
+                        unseen_inspect = rule.inspect;
+                    }
                     note(&mut trace, rule, false, || {
-                        "its activities cannot be seen in a tunnel that is not inspected; \
-                         the site-level rules decide"
-                            .into()
+                        match rule.inspect {
+                        Some(true) => "its activities are judged on each request: it asks for the tunnel to be inspected; \
+                             the site-level rules decide the tunnel"
+                            .into(),
+                        _ => "its activities cannot be seen in a tunnel that is not inspected; \
+                             the site-level rules decide"
+                            .into(),
+                    }
                     });
                     continue;
                 }
@@ -439,7 +452,7 @@ fn decide_inner(
         decision.rule = rule.id.clone();
         decision.reason = Reason::RuleMatched;
         decision.message = rule.message.clone();
-        decision.inspect = rule.inspect;
+        decision.inspect = rule.inspect.or(unseen_inspect);
         if let Some(g) = rule_group {
             decision.group = Some(policy.groups[g as usize].name.clone());
         }
@@ -461,6 +474,7 @@ fn decide_inner(
     decision.action = action;
     decision.reason = reason;
     decision.rule = reason.builtin_rule_arc();
+    decision.inspect = unseen_inspect;
     decision
 }
 

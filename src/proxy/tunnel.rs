@@ -31,7 +31,7 @@ use super::upstream::{open, BoxIo, ProxyBody};
 use super::ProxyState;
 use crate::event::{Kind, Tls};
 use crate::outcome::{ErrorKind, WarnOutcome};
-use crate::policy::admit::inspect_stage;
+use crate::policy::admit::decide_inspection;
 use crate::policy::{
     normalize_host, sni_stage, Admission, Class, Entry, Facts, InspectWhy, Stage, TlsHello, Warning,
 };
@@ -269,11 +269,8 @@ where
             // No name: the first decision stands; the verdict on
             // inspection is the hello's (no name, no certificate).
             None => {
-                let inspect = inspect_stage(&policy, &facts, &admission);
-                Admission {
-                    inspect,
-                    ..admission
-                }
+                decide_inspection(&policy, &facts, &mut admission);
+                admission
             }
         };
         let ev = pending.event_mut();

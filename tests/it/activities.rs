@@ -299,3 +299,148 @@ fn every_shipped_signature_is_documented_with_its_date() {
         );
     }
 }
+
+/// The same rules with `inspect: true`: the platforms' HTTPS is decrypted,
+/// so the requests inside are judged by activity.
+fn inspected_policy() -> String {
+    POLICY
+        .replace(
+            "    action: block\n",
+            "    action: block\n    inspect: true\n",
+        )
+        .replace(
+            "    action: read_only\n",
+            "    action: read_only\n    inspect: true\n",
+        )
+}
+
+#[tokio::test]
+async fn over_inspected_https_read_only_and_upload_rules_see_each_request_in_h1_and_h2() {
+    let origin = TlsOrigin::start(&["www.linkedin.com", "www.instagram.com"]).await;
+    let proxy = TestProxy::inspecting(&inspected_policy(), &[&origin]).await;
+    let li = format!("https://www.linkedin.com:{}", origin.port());
+    let ig = format!("https://www.instagram.com:{}", origin.port());
+    let h2 = proxy.inspected_client(true);
+
+    // A read passes, over HTTP/2 end to end.
+    let resp = within(page(h2.get(format!("{li}/hello"))).send())
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+
+    // A post as an API call: a short JSON 403, so the platform's page shows
+    // its own error.
+    let resp = within(
+        h2.post(format!("{li}/voyager/api/contentcreation/normShares"))
+            .header("accept", "application/json")
+            .header("sec-fetch-mode", "cors")
+            .header("content-type", "application/json")
+            .body("{\"commentary\":\"hello\"}")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-socialgate-rule"], "read-only-social");
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{:?}",
+        resp.headers()
+    );
+    let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(body["rule"], "read-only-social", "{body}");
+
+    // The same post in a page: the block page, over HTTPS.
+    let resp = within(
+        page(h2.post(format!("{li}/voyager/api/contentcreation/normShares")))
+            .body("{}")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 403);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("posting as the company goes through Marketing"),
+        "{html}"
+    );
+
+    // A multipart upload over HTTP/1.1 inside the tunnel: refused before
+    // the origin reads it (`/consume` would answer 200 with its size).
+    let h1 = proxy.inspected_client(false);
+    let mut form = b"--sg\r\ncontent-disposition: form-data; name=\"photo\"; filename=\"p.jpg\"\r\ncontent-type: image/jpeg\r\n\r\n".to_vec();
+    form.extend(vec![b'p'; 200 * 1024]);
+    form.extend(b"\r\n--sg--\r\n");
+    let resp = within(
+        h1.post(format!("{ig}/consume"))
+            .header("content-type", "multipart/form-data; boundary=sg")
+            .body(form)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-socialgate-rule"], "no-instagram-uploads");
+    // Reading Instagram stays allowed.
+    let resp = within(h1.get(format!("{ig}/hello")).send()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Five requests, and the Instagram tunnel the refused upload closed
+    // (the others are still open).
+    let log = proxy.log_lines(6).await;
+    let requests: Vec<&serde_json::Value> = log.iter().filter(|r| r["kind"] == "request").collect();
+    let seen: Vec<(&str, &str, u64)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r["activity"].as_str().unwrap_or("-"),
+                r["action"].as_str().unwrap_or("-"),
+                r["status"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("read", "allow", 200),
+            ("post", "block", 403),
+            ("post", "block", 403),
+            ("upload", "block", 403),
+            ("read", "allow", 200),
+        ],
+        "{requests:#?}"
+    );
+    assert_eq!(requests[1]["signature"], "linkedin-post");
+    assert!(
+        requests[3]["bytes_up"].as_u64().unwrap() < 200 * 1024,
+        "the refused upload's body was not forwarded: {}",
+        requests[3]
+    );
+    let tunnel = log
+        .iter()
+        .find(|r| r["kind"] == "tunnel")
+        .expect("the closed tunnel's record");
+    // Decrypted because the upload rule asked, though the site-level
+    // default decides the tunnel itself; no activity went unseen.
+    assert_eq!(
+        (tunnel["host"].as_str(), tunnel["tls"].as_str()),
+        (Some("www.instagram.com"), Some("intercepted")),
+        "{tunnel}"
+    );
+    assert!(tunnel.get("activity_unseen").is_none(), "{tunnel}");
+    let metrics = scrape(&proxy).await;
+    assert!(
+        metrics.contains(r#"socialgate_activities_total{activity="post",platform="linkedin"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"socialgate_activities_total{activity="upload",platform="instagram"} 1"#),
+        "{metrics}"
+    );
+}
