@@ -5,7 +5,7 @@
 //! signatures that match on the method, the host (label boundaries), a path
 //! pattern, optionally an operation name (a header, a query parameter, a
 //! form field or a top-level JSON key of the body) and optionally a content
-//! type. They are compiled once: one [`RegexSet`] of path patterns per
+//! type. They are compiled once: one [`PathSet`] of path patterns per
 //! platform, so a request runs one automaton over its path and then checks
 //! the few signatures whose path matched, in file order.
 //!
@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
-use regex::{Regex, RegexSet};
+use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// The most of a request body a signature may look at.
@@ -194,6 +194,9 @@ pub struct Operation {
 pub struct Signature {
     pub id: Arc<str>,
     pub activity: Activity,
+    /// Its path pattern in the platform's [`PlatformSignatures::paths`]
+    /// (signatures with the same path share one).
+    pub path: usize,
     /// Upper-case methods; empty means any. Compared without regard to
     /// case, so `post` cannot slip past a POST signature.
     pub methods: Vec<String>,
@@ -214,9 +217,65 @@ pub struct PlatformSignatures {
     /// True when some signature may match a GET, HEAD or OPTIONS; when
     /// false, a safe request is a read without looking further.
     pub safe_methods: bool,
-    /// Path patterns, one per signature, in file order.
-    pub paths: Option<RegexSet>,
+    /// The distinct path patterns of its signatures, in file order,
+    /// matched together in one pass.
+    pub paths: Option<PathSet>,
     pub signatures: Vec<Signature>,
+}
+
+/// Most distinct path patterns one platform may have (a bit each in the
+/// mask [`PathSet::matches`] returns).
+pub const MAX_PATHS: usize = 64;
+/// Most distinct operation sources one platform's signatures may read.
+pub const MAX_SOURCES: usize = 8;
+
+/// A platform's path patterns, matched in one pass over the path (the
+/// regex crate's own engine, multi-pattern, with overlapping matches).
+#[derive(Debug, Clone)]
+pub struct PathSet {
+    re: regex_automata::meta::Regex,
+}
+
+thread_local! {
+    /// The match set each thread reuses: matching allocates nothing.
+    static MATCHED: std::cell::RefCell<regex_automata::PatternSet> =
+        std::cell::RefCell::new(regex_automata::PatternSet::new(MAX_PATHS));
+}
+
+impl PathSet {
+    fn new(patterns: &[String]) -> Result<PathSet, String> {
+        if patterns.len() > MAX_PATHS {
+            return Err(format!(
+                "{} distinct path patterns; at most {MAX_PATHS} per platform",
+                patterns.len()
+            ));
+        }
+        // Every pattern that matches, not just the leftmost-first one (as
+        // `regex::RegexSet` builds it).
+        regex_automata::meta::Builder::new()
+            .configure(
+                regex_automata::meta::Config::new().match_kind(regex_automata::MatchKind::All),
+            )
+            .build_many(patterns)
+            .map(|re| PathSet { re })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Bit `i` is set when pattern `i` matches `path`.
+    pub fn matches(&self, path: &str) -> u64 {
+        MATCHED.with(|m| {
+            let mut m = m.borrow_mut();
+            m.clear();
+            self.re
+                .which_overlapping_matches(&regex_automata::Input::new(path), &mut m);
+            if m.is_empty() {
+                return 0;
+            }
+            (0..self.re.pattern_len())
+                .filter(|&i| m.contains(regex_automata::PatternID::new_unchecked(i)))
+                .fold(0u64, |acc, i| acc | 1 << i)
+        })
+    }
 }
 
 /// All platforms' signatures, indexed like `Policy::platforms`.
@@ -277,9 +336,15 @@ impl Signatures {
             return Classify::Done(unmatched(seen, p.unmatched));
         }
         if let Some(set) = &p.paths {
+            let matched = set.matches(seen.path);
+            if matched == 0 {
+                return Classify::Done(unmatched(seen, p.unmatched));
+            }
             let mut ops = Ops::new(seen, &p.sources);
-            for i in set.matches(seen.path).iter() {
-                let sig = &p.signatures[i];
+            for sig in &p.signatures {
+                if matched & (1 << sig.path) == 0 {
+                    continue;
+                }
                 match sig.check(seen, &mut ops) {
                     Check::Match => {
                         return Classify::Done(Classified {
@@ -369,7 +434,7 @@ struct Ops<'s, 'r> {
     sources: &'s [OpSource],
     content_type: &'r str,
     /// `None` until read; then the value, if the source had one.
-    values: Vec<Option<Option<std::borrow::Cow<'r, str>>>>,
+    values: [Option<Option<std::borrow::Cow<'r, str>>>; MAX_SOURCES],
 }
 
 impl<'s, 'r> Ops<'s, 'r> {
@@ -383,14 +448,11 @@ impl<'s, 'r> Ops<'s, 'r> {
             seen,
             sources,
             content_type,
-            values: Vec::new(),
+            values: Default::default(),
         }
     }
 
     fn value(&mut self, i: usize) -> Value<'_> {
-        if self.values.is_empty() {
-            self.values = vec![None; self.sources.len()];
-        }
         if self.values[i].is_none() {
             let seen = self.seen;
             let read = match &self.sources[i] {
@@ -595,8 +657,14 @@ pub(super) fn compile(
                 );
             }
             match compile_signature(&rs, &path, index as u16, policy, &mut sources, &mut err) {
-                Some(sig) => {
-                    patterns.push(rs.path.clone());
+                Some(mut sig) => {
+                    sig.path = match patterns.iter().position(|p| *p == rs.path) {
+                        Some(i) => i,
+                        None => {
+                            patterns.push(rs.path.clone());
+                            patterns.len() - 1
+                        }
+                    };
                     signatures.push(sig);
                 }
                 None => continue,
@@ -605,7 +673,7 @@ pub(super) fn compile(
         let paths = if patterns.is_empty() {
             None
         } else {
-            match RegexSet::new(&patterns) {
+            match PathSet::new(&patterns) {
                 Ok(set) => Some(set),
                 Err(e) => {
                     err(
@@ -716,13 +784,21 @@ fn compile_signature(
             }
             for (j, f) in op.from.iter().enumerate() {
                 match OpSource::parse(f) {
-                    Ok(s) => from.push(match sources.iter().position(|x| *x == s) {
-                        Some(i) => i,
-                        None => {
+                    Ok(s) => match sources.iter().position(|x| *x == s) {
+                        Some(i) => from.push(i),
+                        None if sources.len() < MAX_SOURCES => {
                             sources.push(s);
-                            sources.len() - 1
+                            from.push(sources.len() - 1);
                         }
-                    }),
+                        None => {
+                            err(
+                                format!("{path}.operation.from[{j}]"),
+                                format!("a platform's signatures may read at most {MAX_SOURCES} different operation sources"),
+                                "reuse a source another signature of this platform reads, or split the platform",
+                            );
+                            ok = false;
+                        }
+                    },
                     Err(e) => {
                         err(
                             format!("{path}.operation.from[{j}]"),
@@ -764,6 +840,8 @@ fn compile_signature(
         ok = false;
     }
     ok.then(|| Signature {
+        // Set by the caller, which dedupes the platform's paths.
+        path: 0,
         id: Arc::from(rs.id.as_str()),
         activity,
         methods,
@@ -779,6 +857,23 @@ fn compile_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_set_reports_every_pattern_that_matches_and_refuses_too_many() {
+        let set = PathSet::new(&[
+            "^/api/graphql/?$".to_string(),
+            "^/api/".to_string(),
+            "^/upload$".to_string(),
+        ])
+        .unwrap();
+        assert_eq!(set.matches("/api/graphql/"), 0b011, "overlapping: both");
+        assert_eq!(set.matches("/api/other"), 0b010);
+        assert_eq!(set.matches("/upload"), 0b100);
+        assert_eq!(set.matches("/feed"), 0);
+        let many: Vec<String> = (0..=MAX_PATHS).map(|i| format!("^/p{i}$")).collect();
+        let e = PathSet::new(&many).unwrap_err();
+        assert!(e.contains("at most 64"), "{e}");
+    }
 
     /// The shipped policy directory, compiled.
     fn shipped() -> Policy {
