@@ -25,6 +25,7 @@ mod aggregate;
 mod csv;
 mod expand;
 mod keys;
+mod maturity;
 pub mod model;
 mod page;
 mod privacy;

@@ -1,20 +1,54 @@
-//! Privacy: k-suppression and complementary suppression.
+//! Privacy: which numbers of the strategy section may be published.
 //!
-//! A number that describes people is shown only when at least k distinct
-//! persons back it ([`Cell::gated`]). Where a group's "*" total is shown and
-//! exactly one of its platform rows is suppressed, that row could be
-//! recovered by subtraction, so the smallest other row is suppressed too
-//! ([`suppress_complementary`]).
+//! **The rule.** No number, and no sum or difference of published numbers,
+//! may depend on the data of 1 to k−1 persons only.
+//!
+//! A *family* is a set of cells that add up: the same measure (say, active
+//! users with their sessions and minutes) for every group × platform box,
+//! including the `*` group (all groups) and the `*` platform (any platform).
+//! Its *atoms* are the finest pieces of data: one per group set (the exact
+//! list of groups a record was in) × platform. A box is the sum of the atoms
+//! it covers: group `g` covers every group set that contains `g`, so a group
+//! nested in another, departments inside `staff`, and overlapping groups are
+//! all described exactly. The attacker knows which atoms each box covers and
+//! may add and subtract any published boxes; what they can learn is exactly
+//! the row space of the published boxes' 0/1 vectors over the atoms.
+//!
+//! [`protect`] publishes a box only when
+//!
+//! 1. *primary*: it is backed by at least k persons (or by nobody: a zero
+//!    says nothing about anyone), and
+//! 2. *complementary*: no vector in the span of the published boxes is
+//!    supported by atoms that together hold fewer than k persons.
+//!
+//! Condition 2 is checked exactly ([`audit`]): Gaussian elimination over the
+//! integers (fraction-free, with overflow checks) puts the atoms backed by k
+//! or more persons first, so the rows left with a pivot among the small
+//! atoms span every published combination that avoids the large ones; the
+//! subsets of small atoms holding fewer than k persons are then searched for
+//! one that supports such a combination. When one is found, the cheapest box
+//! in that combination is suppressed (a group × platform cell before a
+//! group's or a platform's total, the all-groups × any-platform total last;
+//! the box with fewer persons first) and the audit runs again, until no
+//! combination leaks. Whenever the arithmetic would overflow or the search
+//! would grow too large, the audit reports a leak and suppresses more: it
+//! errs towards hiding.
+//!
+//! Distinct-person counts (active users) are unions, not sums; treating
+//! them as sums is the attacker's best case (no person on two platforms),
+//! so the rule covers them too.
 //!
 //! This module decides what is hidden; it must not compute the numbers.
 
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::model::{Cell, ALL};
+use super::aggregate::{PersonSet, ALLG, ANY};
+use super::model::Cell;
 
 impl<T: Copy> Cell<T> {
     /// `Value(v)` when `persons >= k` or nobody at all (0 persons say
-    /// nothing about anyone), else `Suppressed`.
+    /// nothing about anyone), else `Suppressed`. The per-cell gate of the
+    /// security section.
     pub(crate) fn gated(v: T, persons: u64, k: u64) -> Self {
         if persons >= k || persons == 0 {
             Cell::Value(v)
@@ -24,115 +58,573 @@ impl<T: Copy> Cell<T> {
     }
 }
 
-/// When exactly one platform row of a group is suppressed while the group's
-/// "*" row is shown, the suppressed value could be recovered by subtraction;
-/// suppress the smallest other row too.
-pub(super) fn suppress_complementary<R>(
-    rows: &mut [R],
-    view: impl Fn(&R) -> (&String, &String, Option<u64>),
-    suppress: impl Fn(&mut R),
-) {
-    let mut by_group: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, r) in rows.iter().enumerate() {
-        let (g, p, _) = view(r);
-        if p != ALL {
-            by_group.entry(g.clone()).or_default().push(i);
+/// A box: (group or [`ALLG`], platform or [`ANY`]).
+pub(super) type BoxKey = (u32, u32);
+
+/// The finest piece of one family's data.
+pub(super) struct Atom<'a> {
+    /// Group set id.
+    pub(super) region: u32,
+    /// Platform id ([`ANY`] in families without a platform dimension).
+    pub(super) platform: u32,
+    pub(super) persons: &'a PersonSet,
+}
+
+/// A family of cells that add up (see the module documentation).
+pub(super) struct Family<'a> {
+    /// Groups of each group set (by group set id).
+    pub(super) regions: &'a [Box<[u32]>],
+    pub(super) atoms: Vec<Atom<'a>>,
+    /// Whether there are boxes per platform (else only `(g, ANY)`).
+    pub(super) by_platform: bool,
+    pub(super) k: u64,
+}
+
+/// What [`protect`] decided.
+#[derive(Debug, Default)]
+pub(super) struct Published {
+    /// Boxes with data, and whether each is shown.
+    shown: FxHashMap<BoxKey, bool>,
+}
+
+impl Published {
+    /// Whether a box may be shown (boxes without data are zeros: shown).
+    pub(super) fn shows(&self, key: BoxKey) -> bool {
+        self.shown.get(&key).copied().unwrap_or(true)
+    }
+
+    /// `v` if the box may be shown.
+    pub(super) fn cell<T: Copy>(&self, key: BoxKey, v: T) -> Cell<T> {
+        if self.shows(key) {
+            Cell::Value(v)
+        } else {
+            Cell::Suppressed
         }
     }
-    for idx in by_group.values() {
-        let hidden = idx.iter().filter(|&&i| view(&rows[i]).2.is_none()).count();
-        if hidden != 1 {
+
+    /// Boxes with data that are hidden.
+    pub(super) fn hidden(&self) -> usize {
+        self.shown.values().filter(|s| !**s).count()
+    }
+}
+
+/// Boxes that cover the same atoms (the same number under two names,
+/// such as a platform only one group uses: that group's cell and the
+/// platform's total): shown or hidden together.
+struct BoxInfo {
+    keys: Vec<BoxKey>,
+    atoms: Vec<usize>,
+    persons: u64,
+}
+
+/// Decides which boxes of the family may be shown.
+pub(super) fn protect(f: &Family<'_>) -> Published {
+    let boxes = boxes_of(f);
+    let mut shown: Vec<bool> = boxes.iter().map(|b| b.persons >= f.k).collect();
+    // Each round either finds no leak or hides one more box.
+    while let Some(candidates) = audit(f, &boxes, &shown) {
+        let pick = candidates
+            .into_iter()
+            .filter(|&b| shown[b])
+            .min_by_key(|&b| {
+                let tier = boxes[b].keys.iter().map(|&key| cost_tier(key, f.by_platform));
+                (tier.max(), boxes[b].persons, b)
+            });
+        match pick {
+            Some(b) => shown[b] = false,
+            // Cannot happen (a leak is a combination of shown boxes); hide
+            // everything rather than loop.
+            None => shown.iter_mut().for_each(|s| *s = false),
+        }
+    }
+    Published {
+        shown: boxes
+            .iter()
+            .zip(shown)
+            .flat_map(|(b, s)| b.keys.iter().map(move |&key| (key, s)))
+            .collect(),
+    }
+}
+
+/// Which boxes are given up first: group × platform cells, then a group's
+/// or a platform's total, then the grand total.
+fn cost_tier((g, p): BoxKey, by_platform: bool) -> u8 {
+    u8::from(g == ALLG) + u8::from(by_platform && p == ANY)
+}
+
+/// Every box with data, with its atoms and persons.
+fn boxes_of(f: &Family<'_>) -> Vec<BoxInfo> {
+    let mut groups: Vec<u32> = f
+        .atoms
+        .iter()
+        .flat_map(|a| f.regions[a.region as usize].iter().copied())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups.push(ALLG);
+    let mut platforms: Vec<u32> = if f.by_platform {
+        f.atoms.iter().map(|a| a.platform).collect()
+    } else {
+        Vec::new()
+    };
+    platforms.sort_unstable();
+    platforms.dedup();
+    platforms.push(ANY);
+    let mut out: Vec<BoxInfo> = Vec::new();
+    let mut index: FxHashMap<Vec<usize>, usize> = FxHashMap::default();
+    let mut union = PersonSet::new();
+    for &g in &groups {
+        for &p in &platforms {
+            let atoms: Vec<usize> = f
+                .atoms
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| {
+                    (g == ALLG || f.regions[a.region as usize].contains(&g))
+                        && (p == ANY || p == a.platform)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if atoms.is_empty() {
+                continue;
+            }
+            if let Some(&i) = index.get(&atoms) {
+                out[i].keys.push((g, p));
+                continue;
+            }
+            union.clear();
+            for &i in &atoms {
+                union |= f.atoms[i].persons;
+            }
+            if union.is_empty() {
+                continue;
+            }
+            index.insert(atoms.clone(), out.len());
+            out.push(BoxInfo {
+                keys: vec![(g, p)],
+                atoms,
+                persons: union.len(),
+            });
+        }
+    }
+    out
+}
+
+/// How many subsets of small atoms the search may try before it gives up
+/// and reports a leak (erring towards hiding).
+const SEARCH_LIMIT: usize = 20_000;
+
+/// Finds a published combination that depends on fewer than k persons.
+/// Returns the boxes it is made of (hiding one of them removes it), or
+/// `None` when there is none.
+fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>> {
+    let rows: Vec<usize> = (0..boxes.len()).filter(|&b| shown[b]).collect();
+    if rows.is_empty() {
+        return None;
+    }
+    // Atoms covered by the same shown boxes are indistinguishable: merge
+    // them into one column (with the union of their persons).
+    let mut sig: Vec<Vec<u32>> = vec![Vec::new(); f.atoms.len()];
+    for (r, &b) in rows.iter().enumerate() {
+        for &a in &boxes[b].atoms {
+            sig[a].push(r as u32);
+        }
+    }
+    let mut col_of: FxHashMap<&[u32], usize> = FxHashMap::default();
+    let mut cols: Vec<PersonSet> = Vec::new();
+    let mut atom_col: Vec<Option<usize>> = vec![None; f.atoms.len()];
+    for (a, s) in sig.iter().enumerate() {
+        if s.is_empty() {
+            continue; // in no shown box: never published
+        }
+        let c = *col_of.entry(s.as_slice()).or_insert_with(|| {
+            cols.push(PersonSet::new());
+            cols.len() - 1
+        });
+        cols[c] |= f.atoms[a].persons;
+        atom_col[a] = Some(c);
+    }
+    let small = |c: usize| cols[c].len() < f.k;
+    if !(0..cols.len()).any(small) {
+        return None;
+    }
+    // Column order: large atoms first, then small ones.
+    let mut order: Vec<usize> = (0..cols.len()).collect();
+    order.sort_by_key(|&c| (small(c), c));
+    let pos: Vec<usize> = {
+        let mut p = vec![0; cols.len()];
+        for (i, &c) in order.iter().enumerate() {
+            p[c] = i;
+        }
+        p
+    };
+    let nlarge = order.iter().filter(|&&c| !small(c)).count();
+    let ncols = cols.len();
+    let nrows = rows.len();
+    // [B | I]: each row remembers which shown boxes it combines.
+    let mut m: Vec<Vec<i128>> = rows
+        .iter()
+        .enumerate()
+        .map(|(r, &b)| {
+            let mut row = vec![0i128; ncols + nrows];
+            for &a in &boxes[b].atoms {
+                if let Some(c) = atom_col[a] {
+                    row[pos[c]] = 1;
+                }
+            }
+            row[ncols + r] = 1;
+            row
+        })
+        .collect();
+    let any_leak = || Some(rows.clone());
+    let Some(pivots) = rref(&mut m, ncols) else {
+        return any_leak();
+    };
+    // Rows whose pivot is a small column are zero on every large column:
+    // they span the published combinations of small atoms only.
+    let w: Vec<usize> = pivots
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_some_and(|p| p >= nlarge))
+        .map(|(r, _)| r)
+        .collect();
+    if w.is_empty() {
+        return None;
+    }
+    let col_persons = |c: usize| &cols[order[c]];
+    let boxes_in = |coeffs: &[i128]| -> Vec<usize> {
+        coeffs
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v != 0)
+            .map(|(r, _)| rows[r])
+            .collect()
+    };
+    // Columns where some combination is non-zero.
+    let supp: Vec<usize> = (nlarge..ncols)
+        .filter(|&c| w.iter().any(|&r| m[r][c] != 0))
+        .collect();
+    let mut union = PersonSet::new();
+    for &c in &supp {
+        union |= col_persons(c);
+    }
+    if union.len() < f.k {
+        return Some(boxes_in(&m[w[0]][ncols..]));
+    }
+    // One combination alone.
+    for &r in &w {
+        union.clear();
+        for &c in &supp {
+            if m[r][c] != 0 {
+                union |= col_persons(c);
+            }
+        }
+        if union.len() < f.k {
+            return Some(boxes_in(&m[r][ncols..]));
+        }
+    }
+    // Subsets of small columns holding fewer than k persons: does some
+    // combination live on one of them alone?
+    let mut by_size = supp.clone();
+    by_size.sort_by_key(|&c| (col_persons(c).len(), c));
+    let mut tried = 0usize;
+    let mut chosen: Vec<usize> = Vec::new();
+    let mut found: Option<Vec<i128>> = None;
+    search(
+        &by_size,
+        0,
+        &PersonSet::new(),
+        &mut chosen,
+        &mut tried,
+        &mut found,
+        &mut |s: &[usize]| combination_within(&m, &w, &supp, s, ncols),
+        &|c| col_persons(c),
+        f.k,
+    );
+    match found {
+        Some(coeffs) => Some(boxes_in(&coeffs)),
+        None if tried > SEARCH_LIMIT => Some(boxes_in(&m[w[0]][ncols..])),
+        None => None,
+    }
+}
+
+/// Depth-first search over subsets of `cols` (sorted by persons) whose
+/// persons stay below `k`; stops at the first subset `check` accepts, or
+/// after [`SEARCH_LIMIT`] subsets.
+#[allow(clippy::too_many_arguments)]
+fn search<'p>(
+    cols: &[usize],
+    from: usize,
+    persons: &PersonSet,
+    chosen: &mut Vec<usize>,
+    tried: &mut usize,
+    found: &mut Option<Vec<i128>>,
+    check: &mut dyn FnMut(&[usize]) -> Option<Vec<i128>>,
+    persons_of: &dyn Fn(usize) -> &'p PersonSet,
+    k: u64,
+) {
+    for i in from..cols.len() {
+        if found.is_some() || *tried > SEARCH_LIMIT {
+            return;
+        }
+        let union = persons | persons_of(cols[i]);
+        if union.len() >= k {
+            // Sorted by persons, but a union may still be small for a later
+            // column that overlaps; keep looking.
             continue;
         }
-        let smallest = idx
-            .iter()
-            .filter_map(|&i| view(&rows[i]).2.filter(|&v| v > 0).map(|v| (v, i)))
-            .min();
-        if let Some((_, i)) = smallest {
-            suppress(&mut rows[i]);
+        chosen.push(cols[i]);
+        *tried += 1;
+        if let Some(c) = check(chosen) {
+            *found = Some(c);
+            return;
+        }
+        search(
+            cols,
+            i + 1,
+            &union,
+            chosen,
+            tried,
+            found,
+            check,
+            persons_of,
+            k,
+        );
+        chosen.pop();
+    }
+}
+
+/// A non-zero combination of the rows `w` of `m` that is zero on every
+/// column of `supp` outside `within`: its box coefficients, if one exists.
+fn combination_within(
+    m: &[Vec<i128>],
+    w: &[usize],
+    supp: &[usize],
+    within: &[usize],
+    ncols: usize,
+) -> Option<Vec<i128>> {
+    let inside: FxHashSet<usize> = within.iter().copied().collect();
+    let outside: Vec<usize> = supp
+        .iter()
+        .copied()
+        .filter(|c| !inside.contains(c))
+        .collect();
+    let width = m[0].len();
+    // Rows: [values on the outside columns | box coefficients].
+    let mut sub: Vec<Vec<i128>> = w
+        .iter()
+        .map(|&r| {
+            let mut row: Vec<i128> = outside.iter().map(|&c| m[r][c]).collect();
+            row.extend_from_slice(&m[r][ncols..width]);
+            row
+        })
+        .collect();
+    let pivots = rref(&mut sub, outside.len())?;
+    let zero = pivots.iter().position(Option::is_none)?;
+    Some(sub[zero][outside.len()..].to_vec())
+}
+
+/// Fraction-free reduced row echelon form of `m` over its first `ncols`
+/// columns (the other columns ride along). Returns each row's pivot column
+/// (`None` for rows that became zero), or `None` on overflow.
+fn rref(m: &mut [Vec<i128>], ncols: usize) -> Option<Vec<Option<usize>>> {
+    let mut pivots = vec![None; m.len()];
+    let mut r = 0;
+    for c in 0..ncols {
+        if r == m.len() {
+            break;
+        }
+        let Some(p) = (r..m.len())
+            .filter(|&i| m[i][c] != 0)
+            .min_by_key(|&i| m[i][c].unsigned_abs())
+        else {
+            continue;
+        };
+        m.swap(r, p);
+        let pivot_row = m[r].clone();
+        let pv = pivot_row[c];
+        for (i, row) in m.iter_mut().enumerate() {
+            if i == r || row[c] == 0 {
+                continue;
+            }
+            let a = row[c];
+            for (x, &y) in row.iter_mut().zip(&pivot_row) {
+                *x = x.checked_mul(pv)?.checked_sub(y.checked_mul(a)?)?;
+            }
+            normalize(row);
+        }
+        pivots[r] = Some(c);
+        r += 1;
+    }
+    Some(pivots)
+}
+
+/// Divides a row by the greatest common divisor of its entries.
+fn normalize(row: &mut [i128]) {
+    let g = row.iter().fold(0u128, |g, &x| gcd(g, x.unsigned_abs()));
+    if g > 1 {
+        for x in row.iter_mut() {
+            *x /= g as i128;
         }
     }
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Builds a family from (region groups, platform, person ids).
+    struct Spec {
+        regions: Vec<Box<[u32]>>,
+        sets: Vec<(u32, u32, PersonSet)>,
+    }
+
+    impl Spec {
+        fn new(regions: &[&[u32]]) -> Spec {
+            Spec {
+                regions: regions.iter().map(|r| r.to_vec().into_boxed_slice()).collect(),
+                sets: Vec::new(),
+            }
+        }
+        /// `n` persons (ids from `first`) in region `r` on platform `p`.
+        fn add(mut self, r: u32, p: u32, first: u32, n: u32) -> Spec {
+            self.sets.push((r, p, (first..first + n).collect()));
+            self
+        }
+        fn protect(&self, k: u64, by_platform: bool) -> Published {
+            protect(&Family {
+                regions: &self.regions,
+                atoms: self
+                    .sets
+                    .iter()
+                    .map(|(r, p, s)| Atom {
+                        region: *r,
+                        platform: if by_platform { *p } else { ANY },
+                        persons: s,
+                    })
+                    .collect(),
+                by_platform,
+                k,
+            })
+        }
+    }
+
+    // Groups: 0 = staff, 1 = eng, 2 = sales, 3 = legal, 4 = support.
+    const STAFF: u32 = 0;
+
+    #[test]
+    fn a_small_department_inside_staff_hides_one_more_department() {
+        // staff ⊃ eng (20), sales (12), legal (3): staff − eng − sales = legal.
+        let s = Spec::new(&[&[0, 1], &[0, 2], &[0, 3]])
+            .add(0, ANY, 0, 20)
+            .add(1, ANY, 100, 12)
+            .add(2, ANY, 200, 3);
+        let p = s.protect(5, false);
+        assert!(!p.shows((3, ANY)), "legal: 3 persons");
+        assert!(!p.shows((2, ANY)), "sales, the smaller department, protects it");
+        assert!(p.shows((1, ANY)) && p.shows((STAFF, ANY)) && p.shows((ALLG, ANY)));
+    }
+
+    #[test]
+    fn two_small_departments_protect_each_other() {
+        // legal (3) + support (3) = 6 persons: staff − eng = both together.
+        let s = Spec::new(&[&[0, 1], &[0, 3], &[0, 4]])
+            .add(0, ANY, 0, 20)
+            .add(1, ANY, 100, 3)
+            .add(2, ANY, 200, 3);
+        let p = s.protect(5, false);
+        assert!(!p.shows((3, ANY)) && !p.shows((4, ANY)));
+        assert!(p.shows((1, ANY)) && p.shows((STAFF, ANY)));
+        // With k = 7 the pair is too small too: eng goes (the cheapest
+        // group box in the combination staff − eng), and with it every way
+        // to single out the pair.
+        let p = s.protect(7, false);
+        assert!(!p.shows((1, ANY)));
+        assert!(p.shows((STAFF, ANY)), "staff alone covers 26 persons");
+    }
+
+    #[test]
+    fn one_hidden_platform_of_a_group_hides_a_second_cell() {
+        // One group, three platforms: 10, 8 and 2 persons (disjoint).
+        let s = Spec::new(&[&[1]])
+            .add(0, 10, 0, 10)
+            .add(0, 11, 100, 8)
+            .add(0, 12, 200, 2);
+        let p = s.protect(5, true);
+        assert!(!p.shows((1, 12)), "2 persons");
+        // eng/* − eng/10 − eng/11 = eng/12: the smaller other cell goes too,
+        // with the platform total that is the same number (only eng).
+        assert!(!p.shows((1, 11)) && !p.shows((ALLG, 11)), "{p:?}");
+        for key in [(1, 10), (ALLG, 10), (1, ANY), (ALLG, ANY)] {
+            assert!(p.shows(key), "{key:?} should stay: {p:?}");
+        }
+        assert_eq!(p.hidden(), 4);
+    }
+
+    #[test]
+    fn large_cells_are_shown_and_nothing_is_hidden_without_reason() {
+        let s = Spec::new(&[&[0, 1], &[0, 2]])
+            .add(0, 10, 0, 10)
+            .add(0, 11, 0, 10)
+            .add(1, 10, 100, 9)
+            .add(1, 11, 100, 6);
+        let p = s.protect(5, true);
+        assert_eq!(p.hidden(), 0, "{p:?}");
+    }
+
+    #[test]
+    fn a_rectangle_of_hidden_cells_is_enough_when_each_line_sums_to_k() {
+        // Two groups × two platforms with 3 persons in each cell, and big
+        // cells elsewhere: hiding the four small cells leaves each row and
+        // column of hidden cells with 6 persons.
+        let s = Spec::new(&[&[1], &[2]])
+            .add(0, 10, 0, 3)
+            .add(0, 11, 10, 3)
+            .add(1, 10, 20, 3)
+            .add(1, 11, 30, 3)
+            .add(0, 12, 100, 20)
+            .add(1, 12, 200, 20)
+            .add(0, 13, 300, 20)
+            .add(1, 13, 400, 20);
+        let p = s.protect(5, true);
+        for key in [(1, 10), (1, 11), (2, 10), (2, 11)] {
+            assert!(!p.shows(key), "{key:?}");
+        }
+        for key in [(1, ANY), (2, ANY), (ALLG, 10), (ALLG, 11), (ALLG, ANY)] {
+            assert!(p.shows(key), "{key:?} should stay: {p:?}");
+        }
+    }
+
+    #[test]
+    fn a_box_with_nobody_is_a_zero_and_shown() {
+        let p = Spec::new(&[&[1]]).add(0, 10, 0, 6).protect(5, true);
+        assert!(p.shows((2, 10)), "no data: zero");
+        assert_eq!(p.cell((1, 10), 6u64), Cell::Value(6));
+    }
+
+    #[test]
+    fn elimination_finds_dependencies_exactly() {
+        // rows: a+b, b+c, a+c → independent over the rationals (rank 3).
+        let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 0, 1]];
+        let piv = rref(&mut m, 3).unwrap();
+        assert!(piv.iter().all(Option::is_some));
+        // a+b, b+c, a+2b+c → dependent.
+        let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 2, 1]];
+        let piv = rref(&mut m, 3).unwrap();
+        assert_eq!(piv.iter().filter(|p| p.is_none()).count(), 1);
+    }
+
     #[test]
     fn a_number_needs_k_persons_behind_it() {
         assert_eq!(Cell::gated(7u64, 4, 5), Cell::Suppressed);
         assert_eq!(Cell::gated(7u64, 5, 5), Cell::Value(7));
-        assert_eq!(
-            Cell::gated(0u64, 0, 5),
-            Cell::Value(0),
-            "nobody: says nothing about anyone"
-        );
-        assert_eq!(Cell::gated(0.5f64, 1, 1), Cell::Value(0.5));
-    }
-
-    struct Row {
-        group: String,
-        platform: String,
-        value: Cell<u64>,
-    }
-
-    fn rows(spec: &[(&str, &str, Option<u64>)]) -> Vec<Row> {
-        spec.iter()
-            .map(|&(g, p, v)| Row {
-                group: g.to_owned(),
-                platform: p.to_owned(),
-                value: v.map_or(Cell::Suppressed, Cell::Value),
-            })
-            .collect()
-    }
-
-    fn suppress(rows: &mut [Row]) {
-        suppress_complementary(
-            rows,
-            |r| (&r.group, &r.platform, r.value.value()),
-            |r| r.value = Cell::Suppressed,
-        );
-    }
-
-    fn shown(rows: &[Row]) -> Vec<Option<u64>> {
-        rows.iter().map(|r| r.value.value()).collect()
-    }
-
-    #[test]
-    fn one_hidden_row_of_a_group_hides_its_smallest_nonzero_sibling() {
-        let mut r = rows(&[
-            ("sales", ALL, Some(20)),
-            ("sales", "linkedin", Some(12)),
-            ("sales", "reddit", None),
-            ("sales", "x", Some(0)),
-            ("sales", "tiktok", Some(6)),
-            ("dev", ALL, Some(9)),
-            ("dev", "linkedin", Some(9)),
-        ]);
-        suppress(&mut r);
-        assert_eq!(
-            shown(&r),
-            [Some(20), Some(12), None, Some(0), None, Some(9), Some(9)],
-            "tiktok (6) goes, the zero row and other groups stay"
-        );
-    }
-
-    #[test]
-    fn two_hidden_rows_already_protect_each_other() {
-        let mut r = rows(&[
-            ("sales", ALL, Some(20)),
-            ("sales", "linkedin", Some(12)),
-            ("sales", "reddit", None),
-            ("sales", "tiktok", None),
-        ]);
-        suppress(&mut r);
-        assert_eq!(shown(&r), [Some(20), Some(12), None, None]);
-    }
-
-    #[test]
-    fn the_group_total_is_never_the_complement() {
-        let mut r = rows(&[("sales", ALL, Some(3)), ("sales", "reddit", None)]);
-        suppress(&mut r);
-        assert_eq!(shown(&r), [Some(3), None], "no other platform row to hide");
+        assert_eq!(Cell::gated(0u64, 0, 5), Cell::Value(0));
     }
 }
