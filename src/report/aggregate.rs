@@ -561,7 +561,11 @@ impl Aggregator {
         let early_end = median(&offsets(|s| s.1));
         let local = |ms: i64| -> String {
             Timestamp::from_millisecond(ms)
-                .map(|t| t.to_zoned_datetime(tz.clone()).strftime("%H:%M").to_string())
+                .map(|t| {
+                    t.to_zoned_datetime(tz.clone())
+                        .strftime("%H:%M")
+                        .to_string()
+                })
                 .unwrap_or_default()
         };
         let mut check = |day: u32, head: bool, tail: bool| {

@@ -38,9 +38,11 @@ pub struct Profile {
     /// Regular users (active on enough days).
     pub regular: Option<u64>,
     pub minutes_per_active_user: Option<f64>,
-    /// Persons with a visible activity (readers + contributors), and of
-    /// them, contributors. `visible == Some(0)`: nothing was inspected.
-    pub visible: Option<u64>,
+    /// Whether any of the group's activity was visible (inspected
+    /// traffic); known even when the counts are hidden, since a hidden
+    /// count is never zero.
+    pub inspected: bool,
+    /// Persons who contributed.
     pub contributors: Option<u64>,
     /// Platforms with a published adoption of at least [`ADOPTED`], most
     /// adopted first.
@@ -121,16 +123,19 @@ pub fn assess(p: &Profile) -> Assessment {
     let m = p.members.max(1) as f64;
     let share = |n: Option<u64>| n.map(|n| n as f64 / m);
     let g = &p.group;
-    let top = p.top_platform.as_deref().unwrap_or("the platform they use most");
+    let top = p
+        .top_platform
+        .as_deref()
+        .unwrap_or("the platform they use most");
     let mut stage = Stage::Dormant;
     // (criterion, met?) in order; None: hidden.
     let adoption = share(p.active);
     let regular = share(p.regular);
-    let visible = p.visible;
-    let contribution = match (visible, p.contributors) {
-        (Some(0), _) => Some(None), // not visible at all
-        (Some(_), Some(c)) => Some(Some(c as f64 / m)),
-        _ => None,
+    // Some(None): nothing visible; None: hidden.
+    let contribution = match (p.inspected, p.contributors) {
+        (false, _) => Some(None),
+        (true, Some(c)) => Some(Some(c as f64 / m)),
+        (true, None) => None,
     };
     let breadth = p.adopted.len();
     let mut gap: Option<Hold> = None;
@@ -289,7 +294,7 @@ mod tests {
             active: Some(0),
             regular: Some(0),
             minutes_per_active_user: Some(0.0),
-            visible: Some(0),
+            inspected: false,
             contributors: Some(0),
             blocked: Some(0),
             ..Profile::default()
@@ -307,30 +312,51 @@ mod tests {
     fn cases() -> Vec<(&'static str, Profile, Stage, Hold)> {
         let base = profile(20);
         vec![
-            ("nobody uses anything", base.clone(), Stage::Dormant, Hold::Adoption),
+            (
+                "nobody uses anything",
+                base.clone(),
+                Stage::Dormant,
+                Hold::Adoption,
+            ),
             (
                 "a few try a platform (15 %)",
-                Profile { active: Some(3), ..base.clone() },
+                Profile {
+                    active: Some(3),
+                    ..base.clone()
+                },
                 Stage::Dormant,
                 Hold::Adoption,
             ),
             (
                 "half are active, but seldom",
-                Profile { active: Some(10), regular: Some(2), ..base.clone() },
+                Profile {
+                    active: Some(10),
+                    regular: Some(2),
+                    ..base.clone()
+                },
                 Stage::Exploring,
                 Hold::Regularity,
             ),
             (
                 "regular readers, nothing inspected",
-                Profile { active: Some(14), regular: Some(8), adopted: adopted(1), ..base.clone() },
+                Profile {
+                    active: Some(14),
+                    regular: Some(8),
+                    adopted: adopted(1),
+                    ..base.clone()
+                },
                 Stage::Regular,
                 Hold::Contribution,
             ),
             (
                 "regular readers who seldom write (5 %)",
                 Profile {
-                    active: Some(14), regular: Some(8), visible: Some(12), contributors: Some(1),
-                    adopted: adopted(2), ..base.clone()
+                    active: Some(14),
+                    regular: Some(8),
+                    inspected: true,
+                    contributors: Some(1),
+                    adopted: adopted(2),
+                    ..base.clone()
                 },
                 Stage::Regular,
                 Hold::Contribution,
@@ -338,8 +364,12 @@ mod tests {
             (
                 "contributors on one platform",
                 Profile {
-                    active: Some(14), regular: Some(8), visible: Some(12), contributors: Some(4),
-                    adopted: adopted(1), ..base.clone()
+                    active: Some(14),
+                    regular: Some(8),
+                    inspected: true,
+                    contributors: Some(4),
+                    adopted: adopted(1),
+                    ..base.clone()
                 },
                 Stage::Contributing,
                 Hold::Breadth,
@@ -347,8 +377,12 @@ mod tests {
             (
                 "contributors on three platforms",
                 Profile {
-                    active: Some(18), regular: Some(12), visible: Some(15), contributors: Some(9),
-                    adopted: adopted(3), ..base.clone()
+                    active: Some(18),
+                    regular: Some(12),
+                    inspected: true,
+                    contributors: Some(9),
+                    adopted: adopted(3),
+                    ..base.clone()
                 },
                 Stage::Leading,
                 Hold::Nothing,
@@ -356,7 +390,9 @@ mod tests {
             (
                 "a refused platform holds back a group that misses adoption",
                 Profile {
-                    active: Some(2), blocked: Some(6), top_blocked: Some(("tiktok".into(), 6)),
+                    active: Some(2),
+                    blocked: Some(6),
+                    top_blocked: Some(("tiktok".into(), 6)),
                     ..base.clone()
                 },
                 Stage::Dormant,
@@ -364,35 +400,55 @@ mod tests {
             ),
             (
                 "one refused person in twenty is not friction (5 %)",
-                Profile { active: Some(2), blocked: Some(1), ..base.clone() },
+                Profile {
+                    active: Some(2),
+                    blocked: Some(1),
+                    ..base.clone()
+                },
                 Stage::Dormant,
                 Hold::Adoption,
             ),
             (
                 "friction does not pull down a leading group",
                 Profile {
-                    active: Some(18), regular: Some(12), visible: Some(15), contributors: Some(9),
-                    adopted: adopted(4), blocked: Some(10), ..base.clone()
+                    active: Some(18),
+                    regular: Some(12),
+                    inspected: true,
+                    contributors: Some(9),
+                    adopted: adopted(4),
+                    blocked: Some(10),
+                    ..base.clone()
                 },
                 Stage::Leading,
                 Hold::Nothing,
             ),
             (
                 "a hidden number stops the assessment where it is needed",
-                Profile { active: Some(14), regular: None, ..base.clone() },
+                Profile {
+                    active: Some(14),
+                    regular: None,
+                    ..base.clone()
+                },
                 Stage::Exploring,
                 Hold::Hidden,
             ),
             (
                 "hidden blocked demand is not read as zero or as friction",
-                Profile { active: Some(2), blocked: None, ..base.clone() },
+                Profile {
+                    active: Some(2),
+                    blocked: None,
+                    ..base.clone()
+                },
                 Stage::Dormant,
                 Hold::Adoption,
             ),
             (
                 "hidden contributors stop at regular use",
                 Profile {
-                    active: Some(14), regular: Some(8), visible: Some(12), contributors: None,
+                    active: Some(14),
+                    regular: Some(8),
+                    inspected: true,
+                    contributors: None,
                     ..base.clone()
                 },
                 Stage::Regular,
@@ -419,8 +475,14 @@ mod tests {
             ..profile(20)
         };
         let a = assess(&p);
-        assert!(a.evidence.contains("30%") && a.evidence.contains("6 tried tiktok"), "{a:?}");
-        assert!(a.next_step.contains("tiktok") && a.next_step.contains("for g"), "{a:?}");
+        assert!(
+            a.evidence.contains("30%") && a.evidence.contains("6 tried tiktok"),
+            "{a:?}"
+        );
+        assert!(
+            a.next_step.contains("tiktok") && a.next_step.contains("for g"),
+            "{a:?}"
+        );
         let p = Profile {
             active: Some(14),
             regular: Some(8),
@@ -432,7 +494,7 @@ mod tests {
         let p = Profile {
             active: Some(14),
             regular: Some(8),
-            visible: Some(12),
+            inspected: true,
             contributors: Some(4),
             adopted: adopted(1),
             suggestion: Some("youtube".into()),

@@ -240,7 +240,9 @@ pub struct Strategy {
     pub daily: Vec<DailyRow>,
     pub hour_of_week: HeatMap,
     pub maturity: Vec<MaturityRow>,
-    /// How many cells of this section are suppressed.
+    /// How many numbers this section holds (shown or suppressed), and how
+    /// many of them are suppressed.
+    pub numbers: u64,
     pub suppressed_cells: u64,
 }
 

@@ -103,6 +103,7 @@ struct Summary {
     blocked: Vec<Line>,
     asks: Vec<Line>,
     hidden: u64,
+    numbers: u64,
 }
 
 struct MatrixCell {
@@ -195,7 +196,10 @@ pub(crate) fn html(r: &Report) -> askama::Result<String> {
             .map(HtmlTable::of)
             .collect()
     };
-    let summary = r.strategy.as_ref().map(|s| summary(s, r.security.as_ref(), &r.period));
+    let summary = r
+        .strategy
+        .as_ref()
+        .map(|s| summary(s, r.security.as_ref(), &r.period));
     let strategy = match &r.strategy {
         Some(s) => Some(strategy_page(
             s,
@@ -318,54 +322,63 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
             value: blocked.map_or(Shown::Suppressed, |b| Shown::Num(thousands(b))),
             note: all
                 .and_then(|a| a.blocked_attempts.value())
-                .map(|n| format!("people refused on a platform's own site ({} attempts)", thousands(n)))
+                .map(|n| {
+                    format!(
+                        "people refused on a platform's own site ({} attempts)",
+                        thousands(n)
+                    )
+                })
                 .unwrap_or_default(),
         },
     ];
 
-    // What changed: mean daily active users, last 7 days against the 7
-    // before (halves of the period when it is shorter), complete days only.
+    // What changed: mean daily active users on working days (Monday to
+    // Friday, complete days, values shown), the last working week against
+    // the one before (halves of the period when it is shorter).
     let partial: Vec<&str> = period.partial_days.iter().map(|p| p.day.as_str()).collect();
+    let working = |d: &str| {
+        d.parse::<jiff::civil::Date>()
+            .is_ok_and(|d| d.weekday().to_monday_zero_offset() < 5)
+    };
     let mut days: Vec<&str> = s
         .daily
         .iter()
         .filter(|d| d.group == ALL)
         .map(|d| d.day.as_str())
-        .filter(|d| !partial.contains(d))
+        .filter(|d| !partial.contains(d) && working(d))
         .collect();
     days.sort_unstable();
     days.dedup();
-    let (before, after, changed_note) = if days.len() >= 14 {
-        let n = days.len();
-        (
-            &days[n - 14..n - 7],
-            &days[n - 7..],
-            "mean daily active users, last 7 days against the 7 before".to_owned(),
-        )
+    let half = if days.len() >= 10 { 5 } else { days.len() / 2 };
+    let (before, after) = (
+        &days[days.len() - 2 * half..days.len() - half],
+        &days[days.len() - half..],
+    );
+    let changed_note = if half == 5 {
+        "mean daily active users on working days: the last working week against the one before"
+            .to_owned()
     } else {
-        let h = days.len() / 2;
-        (
-            &days[..h],
-            &days[days.len() - h..],
-            format!("mean daily active users, last {h} days against the {h} before"),
+        format!(
+            "mean daily active users on working days: the last {half} against the {half} before"
         )
     };
+    // The mean of the shown values of a window, when at least half are shown.
     let mean = |p: &str, window: &[&str]| -> Option<f64> {
-        if window.is_empty() {
-            return None;
-        }
-        let mut sum = 0u64;
-        for d in window {
-            match s
-                .daily
-                .iter()
-                .find(|r| r.group == ALL && r.platform == p && r.day == *d)
-            {
-                Some(r) => sum += r.active_users.value()?,
-                None => {} // nobody that day
-            }
-        }
-        Some(sum as f64 / window.len() as f64)
+        let shown: Vec<u64> = window
+            .iter()
+            .filter_map(|d| {
+                match s
+                    .daily
+                    .iter()
+                    .find(|r| r.group == ALL && r.platform == p && r.day == *d)
+                {
+                    Some(r) => r.active_users.value(),
+                    None => Some(0), // nobody that day
+                }
+            })
+            .collect();
+        (!window.is_empty() && shown.len() * 2 >= window.len())
+            .then(|| shown.iter().sum::<u64>() as f64 / shown.len() as f64)
     };
     let mut changes: Vec<(f64, String, f64, f64)> = s
         .platforms
@@ -373,7 +386,7 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
         .filter(|a| a.group == ALL)
         .filter_map(|a| {
             let (b, x) = (mean(&a.platform, before)?, mean(&a.platform, after)?);
-            (b != x).then(|| ((x - b).abs(), a.platform.clone(), b, x))
+            ((x - b).abs() >= 0.05).then(|| ((x - b).abs() / b.max(1.0), a.platform.clone(), b, x))
         })
         .collect();
     changes.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -381,8 +394,16 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
         .into_iter()
         .take(4)
         .map(|(_, p, b, x)| Line {
-            head: if p == ALL { "any platform".to_owned() } else { p },
-            text: format!("{} {b:.1} → {x:.1}", if x > b { "▲" } else { "▼" }),
+            head: if p == ALL {
+                "any platform".to_owned()
+            } else {
+                p
+            },
+            text: format!(
+                "{} {b:.1} → {x:.1} ({:+.0}%)",
+                if x > b { "▲" } else { "▼" },
+                (x - b) / b.max(1.0) * 100.0
+            ),
             tone: if x > b { "up" } else { "down" },
         })
         .collect();
@@ -393,24 +414,41 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
         .iter()
         .filter(|m| m.group != ALL && m.stage.is_some())
         .collect();
+    let key = |m: &MaturityRow| {
+        (
+            m.stage,
+            m.contributor_share.value().flatten().unwrap_or(-1.0),
+            m.any_adoption.value().unwrap_or(-1.0),
+        )
+    };
     ranked.sort_by(|a, b| {
-        b.stage
-            .cmp(&a.stage)
-            .then(
-                b.any_adoption
-                    .value()
-                    .unwrap_or(-1.0)
-                    .total_cmp(&a.any_adoption.value().unwrap_or(-1.0)),
-            )
+        let (ka, kb) = (key(a), key(b));
+        kb.0.cmp(&ka.0)
+            .then(kb.1.total_cmp(&ka.1))
+            .then(kb.2.total_cmp(&ka.2))
             .then(a.group.cmp(&b.group))
     });
     let ahead = ranked
         .iter()
         .take(4)
-        .map(|m| Line {
-            head: m.group.clone(),
-            text: format!("{}: {}", m.label, m.evidence),
-            tone: "",
+        .map(|m| {
+            let mut facts = vec![m.label.clone()];
+            if let Some(a) = m.any_adoption.value() {
+                facts.push(format!("{} active", pct(a)));
+            }
+            match m.contributor_share {
+                Cell::Value(Some(c)) => facts.push(format!("{} contribute", pct(c))),
+                Cell::Value(None) => facts.push("contribution not visible".to_owned()),
+                Cell::Suppressed => {}
+            }
+            if !m.platforms_adopted.is_empty() {
+                facts.push(format!("{} platform(s)", m.platforms_adopted.len()));
+            }
+            Line {
+                head: m.group.clone(),
+                text: facts.join(" · "),
+                tone: "",
+            }
         })
         .collect();
 
@@ -510,6 +548,7 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
         blocked: blocked_lines,
         asks,
         hidden: s.suppressed_cells,
+        numbers: s.numbers,
     }
 }
 
@@ -628,7 +667,7 @@ fn strategy_page(
             .collect();
         let caption = match members {
             Some(m) => format!("{} · {m} members", g.group),
-            None => format!("{} · fewer than {k} members", g.group),
+            None => format!("{} · members hidden", g.group),
         };
         multiples.push(group_bars(&caption, &bars)?);
     }
@@ -691,7 +730,11 @@ fn security_page(
 ) -> askama::Result<SecurityPage> {
     let t = &s.totals;
     let cards = [
-        ("requests (all traffic)", Val::Int(t.requests), String::new()),
+        (
+            "requests (all traffic)",
+            Val::Int(t.requests),
+            String::new(),
+        ),
         ("persons", t.persons.into(), String::new()),
         (
             "refused requests",

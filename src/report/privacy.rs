@@ -14,6 +14,14 @@
 //! may add and subtract any published boxes; what they can learn is exactly
 //! the row space of the published boxes' 0/1 vectors over the atoms.
 //!
+//! Groups always add up (a group set is one list of groups). Platforms add
+//! up for counts of requests and actions ([`Platforms::Sum`]); for distinct
+//! persons and for time across platforms the `*` platform is a union, not a
+//! sum ([`Platforms::Union`]), so each platform column, and the `*` column,
+//! is protected over the groups on its own. Days never add up to a
+//! published number: the only daily numbers are distinct persons per day,
+//! protected one day at a time.
+//!
 //! [`protect`] publishes a box only when
 //!
 //! 1. *primary*: it is backed by at least k persons (or by nobody: a zero
@@ -70,13 +78,27 @@ pub(super) struct Atom<'a> {
     pub(super) persons: &'a PersonSet,
 }
 
+/// How a family's numbers relate across platforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Platforms {
+    /// One number per group, no platform dimension.
+    None,
+    /// Per platform, and the `*` platform is their sum (counts of
+    /// requests and actions).
+    Sum,
+    /// Per platform, and the `*` platform is not their sum but a union
+    /// (distinct persons: someone on two platforms counts once) or a
+    /// measure of its own (time across platforms): each platform column,
+    /// and the `*` column, add up over groups only.
+    Union,
+}
+
 /// A family of cells that add up (see the module documentation).
 pub(super) struct Family<'a> {
     /// Groups of each group set (by group set id).
     pub(super) regions: &'a [Box<[u32]>],
     pub(super) atoms: Vec<Atom<'a>>,
-    /// Whether there are boxes per platform (else only `(g, ANY)`).
-    pub(super) by_platform: bool,
+    pub(super) platforms: Platforms,
     pub(super) k: u64,
 }
 
@@ -103,7 +125,8 @@ impl Published {
     }
 
     /// Boxes with data that are hidden.
-    pub(super) fn hidden(&self) -> usize {
+    #[cfg(test)]
+    fn hidden(&self) -> usize {
         self.shown.values().filter(|s| !**s).count()
     }
 }
@@ -119,16 +142,75 @@ struct BoxInfo {
 
 /// Decides which boxes of the family may be shown.
 pub(super) fn protect(f: &Family<'_>) -> Published {
-    let boxes = boxes_of(f);
+    if f.platforms != Platforms::Union {
+        return protect_sums(f, f.platforms == Platforms::Sum);
+    }
+    // Each platform column on its own, over the group hierarchy.
+    let mut out = Published::default();
+    let mut platforms: Vec<u32> = f.atoms.iter().map(|a| a.platform).collect();
+    platforms.sort_unstable();
+    platforms.dedup();
+    let column = |atoms: Vec<Atom<'_>>| {
+        protect_sums(
+            &Family {
+                regions: f.regions,
+                atoms,
+                platforms: Platforms::None,
+                k: f.k,
+            },
+            false,
+        )
+    };
+    for &p in &platforms {
+        let atoms = f
+            .atoms
+            .iter()
+            .filter(|a| a.platform == p)
+            .map(|a| Atom {
+                region: a.region,
+                platform: ANY,
+                persons: a.persons,
+            })
+            .collect();
+        for ((g, _), shown) in column(atoms).shown {
+            out.shown.insert((g, p), shown);
+        }
+    }
+    // The "*" column: per group set, the union over platforms.
+    let mut unions: FxHashMap<u32, PersonSet> = FxHashMap::default();
+    for a in &f.atoms {
+        *unions.entry(a.region).or_default() |= a.persons;
+    }
+    let atoms = unions
+        .iter()
+        .map(|(&region, persons)| Atom {
+            region,
+            platform: ANY,
+            persons,
+        })
+        .collect();
+    out.shown.extend(column(atoms).shown);
+    out
+}
+
+/// [`protect`] for a family whose boxes are sums of atoms over groups and,
+/// with `by_platform`, over platforms.
+fn protect_sums(f: &Family<'_>, by_platform: bool) -> Published {
+    let boxes = boxes_of(f, by_platform);
+    let umbrellas = umbrellas(f);
     let mut shown: Vec<bool> = boxes.iter().map(|b| b.persons >= f.k).collect();
-    // Each round either finds no leak or hides one more box.
+    // Each round either finds no leak or hides one more box: within a tier,
+    // an umbrella group's box (staff, made of departments) before a leaf
+    // group's, then the one with fewer persons.
     while let Some(candidates) = audit(f, &boxes, &shown) {
         let pick = candidates
             .into_iter()
             .filter(|&b| shown[b])
             .min_by_key(|&b| {
-                let tier = boxes[b].keys.iter().map(|&key| cost_tier(key, f.by_platform));
-                (tier.max(), boxes[b].persons, b)
+                let keys = &boxes[b].keys;
+                let tier = keys.iter().map(|&key| cost_tier(key, by_platform)).max();
+                let leaf = keys.iter().any(|(g, _)| !umbrellas.contains(g));
+                (tier, leaf, boxes[b].persons, b)
             });
         match pick {
             Some(b) => shown[b] = false,
@@ -146,6 +228,26 @@ pub(super) fn protect(f: &Family<'_>) -> Published {
     }
 }
 
+/// Groups that contain another group (every record of the other is one of
+/// theirs): `staff` around the departments. Their numbers are the sums of
+/// more specific ones, and are given up first.
+fn umbrellas(f: &Family<'_>) -> FxHashSet<u32> {
+    let mut within: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+    for a in &f.atoms {
+        let groups = &f.regions[a.region as usize];
+        for &h in groups.iter() {
+            within
+                .entry(h)
+                .and_modify(|common| common.retain(|g| groups.contains(g)))
+                .or_insert_with(|| groups.to_vec());
+        }
+    }
+    within
+        .into_iter()
+        .flat_map(|(h, common)| common.into_iter().filter(move |&g| g != h))
+        .collect()
+}
+
 /// Which boxes are given up first: group × platform cells, then a group's
 /// or a platform's total, then the grand total.
 fn cost_tier((g, p): BoxKey, by_platform: bool) -> u8 {
@@ -153,7 +255,7 @@ fn cost_tier((g, p): BoxKey, by_platform: bool) -> u8 {
 }
 
 /// Every box with data, with its atoms and persons.
-fn boxes_of(f: &Family<'_>) -> Vec<BoxInfo> {
+fn boxes_of(f: &Family<'_>, by_platform: bool) -> Vec<BoxInfo> {
     let mut groups: Vec<u32> = f
         .atoms
         .iter()
@@ -162,7 +264,7 @@ fn boxes_of(f: &Family<'_>) -> Vec<BoxInfo> {
     groups.sort_unstable();
     groups.dedup();
     groups.push(ALLG);
-    let mut platforms: Vec<u32> = if f.by_platform {
+    let mut platforms: Vec<u32> = if by_platform {
         f.atoms.iter().map(|a| a.platform).collect()
     } else {
         Vec::new()
@@ -489,7 +591,10 @@ mod tests {
     impl Spec {
         fn new(regions: &[&[u32]]) -> Spec {
             Spec {
-                regions: regions.iter().map(|r| r.to_vec().into_boxed_slice()).collect(),
+                regions: regions
+                    .iter()
+                    .map(|r| r.to_vec().into_boxed_slice())
+                    .collect(),
                 sets: Vec::new(),
             }
         }
@@ -498,7 +603,7 @@ mod tests {
             self.sets.push((r, p, (first..first + n).collect()));
             self
         }
-        fn protect(&self, k: u64, by_platform: bool) -> Published {
+        fn protect(&self, k: u64, platforms: Platforms) -> Published {
             protect(&Family {
                 regions: &self.regions,
                 atoms: self
@@ -506,11 +611,15 @@ mod tests {
                     .iter()
                     .map(|(r, p, s)| Atom {
                         region: *r,
-                        platform: if by_platform { *p } else { ANY },
+                        platform: if platforms == Platforms::None {
+                            ANY
+                        } else {
+                            *p
+                        },
                         persons: s,
                     })
                     .collect(),
-                by_platform,
+                platforms,
                 k,
             })
         }
@@ -526,10 +635,31 @@ mod tests {
             .add(0, ANY, 0, 20)
             .add(1, ANY, 100, 12)
             .add(2, ANY, 200, 3);
-        let p = s.protect(5, false);
+        let p = s.protect(5, Platforms::None);
         assert!(!p.shows((3, ANY)), "legal: 3 persons");
-        assert!(!p.shows((2, ANY)), "sales, the smaller department, protects it");
+        assert!(
+            !p.shows((2, ANY)),
+            "sales, the smaller department, protects it"
+        );
         assert!(p.shows((1, ANY)) && p.shows((STAFF, ANY)) && p.shows((ALLG, ANY)));
+    }
+
+    #[test]
+    fn an_umbrella_group_goes_before_a_department() {
+        // staff ⊃ eng (20), hr (11), legal (3); guests (8) outside staff.
+        // staff − eng − hr = legal: staff goes (it is made of the
+        // departments), then guests, since * − guests = staff again.
+        let s = Spec::new(&[&[0, 1], &[0, 2], &[0, 3], &[5]])
+            .add(0, ANY, 0, 20)
+            .add(1, ANY, 100, 11)
+            .add(2, ANY, 200, 3)
+            .add(3, ANY, 300, 8);
+        let p = s.protect(5, Platforms::None);
+        assert!(!p.shows((3, ANY)) && !p.shows((STAFF, ANY)) && !p.shows((5, ANY)));
+        assert!(
+            p.shows((1, ANY)) && p.shows((2, ANY)) && p.shows((ALLG, ANY)),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -539,13 +669,13 @@ mod tests {
             .add(0, ANY, 0, 20)
             .add(1, ANY, 100, 3)
             .add(2, ANY, 200, 3);
-        let p = s.protect(5, false);
+        let p = s.protect(5, Platforms::None);
         assert!(!p.shows((3, ANY)) && !p.shows((4, ANY)));
         assert!(p.shows((1, ANY)) && p.shows((STAFF, ANY)));
         // With k = 7 the pair is too small too: eng goes (the cheapest
         // group box in the combination staff − eng), and with it every way
         // to single out the pair.
-        let p = s.protect(7, false);
+        let p = s.protect(7, Platforms::None);
         assert!(!p.shows((1, ANY)));
         assert!(p.shows((STAFF, ANY)), "staff alone covers 26 persons");
     }
@@ -557,7 +687,7 @@ mod tests {
             .add(0, 10, 0, 10)
             .add(0, 11, 100, 8)
             .add(0, 12, 200, 2);
-        let p = s.protect(5, true);
+        let p = s.protect(5, Platforms::Sum);
         assert!(!p.shows((1, 12)), "2 persons");
         // eng/* − eng/10 − eng/11 = eng/12: the smaller other cell goes too,
         // with the platform total that is the same number (only eng).
@@ -569,13 +699,28 @@ mod tests {
     }
 
     #[test]
+    fn a_union_total_is_no_sum_so_a_small_platform_hides_alone() {
+        // Ten persons on platform 10, two of them also on 12: "*" is the
+        // union (10), not 10 + 2, so "*" − 10 says nothing about 12.
+        let s = Spec::new(&[&[1]]).add(0, 10, 0, 10).add(0, 12, 0, 2);
+        let p = s.protect(5, Platforms::Union);
+        assert!(!p.shows((1, 12)) && !p.shows((ALLG, 12)));
+        for key in [(1, 10), (ALLG, 10), (1, ANY), (ALLG, ANY)] {
+            assert!(p.shows(key), "{key:?}: {p:?}");
+        }
+        // As sums (counts of requests), the same shape needs a second cell.
+        let p = s.protect(5, Platforms::Sum);
+        assert!(!p.shows((1, 10)) || !p.shows((1, ANY)), "{p:?}");
+    }
+
+    #[test]
     fn large_cells_are_shown_and_nothing_is_hidden_without_reason() {
         let s = Spec::new(&[&[0, 1], &[0, 2]])
             .add(0, 10, 0, 10)
             .add(0, 11, 0, 10)
             .add(1, 10, 100, 9)
             .add(1, 11, 100, 6);
-        let p = s.protect(5, true);
+        let p = s.protect(5, Platforms::Sum);
         assert_eq!(p.hidden(), 0, "{p:?}");
     }
 
@@ -593,7 +738,7 @@ mod tests {
             .add(1, 12, 200, 20)
             .add(0, 13, 300, 20)
             .add(1, 13, 400, 20);
-        let p = s.protect(5, true);
+        let p = s.protect(5, Platforms::Sum);
         for key in [(1, 10), (1, 11), (2, 10), (2, 11)] {
             assert!(!p.shows(key), "{key:?}");
         }
@@ -604,7 +749,9 @@ mod tests {
 
     #[test]
     fn a_box_with_nobody_is_a_zero_and_shown() {
-        let p = Spec::new(&[&[1]]).add(0, 10, 0, 6).protect(5, true);
+        let p = Spec::new(&[&[1]])
+            .add(0, 10, 0, 6)
+            .protect(5, Platforms::Sum);
         assert!(p.shows((2, 10)), "no data: zero");
         assert_eq!(p.cell((1, 10), 6u64), Cell::Value(6));
     }

@@ -32,7 +32,14 @@ impl Aggregator {
         let mut would_refuse = Vec::new();
         let mut sec_keys: Vec<_> = x.sec.keys().copied().collect();
         sec_keys.sort_by_key(|&(r, g, p, a, c, rule)| {
-            (!r, self.gsort(g), self.psort(p), c, a, self.rules.name(rule))
+            (
+                !r,
+                self.gsort(g),
+                self.psort(p),
+                c,
+                a,
+                self.rules.name(rule),
+            )
         });
         for key in sec_keys {
             let (is_refused, g, p, a, c, rule) = key;
@@ -100,11 +107,16 @@ impl Aggregator {
             })
             .collect();
         refused_by_rule.sort_by(|a, b| {
-            (a.outcome != "refused", std::cmp::Reverse(a.requests.value()), &a.rule).cmp(&(
-                b.outcome != "refused",
-                std::cmp::Reverse(b.requests.value()),
-                &b.rule,
-            ))
+            (
+                a.outcome != "refused",
+                std::cmp::Reverse(a.requests.value()),
+                &a.rule,
+            )
+                .cmp(&(
+                    b.outcome != "refused",
+                    std::cmp::Reverse(b.requests.value()),
+                    &b.rule,
+                ))
         });
         let mut refused_by_reason: Vec<ReasonRow> = self
             .reason_counts

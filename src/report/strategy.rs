@@ -17,14 +17,18 @@ use super::aggregate::{day_name, Aggregator, CellAgg, PersonSet, ACTS, ALLG, ANY
 use super::expand::{ratio, readers_and_contributors, regular_users, Expanded, Who};
 use super::maturity::{self, Profile};
 use super::model::*;
-use super::privacy::{protect, Atom, Family, Published};
+use super::privacy::{protect, Atom, Family, Platforms, Published};
 use crate::outcome::Activity;
 
 /// The shown/hidden decisions of every family of the section.
 struct Shown {
     members: Published,
     regular: Published,
+    /// Active users: distinct persons, "*" a union.
     active: Published,
+    /// Their sessions and minutes: "*" counts time across platforms, which
+    /// adds up when a person uses one platform at a time.
+    time: Published,
     blocked: Published,
     would: Published,
     readers: Published,
@@ -34,28 +38,13 @@ struct Shown {
     daily: FxHashMap<u32, Published>,
 }
 
-impl Shown {
-    fn hidden(&self) -> u64 {
-        let mut n = self.members.hidden()
-            + self.regular.hidden()
-            + self.active.hidden()
-            + self.blocked.hidden()
-            + self.would.hidden()
-            + self.readers.hidden()
-            + self.contributors.hidden()
-            + self.generic.hidden();
-        n += self.acts.iter().map(Published::hidden).sum::<usize>();
-        n += self.daily.values().map(Published::hidden).sum::<usize>();
-        n as u64
-    }
-}
-
 impl Aggregator {
     /// A family over (group set, platform) atoms: the sets `pick` returns,
     /// for group sets of members of some group.
     fn family<'a>(
         &'a self,
         k: u64,
+        platforms: Platforms,
         atoms: impl Iterator<Item = (u32, u32, &'a PersonSet)>,
     ) -> Published {
         let regions = &self.group_set_members;
@@ -69,13 +58,17 @@ impl Aggregator {
                     persons,
                 })
                 .collect(),
-            by_platform: true,
+            platforms,
             k,
         })
     }
 
     /// A family of one number per group.
-    fn group_family<'a>(&'a self, k: u64, sets: impl Iterator<Item = (u32, &'a PersonSet)>) -> Published {
+    fn group_family<'a>(
+        &'a self,
+        k: u64,
+        sets: impl Iterator<Item = (u32, &'a PersonSet)>,
+    ) -> Published {
         let regions = &self.group_set_members;
         protect(&Family {
             regions,
@@ -87,7 +80,7 @@ impl Aggregator {
                     persons,
                 })
                 .collect(),
-            by_platform: false,
+            platforms: Platforms::None,
             k,
         })
     }
@@ -114,12 +107,7 @@ impl Aggregator {
         by_group.into_iter().map(|(g, s)| (g, s.len())).collect()
     }
 
-    pub(super) fn strategy(
-        &self,
-        x: &Expanded,
-        k: u64,
-        days_observed: u64,
-    ) -> Strategy {
+    pub(super) fn strategy(&self, x: &Expanded, k: u64, days_observed: u64) -> Strategy {
         let rc = readers_and_contributors(self);
         let regular_sets = regular_users(self, days_observed);
         let generic_sets: Vec<(u32, u32, PersonSet)> = self
@@ -146,26 +134,62 @@ impl Aggregator {
             ),
             regular: self.group_family(
                 k,
-                regular_sets.iter().enumerate().map(|(gs, s)| (gs as u32, s)),
+                regular_sets
+                    .iter()
+                    .enumerate()
+                    .map(|(gs, s)| (gs as u32, s)),
             ),
-            active: self.family(k, self.cells_of().map(|(gs, p, c)| (gs, p, &c.active))),
+            // Distinct persons: "*" is a union.
+            active: self.family(
+                k,
+                Platforms::Union,
+                self.cells_of().map(|(gs, p, c)| (gs, p, &c.active)),
+            ),
+            time: self.family(
+                k,
+                Platforms::Sum,
+                self.cells_of().map(|(gs, p, c)| (gs, p, &c.active)),
+            ),
+            // Attempts add up over platforms (their persons are shown with
+            // them, so the stricter rule holds for both).
             blocked: self.family(
                 k,
-                self.cells_of().map(|(gs, p, c)| (gs, p, &c.refused_primary)),
+                Platforms::Sum,
+                self.cells_of()
+                    .map(|(gs, p, c)| (gs, p, &c.refused_primary)),
             ),
             would: self.family(
                 k,
+                Platforms::Sum,
                 self.cells_of().map(|(gs, p, c)| (gs, p, &c.would_primary)),
             ),
-            readers: self.family(k, rc.iter().map(|(&(gs, p), s)| (gs, p, &s[0]))),
-            contributors: self.family(k, rc.iter().map(|(&(gs, p), s)| (gs, p, &s[1]))),
+            readers: self.family(
+                k,
+                Platforms::Union,
+                rc.iter().map(|(&(gs, p), s)| (gs, p, &s[0])),
+            ),
+            contributors: self.family(
+                k,
+                Platforms::Union,
+                rc.iter().map(|(&(gs, p), s)| (gs, p, &s[1])),
+            ),
             acts: (0..ACTS)
-                .map(|a| self.family(k, self.cells_of().map(|(gs, p, c)| (gs, p, &c.acts[a]))))
+                .map(|a| {
+                    self.family(
+                        k,
+                        Platforms::Sum,
+                        self.cells_of().map(|(gs, p, c)| (gs, p, &c.acts[a])),
+                    )
+                })
                 .collect(),
-            generic: self.family(k, generic_sets.iter().map(|(gs, p, s)| (*gs, *p, s))),
+            generic: self.family(
+                k,
+                Platforms::Sum,
+                generic_sets.iter().map(|(gs, p, s)| (*gs, *p, s)),
+            ),
             daily: day_atoms
                 .into_iter()
-                .map(|(d, atoms)| (d, self.family(k, atoms.into_iter())))
+                .map(|(d, atoms)| (d, self.family(k, Platforms::Union, atoms.into_iter())))
                 .collect(),
         };
 
@@ -191,6 +215,7 @@ impl Aggregator {
             let active = x.who(Who::Active, g, p);
             let minutes = c.active_ms as f64 / 60_000.0;
             let act = shown.active.shows(key);
+            let time = shown.time.shows(key);
             fn on<T>(shown: bool, v: T) -> Cell<T> {
                 if shown {
                     Cell::Value(v)
@@ -207,14 +232,12 @@ impl Aggregator {
                 } else {
                     Cell::Suppressed
                 },
-                sessions: on(act, c.sessions),
-                active_minutes: on(act, minutes),
-                minutes_per_active_user: on(act, per(minutes, active)),
-                sessions_per_active_user: on(act, per(c.sessions as f64, active)),
+                sessions: on(time, c.sessions),
+                active_minutes: on(time, minutes),
+                minutes_per_active_user: on(act && time, per(minutes, active)),
+                sessions_per_active_user: on(act && time, per(c.sessions as f64, active)),
                 blocked_attempts: shown.blocked.cell(key, c.refused_primary),
-                blocked_persons: shown
-                    .blocked
-                    .cell(key, x.who(Who::RefusedPrimary, g, p)),
+                blocked_persons: shown.blocked.cell(key, x.who(Who::RefusedPrimary, g, p)),
                 would_block_attempts: shown.would.cell(key, c.would_primary),
                 would_block_persons: shown.would.cell(key, x.who(Who::WouldPrimary, g, p)),
             });
@@ -296,27 +319,29 @@ impl Aggregator {
                 })
                 .collect(),
         };
-        let heat_hidden = hour_of_week
-            .foreground_requests
-            .iter()
-            .flatten()
-            .filter(|c| c.is_suppressed())
-            .count() as u64;
 
         let maturity = self
             .group_order(x)
             .into_iter()
             .map(|g| self.maturity_row(x, g, &shown, &platforms, &regular))
             .collect();
-        Strategy {
+        let mut strategy = Strategy {
             groups,
             platforms,
             contribution,
             daily,
             hour_of_week,
             maturity,
-            suppressed_cells: shown.hidden() + heat_hidden,
+            numbers: 0,
+            suppressed_cells: 0,
+        };
+        // Count what the section shows and hides, as its JSON does.
+        if let Ok(v) = serde_json::to_value(&strategy) {
+            let (numbers, hidden) = count_numbers(&v);
+            strategy.numbers = numbers;
+            strategy.suppressed_cells = hidden;
         }
+        strategy
     }
 
     /// The maturity of group `g`, from shown numbers only.
@@ -350,7 +375,10 @@ impl Aggregator {
         let key = (g, ANY);
         let when = |p: &Published, v: u64| p.shows(key).then_some(v);
         let active = when(&shown.active, x.who(Who::Active, g, ANY));
-        let minutes = x.cells.get(&key).map_or(0.0, |c| c.active_ms as f64 / 60_000.0);
+        let minutes = x
+            .cells
+            .get(&key)
+            .map_or(0.0, |c| c.active_ms as f64 / 60_000.0);
         let readers = when(&shown.readers, x.who(Who::Readers, g, ANY));
         let contributors = when(&shown.contributors, x.who(Who::Contributors, g, ANY));
         let gname = self.gname(g);
@@ -369,7 +397,10 @@ impl Aggregator {
             .collect();
         // The platform the most groups adopted, that this one did not.
         let mut wide: FxHashMap<&str, usize> = FxHashMap::default();
-        for r in platforms.iter().filter(|r| r.group != ALL && r.platform != ALL) {
+        for r in platforms
+            .iter()
+            .filter(|r| r.group != ALL && r.platform != ALL)
+        {
             if r.adoption.value().is_some_and(|a| a >= maturity::ADOPTED) {
                 *wide.entry(r.platform.as_str()).or_default() += 1;
             }
@@ -390,8 +421,11 @@ impl Aggregator {
             members,
             active,
             regular: when(&shown.regular, regular.get(&g).copied().unwrap_or(0)),
-            minutes_per_active_user: active.map(|a| per(minutes, a)),
-            visible: readers.zip(contributors).map(|(r, c)| r + c),
+            minutes_per_active_user: active
+                .filter(|_| shown.time.shows(key))
+                .map(|a| per(minutes, a)),
+            // A hidden count is never zero.
+            inspected: readers != Some(0) || contributors != Some(0),
             contributors,
             adopted,
             top_platform: own.first().map(|&(p, _)| p.to_owned()),
@@ -411,10 +445,10 @@ impl Aggregator {
             minutes_per_active_user: profile
                 .minutes_per_active_user
                 .map_or(Cell::Suppressed, Cell::Value),
-            contributor_share: match (profile.visible, profile.contributors) {
-                (Some(0), _) => Cell::Value(None),
-                (Some(_), Some(c)) => Cell::Value(Some(ratio(c, members))),
-                _ => Cell::Suppressed,
+            contributor_share: match (profile.inspected, profile.contributors) {
+                (false, _) => Cell::Value(None),
+                (true, Some(c)) => Cell::Value(Some(ratio(c, members))),
+                (true, None) => Cell::Suppressed,
             },
             platforms_adopted: profile.adopted,
             blocked_share: share(profile.blocked),
@@ -422,6 +456,25 @@ impl Aggregator {
             evidence: a.evidence,
             next_step: a.next_step,
         }
+    }
+}
+
+/// Numbers (shown or `"suppressed"`) in a JSON value, and of them the
+/// suppressed ones.
+fn count_numbers(v: &serde_json::Value) -> (u64, u64) {
+    use serde_json::Value;
+    match v {
+        Value::Number(_) => (1, 0),
+        Value::String(s) if s == "suppressed" => (1, 1),
+        Value::Array(a) => a
+            .iter()
+            .map(count_numbers)
+            .fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1)),
+        Value::Object(o) => o
+            .values()
+            .map(count_numbers)
+            .fold((0, 0), |x, y| (x.0 + y.0, x.1 + y.1)),
+        _ => (0, 0),
     }
 }
 

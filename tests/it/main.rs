@@ -21,6 +21,7 @@ mod parent;
 mod policy_rules;
 mod protocol;
 mod reload;
+mod report_log;
 mod reporting;
 mod safety;
 mod schema;

@@ -107,8 +107,18 @@ async fn a_report_from_real_traffic_has_the_expected_numbers_and_suppresses_smal
         serde_json::to_string(&strategy.platforms).unwrap()
     );
     assert_eq!(linkedin.adoption, Cell::Value(1.0));
-    assert_eq!(linkedin.writes, Cell::Value(1));
-    assert_eq!(linkedin.views, Cell::Value(6));
+    // Six page reads and one POST that no signature names: a generic write,
+    // by one contributor (fewer than k: hidden); five read only.
+    let contribution = strategy
+        .contribution
+        .iter()
+        .find(|r| r.group == "staff" && r.platform == "linkedin")
+        .unwrap();
+    assert_eq!(contribution.reads, Cell::Value(6));
+    assert!(contribution.contributors.is_suppressed());
+    assert!(contribution.generic.is_suppressed());
+    assert_eq!(contribution.readers, Cell::Value(5), "{contribution:?}");
+    assert!(contribution.contributor_share.is_suppressed());
 
     let security = report.security.as_ref().unwrap();
     let insta = security
@@ -123,6 +133,8 @@ async fn a_report_from_real_traffic_has_the_expected_numbers_and_suppresses_smal
         .iter()
         .find(|r| r.platform == "tiktok" && r.group == "staff")
         .unwrap();
+    assert_eq!(tiktok.rule, "no-tiktok");
+    assert_eq!(tiktok.class.as_deref(), Some("primary"));
     assert!(
         tiktok.requests.is_suppressed(),
         "4 persons = k-1: suppressed"
