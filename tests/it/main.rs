@@ -22,6 +22,7 @@ mod policy_rules;
 mod protocol;
 mod reload;
 mod report_log;
+mod report_privacy;
 mod reporting;
 mod safety;
 mod schema;
