@@ -6,7 +6,12 @@
 //! log holds no resolved addresses, so the destination stage checks IP
 //! literals only. Records whose outcome changes are
 //! grouped by group, platform, old and new outcome and deciding rule, and
-//! printed as sentences an admin can act on. Like `report`, it reads the log
+//! printed as sentences an admin can act on, with the activities behind
+//! them. A logged request carries its activity, so a candidate `read_only`
+//! or `activities:` rule is decided as the proxy would decide it: the write
+//! actions it would refuse are summed per group, platform and rule, and the
+//! tunnels it could not judge (not inspected) are counted with the fix.
+//! Like `report`, it reads the log
 //! as a stream and never sees the proxy. Users in the log are pseudonyms:
 //! with `--key` the candidate policy's user names are pseudonymised the same
 //! way and match exactly; without it, the groups recorded in the log stand
