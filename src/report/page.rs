@@ -703,7 +703,7 @@ fn strategy_page(
     let mut notes = Vec::new();
     for p in &period.partial_days {
         notes.push(format!(
-            "{} is a partial day (data {}–{}), drawn hollow and dashed",
+            "* {} is a partial day (data {}–{}), drawn hollow and dashed",
             p.day, p.from, p.until
         ));
     }

@@ -50,7 +50,15 @@ pub(super) fn bar_chart(title: &str, items: &[Bar]) -> askama::Result<String> {
     let row_h = 26.0;
     let left = 130.0;
     let width = 560.0;
-    let bar_w = width - left - 80.0;
+    // Room for the longest value text after the longest bar.
+    let text_w = items
+        .iter()
+        .map(|i| i.shown.chars().count())
+        .max()
+        .unwrap_or(0) as f64
+        * 6.8
+        + 12.0;
+    let bar_w = width - left - text_w.max(60.0);
     let h = 30.0 + row_h * items.len().max(1) as f64;
     let max = items
         .iter()
@@ -191,7 +199,7 @@ pub(super) fn line_chart(
             text: format!(
                 "{}{}",
                 d.get(5..).unwrap_or(d),
-                if is_partial(i) { " (partial)" } else { "" }
+                if is_partial(i) { "*" } else { "" }
             ),
         })
         .collect();

@@ -881,9 +881,11 @@ fn html_report_reads_on_a_laptop_screen_in_chromium() {
     a.format = Format::Html;
     a.out = Some(html_path.clone());
     a.from = Some("2026-03-02".into());
-    a.to = Some("2026-03-13".into());
+    // The last day cut at noon: a partial day, drawn as one.
+    a.to = Some("2026-03-13T12:00:00Z".into());
     report::run(&a).unwrap();
     let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("* 2026-03-13 is a partial day"), "partial day marked");
     // Self-contained: no scripts, no external references.
     assert!(!html.contains("<script"), "no JavaScript");
     for needle in ["http:", "https:", "@import", "//cdn"] {
