@@ -22,18 +22,61 @@
 
 use std::io::{BufWriter, Write};
 
-/// (platform, category, inspected)
-const PLATFORMS: [(&str, &str, bool); 10] = [
-    ("linkedin", "professional", true),
-    ("youtube", "video", false),
-    ("x", "social", true),
-    ("facebook", "social", true),
-    ("instagram", "social", false),
-    ("tiktok", "video", false),
-    ("reddit", "social", true),
-    ("mastodon", "social", false),
-    ("bluesky", "social", false),
-    ("whatsapp", "messaging", false),
+/// (platform, category, inspected, host, embedded host) as in the shipped
+/// catalog, so `simulate` replays the log against policies/ faithfully.
+const PLATFORMS: [(&str, &str, bool, &str, &str); 10] = [
+    (
+        "linkedin",
+        "professional",
+        true,
+        "www.linkedin.com",
+        "platform.linkedin.com",
+    ),
+    (
+        "youtube",
+        "video",
+        false,
+        "www.youtube.com",
+        "www.youtube-nocookie.com",
+    ),
+    ("x", "social", true, "x.com", "platform.twitter.com"),
+    (
+        "facebook",
+        "social",
+        true,
+        "www.facebook.com",
+        "connect.facebook.net",
+    ),
+    (
+        "instagram",
+        "social",
+        false,
+        "www.instagram.com",
+        "www.instagram.com",
+    ),
+    (
+        "tiktok",
+        "video",
+        false,
+        "www.tiktok.com",
+        "analytics.tiktok.com",
+    ),
+    ("reddit", "social", true, "www.reddit.com", "alb.reddit.com"),
+    (
+        "mastodon",
+        "social",
+        false,
+        "mastodon.social",
+        "mastodon.social",
+    ),
+    ("bluesky", "social", false, "bsky.app", "bsky.app"),
+    (
+        "whatsapp",
+        "messaging",
+        false,
+        "web.whatsapp.com",
+        "web.whatsapp.com",
+    ),
 ];
 const LI: usize = 0;
 const FB: usize = 3;
@@ -317,7 +360,7 @@ fn day_events(people: &[Person], day: i64, scale: f64, rng: &mut Rng, out: &mut 
                 });
             }
         }
-        for platform in 0..PLATFORMS.len() {
+        for (platform, &(_, _, inspected, _, _)) in PLATFORMS.iter().enumerate() {
             let mut chance = p.use_p[platform] * trend(platform, day);
             if p.manager && platform == LI {
                 chance = (chance + 0.2).min(0.9);
@@ -326,7 +369,6 @@ fn day_events(people: &[Person], day: i64, scale: f64, rng: &mut Rng, out: &mut 
                 let sessions = 1 + rng.below(2);
                 for _ in 0..sessions {
                     let mut ms = local_start(day, pick_hour(rng), rng.below(60));
-                    let inspected = PLATFORMS[platform].2;
                     for h in 0..hits(rng, 5.0).max(1) {
                         let what = if !inspected {
                             What::Tunnel
@@ -454,7 +496,7 @@ fn main() -> std::io::Result<()> {
 
 fn write_line(w: &mut impl Write, p: &Person, e: &Event) -> std::io::Result<()> {
     let t = jiff::Timestamp::from_millisecond(e.ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let (platform, category, _) = PLATFORMS[e.platform as usize];
+    let (platform, category, _, site, pixel) = PLATFORMS[e.platform as usize];
     let dept = DEPTS[p.dept].0;
     let groups = match e.what {
         What::NoGroup => String::new(),
@@ -473,7 +515,7 @@ fn write_line(w: &mut impl Write, p: &Person, e: &Event) -> std::io::Result<()> 
         What::Tunnel => (
             "tunnel",
             "CONNECT",
-            format!("www.{platform}.com"),
+            site.to_owned(),
             true,
             "\"primary\"",
             "null".to_owned(),
@@ -482,7 +524,7 @@ fn write_line(w: &mut impl Write, p: &Person, e: &Event) -> std::io::Result<()> 
         What::Request(a, fg) => (
             "request",
             if a == 1 { "GET" } else { "POST" },
-            format!("www.{platform}.com"),
+            site.to_owned(),
             true,
             "\"primary\"",
             format!("\"{}\"", ACTIVITIES[a]),
@@ -491,7 +533,7 @@ fn write_line(w: &mut impl Write, p: &Person, e: &Event) -> std::io::Result<()> 
         What::Embedded => (
             "request",
             "GET",
-            format!("pixel.{platform}.net"),
+            pixel.to_owned(),
             true,
             "\"embedded\"",
             "null".to_owned(),
@@ -509,7 +551,7 @@ fn write_line(w: &mut impl Write, p: &Person, e: &Event) -> std::io::Result<()> 
         What::NoGroup => (
             "tunnel",
             "CONNECT",
-            "www.x.com".to_owned(),
+            site.to_owned(),
             true,
             "\"primary\"",
             "null".to_owned(),

@@ -205,7 +205,9 @@ fn contributors_log() -> Vec<Line> {
         };
         Line::tunnel(&time, &format!("p:{who}"), groups, platform).act(activity, fg)
     };
-    let day1: &[(&str, &str, &[(&str, bool)])] = &[
+    /// (person, platform, [(activity, a page?)])
+    type Day = [(&'static str, &'static str, &'static [(&'static str, bool)])];
+    let day1: &Day = &[
         (
             "m1",
             "linkedin",
@@ -885,7 +887,10 @@ fn html_report_reads_on_a_laptop_screen_in_chromium() {
     a.to = Some("2026-03-13T12:00:00Z".into());
     report::run(&a).unwrap();
     let html = std::fs::read_to_string(&html_path).unwrap();
-    assert!(html.contains("* 2026-03-13 is a partial day"), "partial day marked");
+    assert!(
+        html.contains("* 2026-03-13 is a partial day"),
+        "partial day marked"
+    );
     // Self-contained: no scripts, no external references.
     assert!(!html.contains("<script"), "no JavaScript");
     for needle in ["http:", "https:", "@import", "//cdn"] {

@@ -92,7 +92,8 @@ fn company() -> (Vec<Person>, Events) {
             ev.push((who, d, e));
         }
     };
-    let varied = |i: usize| -> Vec<usize> { (0..3).filter(|d| (i + d) % 3 != 0).collect() };
+    let varied =
+        |i: usize| -> Vec<usize> { (0..3).filter(|d| !(i + d).is_multiple_of(3)).collect() };
     // LinkedIn (inspected): most of staff read on two of three days.
     for (first, n, skip) in [
         (eng, 24, 20),
@@ -521,7 +522,9 @@ fn leaks(strategy: &Value, truth: &Truth, k: usize) -> Vec<String> {
             .filter(|c| c.2 == day)
             .map(|(g, p, _, s)| (g, p, s))
             .collect();
-        let tables: Vec<(String, Vec<(Vec<&'static str>, String, Persons)>)> = match plat {
+        /// (platform column, its atoms)
+        type Tables = Vec<(String, Vec<(Vec<&'static str>, String, Persons)>)>;
+        let tables: Tables = match plat {
             Plat::Groups | Plat::Sum => vec![(
                 "all".to_owned(),
                 atoms
