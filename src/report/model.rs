@@ -146,6 +146,9 @@ pub struct SecurityTotals {
     pub refused: Cell<u64>,
     /// Refused attempts on a platform's own domains (not its widgets).
     pub refused_primary: Cell<u64>,
+    /// Of them, those by members of the policy's groups: the strategy
+    /// section's blocked attempts.
+    pub refused_primary_members: Cell<u64>,
     pub would_refuse: Cell<u64>,
     pub unauthenticated: Cell<u64>,
 }

@@ -739,9 +739,14 @@ fn security_page(
         (
             "refused requests",
             t.refused.into(),
-            match t.refused_primary.value() {
-                Some(p) => format!("{} on a platform's own site", thousands(p)),
-                None => String::new(),
+            match (t.refused_primary.value(), t.refused_primary_members.value()) {
+                (Some(p), Some(m)) if p != m => format!(
+                    "{} on a platform's own site, {} of them by members of the policy's groups (blocked demand)",
+                    thousands(p),
+                    thousands(m)
+                ),
+                (Some(p), _) => format!("{} on a platform's own site", thousands(p)),
+                _ => String::new(),
             },
         ),
         (

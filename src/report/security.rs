@@ -222,15 +222,18 @@ impl Aggregator {
             .filter(|(&(r, ..), _)| !r)
             .map(|(_, &(n, _))| n)
             .sum();
-        let primary_persons: u64 = {
-            let mut u = PersonSet::new();
-            for (&(r, _, _, _, c, _), (_, set)) in &self.sec {
-                if r && c == CLASS_PRIMARY {
-                    u |= set;
+        let (mut primary_persons, mut member_persons) = (PersonSet::new(), PersonSet::new());
+        let mut primary_members = 0;
+        for (&(r, gs, p, _, c, _), (n, set)) in &self.sec {
+            if r && c == CLASS_PRIMARY {
+                primary_persons |= set;
+                if p != NONE && !self.group_set_members[gs as usize].is_empty() {
+                    primary_members += n;
+                    member_persons |= set;
                 }
             }
-            u.len()
-        };
+        }
+        let (primary_persons, member_persons) = (primary_persons.len(), member_persons.len());
         let unauth_persons = count(&x.unauth_persons, ALLG);
         let unauth_total = x.group_requests.get(&ALLG).map_or(0, |v| v.1);
         Security {
@@ -239,6 +242,7 @@ impl Aggregator {
                 persons: Cell::gated(all_persons, all_persons, k),
                 refused: Cell::gated(total_refused, ref_persons, k),
                 refused_primary: Cell::gated(refused_primary, primary_persons, k),
+                refused_primary_members: Cell::gated(primary_members, member_persons, k),
                 would_refuse: Cell::gated(would_total, would_persons, k),
                 unauthenticated: Cell::gated(unauth_total, unauth_persons, k),
             },

@@ -245,6 +245,10 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 vec![text("persons"), t.persons.into()],
                 vec![text("refused"), t.refused.into()],
                 vec![text("refused_primary"), t.refused_primary.into()],
+                vec![
+                    text("refused_primary_members"),
+                    t.refused_primary_members.into(),
+                ],
                 vec![text("would_refuse"), t.would_refuse.into()],
                 vec![text("unauthenticated"), t.unauthenticated.into()],
             ],

@@ -423,6 +423,90 @@ fn readers_contributors_and_activities_match_hand_computed_numbers() {
 }
 
 #[test]
+fn all_means_members_of_groups_and_blocked_demand_counts_only_primary_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = scenario(5);
+    // A laptop without credentials (in no group) knocking on X, twice.
+    for t in ["2026-03-02T09:10:00Z", "2026-03-02T09:11:00Z"] {
+        lines.push(
+            Line::tunnel(t, "x", &[], "x")
+                .set("user", Value::Null)
+                .set("auth", json!("none"))
+                .set("client", json!("172.16.0.9"))
+                .set("group", Value::Null)
+                .set("reason", json!("auth-required"))
+                .set("rule", json!("builtin:identity"))
+                .refused()
+                .set("status", json!(407)),
+        );
+    }
+    // TikTok's pixel refused on other sites for the dev people: not demand.
+    for u in users("d", 5) {
+        lines.push(
+            Line::tunnel("2026-03-02T09:40:00Z", &u, &["dev"], "tiktok")
+                .refused()
+                .set("class", json!("embedded"))
+                .set("host", json!("analytics.tiktok.com"))
+                .set("foreground", json!(false))
+                .set("rule", json!("no-tiktok")),
+        );
+    }
+    let mut a = args(vec![write_log(dir.path(), "a.log", &lines)]);
+    a.k = 1;
+    let r = json_of(&a);
+    let s = &r["strategy"];
+    // "*" is sales + dev: the client in no group is no member.
+    assert_eq!(s["groups"][0]["group"], "*");
+    assert_eq!(s["groups"][0]["active_members"], 10);
+    assert_eq!(row(&s["platforms"], "*", "linkedin")["adoption"], 0.5);
+    assert!(s["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["group"] != "(no group)"));
+    // Blocked demand: sales' ten attempts on tiktok.com; the pixel is not.
+    assert_eq!(row(&s["platforms"], "*", "tiktok")["blocked_attempts"], 10);
+    assert_eq!(row(&s["platforms"], "dev", "tiktok")["blocked_persons"], 0);
+    // The security part keeps everything, and says which is which.
+    let sec = &r["security"];
+    let t = &sec["totals"];
+    assert_eq!(
+        (
+            t["refused"].as_u64(),
+            t["refused_primary"].as_u64(),
+            t["refused_primary_members"].as_u64()
+        ),
+        (Some(17), Some(12), Some(10))
+    );
+    let pixel = sec["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == "dev")
+        .unwrap();
+    assert_eq!(
+        (pixel["class"].as_str(), pixel["rule"].as_str()),
+        (Some("embedded"), Some("no-tiktok"))
+    );
+    assert_eq!(pixel["requests"], 5);
+    assert!(sec["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["group"] == "(no group)"
+            && r["rule"] == "builtin:identity"
+            && r["requests"] == 2));
+    let tiktok = sec["top_refused_platforms"][0].clone();
+    assert_eq!(
+        (
+            tiktok["requests"].as_u64(),
+            tiktok["primary_requests"].as_u64()
+        ),
+        (Some(15), Some(10))
+    );
+}
+
+#[test]
 fn cells_with_k_minus_1_persons_are_suppressed_and_k_are_shown() {
     let dir = tempfile::tempdir().unwrap();
     for (n, shown) in [(4, false), (5, true)] {
