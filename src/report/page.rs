@@ -367,14 +367,11 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
         let shown: Vec<u64> = window
             .iter()
             .filter_map(|d| {
-                match s
-                    .daily
+                // A missing row is none or too few to show: not counted.
+                s.daily
                     .iter()
                     .find(|r| r.group == ALL && r.platform == p && r.day == *d)
-                {
-                    Some(r) => r.active_users.value(),
-                    None => Some(0), // nobody that day
-                }
+                    .and_then(|r| r.active_users.value())
             })
             .collect();
         (!window.is_empty() && shown.len() * 2 >= window.len())
@@ -581,7 +578,7 @@ fn matrix(s: &Strategy) -> Matrix {
                     None => MatrixCell {
                         text: String::new(),
                         style: String::new(),
-                        title: "nobody".to_owned(),
+                        title: "nobody, or too few to show".to_owned(),
                         suppressed: false,
                     },
                     Some(a) => match (a.adoption.value(), a.active_users.value()) {
@@ -689,7 +686,7 @@ fn strategy_page(
                     s.daily
                         .iter()
                         .find(|r| r.group == ALL && &r.platform == p && &r.day == d)
-                        .map_or(Some(0.0), |r| r.active_users.value().map(|v| v as f64))
+                        .and_then(|r| r.active_users.value().map(|v| v as f64))
                 })
                 .collect(),
         })
@@ -710,7 +707,7 @@ fn strategy_page(
     if order.len() > 6 {
         notes.push(format!("not drawn: {}", order[6..].join(", ")));
     }
-    notes.push("gaps are hidden days".to_owned());
+    notes.push("gaps: nobody, or too few to show".to_owned());
     Ok(StrategyPage {
         matrix: matrix(s),
         maturity,

@@ -287,19 +287,54 @@ impl Aggregator {
             });
         }
 
+        // A row whose every number is hidden or zero would still say that
+        // someone is behind it: leave it out (it reads as none).
+        platforms.retain(|r| {
+            [
+                r.active_users,
+                r.sessions,
+                r.blocked_attempts,
+                r.blocked_persons,
+                r.would_block_attempts,
+                r.would_block_persons,
+            ]
+            .iter()
+            .any(|c| c.value().is_some_and(|v| v > 0))
+        });
+        contribution.retain(|r| {
+            [
+                r.readers,
+                r.contributors,
+                r.reads,
+                r.logins,
+                r.posts,
+                r.comments,
+                r.reactions,
+                r.shares,
+                r.uploads,
+                r.messages,
+                r.generic,
+            ]
+            .iter()
+            .any(|c| c.value().is_some_and(|v| v > 0))
+        });
         let mut daily = Vec::new();
         let mut dkeys: Vec<_> = x.daily.keys().copied().collect();
         dkeys.sort_by_key(|&(g, p, d)| (d, self.gsort(g), self.psort(p)));
         for (g, p, d) in dkeys {
             let n = x.daily[&(g, p, d)];
+            let active_users = shown
+                .daily
+                .get(&d)
+                .map_or(Cell::Value(n), |s| s.cell((g, p), n));
+            if active_users.is_suppressed() {
+                continue; // see above: a hidden row reads as none
+            }
             daily.push(DailyRow {
                 day: day_name(d),
                 group: self.gname(g),
                 platform: self.pname(p),
-                active_users: shown
-                    .daily
-                    .get(&d)
-                    .map_or(Cell::Value(n), |s| s.cell((g, p), n)),
+                active_users,
             });
         }
 
