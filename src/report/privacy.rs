@@ -199,24 +199,38 @@ fn protect_sums(f: &Family<'_>, by_platform: bool) -> Published {
     let boxes = boxes_of(f, by_platform);
     let umbrellas = umbrellas(f);
     let mut shown: Vec<bool> = boxes.iter().map(|b| b.persons >= f.k).collect();
-    // Each round either finds no leak or hides one more box: within a tier,
-    // an umbrella group's box (staff, made of departments) before a leaf
-    // group's, then the one with fewer persons.
-    while let Some(candidates) = audit(f, &boxes, &shown) {
-        let pick = candidates
-            .into_iter()
-            .filter(|&b| shown[b])
-            .min_by_key(|&b| {
-                let keys = &boxes[b].keys;
-                let tier = keys.iter().map(|&key| cost_tier(key, by_platform)).max();
-                let leaf = keys.iter().any(|(g, _)| !umbrellas.contains(g));
-                (tier, leaf, boxes[b].persons, b)
-            });
-        match pick {
-            Some(b) => shown[b] = false,
-            // Cannot happen (a leak is a combination of shown boxes); hide
-            // everything rather than loop.
-            None => shown.iter_mut().for_each(|s| *s = false),
+    let cost = |b: usize| {
+        let keys = &boxes[b].keys;
+        let tier = keys.iter().map(|&key| cost_tier(key, by_platform)).max();
+        let leaf = keys.iter().any(|(g, _)| !umbrellas.contains(g));
+        (tier, leaf, boxes[b].persons, b)
+    };
+    // Each round finds the leaks and hides, for each, the cheapest box of
+    // its combination (unless an earlier fix of the round took one): a
+    // group × platform cell before a total, an umbrella group's box (staff,
+    // made of departments) before a leaf group's, then the one with fewer
+    // persons. The last round, with a second prime, must find nothing.
+    let mut prime = PRIMES[0];
+    loop {
+        let leaks = audit(f, &boxes, &shown, prime);
+        if leaks.is_empty() {
+            if prime == PRIMES[1] {
+                break;
+            }
+            prime = PRIMES[1];
+            continue;
+        }
+        prime = PRIMES[0];
+        for combination in leaks {
+            if combination.iter().any(|&b| !shown[b]) {
+                continue; // fixed by an earlier choice of this round
+            }
+            match combination.iter().copied().min_by_key(|&b| cost(b)) {
+                Some(b) => shown[b] = false,
+                // Cannot happen (a leak combines shown boxes); hide
+                // everything rather than loop.
+                None => shown.iter_mut().for_each(|s| *s = false),
+            }
         }
     }
     Published {
@@ -315,14 +329,53 @@ fn boxes_of(f: &Family<'_>, by_platform: bool) -> Vec<BoxInfo> {
 /// How many subsets of small atoms the search may try before it gives up
 /// and reports a leak (erring towards hiding).
 const SEARCH_LIMIT: usize = 20_000;
+/// How many leaks one audit reports at most.
+const LEAKS_PER_ROUND: usize = 64;
 
-/// Finds a published combination that depends on fewer than k persons.
-/// Returns the boxes it is made of (hiding one of them removes it), or
-/// `None` when there is none.
-fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>> {
+/// The arithmetic is modulo these primes (fast, and no number grows). A
+/// linear dependency over the rationals is always one modulo a prime; the
+/// converse can fail only when the prime divides a determinant of the 0/1
+/// matrix, so the final audit repeats with a second prime, and a leak
+/// would have to hide from both.
+const PRIMES: [u64; 2] = [(1 << 61) - 1, (1 << 31) - 1];
+
+#[inline]
+fn mulm(a: u64, b: u64, p: u64) -> u64 {
+    if p == PRIMES[0] {
+        // A Mersenne prime: reduce with a shift and an add.
+        let x = u128::from(a) * u128::from(b);
+        let r = (x as u64 & p) + (x >> 61) as u64;
+        if r >= p {
+            r - p
+        } else {
+            r
+        }
+    } else {
+        // Below 2^32: the product fits in 64 bits.
+        (a * b) % p
+    }
+}
+
+fn inv(a: u64, p: u64) -> u64 {
+    // Fermat: a^(p-2).
+    let (mut base, mut e, mut r) = (a % p, p - 2, 1u64);
+    while e > 0 {
+        if e & 1 == 1 {
+            r = mulm(r, base, p);
+        }
+        base = mulm(base, base, p);
+        e >>= 1;
+    }
+    r
+}
+
+/// Finds published combinations that depend on fewer than k persons.
+/// Returns, for each (at most [`LEAKS_PER_ROUND`]), the boxes it is made of
+/// (hiding one of them removes it); none when the family is safe.
+fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<usize>> {
     let rows: Vec<usize> = (0..boxes.len()).filter(|&b| shown[b]).collect();
     if rows.is_empty() {
-        return None;
+        return Vec::new();
     }
     // Atoms covered by the same shown boxes are indistinguishable: merge
     // them into one column (with the union of their persons).
@@ -348,27 +401,24 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>
     }
     let small = |c: usize| cols[c].len() < f.k;
     if !(0..cols.len()).any(small) {
-        return None;
+        return Vec::new();
     }
     // Column order: large atoms first, then small ones.
     let mut order: Vec<usize> = (0..cols.len()).collect();
     order.sort_by_key(|&c| (small(c), c));
-    let pos: Vec<usize> = {
-        let mut p = vec![0; cols.len()];
-        for (i, &c) in order.iter().enumerate() {
-            p[c] = i;
-        }
-        p
-    };
+    let mut pos = vec![0; cols.len()];
+    for (i, &c) in order.iter().enumerate() {
+        pos[c] = i;
+    }
     let nlarge = order.iter().filter(|&&c| !small(c)).count();
     let ncols = cols.len();
     let nrows = rows.len();
     // [B | I]: each row remembers which shown boxes it combines.
-    let mut m: Vec<Vec<i128>> = rows
+    let mut m: Vec<Vec<u64>> = rows
         .iter()
         .enumerate()
         .map(|(r, &b)| {
-            let mut row = vec![0i128; ncols + nrows];
+            let mut row = vec![0u64; ncols + nrows];
             for &a in &boxes[b].atoms {
                 if let Some(c) = atom_col[a] {
                     row[pos[c]] = 1;
@@ -378,23 +428,18 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>
             row
         })
         .collect();
-    let any_leak = || Some(rows.clone());
-    let Some(pivots) = rref(&mut m, ncols) else {
-        return any_leak();
-    };
-    // Rows whose pivot is a small column are zero on every large column:
-    // they span the published combinations of small atoms only.
-    let w: Vec<usize> = pivots
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.is_some_and(|p| p >= nlarge))
-        .map(|(r, _)| r)
+    // Row echelon form with the large columns first: the rows whose pivot
+    // is a small column are zero on every large column, and span every
+    // published combination that avoids the large atoms.
+    let pivots = echelon(&mut m, ncols, p);
+    let w: Vec<usize> = (0..m.len())
+        .filter(|&r| pivots[r].is_some_and(|c| c >= nlarge))
         .collect();
     if w.is_empty() {
-        return None;
+        return Vec::new();
     }
     let col_persons = |c: usize| &cols[order[c]];
-    let boxes_in = |coeffs: &[i128]| -> Vec<usize> {
+    let boxes_in = |coeffs: &[u64]| -> Vec<usize> {
         coeffs
             .iter()
             .enumerate()
@@ -406,14 +451,16 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>
     let supp: Vec<usize> = (nlarge..ncols)
         .filter(|&c| w.iter().any(|&r| m[r][c] != 0))
         .collect();
+    let mut leaks = Vec::new();
     let mut union = PersonSet::new();
     for &c in &supp {
         union |= col_persons(c);
     }
     if union.len() < f.k {
-        return Some(boxes_in(&m[w[0]][ncols..]));
+        // All of them together are too few: every combination leaks.
+        return w.iter().map(|&r| boxes_in(&m[r][ncols..])).collect();
     }
-    // One combination alone.
+    // Combinations alone.
     for &r in &w {
         union.clear();
         for &c in &supp {
@@ -422,8 +469,12 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>
             }
         }
         if union.len() < f.k {
-            return Some(boxes_in(&m[r][ncols..]));
+            leaks.push(boxes_in(&m[r][ncols..]));
         }
+    }
+    if !leaks.is_empty() {
+        leaks.truncate(LEAKS_PER_ROUND);
+        return leaks;
     }
     // Subsets of small columns holding fewer than k persons: does some
     // combination live on one of them alone?
@@ -431,7 +482,7 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>
     by_size.sort_by_key(|&c| (col_persons(c).len(), c));
     let mut tried = 0usize;
     let mut chosen: Vec<usize> = Vec::new();
-    let mut found: Option<Vec<i128>> = None;
+    let mut found: Option<Vec<u64>> = None;
     search(
         &by_size,
         0,
@@ -439,14 +490,14 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool]) -> Option<Vec<usize>
         &mut chosen,
         &mut tried,
         &mut found,
-        &mut |s: &[usize]| combination_within(&m, &w, &supp, s, ncols),
+        &mut |s: &[usize]| combination_within(&m, &w, &supp, s, ncols, p),
         &|c| col_persons(c),
         f.k,
     );
     match found {
-        Some(coeffs) => Some(boxes_in(&coeffs)),
-        None if tried > SEARCH_LIMIT => Some(boxes_in(&m[w[0]][ncols..])),
-        None => None,
+        Some(coeffs) => vec![boxes_in(&coeffs)],
+        None if tried > SEARCH_LIMIT => vec![boxes_in(&m[w[0]][ncols..])],
+        None => Vec::new(),
     }
 }
 
@@ -460,8 +511,8 @@ fn search<'p>(
     persons: &PersonSet,
     chosen: &mut Vec<usize>,
     tried: &mut usize,
-    found: &mut Option<Vec<i128>>,
-    check: &mut dyn FnMut(&[usize]) -> Option<Vec<i128>>,
+    found: &mut Option<Vec<u64>>,
+    check: &mut dyn FnMut(&[usize]) -> Option<Vec<u64>>,
     persons_of: &dyn Fn(usize) -> &'p PersonSet,
     k: u64,
 ) {
@@ -499,12 +550,13 @@ fn search<'p>(
 /// A non-zero combination of the rows `w` of `m` that is zero on every
 /// column of `supp` outside `within`: its box coefficients, if one exists.
 fn combination_within(
-    m: &[Vec<i128>],
+    m: &[Vec<u64>],
     w: &[usize],
     supp: &[usize],
     within: &[usize],
     ncols: usize,
-) -> Option<Vec<i128>> {
+    p: u64,
+) -> Option<Vec<u64>> {
     let inside: FxHashSet<usize> = within.iter().copied().collect();
     let outside: Vec<usize> = supp
         .iter()
@@ -513,69 +565,55 @@ fn combination_within(
         .collect();
     let width = m[0].len();
     // Rows: [values on the outside columns | box coefficients].
-    let mut sub: Vec<Vec<i128>> = w
+    let mut sub: Vec<Vec<u64>> = w
         .iter()
         .map(|&r| {
-            let mut row: Vec<i128> = outside.iter().map(|&c| m[r][c]).collect();
+            let mut row: Vec<u64> = outside.iter().map(|&c| m[r][c]).collect();
             row.extend_from_slice(&m[r][ncols..width]);
             row
         })
         .collect();
-    let pivots = rref(&mut sub, outside.len())?;
+    let pivots = echelon(&mut sub, outside.len(), p);
     let zero = pivots.iter().position(Option::is_none)?;
     Some(sub[zero][outside.len()..].to_vec())
 }
 
-/// Fraction-free reduced row echelon form of `m` over its first `ncols`
-/// columns (the other columns ride along). Returns each row's pivot column
-/// (`None` for rows that became zero), or `None` on overflow.
-fn rref(m: &mut [Vec<i128>], ncols: usize) -> Option<Vec<Option<usize>>> {
+/// Row echelon form of `m` modulo `p` over its first `ncols` columns (the
+/// other columns ride along). Returns each row's pivot column, `None` for
+/// rows that became zero on those columns.
+fn echelon(m: &mut [Vec<u64>], ncols: usize, p: u64) -> Vec<Option<usize>> {
     let mut pivots = vec![None; m.len()];
     let mut r = 0;
     for c in 0..ncols {
         if r == m.len() {
             break;
         }
-        let Some(p) = (r..m.len())
-            .filter(|&i| m[i][c] != 0)
-            .min_by_key(|&i| m[i][c].unsigned_abs())
-        else {
+        let Some(i) = (r..m.len()).find(|&i| m[i][c] != 0) else {
             continue;
         };
-        m.swap(r, p);
-        let pivot_row = m[r].clone();
-        let pv = pivot_row[c];
-        for (i, row) in m.iter_mut().enumerate() {
-            if i == r || row[c] == 0 {
+        m.swap(r, i);
+        let scale = inv(m[r][c], p);
+        for x in m[r].iter_mut() {
+            *x = mulm(*x, scale, p);
+        }
+        let (head, tail) = m.split_at_mut(r + 1);
+        let pivot_row = &head[r];
+        for row in tail.iter_mut() {
+            let a = row[c];
+            if a == 0 {
                 continue;
             }
-            let a = row[c];
-            for (x, &y) in row.iter_mut().zip(&pivot_row) {
-                *x = x.checked_mul(pv)?.checked_sub(y.checked_mul(a)?)?;
+            for (x, &y) in row.iter_mut().zip(pivot_row.iter()).skip(c) {
+                if y != 0 {
+                    let t = *x + p - mulm(a, y, p);
+                    *x = if t >= p { t - p } else { t };
+                }
             }
-            normalize(row);
         }
         pivots[r] = Some(c);
         r += 1;
     }
-    Some(pivots)
-}
-
-/// Divides a row by the greatest common divisor of its entries.
-fn normalize(row: &mut [i128]) {
-    let g = row.iter().fold(0u128, |g, &x| gcd(g, x.unsigned_abs()));
-    if g > 1 {
-        for x in row.iter_mut() {
-            *x /= g as i128;
-        }
-    }
-}
-
-fn gcd(mut a: u128, mut b: u128) -> u128 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
+    pivots
 }
 
 #[cfg(test)]
@@ -757,15 +795,17 @@ mod tests {
     }
 
     #[test]
-    fn elimination_finds_dependencies_exactly() {
-        // rows: a+b, b+c, a+c → independent over the rationals (rank 3).
-        let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 0, 1]];
-        let piv = rref(&mut m, 3).unwrap();
-        assert!(piv.iter().all(Option::is_some));
-        // a+b, b+c, a+2b+c → dependent.
-        let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 2, 1]];
-        let piv = rref(&mut m, 3).unwrap();
-        assert_eq!(piv.iter().filter(|p| p.is_none()).count(), 1);
+    fn elimination_finds_dependencies_modulo_both_primes() {
+        for p in PRIMES {
+            // rows: a+b, b+c, a+c → independent (rank 3).
+            let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 0, 1]];
+            assert!(echelon(&mut m, 3, p).iter().all(Option::is_some));
+            // a+b, b+c, a+2b+c → dependent.
+            let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 2, 1]];
+            let piv = echelon(&mut m, 3, p);
+            assert_eq!(piv.iter().filter(|p| p.is_none()).count(), 1);
+            assert_eq!(mulm(inv(12345, p), 12345, p), 1);
+        }
     }
 
     #[test]
@@ -773,5 +813,74 @@ mod tests {
         assert_eq!(Cell::gated(7u64, 4, 5), Cell::Suppressed);
         assert_eq!(Cell::gated(7u64, 5, 5), Cell::Value(7));
         assert_eq!(Cell::gated(0u64, 0, 5), Cell::Value(0));
+    }
+}
+
+#[cfg(test)]
+mod stress {
+    use super::*;
+
+    /// `cargo test --release --lib stress -- --ignored --nocapture`: a large
+    /// company (40 group sets over 25 groups, 20 platforms, small cells
+    /// everywhere), timed.
+    #[test]
+    #[ignore]
+    fn a_large_company_is_protected_in_reasonable_time() {
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let regions: Vec<Box<[u32]>> = (0..40u32)
+            .map(|r| {
+                let mut g = vec![0, 1 + r % 12, 13 + r % 7];
+                if r % 5 == 0 {
+                    g.push(20 + r % 5);
+                }
+                g.sort_unstable();
+                g.dedup();
+                g.into_boxed_slice()
+            })
+            .collect();
+        let mut sets = Vec::new();
+        let mut next = 0u32;
+        for r in 0..40u32 {
+            for p in 0..20u32 {
+                let n = match rnd(10) {
+                    0..=3 => 0,
+                    4..=6 => 1 + rnd(4) as u32,
+                    _ => 5 + rnd(30) as u32,
+                };
+                if n > 0 {
+                    sets.push((r, p, (next..next + n).collect::<PersonSet>()));
+                    next += n / 2 + 1; // persons on several platforms
+                }
+            }
+        }
+        for platforms in [Platforms::Sum, Platforms::Union] {
+            let t = std::time::Instant::now();
+            let p = protect(&Family {
+                regions: &regions,
+                atoms: sets
+                    .iter()
+                    .map(|(r, p, s)| Atom {
+                        region: *r,
+                        platform: *p,
+                        persons: s,
+                    })
+                    .collect(),
+                platforms,
+                k: 5,
+            });
+            eprintln!(
+                "{platforms:?}: {} atoms, {} hidden of {} boxes, {:?}",
+                sets.len(),
+                p.hidden(),
+                p.shown.len(),
+                t.elapsed()
+            );
+        }
     }
 }
