@@ -369,6 +369,82 @@ fn inv(a: u64, p: u64) -> u64 {
     r
 }
 
+/// A sparse row: (column, value) sorted by column, values non-zero modulo
+/// the prime. Columns past the atoms' are the shown boxes (which boxes the
+/// row combines).
+type Row = Vec<(u32, u64)>;
+
+/// `row − a × piv` modulo `p`.
+fn sub_scaled(row: &[(u32, u64)], a: u64, piv: &[(u32, u64)], p: u64) -> Row {
+    let mut out = Vec::with_capacity(row.len() + piv.len());
+    let (mut i, mut j) = (0, 0);
+    while i < row.len() || j < piv.len() {
+        let take_row = j == piv.len() || (i < row.len() && row[i].0 < piv[j].0);
+        let take_piv = i == row.len() || (j < piv.len() && piv[j].0 < row[i].0);
+        if take_row {
+            out.push(row[i]);
+            i += 1;
+        } else if take_piv {
+            out.push((piv[j].0, p - mulm(a, piv[j].1, p)));
+            j += 1;
+        } else {
+            let t = row[i].1 + p - mulm(a, piv[j].1, p);
+            let t = if t >= p { t - p } else { t };
+            if t != 0 {
+                out.push((row[i].0, t));
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    out
+}
+
+/// An echelon basis built one row at a time (columns in the order that
+/// matters: the lowest first). Sparse, so that rows of different
+/// platforms never touch each other's columns.
+struct Basis {
+    /// Columns below this are the matrix; the rest ride along.
+    ncols: u32,
+    p: u64,
+    rows: Vec<Row>,
+    pivot: FxHashMap<u32, usize>,
+}
+
+impl Basis {
+    fn new(ncols: usize, p: u64) -> Basis {
+        Basis {
+            ncols: ncols as u32,
+            p,
+            rows: Vec::new(),
+            pivot: FxHashMap::default(),
+        }
+    }
+
+    /// Reduces `r` by the basis; adds it when something is left on the
+    /// matrix columns (returns its index), else returns what is left of it
+    /// (the columns that ride along: a dependency).
+    fn insert(&mut self, mut r: Row) -> Result<usize, Row> {
+        loop {
+            let Some(&(c, v)) = r.first().filter(|(c, _)| *c < self.ncols) else {
+                return Err(r);
+            };
+            match self.pivot.get(&c) {
+                Some(&i) => r = sub_scaled(&r, v, &self.rows[i], self.p),
+                None => {
+                    let scale = inv(v, self.p);
+                    for x in &mut r {
+                        x.1 = mulm(x.1, scale, self.p);
+                    }
+                    self.rows.push(r);
+                    self.pivot.insert(c, self.rows.len() - 1);
+                    return Ok(self.rows.len() - 1);
+                }
+            }
+        }
+    }
+}
+
 /// Finds published combinations that depend on fewer than k persons.
 /// Returns, for each (at most [`LEAKS_PER_ROUND`]), the boxes it is made of
 /// (hiding one of them removes it); none when the family is safe.
@@ -387,6 +463,7 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
     }
     let mut col_of: FxHashMap<&[u32], usize> = FxHashMap::default();
     let mut cols: Vec<PersonSet> = Vec::new();
+    let mut col_platform: Vec<u32> = Vec::new();
     let mut atom_col: Vec<Option<usize>> = vec![None; f.atoms.len()];
     for (a, s) in sig.iter().enumerate() {
         if s.is_empty() {
@@ -394,6 +471,7 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
         }
         let c = *col_of.entry(s.as_slice()).or_insert_with(|| {
             cols.push(PersonSet::new());
+            col_platform.push(f.atoms[a].platform);
             cols.len() - 1
         });
         cols[c] |= f.atoms[a].persons;
@@ -403,77 +481,80 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
     if !(0..cols.len()).any(small) {
         return Vec::new();
     }
-    // Column order: large atoms first, then small ones.
+    // Column order: large atoms first (platform by platform), then small.
     let mut order: Vec<usize> = (0..cols.len()).collect();
-    order.sort_by_key(|&c| (small(c), c));
-    let mut pos = vec![0; cols.len()];
+    order.sort_by_key(|&c| (small(c), col_platform[c], c));
+    let mut pos = vec![0u32; cols.len()];
     for (i, &c) in order.iter().enumerate() {
-        pos[c] = i;
+        pos[c] = i as u32;
     }
-    let nlarge = order.iter().filter(|&&c| !small(c)).count();
+    let nlarge = order.iter().filter(|&&c| !small(c)).count() as u32;
     let ncols = cols.len();
-    let nrows = rows.len();
-    // [B | I]: each row remembers which shown boxes it combines.
-    let mut m: Vec<Vec<u64>> = rows
+    // Rows: one platform's cells first, platform by platform, the totals
+    // that span platforms last; each carries its own box as a ridealong.
+    let mut by_block: Vec<usize> = (0..rows.len()).collect();
+    by_block.sort_by_key(|&r| {
+        let (g, pl) = boxes[rows[r]].keys[0];
+        (pl == ANY, pl, g)
+    });
+    let mut basis = Basis::new(ncols, p);
+    for r in by_block {
+        let mut row: Row = boxes[rows[r]]
+            .atoms
+            .iter()
+            .filter_map(|&a| atom_col[a].map(|c| (pos[c], 1)))
+            .collect();
+        row.sort_unstable();
+        row.dedup_by_key(|x| x.0);
+        row.push(((ncols + r) as u32, 1));
+        let _ = basis.insert(row);
+    }
+    // Basis rows whose pivot is a small column are zero on every large
+    // column, and span every published combination that avoids them.
+    let w: Vec<&Row> = basis
+        .rows
         .iter()
-        .enumerate()
-        .map(|(r, &b)| {
-            let mut row = vec![0u64; ncols + nrows];
-            for &a in &boxes[b].atoms {
-                if let Some(c) = atom_col[a] {
-                    row[pos[c]] = 1;
-                }
-            }
-            row[ncols + r] = 1;
-            row
-        })
-        .collect();
-    // Row echelon form with the large columns first: the rows whose pivot
-    // is a small column are zero on every large column, and span every
-    // published combination that avoids the large atoms.
-    let pivots = echelon(&mut m, ncols, p);
-    let w: Vec<usize> = (0..m.len())
-        .filter(|&r| pivots[r].is_some_and(|c| c >= nlarge))
+        .filter(|r| r.first().is_some_and(|&(c, _)| c >= nlarge))
         .collect();
     if w.is_empty() {
         return Vec::new();
     }
-    let col_persons = |c: usize| &cols[order[c]];
-    let boxes_in = |coeffs: &[u64]| -> Vec<usize> {
-        coeffs
-            .iter()
-            .enumerate()
-            .filter(|(_, &v)| v != 0)
-            .map(|(r, _)| rows[r])
+    let col_persons = |c: u32| &cols[order[c as usize]];
+    let boxes_in = |row: &Row| -> Vec<usize> {
+        row.iter()
+            .filter(|&&(c, _)| c as usize >= ncols)
+            .map(|&(c, _)| rows[c as usize - ncols])
             .collect()
     };
-    // Columns where some combination is non-zero.
-    let supp: Vec<usize> = (nlarge..ncols)
-        .filter(|&c| w.iter().any(|&r| m[r][c] != 0))
-        .collect();
-    let mut leaks = Vec::new();
+    fn support(row: &Row, ncols: usize) -> impl Iterator<Item = u32> + '_ {
+        row.iter().map(|x| x.0).take_while(move |&c| (c as usize) < ncols)
+    }
+    let mut supp: Vec<u32> = w.iter().flat_map(|r| support(r, ncols)).collect();
+    supp.sort_unstable();
+    supp.dedup();
     let mut union = PersonSet::new();
     for &c in &supp {
         union |= col_persons(c);
     }
     if union.len() < f.k {
         // All of them together are too few: every combination leaks.
-        return w.iter().map(|&r| boxes_in(&m[r][ncols..])).collect();
+        return w.iter().take(LEAKS_PER_ROUND).map(|r| boxes_in(r)).collect();
     }
     // Combinations alone.
-    for &r in &w {
+    let mut leaks = Vec::new();
+    for r in &w {
         union.clear();
-        for &c in &supp {
-            if m[r][c] != 0 {
-                union |= col_persons(c);
-            }
+        for c in support(r, ncols) {
+            union |= col_persons(c);
         }
         if union.len() < f.k {
-            leaks.push(boxes_in(&m[r][ncols..]));
+            leaks.push(boxes_in(r));
+            if leaks.len() == LEAKS_PER_ROUND {
+                break;
+            }
         }
     }
     if !leaks.is_empty() {
-        leaks.truncate(LEAKS_PER_ROUND);
         return leaks;
     }
     // Subsets of small columns holding fewer than k persons: does some
@@ -481,8 +562,8 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
     let mut by_size = supp.clone();
     by_size.sort_by_key(|&c| (col_persons(c).len(), c));
     let mut tried = 0usize;
-    let mut chosen: Vec<usize> = Vec::new();
-    let mut found: Option<Vec<u64>> = None;
+    let mut chosen: Vec<u32> = Vec::new();
+    let mut found: Option<Row> = None;
     search(
         &by_size,
         0,
@@ -490,13 +571,13 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
         &mut chosen,
         &mut tried,
         &mut found,
-        &mut |s: &[usize]| combination_within(&m, &w, &supp, s, ncols, p),
+        &mut |s: &[u32]| combination_within(&w, s, ncols, p),
         &|c| col_persons(c),
         f.k,
     );
     match found {
-        Some(coeffs) => vec![boxes_in(&coeffs)],
-        None if tried > SEARCH_LIMIT => vec![boxes_in(&m[w[0]][ncols..])],
+        Some(row) => vec![boxes_in(&row)],
+        None if tried > SEARCH_LIMIT => vec![boxes_in(w[0])],
         None => Vec::new(),
     }
 }
@@ -506,14 +587,14 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
 /// after [`SEARCH_LIMIT`] subsets.
 #[allow(clippy::too_many_arguments)]
 fn search<'p>(
-    cols: &[usize],
+    cols: &[u32],
     from: usize,
     persons: &PersonSet,
-    chosen: &mut Vec<usize>,
+    chosen: &mut Vec<u32>,
     tried: &mut usize,
-    found: &mut Option<Vec<u64>>,
-    check: &mut dyn FnMut(&[usize]) -> Option<Vec<u64>>,
-    persons_of: &dyn Fn(usize) -> &'p PersonSet,
+    found: &mut Option<Row>,
+    check: &mut dyn FnMut(&[u32]) -> Option<Row>,
+    persons_of: &dyn Fn(u32) -> &'p PersonSet,
     k: u64,
 ) {
     for i in from..cols.len() {
@@ -547,73 +628,40 @@ fn search<'p>(
     }
 }
 
-/// A non-zero combination of the rows `w` of `m` that is zero on every
-/// column of `supp` outside `within`: its box coefficients, if one exists.
-fn combination_within(
-    m: &[Vec<u64>],
-    w: &[usize],
-    supp: &[usize],
-    within: &[usize],
-    ncols: usize,
-    p: u64,
-) -> Option<Vec<u64>> {
-    let inside: FxHashSet<usize> = within.iter().copied().collect();
-    let outside: Vec<usize> = supp
-        .iter()
-        .copied()
-        .filter(|c| !inside.contains(c))
-        .collect();
-    let width = m[0].len();
-    // Rows: [values on the outside columns | box coefficients].
-    let mut sub: Vec<Vec<u64>> = w
-        .iter()
-        .map(|&r| {
-            let mut row: Vec<u64> = outside.iter().map(|&c| m[r][c]).collect();
-            row.extend_from_slice(&m[r][ncols..width]);
-            row
-        })
-        .collect();
-    let pivots = echelon(&mut sub, outside.len(), p);
-    let zero = pivots.iter().position(Option::is_none)?;
-    Some(sub[zero][outside.len()..].to_vec())
-}
-
-/// Row echelon form of `m` modulo `p` over its first `ncols` columns (the
-/// other columns ride along). Returns each row's pivot column, `None` for
-/// rows that became zero on those columns.
-fn echelon(m: &mut [Vec<u64>], ncols: usize, p: u64) -> Vec<Option<usize>> {
-    let mut pivots = vec![None; m.len()];
-    let mut r = 0;
-    for c in 0..ncols {
-        if r == m.len() {
-            break;
-        }
-        let Some(i) = (r..m.len()).find(|&i| m[i][c] != 0) else {
-            continue;
-        };
-        m.swap(r, i);
-        let scale = inv(m[r][c], p);
-        for x in m[r].iter_mut() {
-            *x = mulm(*x, scale, p);
-        }
-        let (head, tail) = m.split_at_mut(r + 1);
-        let pivot_row = &head[r];
-        for row in tail.iter_mut() {
-            let a = row[c];
-            if a == 0 {
-                continue;
-            }
-            for (x, &y) in row.iter_mut().zip(pivot_row.iter()).skip(c) {
-                if y != 0 {
-                    let t = *x + p - mulm(a, y, p);
-                    *x = if t >= p { t - p } else { t };
+/// A non-zero combination of the rows `w` that is zero on every matrix
+/// column outside `within`: the boxes it combines (as the columns from
+/// `ncols` on), if one exists.
+fn combination_within(w: &[&Row], within: &[u32], ncols: usize, p: u64) -> Option<Row> {
+    // Renumber: columns outside `within` first (they must cancel), then
+    // those inside and the boxes, which ride along.
+    let inside: FxHashSet<u32> = within.iter().copied().collect();
+    let shift = ncols as u32;
+    let mut basis = Basis::new(ncols, p);
+    for r in w {
+        let mut row: Row = r
+            .iter()
+            .map(|&(c, v)| {
+                if (c as usize) < ncols && !inside.contains(&c) {
+                    (c, v)
+                } else {
+                    (c + shift, v) // past the matrix: rides along
                 }
+            })
+            .collect();
+        row.sort_unstable_by_key(|x| x.0);
+        if let Err(left) = basis.insert(row) {
+            // Zero outside `within`: what is left names its boxes.
+            let boxes: Row = left
+                .into_iter()
+                .filter(|&(c, _)| c >= 2 * shift)
+                .map(|(c, v)| (c - shift, v))
+                .collect();
+            if !boxes.is_empty() {
+                return Some(boxes);
             }
         }
-        pivots[r] = Some(c);
-        r += 1;
     }
-    pivots
+    None
 }
 
 #[cfg(test)]
@@ -796,14 +844,23 @@ mod tests {
 
     #[test]
     fn elimination_finds_dependencies_modulo_both_primes() {
+        let rows = |v: &[&[u32]]| -> Vec<Row> {
+            v.iter().map(|r| r.iter().map(|&c| (c, 1)).collect()).collect()
+        };
         for p in PRIMES {
-            // rows: a+b, b+c, a+c → independent (rank 3).
-            let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 0, 1]];
-            assert!(echelon(&mut m, 3, p).iter().all(Option::is_some));
-            // a+b, b+c, a+2b+c → dependent.
-            let mut m = vec![vec![1, 1, 0], vec![0, 1, 1], vec![1, 2, 1]];
-            let piv = echelon(&mut m, 3, p);
-            assert_eq!(piv.iter().filter(|p| p.is_none()).count(), 1);
+            // a+b, b+c, a+c: independent (rank 3).
+            let mut b = Basis::new(3, p);
+            for r in rows(&[&[0, 1], &[1, 2], &[0, 2]]) {
+                assert!(b.insert(r).is_ok());
+            }
+            // a+b, b+c, then a−c = (a+b) − (b+c): dependent; what is left
+            // is on the columns that ride along.
+            let mut b = Basis::new(3, p);
+            for r in rows(&[&[0, 1, 3], &[1, 2, 4]]) {
+                assert!(b.insert(r).is_ok());
+            }
+            let left = b.insert(vec![(0, 1), (2, p - 1), (5, 1)]).unwrap_err();
+            assert_eq!(left, vec![(3, p - 1), (4, 1), (5, 1)]);
             assert_eq!(mulm(inv(12345, p), 12345, p), 1);
         }
     }
