@@ -20,6 +20,15 @@
 //! starts with a newline so that the fragment stays a line of its own, which
 //! readers skip and count (see `report::read`).
 //!
+//! A log file that disappears under the writer (`rm`, its directory
+//! removed, a rotated file compressed away) would swallow every write
+//! without an error; before each batch the writer checks that its file is
+//! still linked, and if not, opens the path again, or drops (and counts) the
+//! batch while it cannot. A writer stuck on a stalled disk blocks only its
+//! own thread: the queue fills and new records are dropped and counted, and
+//! shutdown waits for it a bounded time ([`WriterHandle::finish_within`]),
+//! counting what it could not write.
+//!
 //! A failure is logged once when it starts and once when writing works
 //! again (with the number of records lost in between), not once per record.
 //! While writing fails, the writer reopens the configured path before each
@@ -84,6 +93,11 @@ pub type UserMapper = Arc<dyn Fn(&str) -> String + Send + Sync>;
 /// failed); the metrics count them.
 pub type DropHook = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Called when a write fails, or the log cannot be opened again (after
+/// SIGUSR1, or because the file was removed), with `"write"` or `"reopen"`;
+/// the metrics count them.
+pub type FaultHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Something that sees every event on the hot path (metrics).
 pub trait Observer: Send + Sync {
     fn observe(&self, ev: &Event);
@@ -121,6 +135,9 @@ impl Drops {
 struct Inner {
     drops: Arc<Drops>,
     written: Arc<AtomicU64>,
+    /// Records in the queue or the writer's batch, not yet written or
+    /// dropped: what a writer that never finishes would lose.
+    queued: Arc<AtomicU64>,
     reopen: Arc<AtomicBool>,
     observers: Vec<Arc<dyn Observer>>,
 }
@@ -148,6 +165,7 @@ impl Recorder {
                     hook: None,
                 }),
                 written: Arc::new(AtomicU64::new(0)),
+                queued: Arc::new(AtomicU64::new(0)),
                 reopen: Arc::new(AtomicBool::new(false)),
                 observers,
             }),
@@ -163,10 +181,12 @@ impl Recorder {
         users: UserMapper,
         observers: Vec<Arc<dyn Observer>>,
         on_drop: Option<DropHook>,
+        on_fault: Option<FaultHook>,
     ) -> io::Result<(Recorder, WriterHandle)> {
         let (sink, mid_line) = Sink::open(config.path.as_deref(), config.mode)?;
         let (tx, rx) = sync_channel(config.capacity.max(1));
         let written = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicU64::new(0));
         let reopen = Arc::new(AtomicBool::new(false));
         let drops = Arc::new(Drops {
             count: AtomicU64::new(0),
@@ -180,7 +200,9 @@ impl Recorder {
             format: config.format,
             users,
             written: written.clone(),
+            queued: queued.clone(),
             drops: drops.clone(),
+            on_fault,
             reopen: reopen.clone(),
             batch: Batch::default(),
             need_newline: mid_line,
@@ -193,6 +215,7 @@ impl Recorder {
             inner: Arc::new(Inner {
                 drops,
                 written,
+                queued,
                 reopen,
                 observers,
             }),
@@ -213,9 +236,12 @@ impl Recorder {
             o.observe(&ev);
         }
         if let Some(tx) = &self.tx {
+            // Counted before it is sent, so the writer never sees it first.
+            self.inner.queued.fetch_add(1, Ordering::Relaxed);
             match tx.try_send(Msg::Event(ev)) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.inner.queued.fetch_sub(1, Ordering::Relaxed);
                     self.inner.drops.add(1);
                 }
             }
@@ -249,6 +275,47 @@ impl WriterHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// Like [`finish`](Self::finish), but waits at most `limit` for the
+    /// writer (a disk that stopped answering must not keep the process from
+    /// exiting). What it could not write by then is counted as dropped and
+    /// said on stderr. Returns whether the writer finished.
+    pub fn finish_within(mut self, limit: std::time::Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        if let Some(tx) = self.recorder.tx.take() {
+            // The queue may be full while the writer is stuck: keep trying
+            // until the deadline rather than blocking on `send`.
+            let mut msg = Msg::Stop;
+            loop {
+                match tx.try_send(msg) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                    Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                        msg = m;
+                        std::thread::sleep(POLL_INTERVAL);
+                    }
+                    Err(TrySendError::Full(_)) => break,
+                }
+            }
+        }
+        let Some(t) = self.thread.take() else {
+            return true;
+        };
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        if t.is_finished() {
+            let _ = t.join();
+            return true;
+        }
+        let lost = self.recorder.inner.queued.swap(0, Ordering::Relaxed);
+        self.recorder.inner.drops.add(lost);
+        tracing::error!(
+            lost,
+            "access log: the writer did not finish within {} s (the disk stopped answering?); {lost} records were not written and are counted as dropped",
+            limit.as_secs()
+        );
+        false
     }
 }
 
@@ -317,6 +384,19 @@ impl Write for Sink {
             Sink::Stdout(w) => w.flush(),
             Sink::File(w) => w.flush(),
         }
+    }
+}
+
+impl Sink {
+    /// The open file no longer has a name: it was removed (or its
+    /// directory was), so what is written to it is lost.
+    fn removed(&self) -> bool {
+        #[cfg(unix)]
+        if let Sink::File(f) = self {
+            use std::os::unix::fs::MetadataExt;
+            return f.metadata().is_ok_and(|m| m.nlink() == 0);
+        }
+        false
     }
 }
 
@@ -442,7 +522,9 @@ struct Writer {
     format: LogFormat,
     users: UserMapper,
     written: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
     drops: Arc<Drops>,
+    on_fault: Option<FaultHook>,
     reopen: Arc<AtomicBool>,
     batch: Batch,
     /// The output ends inside a line (see [`write_batch`]).
@@ -467,7 +549,7 @@ impl Writer {
         }
         loop {
             if self.reopen.swap(false, Ordering::Relaxed) {
-                self.reopen_sink(true);
+                let _ = self.reopen_sink(true);
             }
             let mut stop = false;
             loop {
@@ -508,21 +590,36 @@ impl Writer {
             .map_or_else(|| "(stdout)".to_string(), |p| p.display().to_string())
     }
 
-    /// Reopens the configured path; on failure keeps the current output.
-    fn reopen_sink(&mut self, asked: bool) {
+    fn fault(&self, what: &'static str) {
+        if let Some(f) = &self.on_fault {
+            f(what);
+        }
+    }
+
+    /// Reopens the configured path; on failure keeps the current output
+    /// (which may be a file that was removed: see `write_batch`).
+    fn reopen_sink(&mut self, asked: bool) -> Result<(), io::Error> {
         if self.path.is_none() {
-            return; // standard output stays what it is
+            return Ok(()); // standard output stays what it is
         }
         match Sink::open(self.path.as_deref(), self.mode) {
             Ok((sink, mid_line)) => {
                 self.sink = sink;
                 self.need_newline = mid_line;
+                Ok(())
             }
             // While writing fails, the episode's messages say enough.
             Err(e) if asked || self.failing.is_none() => {
-                tracing::error!(path = %self.path_name(), error = %e, "access log: cannot reopen; still writing to the old file")
+                self.fault("reopen");
+                let path = self.path_name();
+                if self.sink.removed() {
+                    tracing::error!(path = %path, error = %e, "access log: the log file was removed and {path} cannot be opened again: {e}; records are dropped and counted until it can")
+                } else {
+                    tracing::error!(path = %path, error = %e, "access log: cannot reopen {path}: {e}; still writing to the old file (socialgate_access_log_failures_total counts this)")
+                }
+                Err(e)
             }
-            Err(_) => {}
+            Err(e) => Err(e),
         }
     }
 
@@ -542,18 +639,38 @@ impl Writer {
         if self.batch.ends.is_empty() {
             return;
         }
-        if self.failing.is_some() {
+        let mut reopened = Ok(());
+        if self.failing.is_some() || self.sink.removed() {
             // Freed space, a recreated directory or a rotated file: try the
-            // path afresh before each attempt.
-            self.reopen_sink(false);
+            // path afresh before each attempt; and a file that was removed
+            // under us is opened again by name.
+            reopened = self.reopen_sink(false);
         }
-        let out = write_batch(&mut self.sink, &self.batch, &mut self.need_newline);
+        let out = if self.sink.removed() {
+            // Writing on would "succeed" into a file nobody can read.
+            let why = reopened
+                .err()
+                .map_or_else(|| "gone".to_string(), |e| e.to_string());
+            Outcome {
+                written: 0,
+                dropped: self.batch.records(),
+                error: Some(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("the log file was removed and cannot be opened again ({why})"),
+                )),
+            }
+        } else {
+            write_batch(&mut self.sink, &self.batch, &mut self.need_newline)
+        };
+        let records = self.batch.records();
         self.batch.clear();
         self.written.fetch_add(out.written, Ordering::Relaxed);
         self.drops.add(out.dropped);
+        self.queued.fetch_sub(records, Ordering::Relaxed);
         let path = self.path_name();
         match (out.error, &mut self.failing) {
             (Some(e), None) => {
+                self.fault("write");
                 tracing::error!(
                     path = %path,
                     error = %e,
@@ -598,7 +715,11 @@ pub fn format_event(ev: &Event, format: LogFormat, out: &mut Vec<u8>) {
 /// `time elapsed client code/status bytes method URL user hierarchy/peer type`.
 fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     let secs = ev.time.as_millisecond() as f64 / 1000.0;
-    let refused = Verdict::of(ev.action, ev.mode).refused();
+    // Answered by socialgate itself: a refusal, or a request held at a warning.
+    let refused = matches!(
+        Verdict::of_record(ev.action, ev.mode, ev.warn),
+        Verdict::Refused | Verdict::Warned
+    );
     let code = if refused {
         "TCP_DENIED"
     } else if ev.error.is_some() && ev.status >= 500 {
@@ -611,13 +732,18 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     let url = match ev.kind {
         Kind::Tunnel => format!("{}:{}", host_for_url(&ev.host), ev.port),
         Kind::Request => {
-            let port = if ev.port == 80 {
+            // A request inside an inspected tunnel is an https:// URL.
+            let (scheme, default_port) = match ev.tls {
+                Some(crate::event::Tls::Intercepted) => ("https", 443),
+                _ => ("http", 80),
+            };
+            let port = if ev.port == default_port {
                 String::new()
             } else {
                 format!(":{}", ev.port)
             };
             format!(
-                "http://{}{}{}",
+                "{scheme}://{}{}{}",
                 host_for_url(&ev.host),
                 port,
                 ev.path.as_deref().unwrap_or("/")
@@ -679,6 +805,7 @@ mod tests {
             port: 8080,
             path: path.map(str::to_string),
             sni: Some("www.example.org".into()),
+            tls: None,
             platform: None,
             category: Some(Arc::from("video")),
             class: Some(Class::Primary),
@@ -690,6 +817,7 @@ mod tests {
             mode: Mode::Report,
             rule: Arc::from("no-tiktok"),
             reason: Reason::RuleMatched,
+            warn: None,
             status: 403,
             bytes_up: 12,
             bytes_down: u64::MAX,
@@ -896,6 +1024,7 @@ mod tests {
             Some(Arc::new(move |n| {
                 h.fetch_add(n, Ordering::Relaxed);
             })),
+            None,
         )
         .unwrap();
         for _ in 0..7 {

@@ -43,8 +43,9 @@ pub async fn serve(
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err(e) => {
+                    // EMFILE and friends: counted, said, and retried after a pause.
+                    state.proxy.accept_failed("admin", &e).await;
                     continue;
                 }
             },
@@ -90,7 +91,7 @@ async fn handle(
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(&state.proxy.gauges),
+            state.metrics.render(&state.proxy.gauges, state.proxy.inspector.as_deref()),
         ),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         (&Method::GET, "/readyz") => text(

@@ -15,13 +15,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accesslog::{DropHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle};
+use crate::accesslog::{
+    DropHook, FaultHook, LogConfig, Observer, Recorder, UserMapper, WriterHandle,
+};
 use crate::admin::{self, AdminState};
+use crate::ca::{CaPaths, CompanyCa};
 use crate::metrics::Metrics;
-use crate::policy::{load_dir, ConfigErrors};
+use crate::policy::{load_dir, ConfigErrors, Policy};
+use crate::proxy::inspect::{InspectConfig, Inspector};
 use crate::proxy::{self, ProxyConfig, ProxyState};
 use crate::pseudonym::Pseudonymizer;
 use crate::reload::{self, PolicyHandle};
+
+/// How long shutdown waits for the access-log writer to write what is
+/// queued.
+pub const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Everything needed to start.
 #[derive(Debug, Clone)]
@@ -45,6 +53,75 @@ pub struct AppConfig {
     /// HMAC key for user pseudonyms, used unless the policy names its own
     /// `logging.key_file`; created (mode 0600) if missing.
     pub pseudonym_key: PathBuf,
+    /// The company CA and extra upstream roots, unless the policy's
+    /// `inspection:` names its own.
+    pub inspection: InspectionFiles,
+}
+
+/// Where the inspection files are, from flags (`--ca-cert`, `--ca-key`,
+/// `--upstream-ca`); the policy's `inspection:` paths take precedence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectionFiles {
+    pub ca: CaPaths,
+    pub upstream_ca: Vec<PathBuf>,
+}
+
+impl Default for InspectionFiles {
+    fn default() -> Self {
+        InspectionFiles {
+            ca: CaPaths {
+                cert: PathBuf::from(crate::ca::DEFAULT_CERT),
+                key: PathBuf::from(crate::ca::DEFAULT_KEY),
+            },
+            upstream_ca: Vec::new(),
+        }
+    }
+}
+
+impl InspectionFiles {
+    /// The CA files in force for `policy`: its own, else these.
+    pub fn ca_for(&self, policy: &Policy) -> CaPaths {
+        match (&policy.inspection.ca_cert, &policy.inspection.ca_key) {
+            (Some(cert), Some(key)) => CaPaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            _ => self.ca.clone(),
+        }
+    }
+
+    /// What the inspector is built from under `policy`, or `None` when
+    /// there is no CA and nothing asks for one. A policy that asks for
+    /// inspection (a rule's `inspect: true`, `inspection.default`) without
+    /// a usable CA is an error that says where it asks and how to fix it.
+    pub fn setup(&self, policy: &Policy) -> Result<Option<InspectConfig>, String> {
+        let ca = self.ca_for(policy);
+        let asked = policy.inspection.asked(&policy.rules);
+        if asked.is_none() && !ca.cert.exists() && !ca.key.exists() {
+            return Ok(None);
+        }
+        if let Err(e) = CompanyCa::load(&ca) {
+            return match asked {
+                Some(at) => Err(format!(
+                    "{}: {at}: asks for TLS inspection, but the company CA cannot be used: {e}",
+                    policy
+                        .source
+                        .dir
+                        .join(crate::policy::compile::POLICY_FILE)
+                        .display()
+                )),
+                None => Err(format!("the company CA cannot be used: {e}")),
+            };
+        }
+        let mut upstream_ca = self.upstream_ca.clone();
+        upstream_ca.extend(policy.inspection.upstream_ca.clone());
+        Ok(Some(InspectConfig {
+            ca,
+            upstream_ca,
+            leaf_validity: policy.inspection.leaf_validity,
+            leaf_cache: policy.inspection.leaf_cache,
+        }))
+    }
 }
 
 /// What a clean shutdown did, for its closing log line.
@@ -129,12 +206,34 @@ impl App {
         if let Some(p) = &policy.auth.htpasswd_path {
             initial_fingerprint.extend(reload::fingerprint(std::slice::from_ref(p)));
         }
+        let inspector = match cfg
+            .inspection
+            .setup(&policy)
+            .map_err(|e| anyhow::anyhow!(e))?
+        {
+            Some(ic) => {
+                let i = tokio::task::spawn_blocking(move || Inspector::new(&ic))
+                    .await
+                    .context("inspection set-up panicked")?
+                    .context("cannot set up TLS inspection")?;
+                tracing::info!(ca = %i.leaves.ca_subject(), upstream_roots = i.roots, "TLS inspection ready");
+                Some(Arc::new(i))
+            }
+            None => None,
+        };
         let handle = PolicyHandle::new(policy);
         let metrics = Metrics::new();
         metrics.set_policy(&handle.load());
         {
             let m = metrics.clone();
             handle.on_reload(move |p, ok| m.reloaded(p, ok));
+        }
+        if inspector.is_none() {
+            handle.on_reload(|p, ok| {
+                if let (true, Some(at)) = (ok, p.inspection.asked(&p.rules)) {
+                    tracing::warn!(%at, "the reloaded policy asks for TLS inspection, but socialgate started without a company CA: nothing is decrypted until it is restarted with one (`socialgate ca init`)");
+                }
+            });
         }
 
         let mut listeners = Vec::new();
@@ -162,6 +261,9 @@ impl App {
             .collect::<Result<_, _>>()
             .context("cannot read the transparent listening address")?;
 
+        // Continue links and acknowledgement keys: derived from the
+        // pseudonym key, so replicas that share it accept each other's links.
+        let warn_key = crate::warn::WarnKey::new(&pseudonymizer.derive_key(crate::warn::KEY_LABEL));
         // Whether to pseudonymise is the exchange's own policy snapshot's
         // choice (`Event::pseudonymize`); the writer only applies the key.
         let users: UserMapper = Arc::new(move |u: &str| pseudonymizer.pseudonym(u));
@@ -171,10 +273,17 @@ impl App {
             let m = metrics.clone();
             Arc::new(move |n| m.log_dropped(n))
         };
+        // Every failed write and failed reopen: the alarm when records are
+        // kept in a rotated file because the new one cannot be opened.
+        let on_fault: FaultHook = {
+            let m = metrics.clone();
+            Arc::new(move |what| m.log_fault(what))
+        };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {
-                let (r, w) = Recorder::start(log.clone(), users, observers, Some(on_drop))
-                    .with_context(|| {
+                let (r, w) =
+                    Recorder::start(log.clone(), users, observers, Some(on_drop), Some(on_fault))
+                        .with_context(|| {
                         format!(
                             "cannot open the access log {}",
                             log.path
@@ -207,7 +316,10 @@ impl App {
             cfg.proxy.clone(),
             self_addrs,
             metrics.clone(),
-        );
+            warn_key,
+            inspector,
+        )
+        .map_err(anyhow::Error::from)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
         for l in listeners {
@@ -259,9 +371,12 @@ impl App {
         }
         #[cfg(unix)]
         background.push(tokio::spawn(reload::watch_sighup(handle.clone())));
+        background.push(tokio::spawn(crate::memory::trim_after_bursts(
+            state.gauges.clone(),
+        )));
         background.push(tokio::spawn(proxy::clock::run(
             handle.clone(),
-            cfg.proxy.clock,
+            cfg.proxy.clock.clone(),
             state.ticks.clone(),
         )));
         #[cfg(unix)]
@@ -325,7 +440,9 @@ impl App {
         } = self;
         drop(state);
         if let Some(w) = writer {
-            let _ = tokio::task::spawn_blocking(move || w.finish()).await;
+            // A stalled disk must not keep the process from exiting; what
+            // the writer could not write by then is counted as dropped.
+            let _ = tokio::task::spawn_blocking(move || w.finish_within(LOG_FLUSH_LIMIT)).await;
         }
         stopped.log_records = recorder.written();
         stopped.log_dropped = recorder.dropped();

@@ -42,9 +42,12 @@ pub enum Command {
     /// Serve the proxy with a policy directory.
     Run(RunArgs),
     /// Validate every policy file and print all errors with their location.
-    Check(DirArg),
+    Check(CheckArgs),
     /// Show the decision for one client and URL, with the rules considered.
     Explain(ExplainArgs),
+    /// Create or show the company CA that signs certificates for inspected HTTPS.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Run the policy test cases kept in tests.yaml beside the policy.
     Test(DirArg),
     /// Build usage and security reports from access logs (HTML, CSV or JSON).
@@ -88,6 +91,63 @@ pub struct SchemaArgs {
     pub all: Option<PathBuf>,
 }
 
+/// `socialgate ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the company CA (ECDSA P-256, path length 0, ten years); never overwrites one.
+    ///
+    /// The subject names the policy's settings.organization. The key is written with mode
+    /// 0600. Prints the SHA-256 fingerprint and the SPKI hash to compare on devices;
+    /// docs/tls-inspection.md says how to distribute the certificate.
+    Init(CaArgs),
+    /// Print the company CA's subject, validity, SHA-256 fingerprint and SPKI hash.
+    Show(CaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Policy directory: settings.organization names the CA, and inspection.ca_cert/ca_key
+    /// (if set) say where it is.
+    #[arg(long, env = "SOCIALGATE_POLICY", default_value = "policies")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub files: CaFiles,
+}
+
+/// Where the company CA is (the policy's inspection.ca_cert/ca_key take precedence).
+#[derive(Debug, Args, Clone)]
+pub struct CaFiles {
+    /// The company CA certificate (PEM), made by `socialgate ca init`; the policy's
+    /// inspection.ca_cert takes precedence.
+    #[arg(long, env = "SOCIALGATE_CA_CERT", value_name = "PATH", default_value = crate::ca::DEFAULT_CERT)]
+    pub ca_cert: PathBuf,
+    /// The company CA's private key (PEM, mode 0600); the policy's inspection.ca_key takes
+    /// precedence.
+    #[arg(long, env = "SOCIALGATE_CA_KEY", value_name = "PATH", default_value = crate::ca::DEFAULT_KEY)]
+    pub ca_key: PathBuf,
+}
+
+impl CaFiles {
+    fn inspection(&self, upstream_ca: &[PathBuf]) -> crate::app::InspectionFiles {
+        crate::app::InspectionFiles {
+            ca: crate::ca::CaPaths {
+                cert: self.ca_cert.clone(),
+                key: self.ca_key.clone(),
+            },
+            upstream_ca: upstream_ca.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies", env = "SOCIALGATE_POLICY")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub files: CaFiles,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Policy directory (catalog.yaml, policy.yaml, tests.yaml).
@@ -126,9 +186,31 @@ pub struct RunArgs {
     /// Pin a host name to an address, like curl's --resolve (HOST=IP); for tests and split-horizon DNS.
     #[arg(long, env = "SOCIALGATE_RESOLVE", value_delimiter = ',', value_name = "HOST=IP", value_parser = parse_resolve)]
     pub resolve: Vec<(String, IpAddr)>,
-    /// Maximum concurrent client connections; further clients wait.
+    /// DNS server to ask, IP or IP:PORT (port 53 by default); repeat, or separate with commas, for
+    /// several. Default: the servers in /etc/resolv.conf (with its search list; /etc/hosts first).
+    #[arg(long, env = "SOCIALGATE_DNS_SERVER", value_name = "IP[:PORT]", value_delimiter = ',', value_parser = parse_dns_server)]
+    pub dns_server: Vec<SocketAddr>,
+    /// DNS lookups that may be in flight at once; further ones wait for a turn (within
+    /// --connect-timeout). Answers are cached for their TTL, names that do not exist for 5-60 s.
+    #[arg(
+        long,
+        env = "SOCIALGATE_DNS_MAX_IN_FLIGHT",
+        value_name = "N",
+        default_value_t = 256
+    )]
+    pub dns_max_in_flight: usize,
+    /// Maximum concurrent client connections; further clients wait. Tunnels count until they close.
     #[arg(long, env = "SOCIALGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Maximum concurrent connections from one client address, so that one noisy client cannot
+    /// take every slot; further ones get 429 (the transparent listener resets them). 0: no cap.
+    /// Raise it for clients behind NAT (many users, one address).
+    #[arg(
+        long,
+        env = "SOCIALGATE_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_client: usize,
     /// Largest request head accepted, in bytes.
     #[arg(long, env = "SOCIALGATE_MAX_HEADER_BYTES", default_value_t = 65_536)]
     pub max_header_bytes: usize,
@@ -207,6 +289,18 @@ pub struct RunArgs {
     /// on a clean exit.
     #[arg(long, env = "SOCIALGATE_PID_FILE", value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub ca: CaFiles,
+    /// Extra CA certificates (PEM) trusted for inspected origins, besides Mozilla's roots and the
+    /// system store (internal CAs, tests); repeat or separate with commas. The policy's
+    /// inspection.upstream_ca adds to these.
+    #[arg(
+        long,
+        env = "SOCIALGATE_UPSTREAM_CA",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub upstream_ca: Vec<PathBuf>,
 }
 
 /// `--admin`: an address, or `off`.
@@ -343,6 +437,10 @@ pub struct ExplainArgs {
     /// The TLS server name the client sends in its ClientHello (https:// only); default: the URL's host.
     #[arg(long, value_name = "NAME")]
     pub sni: Option<String>,
+    /// Decide as if the person had continued past the deciding warn rule's warning (within
+    /// warn.remember); without it, explain says what happens until they do.
+    #[arg(long)]
+    pub acknowledged: bool,
     /// Do not resolve the host: the destination stage then checks IP literals only.
     #[arg(long)]
     pub no_resolve: bool,
@@ -385,6 +483,21 @@ pub struct ExplainArgs {
     pub url: String,
 }
 
+/// Reads a DNS server: `IP` (port 53) or `IP:PORT`, IPv6 as `[IP]:PORT`.
+pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        Ok(_) => Err("port must be 1-65535".into()),
+        Err(_) => Err(format!(
+            "{s:?} is not an IP address or IP:PORT; write e.g. 10.0.0.53, 10.0.0.53:5353 or [fd00::53]:53 (names are not looked up)"
+        )),
+    }
+}
+
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
     let (h, ip) = s
         .split_once('=')
@@ -403,6 +516,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check(d) => check(d),
         Command::Explain(a) => explain(a),
+        Command::Ca(c) => ca(c),
         Command::Test(d) => test(d),
         Command::Report(a) => match crate::report::run(&a) {
             Ok(code) => code,
@@ -492,6 +606,7 @@ fn init_tracing() {
 
 fn run(args: RunArgs) -> ExitCode {
     init_tracing();
+    crate::limits::raise_and_report(args.max_connections);
     let log = match args.access_log.as_str() {
         "off" => None,
         "-" => Some(LogConfig {
@@ -534,8 +649,13 @@ fn run(args: RunArgs) -> ExitCode {
             upstream_timeout: Duration::from_secs(args.upstream_timeout),
             body_idle_timeout: Duration::from_secs(args.body_idle_timeout),
             max_connections: args.max_connections,
+            max_connections_per_client: args.max_connections_per_client,
             max_header_bytes: args.max_header_bytes,
             resolve: args.resolve.iter().cloned().collect::<HashMap<_, _>>(),
+            dns: crate::proxy::dns::DnsConfig {
+                servers: args.dns_server.clone(),
+                max_in_flight: args.dns_max_in_flight,
+            },
             upstream_proxy,
             ..ProxyConfig::default()
         },
@@ -548,6 +668,7 @@ fn run(args: RunArgs) -> ExitCode {
         },
         pac_proxy: args.pac_proxy,
         pseudonym_key: args.pseudonym_key.clone(),
+        inspection: args.ca.inspection(&args.upstream_ca),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -661,9 +782,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn check(d: DirArg) -> ExitCode {
+fn check(d: CheckArgs) -> ExitCode {
     match load_dir(&d.dir) {
         Ok(p) => {
+            if let Err(e) = d.files.inspection(&[]).setup(&p) {
+                eprintln!("{e}");
+                eprintln!("  hint: create the CA with `socialgate ca init --policy {}`, or name it with --ca-cert/--ca-key or inspection.ca_cert/ca_key", d.dir.display());
+                eprintln!("1 error(s) in {}", d.dir.display());
+                return ExitCode::from(2);
+            }
             println!(
                 "{}: ok ({} platforms, {} activity signatures, {} groups, {} rules, {} test cases; hash {})",
                 d.dir.display(),
@@ -678,11 +805,59 @@ fn check(d: DirArg) -> ExitCode {
                 p.cases.len(),
                 p.source.hash
             );
+            for note in crate::policy::advice::advice(&p) {
+                println!("{note}");
+            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("{} error(s) in {}", errors.0.len(), d.dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn ca(c: CaCommand) -> ExitCode {
+    let (args, init) = match &c {
+        CaCommand::Init(a) => (a, true),
+        CaCommand::Show(a) => (a, false),
+    };
+    // The policy supplies the organisation and may name the files; without
+    // a readable policy the flags' files and a generic subject are used.
+    let policy = load_dir(&args.policy).ok();
+    let files = args.files.inspection(&[]);
+    let paths = match &policy {
+        Some(p) => files.ca_for(p),
+        None => files.ca.clone(),
+    };
+    let org = policy
+        .as_ref()
+        .and_then(|p| p.settings.organization.as_deref().map(str::to_string));
+    let result = if init {
+        crate::ca::init(&paths, org.as_deref())
+    } else {
+        crate::ca::show(&paths)
+    };
+    match result {
+        Ok(info) => {
+            if init {
+                println!(
+                    "created the company CA:\n  certificate {}\n  key         {} (mode 0600; keep it secret, back it up)",
+                    paths.cert.display(),
+                    paths.key.display()
+                );
+            } else {
+                println!("certificate:  {}", paths.cert.display());
+            }
+            println!("{info}");
+            if init {
+                println!("next: make company devices trust the certificate (docs/tls-inspection.md), then add `inspect: true` to the rules whose HTTPS traffic is to be inspected");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("socialgate ca {}: {e}", if init { "init" } else { "show" });
             ExitCode::from(2)
         }
     }
@@ -754,6 +929,8 @@ fn explain(a: ExplainArgs) -> ExitCode {
         activity,
         resolved_by_parent: false,
         original: a.original_dst,
+        acknowledged: None,
+        hello: None,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -789,6 +966,12 @@ fn explain(a: ExplainArgs) -> ExitCode {
             }
         }
     };
+    // A browser sends the URL's host as the server name.
+    let sni = match (&a.sni, entry, &host) {
+        (Some(s), _, _) => Some(s.clone()),
+        (None, Entry::Connect, Host::Name(n)) => Some(n.clone()),
+        _ => None,
+    };
     let facts = Facts {
         entry,
         client: a.client,
@@ -796,11 +979,13 @@ fn explain(a: ExplainArgs) -> ExitCode {
         host: &host,
         port,
         resolved: resolved.as_deref(),
-        sni: a.sni.as_deref(),
+        sni: sni.as_deref(),
         listeners: &listeners,
         activity,
         resolved_by_parent: parent_resolves,
         original: a.original_dst,
+        acknowledged: a.acknowledged.then_some(true),
+        hello: Some(crate::policy::TlsHello::BROWSER).filter(|_| entry == Entry::Connect),
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);
@@ -894,12 +1079,24 @@ fn explain(a: ExplainArgs) -> ExitCode {
         d.rule,
         d.reason.as_str(),
         adm.stage.as_str(),
-        if d.mode == crate::policy::Mode::Report && d.action == crate::policy::Action::Block {
-            " — report mode: traffic would pass"
-        } else {
-            ""
+        match (d.mode, d.action) {
+            (crate::policy::Mode::Report, crate::policy::Action::Block) =>
+                " — report mode: traffic would pass",
+            (crate::policy::Mode::Report, crate::policy::Action::Warn) =>
+                " — report mode: traffic passes without a warning",
+            _ => "",
         }
     );
+    if let Some(w) = adm.warning {
+        use crate::policy::Warning;
+        let remember = crate::policy::compile::human_duration(policy.warn.remember);
+        let text = match w {
+            Warning::Unshown => "not shown: no page can be shown inside an HTTPS tunnel that is not inspected; the tunnel passes (recorded warn: unshown)".to_string(),
+            Warning::Unchecked | Warning::Due => format!("shown until the person continues: page loads get the warning page with a Continue link, other requests a 403; a Continue is remembered for {remember} (warn.remember) for the platform's every domain. With --acknowledged: passes"),
+            Warning::Acknowledged => format!("acknowledged (--acknowledged): the person continued within {remember}, so the request passes"),
+        };
+        println!("warning:  {text}");
+    }
     if let Some(m) = &d.message {
         println!("message:  {m}");
     }
@@ -909,6 +1106,20 @@ fn explain(a: ExplainArgs) -> ExitCode {
              the site-level rules decided (give the rule `inspect: true` to see them)"
         );
     }
+    let i = &adm.inspect;
+    println!(
+        "inspect:  {} ({}: {}){}",
+        if i.inspect { "yes" } else { "no" },
+        i.why.as_str(),
+        i.why.explain(),
+        if i.inspect && d.refuses() {
+            " — the refusal page is shown inside the decrypted tunnel"
+        } else if i.inspect {
+            " — unless the client refused socialgate's certificate for this host recently (inspection.learn_pinned)"
+        } else {
+            ""
+        }
+    );
     ExitCode::SUCCESS
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::{Action, Activity, Class, ErrorKind, Mode, Reason};
+use crate::outcome::{Action, Activity, Class, ErrorKind, Mode, Reason, WarnOutcome};
 
 /// What kind of traffic a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,30 @@ pub enum Kind {
     Request,
     /// A CONNECT tunnel, from the CONNECT line to the close of both sides.
     Tunnel,
+}
+
+/// What socialgate did with a tunnel's TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tls {
+    /// Decrypted: the tunnel record, and each request inside it (which has
+    /// its own record), carry this.
+    Intercepted,
+    /// Passed through undecrypted (the policy did not ask, or never allows it).
+    Passthrough,
+    /// Passed through undecrypted although a rule asked: the client refused
+    /// socialgate's certificate for this host recently (a pinned app).
+    Pinned,
+}
+
+impl Tls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tls::Intercepted => "intercepted",
+            Tls::Passthrough => "passthrough",
+            Tls::Pinned => "pinned",
+        }
+    }
 }
 
 /// How the user name in a record was established.
@@ -69,6 +93,10 @@ pub struct Event {
     /// The TLS server name seen in a tunnel's ClientHello.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// For a TLS tunnel and the requests inside an inspected one: whether
+    /// socialgate decrypted it. Absent for plain HTTP and non-TLS tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     /// The catalog platform, if the host belongs to one.
     pub platform: Option<Arc<str>>,
     pub category: Option<Arc<str>>,
@@ -89,7 +117,7 @@ pub struct Event {
     /// A top-level navigation or a tunnel to a platform's own domain: the
     /// requests that count towards estimated active time.
     pub foreground: bool,
-    /// The action of the deciding rule (`allow` or `block`).
+    /// The action of the deciding rule (`allow`, `block` or `warn`).
     pub action: Action,
     /// `enforce`, or `report` when the action was only recorded.
     pub mode: Mode,
@@ -97,6 +125,10 @@ pub struct Event {
     pub rule: Arc<str>,
     /// A stable, short reason label (see docs/access-log.md).
     pub reason: Reason,
+    /// What an enforced `warn` rule did: `shown`, `held`, `continued`,
+    /// `acknowledged`, `unshown`, `bad-link` or `unsaved`; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn: Option<WarnOutcome>,
     /// The HTTP status sent to the client (200 for an established tunnel).
     pub status: u16,
     /// Bytes from the client to the upstream (request body / tunnel upstream).

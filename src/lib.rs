@@ -21,6 +21,8 @@
 //! - [`event`] and [`accesslog`]: every request or tunnel ends in exactly one
 //!   `Event`; the access log is written from it off the hot path.
 //! - [`pseudonym`]: keyed HMAC pseudonyms for users in logs and reports.
+//! - [`warn`]: the state behind `action: warn`: signed Continue links and
+//!   acknowledgements (in memory, or in Redis shared by replicas).
 //! - [`activetime`]: estimated active time (5-minute idle sessions), shared
 //!   by reports and, later, budgets.
 //! - [`report`]: `socialgate report`, offline: reads access logs only.
@@ -32,6 +34,10 @@
 //! - [`notify`]: `READY=1`, `RELOADING=1`, `STOPPING=1` and watchdog pings
 //!   to systemd (`Type=notify`); nothing without `NOTIFY_SOCKET`.
 //! - [`health`]: `socialgate health`, the container health check.
+//! - [`limits`]: the open-file limit, raised at start (with a warning
+//!   when it is too low for `--max-connections`).
+//! - [`memory`]: freed memory given back to the system after a burst of
+//!   connections closes or goes idle (glibc keeps it otherwise).
 //! - [`cli`]: the `socialgate` command line (`run`, `check`, `explain`,
 //!   `test`, `report`, `simulate`, `completions` and `man` generated
 //!   from the same definitions, and `schema`, the policy files' JSON
@@ -42,11 +48,14 @@ pub mod accesslog;
 pub mod activetime;
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod cli;
 pub mod event;
 pub mod health;
 pub mod html;
 pub mod identity;
+pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;
@@ -56,4 +65,5 @@ pub mod pseudonym;
 pub mod reload;
 pub mod report;
 pub mod simulate;
+pub mod warn;
 pub mod yaml;

@@ -15,16 +15,68 @@ use prometheus::{
 };
 
 use crate::accesslog::Observer;
-use crate::event::{Event, Kind};
+use crate::event::{Event, Kind, Tls};
 use crate::policy::{Policy, Reason};
+use crate::proxy::inspect::Inspector;
 
 /// Live counts the proxy keeps and the metrics read at scrape time.
 #[derive(Debug, Default)]
 pub struct Gauges {
+    /// Client connections speaking HTTP (parked ones included).
     pub connections: std::sync::atomic::AtomicU64,
+    /// Of those, parked: idle keep-alive connections holding no buffers.
+    pub parked: std::sync::atomic::AtomicU64,
+    /// Times a connection was parked, since start.
+    pub parks: std::sync::atomic::AtomicU64,
     pub tunnels: std::sync::atomic::AtomicU64,
     pub in_flight: std::sync::atomic::AtomicU64,
 }
+
+/// Series whose labels come from fixed sets, created on first use (so an
+/// unused one is not exported as 0) and then kept.
+#[derive(Default)]
+struct FixedHandles {
+    /// By kind (request, tunnel) and status class (1xx..5xx, other).
+    requests: [[std::sync::OnceLock<prometheus::IntCounter>; 6]; 2],
+    /// By kind.
+    request_seconds: [std::sync::OnceLock<Histogram>; 2],
+    /// By error kind, in `ErrorKind::ALL` order.
+    errors: [std::sync::OnceLock<prometheus::IntCounter>; crate::outcome::ErrorKind::ALL.len()],
+}
+
+/// The handles of one (group, platform, action, mode, rule) combination,
+/// cached per thread: the hot path then neither hashes the label strings
+/// nor touches the families' shared locks and reference counts. The entry
+/// keeps the label strings alive, so a string's address can identify it.
+struct Handles {
+    _keep: (Option<Arc<str>>, Option<Arc<str>>, Arc<str>),
+    decision: prometheus::IntCounter,
+    up: std::cell::OnceCell<prometheus::IntCounter>,
+    down: std::cell::OnceCell<prometheus::IntCounter>,
+    activity: [std::cell::OnceCell<prometheus::IntCounter>; crate::outcome::Activity::ALL.len()],
+}
+
+/// (metrics instance, group, platform, rule addresses, action, mode)
+type HandleKey = (u64, usize, usize, usize, u8, u8);
+
+/// Entries kept per thread at most; the cache is cleared when full (a
+/// policy with very many rules, or many reloads).
+const HANDLE_CACHE_MAX: usize = 4096;
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<HandleKey, Handles>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Tells `Metrics` instances apart in the per-thread cache (tests make many).
+static METRICS_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn addr(s: Option<&Arc<str>>) -> usize {
+    s.map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize)
+}
+
+const KINDS: [&str; 2] = ["request", "tunnel"];
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Every metric socialgate exports (docs/metrics.md lists them).
 pub struct Metrics {
@@ -42,9 +94,26 @@ pub struct Metrics {
     reloads: IntCounterVec,
     policy_info: IntGaugeVec,
     log_dropped: IntCounter,
+    warnings: IntCounterVec,
+    warn_store_errors: IntCounterVec,
+    log_failures: IntCounterVec,
+    /// Handles of the fixed-label series, made on first use: the hot path
+    /// then skips hashing labels and the family's lock.
+    fixed: FixedHandles,
+    /// This instance's key in the per-thread handle cache.
+    id: u64,
     connections: IntGauge,
+    parked: IntGauge,
+    tunnel_buffers: IntGauge,
+    connections_refused: IntCounterVec,
+    accept_errors: IntCounterVec,
+    dns_lookups: IntCounterVec,
     tunnels: IntGauge,
     in_flight: IntGauge,
+    tls_tunnels: IntCounterVec,
+    pinned_hosts: IntGauge,
+    leaves_cached: IntGauge,
+    leaves_minted: IntGauge,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -160,10 +229,56 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(log_dropped.clone()))
             .expect("unique metric");
+        let warnings = counter_vec(
+            &r,
+            "socialgate_warnings_total",
+            "What enforced warn rules did, by group, platform, rule and outcome (shown, held, continued, acknowledged, unshown, bad-link, unsaved).",
+            &["group", "platform", "rule", "outcome"],
+        );
+        let warn_store_errors = counter_vec(
+            &r,
+            "socialgate_warn_store_errors_total",
+            "Warn acknowledgement lookups and saves that failed because the Redis state store could not be reached or did not answer in time (the warning was shown again), by operation (lookup, save).",
+            &["op"],
+        );
+        let log_failures = counter_vec(
+            &r,
+            "socialgate_access_log_failures_total",
+            "Access-log failures, by what failed: write (a failure episode began; its lost records are in socialgate_access_log_dropped_total) or reopen (after SIGUSR1, or because the file was removed: records stay in the old file while it exists, else are dropped and counted).",
+            &["what"],
+        );
         let connections = gauge(
             &r,
             "socialgate_active_connections",
             "Open client connections.",
+        );
+        let parked = gauge(
+            &r,
+            "socialgate_parked_connections",
+            "Idle keep-alive client connections parked: they hold no HTTP buffers until their next request.",
+        );
+        let tunnel_buffers = gauge(
+            &r,
+            "socialgate_tunnel_buffers",
+            "64 KiB copy buffers lent to tunnels right now: one per tunnel direction that is moving data (idle tunnels hold none).",
+        );
+        let connections_refused = counter_vec(
+            &r,
+            "socialgate_connections_refused_total",
+            "Client connections refused before any request was read, by reason (client-limit: over --max-connections-per-client).",
+            &["reason"],
+        );
+        let accept_errors = counter_vec(
+            &r,
+            "socialgate_accept_errors_total",
+            "Failed accepts, by listener (proxy, transparent, admin); each waits 50 ms before the next try. EMFILE means the open-file limit is too low.",
+            &["listener"],
+        );
+        let dns_lookups = counter_vec(
+            &r,
+            "socialgate_dns_lookups_total",
+            "DNS lookups that missed the cache, by result: ok, no-such-name (NXDOMAIN or no address records; cached for 5-60 s), timeout, error.",
+            &["result"],
         );
         let tunnels = gauge(
             &r,
@@ -174,6 +289,27 @@ impl Metrics {
             &r,
             "socialgate_requests_in_flight",
             "Requests being handled right now.",
+        );
+        let tls_tunnels = counter_vec(
+            &r,
+            "socialgate_tls_tunnels_total",
+            "TLS tunnels by what socialgate did with them: intercepted (decrypted), passthrough (not asked, or never allowed), pinned (a rule asked, but the client refused socialgate's certificate for this host recently).",
+            &["tls"],
+        );
+        let pinned_hosts = gauge(
+            &r,
+            "socialgate_inspection_pinned_hosts",
+            "Hosts passed through undecrypted because a client refused socialgate's certificate for them recently (inspection.learn_pinned).",
+        );
+        let leaves_cached = gauge(
+            &r,
+            "socialgate_inspection_leaf_certificates",
+            "Leaf certificates in the inspection cache (bounded by inspection.leaf_cache).",
+        );
+        let leaves_minted = gauge(
+            &r,
+            "socialgate_inspection_leaf_certificates_minted",
+            "Leaf certificates minted since start.",
         );
         Arc::new(Metrics {
             registry: r,
@@ -190,9 +326,23 @@ impl Metrics {
             reloads,
             policy_info,
             log_dropped,
+            warnings,
+            warn_store_errors,
+            log_failures,
+            fixed: FixedHandles::default(),
+            id: METRICS_IDS.fetch_add(1, Ordering::Relaxed),
             connections,
+            parked,
+            tunnel_buffers,
+            connections_refused,
+            accept_errors,
+            dns_lookups,
             tunnels,
             in_flight,
+            tls_tunnels,
+            pinned_hosts,
+            leaves_cached,
+            leaves_minted,
         })
     }
 
@@ -204,9 +354,34 @@ impl Metrics {
         self.upstream_connect_seconds.observe(d.as_secs_f64());
     }
 
+    /// A client connection refused before any request, for `reason`.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// A DNS lookup that missed the cache ended with `result`.
+    pub fn dns_lookup(&self, result: &str) {
+        self.dns_lookups.with_label_values(&[result]).inc();
+    }
+
+    /// An accept failed on `listener`.
+    pub fn accept_error(&self, listener: &str) {
+        self.accept_errors.with_label_values(&[listener]).inc();
+    }
+
     /// `n` access-log records did not reach the log (queue full or write failed).
     pub fn log_dropped(&self, n: u64) {
         self.log_dropped.inc_by(n);
+    }
+
+    /// A warn acknowledgement lookup or save failed (the store is unreachable).
+    pub fn warn_store_error(&self, op: &str) {
+        self.warn_store_errors.with_label_values(&[op]).inc();
+    }
+
+    /// The access log failed to `what` ("write" or "reopen").
+    pub fn log_fault(&self, what: &str) {
+        self.log_failures.with_label_values(&[what]).inc();
     }
 
     /// Records a reload attempt and the policy now in force.
@@ -225,11 +400,20 @@ impl Metrics {
     }
 
     /// The text exposition, with the live gauges read at scrape time.
-    pub fn render(&self, gauges: &Gauges) -> String {
+    pub fn render(&self, gauges: &Gauges, inspector: Option<&Inspector>) -> String {
+        if let Some(i) = inspector {
+            self.pinned_hosts.set(i.pinned_hosts() as i64);
+            self.leaves_cached.set(i.leaves.cached() as i64);
+            self.leaves_minted.set(i.leaves.minted() as i64);
+        }
         self.connections
             .set(gauges.connections.load(Ordering::Relaxed) as i64);
         self.tunnels
             .set(gauges.tunnels.load(Ordering::Relaxed) as i64);
+        self.parked
+            .set(gauges.parked.load(Ordering::Relaxed) as i64);
+        self.tunnel_buffers
+            .set(crate::proxy::copy::POOL.lent() as i64);
         self.in_flight
             .set(gauges.in_flight.load(Ordering::Relaxed) as i64);
         let mut buf = Vec::new();
@@ -243,55 +427,111 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Every record counts as a finished request or tunnel, with its
+    /// duration and error.
+    fn requests_and_durations(&self, ev: &Event) {
+        let kind = match ev.kind {
+            Kind::Request => 0,
+            Kind::Tunnel => 1,
+        };
+        let class = match ev.status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.fixed.requests[kind][class]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[KINDS[kind], CLASSES[class]])
+            })
+            .inc();
+        self.fixed.request_seconds[kind]
+            .get_or_init(|| self.request_seconds.with_label_values(&[KINDS[kind]]))
+            .observe(ev.duration_ms as f64 / 1000.0);
+        if let Some(e) = ev.error {
+            // Every kind is in ALL.
+            let i = crate::outcome::ErrorKind::ALL
+                .iter()
+                .position(|k| *k == e)
+                .unwrap_or(0);
+            self.fixed.errors[i]
+                .get_or_init(|| self.errors.with_label_values(&[e.as_str()]))
+                .inc();
+        }
+    }
+}
+
 impl Observer for Metrics {
     fn observe(&self, ev: &Event) {
         let group = ev.group.as_deref().unwrap_or("none");
         let platform = ev.platform.as_deref().unwrap_or("other");
-        self.decisions
-            .with_label_values(&[
-                group,
-                platform,
-                ev.action.as_str(),
-                ev.mode.as_str(),
-                &ev.rule,
-            ])
-            .inc();
-        if ev.bytes_up > 0 {
-            self.bytes
-                .with_label_values(&[group, platform, "up"])
-                .inc_by(ev.bytes_up);
+        if let (Kind::Tunnel, Some(tls)) = (ev.kind, ev.tls) {
+            self.tls_tunnels.with_label_values(&[tls.as_str()]).inc();
         }
-        if ev.bytes_down > 0 {
-            self.bytes
-                .with_label_values(&[group, platform, "down"])
-                .inc_by(ev.bytes_down);
+        // An inspected tunnel's requests each count as a decision with
+        // their bytes; the tunnel record itself is their container.
+        let container = ev.kind == Kind::Tunnel && ev.tls == Some(Tls::Intercepted);
+        self.requests_and_durations(ev);
+        if container {
+            return;
         }
-        let kind = match ev.kind {
-            Kind::Request => "request",
-            Kind::Tunnel => "tunnel",
-        };
-        let class = match ev.status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "other",
-        };
-        self.requests.with_label_values(&[kind, class]).inc();
-        self.request_seconds
-            .with_label_values(&[kind])
-            .observe(ev.duration_ms as f64 / 1000.0);
-        if let Some(a) = ev.activity {
-            self.activities
-                .with_label_values(&[platform, a.as_str()])
-                .inc();
-        }
+        let key: HandleKey = (
+            self.id,
+            addr(ev.group.as_ref()),
+            addr(ev.platform.as_ref()),
+            addr(Some(&ev.rule)),
+            ev.action as u8,
+            ev.mode as u8,
+        );
+        HANDLES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if cache.len() >= HANDLE_CACHE_MAX && !cache.contains_key(&key) {
+                cache.clear();
+            }
+            let h = cache.entry(key).or_insert_with(|| Handles {
+                _keep: (ev.group.clone(), ev.platform.clone(), ev.rule.clone()),
+                decision: self.decisions.with_label_values(&[
+                    group,
+                    platform,
+                    ev.action.as_str(),
+                    ev.mode.as_str(),
+                    &ev.rule,
+                ]),
+                up: Default::default(),
+                down: Default::default(),
+                activity: Default::default(),
+            });
+            h.decision.inc();
+            if ev.bytes_up > 0 {
+                h.up.get_or_init(|| self.bytes.with_label_values(&[group, platform, "up"]))
+                    .inc_by(ev.bytes_up);
+            }
+            if ev.bytes_down > 0 {
+                h.down
+                    .get_or_init(|| self.bytes.with_label_values(&[group, platform, "down"]))
+                    .inc_by(ev.bytes_down);
+            }
+            if let Some(a) = ev.activity {
+                let i = crate::outcome::Activity::ALL
+                    .iter()
+                    .position(|x| *x == a)
+                    .unwrap_or(0);
+                h.activity[i]
+                    .get_or_init(|| self.activities.with_label_values(&[platform, a.as_str()]))
+                    .inc();
+            }
+        });
         if let Some(rule) = &ev.activity_unseen {
             self.activity_unseen.with_label_values(&[&**rule]).inc();
         }
-        if let Some(e) = &ev.error {
-            self.errors.with_label_values(&[e.as_str()]).inc();
+        if let Some(w) = ev.warn {
+            self.warnings
+                .with_label_values(&[group, platform, &ev.rule, w.as_str()])
+                .inc();
         }
         if matches!(ev.reason, Reason::AuthFailed | Reason::AuthRequired) {
             self.auth_failures

@@ -26,19 +26,97 @@ pub enum Verdict {
     Refused,
     /// A `block` rule in `report` mode: recorded, traffic passed.
     WouldRefuse,
+    /// Held at a warning: the proxy answered itself (the warning page, a
+    /// 403, the Continue); the person may continue. Not a refusal.
+    Warned,
+    /// A `warn` rule in `report` mode: recorded, traffic passed.
+    WouldWarn,
 }
 
 impl Verdict {
+    /// What the policy's outcome means for the traffic. An enforced `warn`
+    /// is [`Verdict::Warned`] until the person continues; with the record's
+    /// [`WarnOutcome`] known, use [`Verdict::of_record`].
     pub fn of(action: Action, mode: Mode) -> Verdict {
         match (action, mode) {
             (Action::Block, Mode::Enforce) => Verdict::Refused,
             (Action::Block, Mode::Report) => Verdict::WouldRefuse,
+            (Action::Warn, Mode::Enforce) => Verdict::Warned,
+            (Action::Warn, Mode::Report) => Verdict::WouldWarn,
             (Action::Allow, _) => Verdict::Passed,
+        }
+    }
+
+    /// Like [`Verdict::of`], for a recorded request or tunnel: an enforced
+    /// `warn` whose traffic went through (acknowledged, or an HTTPS tunnel
+    /// that could not show it) passed.
+    pub fn of_record(action: Action, mode: Mode, warn: Option<WarnOutcome>) -> Verdict {
+        match (Verdict::of(action, mode), warn) {
+            (Verdict::Warned, Some(w)) if w.forwarded() => Verdict::Passed,
+            (v, _) => v,
         }
     }
 
     pub fn refused(self) -> bool {
         self == Verdict::Refused
+    }
+}
+
+/// What an enforced `warn` rule did with one request or tunnel: the
+/// access log's `warn` field and the `outcome` label of
+/// `socialgate_warnings_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WarnOutcome {
+    /// A page load got the warning page with its Continue button.
+    Shown,
+    /// Another request (image, script, API call) got a short 403: the
+    /// person has not continued yet.
+    Held,
+    /// The person followed a valid Continue link: remembered, then sent
+    /// back (303) to the page they asked for.
+    Continued,
+    /// Passed: the person continued within `warn.remember`.
+    Acknowledged,
+    /// An HTTPS tunnel that is not inspected: the warning cannot be shown
+    /// inside it, so it passed.
+    Unshown,
+    /// A Continue link that was altered, expired, or made for another
+    /// person or site: refused with a page that says which.
+    BadLink,
+    /// A valid Continue that could not be remembered (the Redis state store
+    /// was unreachable): the person is asked to try again.
+    Unsaved,
+}
+
+impl WarnOutcome {
+    pub const ALL: [WarnOutcome; 7] = [
+        WarnOutcome::Shown,
+        WarnOutcome::Held,
+        WarnOutcome::Continued,
+        WarnOutcome::Acknowledged,
+        WarnOutcome::Unshown,
+        WarnOutcome::BadLink,
+        WarnOutcome::Unsaved,
+    ];
+
+    /// The stable label (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarnOutcome::Shown => "shown",
+            WarnOutcome::Held => "held",
+            WarnOutcome::Continued => "continued",
+            WarnOutcome::Acknowledged => "acknowledged",
+            WarnOutcome::Unshown => "unshown",
+            WarnOutcome::BadLink => "bad-link",
+            WarnOutcome::Unsaved => "unsaved",
+        }
+    }
+
+    /// True when the traffic went on to the site; false when socialgate
+    /// answered itself.
+    pub fn forwarded(self) -> bool {
+        matches!(self, WarnOutcome::Acknowledged | WarnOutcome::Unshown)
     }
 }
 
@@ -84,11 +162,15 @@ pub enum ErrorKind {
     TunnelRefusedOnSchedule,
     Shutdown,
     ParentRefused,
+    /// An inspected origin's certificate failed verification.
+    UpstreamCertificate,
+    /// The client refused socialgate's certificate (a pinned app).
+    ClientRefusedCertificate,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::UpstreamResolve,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
@@ -102,6 +184,8 @@ impl ErrorKind {
         ErrorKind::TunnelRefusedOnSchedule,
         ErrorKind::Shutdown,
         ErrorKind::ParentRefused,
+        ErrorKind::UpstreamCertificate,
+        ErrorKind::ClientRefusedCertificate,
     ];
 
     /// The stable label (the serde name).
@@ -120,6 +204,8 @@ impl ErrorKind {
             ErrorKind::TunnelRefusedOnSchedule => "tunnel-refused-on-schedule",
             ErrorKind::Shutdown => "shutdown",
             ErrorKind::ParentRefused => "parent-refused",
+            ErrorKind::UpstreamCertificate => "upstream-certificate",
+            ErrorKind::ClientRefusedCertificate => "client-refused-certificate",
         }
     }
 
@@ -127,8 +213,10 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             UpstreamResolve | UpstreamConnect | UpstreamTimeout | UpstreamProtocol
-            | ParentRefused => Side::Upstream,
-            ClientClosed | ClientTimeout | ClientProtocol => Side::Client,
+            | ParentRefused | UpstreamCertificate => Side::Upstream,
+            ClientClosed | ClientTimeout | ClientProtocol | ClientRefusedCertificate => {
+                Side::Client
+            }
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 Side::Policy
             }
@@ -142,12 +230,11 @@ impl ErrorKind {
         use http::StatusCode;
         use ErrorKind::*;
         match self {
-            UpstreamResolve | UpstreamConnect | UpstreamProtocol | ParentRefused => {
-                StatusCode::BAD_GATEWAY
-            }
+            UpstreamResolve | UpstreamConnect | UpstreamProtocol | ParentRefused
+            | UpstreamCertificate => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            ClientClosed | ClientProtocol => StatusCode::BAD_REQUEST,
+            ClientClosed | ClientProtocol | ClientRefusedCertificate => StatusCode::BAD_REQUEST,
             TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
                 StatusCode::FORBIDDEN
             }
@@ -255,6 +342,32 @@ mod tests {
         );
         assert_eq!(Verdict::of(Action::Allow, Mode::Enforce), Verdict::Passed);
         assert_eq!(Verdict::of(Action::Allow, Mode::Report), Verdict::Passed);
+        assert!(!Verdict::of(Action::Warn, Mode::Enforce).refused());
+        assert_eq!(Verdict::of(Action::Warn, Mode::Report), Verdict::WouldWarn);
+    }
+
+    #[test]
+    fn a_warning_passes_only_once_acknowledged_or_unshowable() {
+        use WarnOutcome::*;
+        for w in WarnOutcome::ALL {
+            let json = serde_json::to_string(&w).unwrap();
+            assert_eq!(json, format!("\"{}\"", w.as_str()));
+            let want = if matches!(w, Acknowledged | Unshown) {
+                Verdict::Passed
+            } else {
+                Verdict::Warned
+            };
+            assert_eq!(
+                Verdict::of_record(Action::Warn, Mode::Enforce, Some(w)),
+                want,
+                "{w:?}"
+            );
+        }
+        assert_eq!(
+            Verdict::of_record(Action::Block, Mode::Enforce, Some(Acknowledged)),
+            Verdict::Refused,
+            "a warn outcome never turns a refusal into a pass"
+        );
     }
 
     #[test]

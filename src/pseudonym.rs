@@ -169,6 +169,17 @@ impl Pseudonymizer {
         out
     }
 
+    /// A key for another purpose, derived from this one: HMAC-SHA256(key,
+    /// `label`). Different labels give independent keys, and a derived key
+    /// does not give this one away. Replicas sharing the pseudonym key
+    /// derive the same keys (the warn-token key: `crate::warn`).
+    pub fn derive_key(&self, label: &str) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(b"socialgate derived key\0");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The reveal map: pseudonym → name for every candidate name.
     pub fn reveal_map<'a>(
         &self,
@@ -309,6 +320,22 @@ mod tests {
             Some("bob")
         );
         assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn derived_keys_are_per_label_and_not_pseudonyms() {
+        let p = Pseudonymizer::from_key(KEY).unwrap();
+        let a = p.derive_key("warn-token/v1");
+        assert_eq!(
+            a,
+            Pseudonymizer::from_key(KEY)
+                .unwrap()
+                .derive_key("warn-token/v1")
+        );
+        assert_ne!(a, p.derive_key("other/v1"));
+        let other = Pseudonymizer::from_key(b"another key, 32 bytes or longer!").unwrap();
+        assert_ne!(a, other.derive_key("warn-token/v1"));
+        assert!(!p.pseudonym("warn-token/v1").contains(&hex(&a[..8])));
     }
 
     #[test]

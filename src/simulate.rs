@@ -24,8 +24,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::outcome::{Activity, Lenient, Reason, Verdict};
-use crate::policy::{admit_in_groups, load_dir, normalize_host, Decision, Entry, Facts};
+use crate::outcome::{Activity, Lenient, Reason, Verdict, WarnOutcome};
+use crate::policy::{admit_in_groups, load_dir, normalize_host, Decision, Entry, Facts, Warning};
 use crate::report::read::{read_logs, ReadStats, Record};
 
 #[derive(Debug, Args)]
@@ -62,7 +62,21 @@ fn outcome_word(v: Verdict) -> &'static str {
         Verdict::Refused => "refused",
         Verdict::WouldRefuse => "reported",
         Verdict::Passed => "allowed",
+        Verdict::Warned => "warned",
+        Verdict::WouldWarn => "reported-warn",
     }
+}
+
+/// The recorded outcome as a replay compares it: whether a person had
+/// continued past a warning is not the policy's doing, so only an
+/// unshowable warning (an HTTPS tunnel, which passed) counts as passed.
+fn replay_verdict(rec: &Record<'_>) -> Option<Verdict> {
+    let unshown = rec.warn.as_ref().and_then(Lenient::known) == Some(&WarnOutcome::Unshown);
+    Some(Verdict::of_record(
+        *rec.action.known()?,
+        *rec.mode.known()?,
+        unshown.then_some(WarnOutcome::Unshown),
+    ))
 }
 
 /// Refusals made before any rule was consulted, for reasons a replay cannot
@@ -246,7 +260,12 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
     let mut sim = Simulation::default();
     let mut read = ReadStats::default();
     read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
-        let Some(old) = rec.verdict().filter(|_| !not_replayable(&rec.reason)) else {
+        // Its requests are replayed one by one.
+        if rec.is_inspected_tunnel() {
+            sim.skipped += 1;
+            return;
+        }
+        let Some(old) = replay_verdict(rec).filter(|_| !not_replayable(&rec.reason)) else {
             sim.skipped += 1;
             return;
         };
@@ -279,6 +298,8 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             activity: rec.activity.as_ref().and_then(|a| a.known()).copied(),
             resolved_by_parent: false,
             original: None,
+            acknowledged: None,
+            hello: None,
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {
@@ -291,9 +312,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             }
             groups.sort_unstable();
         }
-        let d: Decision = admit_in_groups(&policy, &facts, &groups, rec.time).decision;
+        let adm = admit_in_groups(&policy, &facts, &groups, rec.time);
+        let unshown = adm.warning == Some(Warning::Unshown);
+        let d: Decision = adm.decision;
         sim.replayed += 1;
-        let new = Verdict::of(d.action, d.mode);
+        let new = Verdict::of_record(d.action, d.mode, unshown.then_some(WarnOutcome::Unshown));
         let group = || {
             d.group
                 .as_deref()
@@ -321,7 +344,13 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             return;
         }
         sim.changed += 1;
-        if new == Verdict::Refused && facts.activity.is_some_and(is_write_action) {
+        // A write that went through then (an acknowledged warning included)
+        // and that the candidate refuses.
+        let passed = matches!(
+            rec.verdict(),
+            Some(Verdict::Passed | Verdict::WouldRefuse | Verdict::WouldWarn)
+        );
+        if new == Verdict::Refused && passed && facts.activity.is_some_and(is_write_action) {
             sim.writes
                 .entry((group(), platform(), d.rule.to_string()))
                 .or_default()
@@ -361,6 +390,8 @@ fn verb(new: Verdict) -> &'static str {
         Verdict::Refused => "would be refused",
         Verdict::WouldRefuse => "would pass but be reported as would-refuse",
         Verdict::Passed => "would be allowed",
+        Verdict::Warned => "would be warned (until each person continues)",
+        Verdict::WouldWarn => "would pass but be reported as would-warn",
     }
 }
 

@@ -178,17 +178,14 @@ impl OpSource {
             other => Err(format!("unknown source {other:?}")),
         }
     }
-
-    fn needs_body(&self) -> bool {
-        matches!(self, OpSource::Form(_) | OpSource::Json(_))
-    }
 }
 
 /// An operation condition: the first source that yields a value is matched
 /// against the pattern.
 #[derive(Debug, Clone)]
 pub struct Operation {
-    pub from: Vec<OpSource>,
+    /// Indices into the platform's [`PlatformSignatures::sources`].
+    pub from: Vec<usize>,
     pub pattern: Regex,
 }
 
@@ -211,6 +208,12 @@ pub struct Signature {
 #[derive(Debug, Clone, Default)]
 pub struct PlatformSignatures {
     pub unmatched: Unmatched,
+    /// Every operation source its signatures read, once each: a request
+    /// reads each at most once, however many signatures name it.
+    pub sources: Vec<OpSource>,
+    /// True when some signature may match a GET, HEAD or OPTIONS; when
+    /// false, a safe request is a read without looking further.
+    pub safe_methods: bool,
     /// Path patterns, one per signature, in file order.
     pub paths: Option<RegexSet>,
     pub signatures: Vec<Signature>,
@@ -270,10 +273,14 @@ impl Signatures {
         let Some(p) = platform.and_then(|i| self.platforms.get(i as usize)) else {
             return Classify::Done(unmatched(seen, Unmatched::Write));
         };
+        if is_safe(seen.method) && !p.safe_methods {
+            return Classify::Done(unmatched(seen, p.unmatched));
+        }
         if let Some(set) = &p.paths {
+            let mut ops = Ops::new(seen, &p.sources);
             for i in set.matches(seen.path).iter() {
                 let sig = &p.signatures[i];
-                match sig.check(seen) {
+                match sig.check(seen, &mut ops) {
                     Check::Match => {
                         return Classify::Done(Classified {
                             activity: sig.activity,
@@ -315,7 +322,7 @@ enum Check {
 }
 
 impl Signature {
-    fn check(&self, seen: &Seen<'_>) -> Check {
+    fn check(&self, seen: &Seen<'_>, ops: &mut Ops<'_, '_>) -> Check {
         if !self.methods.is_empty()
             && !self
                 .methods
@@ -327,66 +334,96 @@ impl Signature {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| on_label_boundary(seen.host, h)) {
             return Check::NoMatch;
         }
-        let content_type = seen
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
         if let Some(prefix) = &self.content_type {
-            if !starts_with_ignore_case(content_type, prefix) {
+            if !starts_with_ignore_case(ops.content_type, prefix) {
                 return Check::NoMatch;
             }
         }
         let Some(op) = &self.operation else {
             return Check::Match;
         };
-        for source in &op.from {
-            let value = match source {
-                OpSource::Header(name) => seen
-                    .headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-                OpSource::Query(name) => seen.query.and_then(|q| form_value(q.as_bytes(), name)),
-                OpSource::Form(_) | OpSource::Json(_) => {
-                    let fits = match source {
-                        OpSource::Form(_) => starts_with_ignore_case(
-                            content_type,
-                            "application/x-www-form-urlencoded",
-                        ),
-                        _ => is_json(content_type),
-                    };
-                    if !fits {
-                        continue;
-                    }
-                    match seen.body {
-                        Body::None => None,
-                        Body::NotYet => return Check::NeedBody,
-                        Body::Peeked { bytes, .. } => match source {
-                            OpSource::Form(name) => form_value(bytes, name),
-                            OpSource::Json(name) => json_value(bytes, name),
-                            _ => unreachable!("body sources only"),
-                        },
-                    }
-                }
-            };
-            if let Some(v) = value {
+        for &source in &op.from {
+            match ops.value(source) {
+                Value::Absent => {}
+                Value::InBody => return Check::NeedBody,
                 // The first source that names the operation decides.
-                return if op.pattern.is_match(&v) {
-                    Check::Match
-                } else {
-                    Check::NoMatch
-                };
+                Value::Found(v) if op.pattern.is_match(v) => return Check::Match,
+                Value::Found(_) => return Check::NoMatch,
             }
         }
         Check::NoMatch
     }
+}
 
-    /// True when this signature may need the request body.
-    pub fn reads_body(&self) -> bool {
-        self.operation
-            .as_ref()
-            .is_some_and(|op| op.from.iter().any(OpSource::needs_body))
+/// An operation source's value for one request.
+enum Value<'v> {
+    Absent,
+    /// In the body, which has not been peeked at yet.
+    InBody,
+    Found(&'v str),
+}
+
+/// The operation sources of one request, each read at most once.
+struct Ops<'s, 'r> {
+    seen: &'s Seen<'r>,
+    sources: &'s [OpSource],
+    content_type: &'r str,
+    /// `None` until read; then the value, if the source had one.
+    values: Vec<Option<Option<std::borrow::Cow<'r, str>>>>,
+}
+
+impl<'s, 'r> Ops<'s, 'r> {
+    fn new(seen: &'s Seen<'r>, sources: &'s [OpSource]) -> Self {
+        let content_type = seen
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Ops {
+            seen,
+            sources,
+            content_type,
+            values: Vec::new(),
+        }
+    }
+
+    fn value(&mut self, i: usize) -> Value<'_> {
+        if self.values.is_empty() {
+            self.values = vec![None; self.sources.len()];
+        }
+        if self.values[i].is_none() {
+            let seen = self.seen;
+            let read = match &self.sources[i] {
+                OpSource::Header(name) => seen
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(std::borrow::Cow::Borrowed),
+                OpSource::Query(name) => seen.query.and_then(|q| form_value(q.as_bytes(), name)),
+                source @ (OpSource::Form(name) | OpSource::Json(name)) => {
+                    let fits = match source {
+                        OpSource::Form(_) => starts_with_ignore_case(
+                            self.content_type,
+                            "application/x-www-form-urlencoded",
+                        ),
+                        _ => is_json(self.content_type),
+                    };
+                    match (fits, seen.body) {
+                        (false, _) | (_, Body::None) => None,
+                        (true, Body::NotYet) => return Value::InBody,
+                        (true, Body::Peeked { bytes, .. }) => match source {
+                            OpSource::Form(_) => form_value(bytes, name),
+                            _ => json_value(bytes, name).map(std::borrow::Cow::Owned),
+                        },
+                    }
+                }
+            };
+            self.values[i] = Some(read);
+        }
+        match &self.values[i] {
+            Some(Some(v)) => Value::Found(v),
+            _ => Value::Absent,
+        }
     }
 }
 
@@ -403,21 +440,38 @@ fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || (essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
 /// The first value of `name` in an urlencoded string (a query or a form
-/// body). A cut-off last pair in a peeked body is simply not found whole.
-fn form_value(bytes: &[u8], name: &str) -> Option<String> {
-    form_urlencoded::parse(bytes)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+/// body). Pairs are told apart on `&` and `=` as `form_urlencoded` does, and
+/// only the pair whose key matches is decoded (by `form_urlencoded`): the
+/// other keys of a long query cost a comparison, not a decode. A cut-off
+/// last pair in a peeked body is simply not found whole.
+fn form_value<'b>(bytes: &'b [u8], name: &str) -> Option<std::borrow::Cow<'b, str>> {
+    bytes.split(|b| *b == b'&').find_map(|pair| {
+        let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
+        let matches = if key.iter().any(|b| matches!(b, b'%' | b'+')) {
+            form_urlencoded::parse(key)
+                .next()
+                .is_some_and(|(k, _)| k == name)
+        } else {
+            key == name.as_bytes()
+        };
+        if !matches {
+            return None;
+        }
+        let value = pair.splitn(2, |b| *b == b'=').nth(1).unwrap_or_default();
+        match std::str::from_utf8(value) {
+            // Nothing to decode: the bytes are the value.
+            Ok(v) if !value.iter().any(|b| matches!(b, b'%' | b'+')) => {
+                Some(std::borrow::Cow::Borrowed(v))
+            }
+            _ => form_urlencoded::parse(pair).next().map(|(_, v)| v),
+        }
+    })
 }
 
 /// A top-level string value of a JSON object. When the peek did not hold
@@ -427,9 +481,10 @@ fn json_value(bytes: &[u8], key: &str) -> Option<String> {
     use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
     use std::fmt;
 
-    /// Walks the top-level object and stops at `key`: a string there is the
-    /// answer; reading stops early by returning an error, so a truncated
-    /// remainder is never parsed.
+    /// Walks the top-level object; the first string under `key` is the
+    /// answer. The rest is skipped without building values, so a complete
+    /// body costs no error; a truncated one ends in an error that is
+    /// ignored, with the answer already kept if it came before the cut.
     struct Find<'k> {
         key: &'k str,
         found: Option<String>,
@@ -441,14 +496,13 @@ fn json_value(bytes: &[u8], key: &str) -> Option<String> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if k == self.key {
-                    let v: serde_json::Value = map.next_value()?;
-                    if let serde_json::Value::String(s) = v {
+                if self.found.is_none() && k == self.key {
+                    if let serde_json::Value::String(s) = map.next_value()? {
                         self.found = Some(s);
                     }
-                    return Err(serde::de::Error::custom("stop: key found"));
+                } else {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                map.next_value::<IgnoredAny>()?;
             }
             Ok(())
         }
@@ -530,6 +584,7 @@ pub(super) fn compile(
         };
         let mut patterns = Vec::new();
         let mut signatures = Vec::new();
+        let mut sources = Vec::new();
         for (i, rs) in rp.signatures.into_iter().enumerate() {
             let path = format!("{base}.signatures[{i}]");
             if !ids.insert(rs.id.clone()) {
@@ -539,7 +594,7 @@ pub(super) fn compile(
                     "give every signature its own id, e.g. `<platform>-<activity>`",
                 );
             }
-            match compile_signature(&rs, &path, index as u16, policy, &mut err) {
+            match compile_signature(&rs, &path, index as u16, policy, &mut sources, &mut err) {
                 Some(sig) => {
                     patterns.push(rs.path.clone());
                     signatures.push(sig);
@@ -562,8 +617,16 @@ pub(super) fn compile(
                 }
             }
         };
+        let safe_methods = signatures.iter().any(|s: &Signature| {
+            s.methods.is_empty()
+                || s.methods
+                    .iter()
+                    .any(|m| matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS"))
+        });
         out.platforms[index] = PlatformSignatures {
             unmatched,
+            sources,
+            safe_methods,
             paths,
             signatures,
         };
@@ -576,6 +639,7 @@ fn compile_signature(
     path: &str,
     platform: u16,
     policy: &Policy,
+    sources: &mut Vec<OpSource>,
     err: &mut impl FnMut(String, String, &str),
 ) -> Option<Signature> {
     let mut ok = true;
@@ -652,7 +716,13 @@ fn compile_signature(
             }
             for (j, f) in op.from.iter().enumerate() {
                 match OpSource::parse(f) {
-                    Ok(s) => from.push(s),
+                    Ok(s) => from.push(match sources.iter().position(|x| *x == s) {
+                        Some(i) => i,
+                        None => {
+                            sources.push(s);
+                            sources.len() - 1
+                        }
+                    }),
                     Err(e) => {
                         err(
                             format!("{path}.operation.from[{j}]"),

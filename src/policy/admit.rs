@@ -1,7 +1,7 @@
 //! Admission: everything socialgate decides about a request or a tunnel, in
 //! one pure function.
 //!
-//! [`admit`] runs four stages over the facts the shell gathered, in order,
+//! [`admit`] runs five stages over the facts the shell gathered, in order,
 //! and stops at the first refusal:
 //!
 //! 1. **rules**: groups, the ordered rules and the defaults ([`decide`]);
@@ -17,12 +17,23 @@
 //!    addresses, on the same port (`destination-mismatch`);
 //! 4. **sni**: the ClientHello's server name against the CONNECT authority
 //!    (a different name is domain fronting, `tunnels.sni_mismatch`), and the
-//!    rules again on that name.
+//!    rules again on that name;
+//! 5. **warn**: what an enforced `warn` rule asks of traffic that passed the
+//!    other stages ([`Warning`]): a request is held at the warning unless
+//!    the person continued (a fact the shell looks up in its acknowledgement
+//!    store), a CONNECT tunnel passes since no page can be shown inside it.
+//!
+//! With the tunnel's decision comes the **inspection** verdict ([`Inspect`]):
+//! whether socialgate decrypts the tunnel, computed from the deciding rule's
+//! `inspect:`, `inspection.default`, the never-inspect list, and what the
+//! ClientHello showed (a server name, Encrypted Client Hello, an HTTP ALPN)
+//! and whether the host was learned to pin its certificates.
 //!
 //! The proxy learns its facts over time: the DNS answer after the rules
 //! passed, the ClientHello after the tunnel is open. It runs the later
 //! stages ([`destination_stage`], [`sni_stage`]) as those facts arrive, on
-//! the same policy snapshot; `explain`, `test` and `simulate` run [`admit`]
+//! the same policy snapshot, and [`warn_stage`] once it knows whether the
+//! person acknowledged the warning; `explain`, `test` and `simulate` run [`admit`]
 //! with all facts at once. Either way the same functions decide, so they
 //! cannot disagree. No IO, no clock, no DNS here: the shell passes `now`
 //! and the resolved addresses in.
@@ -31,10 +42,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 
+use std::sync::Arc;
+
 use super::activity::Activity;
+use super::compile::human_duration;
 use super::decide::{decide_with, Decision, Reason, RequestFacts, TraceStep};
 use super::host::{normalize_host, Host};
-use super::{canonical_ip, Action, Policy};
+use super::{canonical_ip, Action, Mode, NeverHit, Policy};
 
 /// How the traffic reached socialgate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +86,115 @@ pub struct Facts<'a> {
     /// Where a redirected connection was going (transparent mode: the
     /// socket's original destination); `None` for proxy clients.
     pub original: Option<SocketAddr>,
+    /// Whether the person continued past the deciding `warn` rule's warning
+    /// for this platform within `warn.remember`; `None` when not looked up
+    /// (yet). Only asked when a warn rule decides.
+    pub acknowledged: Option<bool>,
+    /// What the tunnel's ClientHello showed besides its name; `None` when
+    /// none was seen (yet).
+    pub hello: Option<TlsHello>,
+}
+
+/// What a ClientHello shows that the inspection verdict needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsHello {
+    /// It carries the encrypted_client_hello extension (real ECH or the
+    /// GREASE every Chromium sends; only a public name other than the
+    /// CONNECT host tells real ECH apart).
+    pub ech: bool,
+    /// It offers no ALPN, or `h2` or `http/1.1` among its protocols: what
+    /// socialgate can serve once decrypted.
+    pub offers_http: bool,
+    /// The client refused socialgate's certificate for this host recently
+    /// (`inspection.learn_pinned`): a fact the proxy learned at run time.
+    pub learned_pinned: bool,
+}
+
+impl TlsHello {
+    /// What a browser's ClientHello shows (for `explain` and `test`).
+    pub const BROWSER: TlsHello = TlsHello {
+        ech: false,
+        offers_http: true,
+        learned_pinned: false,
+    };
+}
+
+/// Whether a tunnel is decrypted, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspect {
+    pub inspect: bool,
+    pub why: InspectWhy,
+}
+
+/// Why a tunnel is or is not decrypted. Stable labels (`explain`, docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InspectWhy {
+    /// A plain-HTTP request: nothing to decrypt.
+    NotATunnel,
+    /// Refused before any rule could ask (identity, port, destination,
+    /// server name): the tunnel never opens.
+    Refused,
+    /// The deciding rule says `inspect: true`.
+    Rule,
+    /// No rule says; `inspection.default: true`.
+    Default,
+    /// The deciding rule says `inspect: false`.
+    RuleSaysNo,
+    /// No rule says and `inspection.default` is false (the default).
+    NotAsked,
+    /// A never-inspect category of the catalog covers the host.
+    NeverCategory(Arc<str>),
+    /// `inspection.never.domains` covers the host.
+    NeverDomain,
+    /// The platform's category is in `inspection.never.categories`.
+    NeverPlatformCategory(Arc<str>),
+    /// The ClientHello names no server: no certificate can be made for it.
+    NoServerName,
+    /// Encrypted Client Hello: the real server name is hidden.
+    Ech,
+    /// The client offers only protocols other than HTTP (ALPN).
+    NotHttp,
+    /// The client refused socialgate's certificate for this host recently.
+    LearnedPinned,
+}
+
+impl InspectWhy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            InspectWhy::NotATunnel => "not-a-tunnel",
+            InspectWhy::Refused => "refused",
+            InspectWhy::Rule => "rule",
+            InspectWhy::Default => "default",
+            InspectWhy::RuleSaysNo => "rule-says-no",
+            InspectWhy::NotAsked => "not-asked",
+            InspectWhy::NeverCategory(_) => "never-category",
+            InspectWhy::NeverDomain => "never-domain",
+            InspectWhy::NeverPlatformCategory(_) => "never-category",
+            InspectWhy::NoServerName => "no-server-name",
+            InspectWhy::Ech => "ech",
+            InspectWhy::NotHttp => "not-http",
+            InspectWhy::LearnedPinned => "learned-pinned",
+        }
+    }
+
+    /// A sentence for `explain`.
+    pub fn explain(&self) -> String {
+        match self {
+            InspectWhy::NotATunnel => "plain HTTP is seen as it is; nothing to decrypt".into(),
+            InspectWhy::Refused => "the tunnel is refused before any rule could ask for inspection".into(),
+            InspectWhy::Rule => "the deciding rule says inspect: true".into(),
+            InspectWhy::Default => "no rule says; inspection.default is true".into(),
+            InspectWhy::RuleSaysNo => "the deciding rule says inspect: false".into(),
+            InspectWhy::NotAsked => "no rule asks for inspection and inspection.default is false".into(),
+            InspectWhy::NeverCategory(c) => format!("the site is in the never-inspect category {c} (catalog.yaml never_inspect)"),
+            InspectWhy::NeverDomain => "inspection.never.domains lists the site".into(),
+            InspectWhy::NeverPlatformCategory(c) => format!("inspection.never.categories lists the platform's category {c}"),
+            InspectWhy::NoServerName => "the ClientHello names no server, so no certificate can be made for it".into(),
+            InspectWhy::Ech => "Encrypted Client Hello hides the real server name".into(),
+            InspectWhy::NotHttp => "the client offers only protocols other than HTTP (ALPN)".into(),
+            InspectWhy::LearnedPinned => "the client refused socialgate's certificate for this host recently (a pinned app; inspection.learn_pinned)".into(),
+        }
+    }
 }
 
 /// The stage that settled the outcome.
@@ -81,6 +204,7 @@ pub enum Stage {
     Port,
     Destination,
     Sni,
+    Warn,
 }
 
 impl Stage {
@@ -90,7 +214,31 @@ impl Stage {
             Stage::Port => "port",
             Stage::Destination => "destination",
             Stage::Sni => "sni",
+            Stage::Warn => "warn",
         }
+    }
+}
+
+/// What an enforced `warn` rule asks of traffic the other stages passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warning {
+    /// Not known yet whether the person continued: the shell looks it up
+    /// and runs [`warn_stage`] with the answer.
+    Unchecked,
+    /// The person has not continued: hold the request at the warning (the
+    /// page on a navigation, a short 403 otherwise).
+    Due,
+    /// The person continued within `warn.remember`: the traffic passes.
+    Acknowledged,
+    /// A CONNECT tunnel: no page can be shown inside it, so it passes
+    /// (recorded `warn: unshown`).
+    Unshown,
+}
+
+impl Warning {
+    /// True when the traffic must not go on yet.
+    pub fn holds(self) -> bool {
+        matches!(self, Warning::Unchecked | Warning::Due)
     }
 }
 
@@ -103,11 +251,21 @@ pub struct Admission {
     /// The host the final decision was made on: the SNI's when the tunnel
     /// named another host and that was allowed, else the target's.
     pub decided_host: Host,
+    /// Set when an enforced `warn` rule decided and nothing refused.
+    pub warning: Option<Warning>,
+    /// Whether the tunnel is decrypted. Before the ClientHello is seen it
+    /// says whether it would be, if the hello allows.
+    pub inspect: Inspect,
 }
 
 impl Admission {
     pub fn refuses(&self) -> bool {
         self.decision.refuses()
+    }
+
+    /// True when a warning holds the traffic (or still has to be looked up).
+    pub fn warning_holds(&self) -> bool {
+        self.warning.is_some_and(Warning::holds)
     }
 }
 
@@ -145,6 +303,18 @@ fn admit_inner(
     now: Timestamp,
     mut trace: Option<&mut Vec<TraceStep>>,
 ) -> Admission {
+    let mut adm = stages(policy, facts, groups, now, trace.as_deref_mut());
+    adm.inspect = inspect_stage(policy, facts, &adm);
+    warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, trace)
+}
+
+fn stages(
+    policy: &Policy,
+    facts: &Facts<'_>,
+    groups: Option<&[u16]>,
+    now: Timestamp,
+    mut trace: Option<&mut Vec<TraceStep>>,
+) -> Admission {
     let rf = RequestFacts {
         client: facts.client,
         user: facts.user,
@@ -157,6 +327,11 @@ fn admit_inner(
         decision,
         stage: Stage::Rules,
         decided_host: facts.host.clone(),
+        warning: None,
+        inspect: Inspect {
+            inspect: false,
+            why: InspectWhy::NotAsked,
+        },
     };
     if adm.refuses() {
         return adm;
@@ -341,7 +516,7 @@ fn is_own_listener(ip: IpAddr, port: u16, listeners: &[SocketAddr]) -> bool {
 
 /// Stage 4, for a tunnel whose ClientHello arrived: `admitted` is what the
 /// earlier stages said (on the same snapshot); the result is the tunnel's
-/// final admission.
+/// final admission (the warn stage included).
 pub fn sni_stage(
     policy: &Policy,
     facts: &Facts<'_>,
@@ -349,7 +524,151 @@ pub fn sni_stage(
     admitted: Admission,
     now: Timestamp,
 ) -> Admission {
-    sni_stage_inner(policy, facts, None, name, admitted, now, None)
+    let mut adm = sni_stage_inner(policy, facts, None, name, admitted, now, None);
+    adm.inspect = inspect_stage(policy, facts, &adm);
+    warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, None)
+}
+
+/// Stage 5, once the shell knows whether the person acknowledged the
+/// deciding rule's warning: `admitted` is what the earlier stages said (on
+/// the same snapshot). A refusal, an allow, or a warn rule in report mode
+/// is left as it is.
+pub fn warn_stage(
+    policy: &Policy,
+    entry: Entry,
+    acknowledged: bool,
+    admitted: Admission,
+) -> Admission {
+    warn_stage_inner(policy, entry, Some(acknowledged), admitted, None)
+}
+
+fn warn_stage_inner(
+    policy: &Policy,
+    entry: Entry,
+    acknowledged: Option<bool>,
+    mut adm: Admission,
+    mut trace: Option<&mut Vec<TraceStep>>,
+) -> Admission {
+    let d = &adm.decision;
+    if d.refuses() || d.action != Action::Warn || d.mode != Mode::Enforce {
+        adm.warning = None;
+        return adm;
+    }
+    if entry == Entry::Connect && adm.inspect.inspect {
+        // Decrypted: each request inside meets the warning itself.
+        adm.warning = None;
+        return adm;
+    }
+    adm.stage = Stage::Warn;
+    let remember = human_duration(policy.warn.remember);
+    let (warning, note) = match (entry, acknowledged) {
+        (Entry::Connect, _) => (
+            Warning::Unshown,
+            format!(
+                "rule {} warns, but no page can be shown inside an HTTPS tunnel that is not inspected: the tunnel passes (recorded warn: unshown)",
+                d.rule
+            ),
+        ),
+        (Entry::Request, None) => (
+            Warning::Unchecked,
+            format!(
+                "rule {} warns: the person gets the warning unless they continued within {remember} (warn.remember)",
+                d.rule
+            ),
+        ),
+        (Entry::Request, Some(true)) => (
+            Warning::Acknowledged,
+            format!(
+                "the person continued past rule {}'s warning within {remember}: passes",
+                d.rule
+            ),
+        ),
+        (Entry::Request, Some(false)) => (
+            Warning::Due,
+            format!(
+                "the person has not continued past rule {}'s warning: it is shown (a page on page loads, a 403 otherwise)",
+                d.rule
+            ),
+        ),
+    };
+    step(&mut trace, Stage::Warn, warning.holds(), || note);
+    adm.warning = Some(warning);
+    adm
+}
+
+/// The inspection verdict for an admitted (or rule-refused) tunnel: the
+/// deciding rule's `inspect:` or `inspection.default`, then the never list
+/// on every name the tunnel goes by, then what the ClientHello showed. A
+/// tunnel a rule refuses may still be inspected: that is how the refusal
+/// page reaches the browser over HTTPS.
+pub fn inspect_stage(policy: &Policy, facts: &Facts<'_>, adm: &Admission) -> Inspect {
+    let no = |why| Inspect {
+        inspect: false,
+        why,
+    };
+    if facts.entry != Entry::Connect {
+        return no(InspectWhy::NotATunnel);
+    }
+    let d = &adm.decision;
+    let by_rules = matches!(
+        d.reason,
+        Reason::RuleMatched
+            | Reason::DefaultCatalog
+            | Reason::DefaultEmbedded
+            | Reason::DefaultOther
+    );
+    if d.reason == Reason::Ech {
+        return no(InspectWhy::Ech);
+    }
+    // A port outside tunnels.ports is refused whatever the rules say (the
+    // rules stage may have refused first and left the port unchecked).
+    if !by_rules || port_stage(policy, facts.entry, facts.port).is_some() {
+        return no(InspectWhy::Refused);
+    }
+    let why = match d.inspect {
+        Some(true) => InspectWhy::Rule,
+        Some(false) => return no(InspectWhy::RuleSaysNo),
+        None if policy.inspection.default => InspectWhy::Default,
+        None => return no(InspectWhy::NotAsked),
+    };
+    let sni = facts.sni.and_then(|n| normalize_host(n).ok());
+    for host in [Some(facts.host), Some(&adm.decided_host), sni.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(why) = never(policy, host) {
+            return no(why);
+        }
+    }
+    if let Some(c) = d
+        .category
+        .as_ref()
+        .filter(|c| policy.inspection.never_platform_categories.contains(c))
+    {
+        return no(InspectWhy::NeverPlatformCategory(c.clone()));
+    }
+    if let Some(hello) = facts.hello {
+        if facts.sni.is_none() {
+            return no(InspectWhy::NoServerName);
+        }
+        if !hello.offers_http {
+            return no(InspectWhy::NotHttp);
+        }
+        if hello.learned_pinned {
+            return no(InspectWhy::LearnedPinned);
+        }
+    }
+    Inspect { inspect: true, why }
+}
+
+/// Why `host` is never decrypted, if it is.
+fn never(policy: &Policy, host: &Host) -> Option<InspectWhy> {
+    let name = host.name()?;
+    let (_, hit) = policy.inspection.never_domains.lookup(name)?;
+    Some(match hit {
+        NeverHit::Category(c) => InspectWhy::NeverCategory(c.clone()),
+        NeverHit::Listed => InspectWhy::NeverDomain,
+    })
 }
 
 fn sni_stage_inner(
@@ -372,6 +691,32 @@ fn sni_stage_inner(
         step(&mut trace, Stage::Sni, false, || {
             format!("server name {sni_host} is the CONNECT host")
         });
+        return adm;
+    }
+    // Encrypted Client Hello: the name sent is the public (outer) name of a
+    // front end, and the real one is encrypted. Not fronting in intent, but
+    // the policy cannot see where the client goes: `tunnels.ech` decides.
+    if facts.hello.is_some_and(|h| h.ech) {
+        let refused = policy.tunnels.ech == Action::Block;
+        step(&mut trace, Stage::Sni, refused, || {
+            format!(
+                "Encrypted Client Hello behind the public name {sni_host}; tunnels.ech is {}{}",
+                policy.tunnels.ech.as_str(),
+                if refused {
+                    ""
+                } else {
+                    ": the CONNECT decision stands"
+                }
+            )
+        });
+        adm.decision = if refused {
+            adm.decision.refused_for(Reason::Ech)
+        } else {
+            Decision {
+                reason: Reason::Ech,
+                ..adm.decision
+            }
+        };
         return adm;
     }
     // A different name behind a named CONNECT is domain fronting. Behind an
@@ -504,6 +849,8 @@ rules:
             activity: None,
             resolved_by_parent: false,
             original: None,
+            acknowledged: None,
+            hello: c.sni.map(|_| TlsHello::BROWSER),
         };
         admit(p, &facts, WORK.parse().unwrap())
     }
@@ -630,6 +977,8 @@ rules:
                 resolved_by_parent: c.by_parent,
                 original: c.original.map(|o| o.parse().unwrap()),
                 activity: None,
+                acknowledged: None,
+                hello: None,
             };
             let what = format!(
                 "{}:{} {:?} parent={} original={:?}",
@@ -659,6 +1008,94 @@ rules:
     }
 
     #[test]
+    fn a_warn_rule_holds_requests_until_acknowledged_and_lets_tunnels_pass_unshown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+        let policy = POLICY
+            .replace(
+                "  - {id: no-tiktok, groups: [staff], platforms: [tiktok], action: block}",
+                "  - {id: tiktok-caution, groups: [staff], platforms: [tiktok], action: warn}\n  - {id: linkedin-dry, groups: [staff], platforms: [linkedin], action: warn, mode: report}",
+            );
+        std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+        let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let listeners: [SocketAddr; 1] = ["127.0.0.1:3128".parse().unwrap()];
+        let public: [IpAddr; 1] = ["93.184.216.34".parse().unwrap()];
+        let internal: [IpAddr; 1] = ["10.1.1.1".parse().unwrap()];
+        use Entry::*;
+        use Warning::*;
+        /// action, mode, rule, stage, warning
+        type Want = (
+            &'static str,
+            &'static str,
+            &'static str,
+            Stage,
+            Option<Warning>,
+        );
+        /// entry, host, port, resolved, acknowledged => want
+        type Row<'a> = (Entry, &'a str, u16, &'a [IpAddr], Option<bool>, Want);
+        #[rustfmt::skip]
+        let cases: &[Row] = &[
+            (Request, "www.tiktok.com", 80, &public, None, ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Unchecked))),
+            (Request, "v16.tiktok.com", 80, &public, Some(false), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Due))),
+            (Request, "www.tiktok.com", 80, &public, Some(true), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Acknowledged))),
+            (Connect, "www.tiktok.com", 443, &public, None, ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Unshown))),
+            (Connect, "www.tiktok.com", 443, &public, Some(false), ("warn", "enforce", "tiktok-caution", Stage::Warn, Some(Unshown))),
+            // Other stages refuse first: no warning to show.
+            (Connect, "www.tiktok.com", 8443, &public, None, ("block", "enforce", "builtin:tunnel", Stage::Port, None)),
+            (Request, "www.tiktok.com", 80, &internal, None, ("block", "enforce", "builtin:destination", Stage::Destination, None)),
+            // Report mode: recorded as warn, nothing held.
+            (Request, "www.linkedin.com", 80, &public, None, ("warn", "report", "linkedin-dry", Stage::Destination, None)),
+        ];
+        for (entry, host, port, resolved, ack, want) in cases {
+            let h = normalize_host(host).unwrap();
+            let facts = Facts {
+                entry: *entry,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &h,
+                port: *port,
+                resolved: Some(resolved),
+                sni: None,
+                listeners: &listeners,
+                acknowledged: *ack,
+                activity: None,
+                resolved_by_parent: false,
+                original: None,
+                hello: None,
+            };
+            let mut trace = Vec::new();
+            let a = admit_traced(&p, &facts, WORK.parse().unwrap(), &mut trace);
+            let what = format!("{entry:?} {host}:{port} {ack:?}");
+            assert_eq!(a.decision.action.as_str(), want.0, "action for {what}");
+            assert_eq!(a.decision.mode.as_str(), want.1, "mode for {what}");
+            assert_eq!(&*a.decision.rule, want.2, "rule for {what}");
+            assert_eq!(a.stage, want.3, "stage for {what}");
+            assert_eq!(a.warning, want.4, "warning for {what}");
+            assert!(!a.decision.refuses() || a.warning.is_none(), "{what}");
+            if a.stage == Stage::Warn {
+                let last = trace.last().unwrap();
+                assert_eq!(last.rule, "stage:warn", "{what}");
+                assert_eq!(last.matched, a.warning_holds(), "{what}");
+            }
+            // The shell's later call agrees with admit given the fact at once.
+            if *entry == Request && ack.is_none() && a.warning.is_some() {
+                for fact in [false, true] {
+                    let later = warn_stage(&p, Request, fact, a.clone());
+                    let direct = admit(
+                        &p,
+                        &Facts {
+                            acknowledged: Some(fact),
+                            ..facts
+                        },
+                        WORK.parse().unwrap(),
+                    );
+                    assert_eq!(later, direct, "{what} acknowledged={fact}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_next_change_is_the_next_window_edge() {
         let (_d, p) = policy("");
         let at = |s: &str| s.parse::<Timestamp>().unwrap();
@@ -682,5 +1119,248 @@ rules:
             next_change_after(&p, at("2026-11-25T09:00:00+01:00")),
             Some(at("2026-11-25T17:30:00+01:00"))
         );
+    }
+
+    /// The inspection verdict, as a table: rule, default, never list and
+    /// what the ClientHello showed.
+    mod inspection {
+        use super::super::*;
+        use crate::policy::load_dir;
+
+        const CATALOG: &str = r#"
+version: 1
+categories: {social: Social, video: Video, professional: Professional, messaging: Messaging}
+platforms:
+  tiktok: {name: TikTok, category: video, domains: [tiktok.com]}
+  linkedin: {name: LinkedIn, category: professional, domains: [linkedin.com]}
+  whatsapp: {name: WhatsApp, category: messaging, domains: [whatsapp.com]}
+never_inspect:
+  finance: {name: Finance, domains: [bank.example]}
+  health: {name: Health, domains: [clinic.example]}
+"#;
+
+        fn policy(inspection: &str, ech: &str) -> (tempfile::TempDir, Policy) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+            let policy = format!(
+                r#"
+version: 1
+tunnels: {{ports: [443], ech: {ech}}}
+groups: {{staff: {{networks: [10.0.0.0/8]}}}}
+{inspection}
+rules:
+  - {{id: tiktok-page, platforms: [tiktok], action: block, inspect: true}}
+  - {{id: linkedin-in, platforms: [linkedin], action: allow, inspect: true}}
+  - {{id: bank-in, domains: [bank.example, news.example], action: allow, inspect: true}}
+  - {{id: quiet, domains: [quiet.example], action: allow, inspect: false}}
+"#
+            );
+            std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+            let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            (dir, p)
+        }
+
+        struct Case {
+            entry: Entry,
+            host: &'static str,
+            port: u16,
+            sni: Option<&'static str>,
+            hello: Option<TlsHello>,
+            want: (bool, &'static str),
+        }
+
+        const BROWSER: Option<TlsHello> = Some(TlsHello::BROWSER);
+
+        fn verdict(p: &Policy, c: &Case) -> Admission {
+            let host = normalize_host(c.host).unwrap();
+            let facts = Facts {
+                entry: c.entry,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &host,
+                port: c.port,
+                resolved: Some(&["93.184.216.34".parse().unwrap()]),
+                sni: c.sni,
+                listeners: &[],
+                hello: c.hello,
+                acknowledged: None,
+                activity: None,
+                original: None,
+                resolved_by_parent: false,
+            };
+            admit(p, &facts, "2026-11-25T10:00:00Z".parse().unwrap())
+        }
+
+        #[test]
+        fn inspection_is_decided_from_the_rule_the_never_list_and_the_hello() {
+            use Entry::*;
+            let (_d, p) = policy("", "block");
+            let pinned = Some(TlsHello {
+                learned_pinned: true,
+                ..TlsHello::BROWSER
+            });
+            let imap = Some(TlsHello {
+                offers_http: false,
+                ..TlsHello::BROWSER
+            });
+            #[rustfmt::skip]
+            let cases = [
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: None, hello: None, want: (true, "rule") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: BROWSER, want: (true, "rule") },
+                // A refusal is inspected to show its page over HTTPS.
+                Case { entry: Connect, host: "www.tiktok.com", port: 443, sni: None, hello: None, want: (true, "rule") },
+                // Refused by a built-in stage: no tunnel, nothing to decrypt.
+                Case { entry: Connect, host: "www.tiktok.com", port: 8443, sni: None, hello: None, want: (false, "refused") },
+                Case { entry: Request, host: "www.linkedin.com", port: 80, sni: None, hello: None, want: (false, "not-a-tunnel") },
+                Case { entry: Connect, host: "www.whatsapp.com", port: 443, sni: None, hello: None, want: (false, "not-asked") },
+                Case { entry: Connect, host: "quiet.example", port: 443, sni: None, hello: None, want: (false, "rule-says-no") },
+                // The never list beats the rule that asks.
+                Case { entry: Connect, host: "online.bank.example", port: 443, sni: None, hello: None, want: (false, "never-category") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: None, want: (true, "rule") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: pinned, want: (false, "learned-pinned") },
+                Case { entry: Connect, host: "www.linkedin.com", port: 443, sni: Some("www.linkedin.com"), hello: imap, want: (false, "not-http") },
+                Case { entry: Connect, host: "93.184.216.34", port: 443, sni: None, hello: BROWSER, want: (false, "not-asked") },
+            ];
+            for c in &cases {
+                let a = verdict(&p, c);
+                let what = format!(
+                    "{:?} {}:{} sni {:?} hello {:?}",
+                    c.entry, c.host, c.port, c.sni, c.hello
+                );
+                assert_eq!(
+                    (a.inspect.inspect, a.inspect.why.as_str()),
+                    c.want,
+                    "{what}"
+                );
+            }
+        }
+
+        #[test]
+        fn a_hello_without_a_name_cannot_be_inspected() {
+            let (_d, p) = policy("", "block");
+            let host = normalize_host("www.linkedin.com").unwrap();
+            let facts = Facts {
+                entry: Entry::Connect,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host: &host,
+                port: 443,
+                resolved: None,
+                sni: None,
+                listeners: &[],
+                hello: Some(TlsHello::BROWSER),
+                acknowledged: None,
+                activity: None,
+                original: None,
+                resolved_by_parent: false,
+            };
+            let a = admit(&p, &facts, "2026-11-25T10:00:00Z".parse().unwrap());
+            assert_eq!(a.inspect.why, InspectWhy::NoServerName);
+        }
+
+        #[test]
+        fn the_default_and_the_never_lists_as_configured() {
+            let (_d, p) = policy(
+                "inspection: {default: true, never: {categories: [messaging, health], domains: [news.example]}}",
+                "block",
+            );
+            use Entry::*;
+            #[rustfmt::skip]
+            let cases = [
+                Case { entry: Connect, host: "example.org", port: 443, sni: None, hello: None, want: (true, "default") },
+                Case { entry: Connect, host: "www.whatsapp.com", port: 443, sni: None, hello: None, want: (false, "never-category") },
+                Case { entry: Connect, host: "www.clinic.example", port: 443, sni: None, hello: None, want: (false, "never-category") },
+                Case { entry: Connect, host: "news.example", port: 443, sni: None, hello: None, want: (false, "never-domain") },
+                // Categories listed replace the default list: finance is no longer in it.
+                Case { entry: Connect, host: "bank.example", port: 443, sni: None, hello: None, want: (true, "rule") },
+                Case { entry: Connect, host: "quiet.example", port: 443, sni: None, hello: None, want: (false, "rule-says-no") },
+            ];
+            for c in &cases {
+                let a = verdict(&p, c);
+                assert_eq!(
+                    (a.inspect.inspect, a.inspect.why.as_str()),
+                    c.want,
+                    "{}",
+                    c.host
+                );
+            }
+        }
+
+        #[test]
+        fn encrypted_client_hello_behind_another_name_has_its_own_reason() {
+            let ech = Some(TlsHello {
+                ech: true,
+                ..TlsHello::BROWSER
+            });
+            let c = Case {
+                entry: Entry::Connect,
+                host: "www.linkedin.com",
+                port: 443,
+                sni: Some("cloudflare-ech.com"),
+                hello: ech,
+                want: (false, "ech"),
+            };
+            let (_d, p) = policy("", "block");
+            let a = verdict(&p, &c);
+            assert!(a.refuses());
+            assert_eq!(a.decision.reason, Reason::Ech);
+            assert_eq!(&*a.decision.rule, "builtin:sni");
+            assert!(!a.inspect.inspect);
+            let (_d, p) = policy("", "allow");
+            let a = verdict(&p, &c);
+            assert!(
+                !a.refuses(),
+                "tunnels.ech: allow keeps the CONNECT decision"
+            );
+            assert_eq!(&*a.decision.rule, "linkedin-in");
+            assert_eq!(a.decision.reason, Reason::Ech);
+            assert_eq!((a.inspect.inspect, a.inspect.why.as_str()), c.want);
+            // ECH GREASE (every Chromium hello) with the CONNECT host as its
+            // name is an ordinary hello.
+            let grease = Case {
+                sni: Some("www.linkedin.com"),
+                ..c
+            };
+            let a = verdict(&p, &grease);
+            assert_eq!(a.decision.reason, Reason::RuleMatched);
+            assert!(a.inspect.inspect);
+            // Without ECH a different name is domain fronting.
+            let fronting = Case {
+                hello: BROWSER,
+                ..grease
+            };
+            let fronting = Case {
+                sni: Some("cloudflare-ech.com"),
+                ..fronting
+            };
+            assert_eq!(verdict(&p, &fronting).decision.reason, Reason::SniMismatch);
+        }
+
+        #[test]
+        fn a_never_category_must_exist() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+            std::fs::write(
+                dir.path().join("policy.yaml"),
+                "version: 1\ninspection: {never: {categories: [finanse]}, leaf_days: 400, ca_cert: x.pem}\n",
+            )
+            .unwrap();
+            let e = load_dir(dir.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("inspection.never.categories[0]: unknown category \"finanse\""),
+                "{e}"
+            );
+            assert!(e.contains("did you mean \"finance\"?"), "{e}");
+            assert!(
+                e.contains("inspection.leaf_days: 400 days is out of range"),
+                "{e}"
+            );
+            assert!(
+                e.contains(
+                    "inspection.ca_key: `inspection.ca_cert` is set but `inspection.ca_key` is not"
+                ),
+                "{e}"
+            );
+        }
     }
 }

@@ -99,6 +99,8 @@ pub struct Expect {
     pub platform: Option<String>,
     pub group: Option<String>,
     pub reason: Option<String>,
+    /// Whether the tunnel is decrypted (https:// cases only).
+    pub inspect: Option<bool>,
 }
 
 /// The result of one case.
@@ -226,11 +228,11 @@ pub(crate) fn compile_cases(
             );
         }
         if let Some(a) = &c.expect.action {
-            if !matches!(a.as_str(), "allow" | "block") {
+            if !matches!(a.as_str(), "allow" | "block" | "warn") {
                 e(
                     format!("{base}.expect.action"),
                     format!("unknown action {a:?}"),
-                    "write allow or block",
+                    "write allow, block or warn",
                 );
             }
         }
@@ -256,7 +258,7 @@ pub(crate) fn compile_cases(
             e(
                 format!("{base}.expect"),
                 "the case expects nothing".into(),
-                "give expect.action (allow or block), expect.activity, or both",
+                "give expect.action (allow, block or warn), expect.activity, or both",
             );
         }
         if let Some(sig) = &c.expect.signature {
@@ -292,6 +294,13 @@ pub(crate) fn compile_cases(
             if !known {
                 e(format!("{base}.expect.rule"), format!("no rule has id {r:?}"), "use a rule id from policy.yaml, or default:catalog / default:other / default:embedded / builtin:identity");
             }
+        }
+        if c.expect.inspect.is_some() && entry != Entry::Connect {
+            e(
+                format!("{base}.expect.inspect"),
+                "only https:// cases are tunnels that can be inspected".to_string(),
+                "remove `inspect:` or make the URL https://",
+            );
         }
         if let Some(r) = &c.expect.reason {
             if !super::Reason::ALL.iter().any(|x| x.as_str() == r) {
@@ -338,6 +347,7 @@ pub(crate) fn compile_cases(
                     platform: c.expect.platform,
                     group: c.expect.group,
                     reason: c.expect.reason,
+                    inspect: c.expect.inspect,
                 },
             });
         }
@@ -412,6 +422,11 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
         .map(|c| {
             // What the request does, where the case gives one that can be seen.
             let activity = c.request.as_ref().map(|r| r.classify(policy, &c.host));
+            // A browser sends the URL's host as the server name (tunnels only).
+            let sni = c.sni.as_deref().or(match (c.entry, activity.is_some()) {
+                (Entry::Connect, false) => c.host.name(),
+                _ => None,
+            });
             // A policy test has no running proxy: no own listeners to avoid.
             // A request that can be seen is decided as one, even over https://
             // (inspected): its activity is known.
@@ -426,13 +441,17 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 host: &c.host,
                 port: c.port,
                 resolved: c.resolved.as_deref(),
-                sni: c.sni.as_deref(),
+                sni,
                 listeners: &[],
                 activity: activity.as_ref().map(|a| a.activity),
                 resolved_by_parent: false,
                 original: None,
+                acknowledged: None,
+                hello: sni.map(|_| crate::policy::TlsHello::BROWSER),
             };
-            let d = admit(policy, &facts, c.at.unwrap_or(now)).decision;
+            let adm = admit(policy, &facts, c.at.unwrap_or(now));
+            let inspected = adm.inspect.inspect;
+            let d = adm.decision;
             let mut mismatches = Vec::new();
             let mut check = |field: &str, want: Option<&str>, got: Option<&str>| {
                 if let Some(w) = want {
@@ -474,6 +493,12 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 "reason",
                 c.expect.reason.as_deref(),
                 Some(d.reason.as_str()),
+            );
+            let yes_no = |b: bool| if b { "true" } else { "false" };
+            check(
+                "inspect",
+                c.expect.inspect.map(yes_no),
+                Some(yes_no(inspected)),
             );
             CaseOutcome {
                 name: c.name.clone(),

@@ -338,6 +338,9 @@ impl Compiler<'_> {
         };
 
         let pac = self.pac(&raw.pac);
+        let warn = self.warn(&raw.warn);
+        let state = self.state(&raw.state);
+        let inspection = self.inspection(&raw.inspection, &catalog, catalog_path, &categories);
 
         // Groups.
         let mut groups = Vec::new();
@@ -495,7 +498,7 @@ impl Compiler<'_> {
                         "remove it, or make the rule read_only",
                     );
                 }
-                (self.action(&format!("{base}.action"), &r.action), None)
+                (self.rule_action(&format!("{base}.action"), &r.action), None)
             };
             let activities = if r.activities.is_empty() {
                 None
@@ -580,6 +583,7 @@ impl Compiler<'_> {
                 read_only,
                 mode,
                 message: r.message.as_deref().map(Arc::from),
+                inspect: r.inspect,
             });
         }
         if rules.len() > u16::MAX as usize {
@@ -608,9 +612,153 @@ impl Compiler<'_> {
             tunnels,
             logging,
             pac,
+            warn,
+            state,
+            inspection,
             cases: Vec::new(),
             activities: Default::default(),
         })
+    }
+
+    /// `inspection:`, with the catalog's never-inspect categories.
+    fn inspection(
+        &mut self,
+        raw: &RawInspection,
+        catalog: &RawCatalog,
+        catalog_path: &Path,
+        platform_categories: &[Arc<str>],
+    ) -> Inspection {
+        // The catalog's never-inspect categories: their domains are checked
+        // here (in catalog.yaml) whether or not the policy uses them.
+        let policy_file = std::mem::replace(&mut self.file, catalog_path.to_path_buf());
+        let mut sensitive: Vec<(Arc<str>, Vec<String>)> = Vec::new();
+        for (id, cat) in &catalog.never_inspect {
+            let base = format!("never_inspect.{id}");
+            if !valid_id(id) {
+                self.err(
+                    &base,
+                    format!("category id {id:?} is not a valid id"),
+                    "use letters, digits, '-', '_' and '.' (at most 64)",
+                );
+            }
+            if catalog.categories.contains_key(id) {
+                self.err(
+                    &base,
+                    format!("{id:?} is also a platform category"),
+                    format!("give the never-inspect category its own id, e.g. `{id}-private`"),
+                );
+            }
+            let domains = cat
+                .domains
+                .iter()
+                .enumerate()
+                .filter_map(|(j, d)| self.domain(&format!("{base}.domains[{j}]"), d))
+                .collect();
+            sensitive.push((Arc::from(id.as_str()), domains));
+        }
+        self.file = policy_file;
+
+        let mut never_domains: DomainTable<NeverHit> = DomainTable::new();
+        let mut never_platform_categories = Vec::new();
+        let never = raw.never.as_ref();
+        match never.and_then(|n| n.categories.as_ref()) {
+            // Default: every never-inspect category of the catalog.
+            None => {
+                for (id, domains) in &sensitive {
+                    for d in domains {
+                        never_domains.insert(d, NeverHit::Category(id.clone()));
+                    }
+                }
+            }
+            Some(list) => {
+                for (i, c) in list.iter().enumerate() {
+                    if let Some((id, domains)) = sensitive.iter().find(|(id, _)| &**id == c) {
+                        for d in domains {
+                            never_domains.insert(d, NeverHit::Category(id.clone()));
+                        }
+                    } else if let Some(cat) = platform_categories.iter().find(|p| &***p == c) {
+                        never_platform_categories.push(cat.clone());
+                    } else {
+                        let known = sensitive
+                            .iter()
+                            .map(|(id, _)| &**id)
+                            .chain(platform_categories.iter().map(|c| &**c));
+                        let hint = match closest(c, known) {
+                            Some(s) => format!("did you mean {s:?}?"),
+                            None => "name a category from catalog.yaml's `never_inspect:` or `categories:`".into(),
+                        };
+                        self.err(
+                            format!("inspection.never.categories[{i}]"),
+                            format!("unknown category {c:?}"),
+                            hint,
+                        );
+                    }
+                }
+            }
+        }
+        for (i, d) in never
+            .map(|n| n.domains.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if let Some(name) = self.domain(&format!("inspection.never.domains[{i}]"), d) {
+                if never_domains.get_exact_mut(&name).is_none() {
+                    never_domains.insert(&name, NeverHit::Listed);
+                }
+            }
+        }
+        let hours = raw.learn_pinned_hours.unwrap_or(24);
+        if !(1..=720).contains(&hours) {
+            self.err(
+                "inspection.learn_pinned_hours",
+                format!("{hours} hours is out of range"),
+                "write 1 to 720 (30 days); the default is 24",
+            );
+        }
+        let days = raw.leaf_days.unwrap_or(7);
+        if !(1..=90).contains(&days) {
+            self.err(
+                "inspection.leaf_days",
+                format!("{days} days is out of range"),
+                "write 1 to 90; short-lived leaves limit the harm of a leaked leaf key (default 7)",
+            );
+        }
+        let leaf_cache = raw.leaf_cache.unwrap_or(10_000);
+        if leaf_cache == 0 {
+            self.err(
+                "inspection.leaf_cache",
+                "the leaf cache cannot be empty",
+                "write at least 1; the default 10000 holds a leaf per site for a large office",
+            );
+        }
+        if raw.ca_cert.is_some() != raw.ca_key.is_some() {
+            let (given, missing) = if raw.ca_cert.is_some() {
+                ("ca_cert", "ca_key")
+            } else {
+                ("ca_key", "ca_cert")
+            };
+            self.err(
+                format!("inspection.{missing}"),
+                format!("`inspection.{given}` is set but `inspection.{missing}` is not"),
+                "name both files of the company CA (made by `socialgate ca init`), or neither to use --ca-cert/--ca-key",
+            );
+        }
+        Inspection {
+            ca_cert: raw.ca_cert.as_deref().map(|p| resolve_path(self.dir, p)),
+            ca_key: raw.ca_key.as_deref().map(|p| resolve_path(self.dir, p)),
+            default: raw.default.unwrap_or(false),
+            never_domains,
+            never_platform_categories,
+            learn_pinned: raw.learn_pinned.unwrap_or(true),
+            pinned_for: Duration::from_secs(3600 * u64::from(hours.clamp(1, 720))),
+            leaf_validity: Duration::from_secs(86_400 * u64::from(days.clamp(1, 90))),
+            leaf_cache: leaf_cache.max(1),
+            upstream_ca: raw
+                .upstream_ca
+                .as_deref()
+                .map(|p| resolve_path(self.dir, p)),
+        }
     }
 
     fn auth(&mut self, raw: &RawAuth, hasher: &mut Sha256) -> Auth {
@@ -704,34 +852,156 @@ impl Compiler<'_> {
             "tunnels.sni_mismatch",
             raw.sni_mismatch.as_deref().unwrap_or("block"),
         );
+        let ech = self.action("tunnels.ech", raw.ech.as_deref().unwrap_or("block"));
         Tunnels {
             ports,
             sni_mismatch,
             sni_timeout: Duration::from_millis(raw.sni_timeout_ms.unwrap_or(3000)),
+            ech,
         }
     }
 
-    fn action(&mut self, path: &str, s: &str) -> Action {
+    /// A rule's action: `allow`, `block` or `warn` (`read_only` is taken
+    /// apart before, with its `unknown:`).
+    fn rule_action(&mut self, path: &str, s: &str) -> Action {
         match s {
-            "allow" => Action::Allow,
-            "block" => Action::Block,
-            "warn" => {
+            "warn" => Action::Warn,
+            "read_only" => {
                 self.err(
                     path,
-                    format!("action {s:?} is not available yet"),
-                    "this version supports `allow`, `block` and (in rules) `read_only`",
+                    "`read_only` is decided with the rule",
+                    "this is a bug in socialgate: please report it",
                 );
                 Action::Block
             }
             other => {
+                self.action_among(path, other, "write `allow`, `block`, `warn` or `read_only`")
+            }
+        }
+    }
+
+    /// An action outside rules (defaults, `tunnels.sni_mismatch`): `allow`
+    /// or `block`. A warning needs a rule: its Continue is remembered per
+    /// rule.
+    fn action(&mut self, path: &str, s: &str) -> Action {
+        match s {
+            "warn" => {
                 self.err(
                     path,
-                    format!("unknown action {other:?}"),
-                    "write `allow` or `block`",
+                    "`warn` is a rule's action, not available here",
+                    "write `allow` or `block` here, and add a rule with `action: warn` for the traffic to warn about",
                 );
                 Action::Block
             }
+            "read_only" => {
+                self.err(
+                    path,
+                    "`read_only` is a rule's action, not available here",
+                    "write `allow` or `block` here, and add a rule with `action: read_only` for the platforms to keep read-only",
+                );
+                Action::Block
+            }
+            other => self.action_among(path, other, "write `allow` or `block`"),
         }
+    }
+
+    fn action_among(&mut self, path: &str, s: &str, hint: &str) -> Action {
+        match s {
+            "allow" => Action::Allow,
+            "block" => Action::Block,
+            other => {
+                self.err(path, format!("unknown action {other:?}"), hint);
+                Action::Block
+            }
+        }
+    }
+
+    /// `warn:`: durations within sane bounds.
+    fn warn(&mut self, raw: &RawWarn) -> Warn {
+        let d = Warn::default();
+        let minute = Duration::from_secs(60);
+        let day = Duration::from_secs(86_400);
+        let remember = match &raw.remember {
+            None => d.remember,
+            Some(s) => self
+                .duration(
+                    "warn.remember",
+                    s,
+                    minute,
+                    30 * day,
+                    "e.g. `1h`, `30m` or `8h`",
+                )
+                .unwrap_or(d.remember),
+        };
+        let link_expiry = match &raw.link_expiry {
+            None => d.link_expiry,
+            Some(s) => self
+                .duration("warn.link_expiry", s, minute, day, "e.g. `15m`")
+                .unwrap_or(d.link_expiry),
+        };
+        Warn {
+            remember,
+            link_expiry,
+        }
+    }
+
+    /// A duration written like `1h`, `30m`, `1h30m`, `2d` or `90s`, between
+    /// `min` and `max`.
+    fn duration(
+        &mut self,
+        path: &str,
+        s: &str,
+        min: Duration,
+        max: Duration,
+        example: &str,
+    ) -> Option<Duration> {
+        // Days count as 24 hours; months and years are not durations.
+        let parsed = s
+            .trim()
+            .parse::<jiff::Span>()
+            .ok()
+            .and_then(|span| {
+                span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
+            .and_then(|d| Duration::try_from(d).ok());
+        let Some(d) = parsed else {
+            self.err(
+                path,
+                format!("{s:?} is not a duration"),
+                format!("write a number with a unit (s, m, h, d), {example}"),
+            );
+            return None;
+        };
+        if d < min || d > max {
+            self.err(
+                path,
+                format!("{s:?} is out of range"),
+                format!(
+                    "use between {} and {}, {example}",
+                    human_duration(min),
+                    human_duration(max)
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// `state:`: a Redis URL, checked but not connected to.
+    fn state(&mut self, raw: &RawState) -> State {
+        let redis = raw.redis.as_deref().and_then(|u| {
+            RedisUrl::parse(u)
+                .map_err(|e| {
+                    self.err(
+                        "state.redis",
+                        e,
+                        "write e.g. redis://redis.internal:6379/0 or redis+unix:///run/redis/redis.sock (a Redis reached over the network needs a trusted network or an ACL'd user; TLS is not built in), or remove `redis` to keep acknowledgements in memory",
+                    )
+                })
+                .ok()
+        });
+        State { redis }
     }
 
     fn pac(&mut self, raw: &RawPac) -> Pac {
@@ -888,6 +1158,18 @@ impl Compiler<'_> {
             return None;
         }
         ok.then_some(Window { days, from, to })
+    }
+}
+
+/// `1h`, `15m`, `2d` or `90s`: the largest unit that divides `d`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 

@@ -44,11 +44,14 @@ pub enum Reason {
     SniMismatch,
     BadRequest,
     DestinationMismatch,
+    /// The ClientHello carries Encrypted Client Hello behind a public name
+    /// other than the CONNECT host; `tunnels.ech` decides.
+    Ech,
 }
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::RuleMatched,
         Reason::DefaultCatalog,
         Reason::DefaultEmbedded,
@@ -62,6 +65,7 @@ impl Reason {
         Reason::SniMismatch,
         Reason::BadRequest,
         Reason::DestinationMismatch,
+        Reason::Ech,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,7 @@ impl Reason {
             Reason::SniMismatch => "sni-mismatch",
             Reason::BadRequest => "bad-request",
             Reason::DestinationMismatch => "destination-mismatch",
+            Reason::Ech => "ech",
         }
     }
 
@@ -94,7 +99,7 @@ impl Reason {
                 "builtin:destination"
             }
             Reason::PortNotAllowed => "builtin:tunnel",
-            Reason::SniMismatch => "builtin:sni",
+            Reason::SniMismatch | Reason::Ech => "builtin:sni",
             Reason::BadRequest => "builtin:request",
         }
     }
@@ -122,6 +127,7 @@ impl Reason {
             Reason::SniMismatch => "the encrypted connection named a different site than it asked for (domain fronting)",
             Reason::BadRequest => "the request could not be understood",
             Reason::DestinationMismatch => "the site the request names is not where the connection was going",
+            Reason::Ech => "the encrypted connection hides the site it goes to behind a public name (Encrypted Client Hello)",
         }
     }
 }
@@ -148,6 +154,9 @@ pub struct Decision {
     /// (an `activities:` condition or `read_only` on a tunnel that is not
     /// inspected): the decision fell back to the site level.
     pub activity_unseen: Option<Arc<str>>,
+    /// The deciding rule's `inspect:`; `None` when it says nothing or no
+    /// rule decided (then `inspection.default` applies).
+    pub inspect: Option<bool>,
 }
 
 impl Decision {
@@ -172,6 +181,7 @@ impl Decision {
             groups: Vec::new(),
             message: None,
             activity_unseen: None,
+            inspect: None,
         }
     }
 
@@ -184,6 +194,7 @@ impl Decision {
             rule: reason.builtin_rule_arc(),
             reason,
             message: None,
+            inspect: None,
             ..self.clone()
         }
     }
@@ -284,6 +295,7 @@ fn decide_inner(
         groups,
         message: None,
         activity_unseen: None,
+        inspect: None,
     };
 
     // Who may use the proxy at all: a client with no user must be in a
@@ -427,6 +439,7 @@ fn decide_inner(
         decision.rule = rule.id.clone();
         decision.reason = Reason::RuleMatched;
         decision.message = rule.message.clone();
+        decision.inspect = rule.inspect;
         if let Some(g) = rule_group {
             decision.group = Some(policy.groups[g as usize].name.clone());
         }

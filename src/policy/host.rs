@@ -72,6 +72,12 @@ pub fn normalize_host(raw: &str) -> Result<Host, HostError> {
     if trimmed.is_empty() {
         return Err(HostError::Empty);
     }
+    // `1.2.3.4.` is that address (the URL standard's IPv4 parser drops one
+    // final dot); as a "name" it would normalise to a different host when
+    // normalised again.
+    if let Ok(ip) = trimmed.parse::<std::net::Ipv4Addr>() {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
     let name = if trimmed
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
@@ -153,6 +159,7 @@ mod tests {
             ("bücher.example", name("xn--bcher-kva.example")),
             ("BÜCHER.example.", name("xn--bcher-kva.example")),
             ("127.0.0.1", Host::Ip("127.0.0.1".parse().unwrap())),
+            ("127.0.0.1.", Host::Ip("127.0.0.1".parse().unwrap())),
             ("[::1]", Host::Ip("::1".parse().unwrap())),
             ("::1", Host::Ip("::1".parse().unwrap())),
             ("127.1", Host::Numeric("127.1".into())),

@@ -9,6 +9,7 @@
 
 pub mod activity;
 pub mod admit;
+pub mod advice;
 pub mod cases;
 pub mod compile;
 pub mod decide;
@@ -28,8 +29,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use admit::{
-    admit, admit_in_groups, admit_traced, destination_check, destination_stage, is_local_name,
-    next_change_after, port_stage, sni_stage, Admission, Entry, Facts, Stage,
+    admit, admit_in_groups, admit_traced, destination_check, destination_stage, inspect_stage,
+    is_local_name, next_change_after, port_stage, sni_stage, warn_stage, Admission, Entry, Facts,
+    Inspect, InspectWhy, Stage, TlsHello, Warning,
 };
 pub use cases::{run_cases, CaseOutcome};
 pub use compile::load_dir;
@@ -49,6 +51,9 @@ use crate::identity::Htpasswd;
 pub enum Action {
     Allow,
     Block,
+    /// A page with the rule's message and a Continue button; once the
+    /// person continues, the platform passes for `warn.remember`.
+    Warn,
 }
 
 impl Action {
@@ -56,6 +61,7 @@ impl Action {
         match self {
             Action::Allow => "allow",
             Action::Block => "block",
+            Action::Warn => "warn",
         }
     }
 }
@@ -144,6 +150,9 @@ pub struct Rule {
     pub read_only: Option<Action>,
     pub mode: Mode,
     pub message: Option<Arc<str>>,
+    /// `inspect:` as written: decrypt matching tunnels, never, or unset
+    /// (`inspection.default` applies).
+    pub inspect: Option<bool>,
 }
 
 impl Rule {
@@ -205,6 +214,55 @@ pub struct Tunnels {
     pub ports: Vec<(u16, u16)>,
     pub sni_mismatch: Action,
     pub sni_timeout: Duration,
+    /// A ClientHello with Encrypted Client Hello whose public name is not
+    /// the CONNECT host: `block`, or `allow` (the CONNECT decision stands).
+    pub ech: Action,
+}
+
+/// Why a domain is never decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NeverHit {
+    /// It is in this never-inspect category of the catalog.
+    Category(Arc<str>),
+    /// `inspection.never.domains` lists it.
+    Listed,
+}
+
+/// TLS inspection settings (`inspection:`).
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The CA files the policy names (absolute); `None`: the run flags decide.
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    /// Inspect tunnels whose rule says nothing (`inspection.default`).
+    pub default: bool,
+    /// Domains never decrypted, with the reason.
+    pub never_domains: DomainTable<NeverHit>,
+    /// Platform categories never decrypted.
+    pub never_platform_categories: Vec<Arc<str>>,
+    /// Pass a host through for `pinned_for` after a client refused our leaf.
+    pub learn_pinned: bool,
+    pub pinned_for: Duration,
+    /// How long a minted leaf is valid.
+    pub leaf_validity: Duration,
+    /// Leaves kept in memory.
+    pub leaf_cache: usize,
+    /// Extra roots for upstream servers (absolute path).
+    pub upstream_ca: Option<PathBuf>,
+}
+
+impl Inspection {
+    /// True when any rule, or the default, may ask for inspection: the
+    /// company CA is needed then.
+    pub fn asked(&self, rules: &[Rule]) -> Option<String> {
+        if self.default {
+            return Some("inspection.default".into());
+        }
+        rules
+            .iter()
+            .position(|r| r.inspect == Some(true))
+            .map(|i| format!("rules[{i}].inspect"))
+    }
 }
 
 /// What goes into the access log.
@@ -245,6 +303,88 @@ impl Pac {
     }
 }
 
+/// How `action: warn` rules behave (`warn:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warn {
+    /// How long a Continue is remembered for (person, rule, platform).
+    pub remember: Duration,
+    /// How long the Continue link on a warning page can be used.
+    pub link_expiry: Duration,
+}
+
+impl Default for Warn {
+    fn default() -> Self {
+        Warn {
+            remember: Duration::from_secs(3600),
+            link_expiry: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Where state shared by replicas lives (`state:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// The Redis server for warn acknowledgements; `None` keeps them in
+    /// memory, per process.
+    pub redis: Option<RedisUrl>,
+}
+
+/// A Redis URL that was checked when the policy was compiled.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// As written, credentials included: only ever given to the client.
+    url: String,
+}
+
+impl RedisUrl {
+    /// Checks that `url` is a Redis URL socialgate can use: `redis://`,
+    /// `redis+unix://` or `unix://` (TLS, `rediss://`, is not built in).
+    pub fn parse(url: &str) -> Result<RedisUrl, String> {
+        use redis::IntoConnectionInfo;
+        let url = url.trim();
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        match scheme {
+            "redis" | "redis+unix" | "unix" => {}
+            "rediss" => return Err("TLS to Redis (rediss://) is not built into socialgate".into()),
+            _ => {
+                return Err(format!(
+                    "{url:?} is not a redis://, redis+unix:// or unix:// URL"
+                ))
+            }
+        }
+        url.into_connection_info()
+            .map_err(|e| format!("{url:?} is not a usable Redis URL: {e}"))?;
+        Ok(RedisUrl {
+            url: url.to_string(),
+        })
+    }
+
+    /// The URL to connect with (may hold a password: never log it).
+    pub fn secret_url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with any password replaced by `***`, for logs and `explain`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
 /// Identity of the loaded policy, for logs, metrics and `/readyz`.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -275,6 +415,12 @@ pub struct Policy {
     pub logging: Logging,
     /// What `/proxy.pac` sends direct.
     pub pac: Pac,
+    /// How warn rules behave.
+    pub warn: Warn,
+    /// Where shared state lives.
+    pub state: State,
+    /// TLS inspection: what may be decrypted, and with which CA.
+    pub inspection: Inspection,
     /// Test cases from `tests.yaml`, if present.
     pub cases: Vec<cases::Case>,
     /// Activity signatures from `activities.yaml` (empty when absent).

@@ -25,6 +25,21 @@ pub struct RawCatalog {
     pub categories: IndexMap<String, String>,
     /// Platform id -> platform.
     pub platforms: IndexMap<String, RawPlatform>,
+    /// Sites that are never decrypted, by category (health, finance,
+    /// government, pinned apps): category id -> its name and domains.
+    /// `inspection.never.categories` in policy.yaml names these.
+    #[serde(default)]
+    pub never_inspect: IndexMap<String, RawSensitive>,
+}
+
+/// A never-inspect category of the catalog.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSensitive {
+    /// Display name, e.g. `Banking and finance`.
+    pub name: String,
+    /// Domains (each covers its subdomains) that are never decrypted.
+    pub domains: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -62,6 +77,12 @@ pub struct RawPolicy {
     pub logging: RawLogging,
     #[serde(default)]
     pub pac: RawPac,
+    #[serde(default)]
+    pub warn: RawWarn,
+    #[serde(default)]
+    pub state: RawState,
+    #[serde(default)]
+    pub inspection: RawInspection,
     #[serde(default)]
     pub groups: IndexMap<String, RawGroup>,
     #[serde(default)]
@@ -134,6 +155,65 @@ pub struct RawTunnels {
     /// Milliseconds to wait for the ClientHello (default 3000).
     #[serde(default)]
     pub sni_timeout_ms: Option<u64>,
+    /// What to do with a ClientHello that carries Encrypted Client Hello
+    /// and a public (outer) name other than the CONNECT host: `block`
+    /// (default) or `allow` (the CONNECT decision stands).
+    #[serde(default)]
+    pub ech: Option<String>,
+}
+
+/// TLS inspection: which tunnels socialgate decrypts, and with what.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInspection {
+    /// The company CA certificate (PEM), relative to the policy directory;
+    /// default `--ca-cert` (made by `socialgate ca init`).
+    #[serde(default)]
+    pub ca_cert: Option<String>,
+    /// The company CA's private key (PEM, mode 0600), relative to the policy
+    /// directory; default `--ca-key`.
+    #[serde(default)]
+    pub ca_key: Option<String>,
+    /// Inspect tunnels whose rule says nothing about inspection (default false).
+    #[serde(default)]
+    pub default: Option<bool>,
+    /// What is never decrypted, whatever a rule says.
+    #[serde(default)]
+    pub never: Option<RawNever>,
+    /// When a client refuses socialgate's certificate (a pinned app), pass
+    /// that host through undecrypted for `learn_pinned_hours` (default true).
+    #[serde(default)]
+    pub learn_pinned: Option<bool>,
+    /// Hours a learned pinned host passes through (default 24, 1-720).
+    #[serde(default)]
+    pub learn_pinned_hours: Option<u32>,
+    /// Days a minted leaf certificate is valid (default 7, 1-90); leaves are
+    /// renewed a day before they expire and backdated an hour for clock skew.
+    #[serde(default)]
+    pub leaf_days: Option<u32>,
+    /// Leaf certificates kept in memory, least recently used evicted
+    /// (default 10000, at least 1).
+    #[serde(default)]
+    pub leaf_cache: Option<usize>,
+    /// Extra CA certificates (PEM) trusted for upstream servers, besides the
+    /// bundled Mozilla roots and the system store; relative to the policy
+    /// directory. `--upstream-ca` adds more.
+    #[serde(default)]
+    pub upstream_ca: Option<String>,
+}
+
+/// What is never decrypted.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNever {
+    /// Categories: the catalog's `never_inspect` categories (health,
+    /// finance, government, pinned) or platform categories. Default: every
+    /// `never_inspect` category of the catalog.
+    #[serde(default)]
+    pub categories: Option<Vec<String>>,
+    /// Domains (each covers its subdomains), added to the categories.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// A CONNECT port: a number, or a string `"a-b"` (a range) or `"any"`.
@@ -171,6 +251,31 @@ pub struct RawPac {
     /// the private ranges and loopback.
     #[serde(default)]
     pub direct_networks: Option<Vec<String>>,
+}
+
+/// How `action: warn` rules behave.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarn {
+    /// How long a Continue is remembered for the person, rule and platform:
+    /// a duration such as `1h`, `30m` or `1h30m` (1 minute to 30 days;
+    /// default `1h`).
+    #[serde(default)]
+    pub remember: Option<String>,
+    /// How long the Continue link on a warning page can be used: a duration
+    /// such as `15m` (1 minute to 1 day; default `15m`).
+    #[serde(default)]
+    pub link_expiry: Option<String>,
+}
+
+/// Where state shared by replicas lives (warn acknowledgements).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    /// Redis URL, e.g. `redis://redis.internal:6379/0` or
+    /// `redis+unix:///run/redis/redis.sock`; default: in memory, per process.
+    #[serde(default)]
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -236,7 +341,8 @@ pub struct RawRule {
     /// means any. Activities are seen on plain HTTP and inspected HTTPS only.
     #[serde(default)]
     pub activities: Vec<String>,
-    /// `allow`, `block`, or `read_only` (reads pass, writes are refused).
+    /// `allow`, `block`, `warn` (a page with a Continue button; see `warn:`),
+    /// or `read_only` (reads pass, writes are refused).
     pub action: String,
     /// For `read_only`: what a request that may be a read or a write gets,
     /// `allow` (default) or `block`.
@@ -245,9 +351,13 @@ pub struct RawRule {
     /// `enforce` (default), or `report` to log the would-be action and let traffic pass.
     #[serde(default)]
     pub mode: Option<String>,
-    /// Shown on the refusal page.
+    /// Shown on the refusal or warning page.
     #[serde(default)]
     pub message: Option<String>,
+    /// Decrypt matching HTTPS tunnels (`true`) or never (`false`); unset:
+    /// `inspection.default`. Needs the company CA (`socialgate ca init`).
+    #[serde(default)]
+    pub inspect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -306,7 +416,7 @@ pub struct RawCase {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
-    /// `allow` or `block`.
+    /// `allow`, `block` or `warn`.
     #[serde(default)]
     pub action: Option<String>,
     /// The activity the request is, e.g. `post` or `read` (see activities.yaml).
@@ -330,6 +440,10 @@ pub struct RawExpect {
     /// A reason label from docs/access-log.md, e.g. `rule-matched`.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Whether the tunnel is decrypted (https:// cases only; the ClientHello
+    /// is taken to be a browser's, naming `sni` or the URL's host).
+    #[serde(default)]
+    pub inspect: Option<bool>,
 }
 
 /// `activities.yaml`: activity signatures per catalog platform (optional).

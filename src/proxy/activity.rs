@@ -114,7 +114,9 @@ where
     match policy.activities.classify(platform, &seen) {
         Classify::Done(c) => Ok((c, PeekedBody::whole(body))),
         Classify::NeedBody => {
-            let peeked = peek(body, idle).await?;
+            // Boxed: most requests never wait here, and the peek's state
+            // would otherwise enlarge every request's future.
+            let peeked = Box::pin(peek(body, idle)).await?;
             let bytes = peeked.bytes();
             let n = bytes.len().min(PEEK_LIMIT);
             seen.body = Seen::Peeked {

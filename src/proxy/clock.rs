@@ -7,6 +7,7 @@
 //! edge instead of being found by polling. After a reload the next edge is
 //! computed again from the new policy.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,19 +16,42 @@ use tokio::sync::watch;
 
 use crate::reload::PolicyHandle;
 
-/// Wall time plus a fixed offset. The offset is zero in production; tests
-/// set it to stand a few seconds before a window's edge instead of waiting
-/// for the real one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Wall time plus an offset. The offset is zero in production; tests set
+/// it to stand a few seconds before a window's edge instead of waiting for
+/// the real one, and [`Clock::advance`] it to let an hour pass at once
+/// (warn acknowledgements expiring).
+#[derive(Debug, Clone, Default)]
 pub struct Clock {
     pub offset: SignedDuration,
+    /// Milliseconds added by [`Clock::advance`], shared by every clone, so
+    /// a test moves the running proxy's clock.
+    advanced_ms: Arc<AtomicI64>,
 }
 
 impl Clock {
+    /// A clock that reads `offset` away from wall time.
+    pub fn with_offset(offset: SignedDuration) -> Clock {
+        Clock {
+            offset,
+            ..Clock::default()
+        }
+    }
+
     pub fn now(&self) -> Timestamp {
+        let offset = self.offset.saturating_add(SignedDuration::from_millis(
+            self.advanced_ms.load(Ordering::Relaxed),
+        ));
         Timestamp::now()
-            .checked_add(self.offset)
+            .checked_add(offset)
             .unwrap_or_else(|_| Timestamp::now())
+    }
+
+    /// Moves this clock and all its clones forward by `by` (for tests).
+    /// The window-edge timer ([`run`]) is not re-planned: tests that need
+    /// an edge set `offset` before starting instead.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.advanced_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }
 

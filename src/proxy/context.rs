@@ -16,6 +16,7 @@ use std::time::Instant;
 use http::{Method, Response, StatusCode};
 
 use super::body::Pending;
+use super::headers::Presentation;
 use super::identify::{identify, Identity};
 use super::responses::{self, RequestView};
 use super::upstream::{Destination, ProxyBody, UpstreamError};
@@ -38,7 +39,7 @@ pub struct Exchange {
     pub started: Instant,
     pub peer: SocketAddr,
     pub event: Event,
-    /// A browser page load: refusals get the HTML page.
+    /// A browser page load: counts as foreground use.
     pub navigation: bool,
     /// What the request does, once recognised; `None` for a tunnel.
     pub activity: Option<crate::policy::activity::Activity>,
@@ -46,6 +47,9 @@ pub struct Exchange {
     /// client is known by its address only, and the destination must be
     /// where it was going.
     pub original: Option<SocketAddr>,
+    /// How the proxy's own answers are shown: an HTML page, JSON for API
+    /// calls, or plain text.
+    pub presentation: Presentation,
 }
 
 impl Exchange {
@@ -72,6 +76,7 @@ impl Exchange {
             port,
             path: None,
             sni: None,
+            tls: None,
             platform: None,
             category: None,
             class: None,
@@ -83,6 +88,7 @@ impl Exchange {
             mode: Mode::Enforce,
             rule: Reason::RuleMatched.builtin_rule_arc(),
             reason: Reason::RuleMatched,
+            warn: None,
             status: 0,
             bytes_up: 0,
             bytes_down: 0,
@@ -101,6 +107,7 @@ impl Exchange {
             navigation: false,
             activity: None,
             original: None,
+            presentation: Presentation::Text,
         }
     }
 
@@ -139,23 +146,49 @@ impl Exchange {
                 .map_err(Decision::builtin)?,
         };
         self.identified(&identity);
+        let admission = self.admit_as(state, &identity, entry, host, port, None);
+        Ok((identity, admission))
+    }
+
+    /// The admit phase for a client identified already (a request inside
+    /// an inspected tunnel is the tunnel's client), on this exchange's
+    /// snapshot; `resolved` is the address already connected to, if any.
+    pub fn admit_as(
+        &self,
+        state: &ProxyState,
+        identity: &Identity,
+        entry: Entry,
+        host: &Host,
+        port: u16,
+        resolved: Option<&[std::net::IpAddr]>,
+    ) -> Admission {
         let facts = Facts {
             entry,
             client: self.peer.ip(),
             user: identity.user.as_deref(),
             host,
             port,
-            resolved: None,
+            resolved,
             sni: None,
             listeners: &state.listeners,
             activity: self.activity,
             resolved_by_parent: false,
             original: self.original,
+            acknowledged: None,
+            hello: None,
         };
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());
         state.metrics.observe_decision_time(t0.elapsed());
-        Ok((identity, admission))
+        admission
+    }
+
+    /// Answers 421 Misdirected Request (RFC 9110 §15.5.20): this
+    /// connection cannot serve the request, and the client may retry it on
+    /// a new one, which is then judged for what it names. Recorded.
+    pub fn misdirected(self, state: &ProxyState, detail: &str) -> Response<ProxyBody> {
+        let resp = responses::error(StatusCode::MISDIRECTED_REQUEST, "misdirected", detail);
+        self.finish(state, resp)
     }
 
     /// Resolves `host` (an IP literal is its own address) and runs the
@@ -198,6 +231,8 @@ impl Exchange {
             resolved_by_parent: parent_resolves,
             original: self.original,
             activity: self.activity,
+            acknowledged: None,
+            hello: None,
         };
         if let Some(reason) = destination_check(&self.policy, &facts) {
             return Err(Stop::Refuse(decision.refused_for(reason)));
@@ -244,7 +279,7 @@ impl Exchange {
         }
         let connect = self.event.kind == Kind::Tunnel;
         let view = RequestView {
-            navigation: self.navigation,
+            presentation: self.presentation,
             host: &self.event.host,
             connect,
         };
@@ -283,7 +318,14 @@ impl Exchange {
         detail: &str,
     ) -> Response<ProxyBody> {
         self.event.error = Some(kind);
-        self.finish(state, responses::failure(kind, detail))
+        let resp = responses::failure_for(
+            kind,
+            detail,
+            self.presentation,
+            &self.event.host,
+            &self.policy,
+        );
+        self.finish(state, resp)
     }
 
     /// Records the exchange as ending with `resp`, made by the proxy.

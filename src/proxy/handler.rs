@@ -1,5 +1,14 @@
-//! One plain-HTTP request, through its phases: parse the target, identify,
-//! admit, resolve and admit the addresses, forward (or refuse), record.
+//! One HTTP request, through its phases: parse the target, identify,
+//! recognise its activity ([`super::activity`]), admit, the warn gate
+//! ([`super::warn`]), resolve and admit the addresses, forward (or refuse),
+//! record.
+//!
+//! Two kinds of request take this pipeline: plain-HTTP requests from the
+//! proxy connection ([`handle`]), and requests inside an inspected tunnel
+//! ([`handle_inspected`]), whose target and identity come from the tunnel.
+//! Both are decided by the same admission, refused with the same pages,
+//! and recorded the same way; only the forward step differs ([`Upstream`]:
+//! the pooled plain client, or socialgate's own TLS session to the origin).
 //!
 //! CONNECT requests are handed to [`super::tunnel`]. Upgrade requests
 //! (WebSocket) are forwarded on a dedicated upstream connection and then
@@ -16,16 +25,21 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{ClientFault, Counted, Pending};
-use super::context::Exchange;
-use super::headers::{add_via, is_navigation, strip_hop_by_hop, wants_upgrade};
+use super::body::{BoxError, ClientFault, Counted, Pending};
+use super::context::{apply_keeping_groups, Exchange};
+use super::headers::{
+    add_via, is_navigation, presentation, strip_alt_svc, strip_hop_by_hop, wants_upgrade,
+};
+use super::inspect::conn::{Inside, Link, Reach};
 use super::responses;
 use super::splice::{splice, Admitted, Signals, Watch};
-use super::upstream::{find_upstream_error, open, Destination, ProxyBody, UpstreamError};
-use super::{activity, parent, tunnel, ProxyState};
-use crate::event::Kind;
+use super::upstream::{
+    cut_connection, find_upstream_error, open, Destination, ProxyBody, UpstreamError,
+};
+use super::{activity, parent, tunnel, warn, ProxyState};
+use crate::event::{Kind, Tls};
 use crate::outcome::ErrorKind;
-use crate::policy::{normalize_host, Class, Entry, Host};
+use crate::policy::{normalize_host, Class, Decision, Entry, Host, Policy};
 
 /// hyper's service entry point.
 pub async fn handle(
@@ -37,7 +51,9 @@ pub async fn handle(
     let resp = if head_size(&req) > state.config.max_header_bytes {
         too_large(&state, peer, &req)
     } else if req.method() == Method::CONNECT {
-        tunnel::handle_connect(&state, peer, req).await
+        // Boxed, like the other rare or large branches below: the future
+        // of a plain request stays small (it is allocated per request).
+        Box::pin(tunnel::handle_connect(&state, peer, req)).await
     } else {
         forward(&state, peer, None, req).await
     };
@@ -141,6 +157,7 @@ async fn forward(
     if let Some(o) = original {
         ex.redirected(o);
     }
+    ex.presentation = presentation(req.method(), req.headers());
     if let Err((status, detail)) = check_request_framing(req.headers()) {
         return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
     }
@@ -173,15 +190,25 @@ async fn forward(
         Ok(x) => x,
         Err(refusal) => return ex.refuse(state, refusal),
     };
-    let mut decision = admission.decision;
-    ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
-    if decision.platform.is_none() || ex.policy.logging.log_paths {
+    ex.event.foreground = ex.navigation && admission.decision.class == Some(Class::Primary);
+    if admission.decision.platform.is_none() || ex.policy.logging.log_paths {
         ex.event.path = uri.path_and_query().map(|p| p.as_str().to_string());
     }
-    if decision.refuses() {
+    // Warn rules: the warning, the Continue link, or a pass once acknowledged.
+    let target = warn::Target {
+        scheme: uri.scheme_str().unwrap_or("http"),
+        host: &host,
+        port,
+    };
+    let (mut ex, admission) =
+        match warn::gate(state, ex, admission, identity.user.as_deref(), &req, target).await {
+            Ok(x) => x,
+            Err(answered) => return answered,
+        };
+    let mut decision = admission.decision;
+    if refuses(&mut ex, &mut decision, &uri) {
         return ex.refuse(state, decision);
     }
-    ex.apply(&mut decision);
 
     // Resolve a name, then admit the addresses it resolved to.
     let dest = match ex.resolve_and_admit(state, &host, port, &decision).await {
@@ -191,13 +218,9 @@ async fn forward(
 
     // Forward.
     let upgrade = wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = upgrade.then(|| super::conn::on_upgrade(&mut req));
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, upgrade);
-    if let Some(th) = &ex.policy.auth.trusted_header {
-        parts.headers.remove(&th.name);
-    }
-    add_via(&mut parts.headers);
+    clean_request_headers(&mut parts.headers, &ex.policy, upgrade);
     set_judged_host(&mut parts.headers, &host, port);
     let user = identity.user;
     let ex_activity = ex.activity;
@@ -217,16 +240,18 @@ async fn forward(
             activity: ex_activity,
             resolved_by_parent: dest.resolved_by_parent,
             original,
+            hello: None,
         };
         let up = Upgrade {
             client: client_upgrade,
             admitted,
             signals,
         };
-        return forward_upgrade(state, parts, body, pending, up, &dest).await;
+        return Box::pin(forward_upgrade(state, parts, body, pending, up, &dest)).await;
     }
 
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut captured = None;
     let sent = match &state.parent {
         // The parent gets the judged host in absolute form, and resolves it.
         Some(parent) if dest.via_parent => {
@@ -244,7 +269,15 @@ async fn forward(
                 Some(u) => u,
                 None => return respond_pending(pending, ErrorKind::UpstreamConnect, "bad address"),
             };
-            state.client.request(Request::from_parts(parts, body))
+            let mut req = Request::from_parts(parts, body);
+            // Only a request body can keep a connection writing to an
+            // origin that stopped reading (see `upstream::Cut`).
+            if !http_body::Body::is_end_stream(req.body()) {
+                captured = Some(hyper_util::client::legacy::connect::capture_connection(
+                    &mut req,
+                ));
+            }
+            state.client.request(req)
         }
     };
     match tokio::time::timeout(state.config.upstream_timeout, sent).await {
@@ -262,6 +295,72 @@ async fn forward(
         }
         Ok(Ok(resp)) => relay_response(state, resp, pending),
         Ok(Err(e)) => upstream_failure(pending, &e),
+        Err(_) => {
+            // The connection may still be sending the client's body to an
+            // origin that stopped reading: cut it, so neither is held.
+            if let Some(c) = &captured {
+                cut_connection(c);
+            }
+            upstream_head_timeout(pending)
+        }
+    }
+}
+
+/// The decide phase after admission, shared by plain and inspected
+/// requests: what the record says about the request; then true when
+/// `decision` refuses it (answer with `ex.refuse`), else the decision is
+/// applied to the record and the request goes on under it.
+fn refuses(ex: &mut Exchange, decision: &mut Decision, uri: &http::Uri) -> bool {
+    ex.event.foreground = ex.navigation && decision.class == Some(Class::Primary);
+    if decision.platform.is_none() || ex.policy.logging.log_paths {
+        ex.event.path = uri.path_and_query().map(|p| p.as_str().to_string());
+    }
+    if decision.refuses() {
+        return true;
+    }
+    ex.apply(decision);
+    false
+}
+
+/// Header hygiene for a forwarded request: hop-by-hop headers, the trusted
+/// identity header (it must not reach the site), and `Via`.
+fn clean_request_headers(headers: &mut http::HeaderMap, policy: &Policy, upgrade: bool) {
+    strip_hop_by_hop(headers, upgrade);
+    if let Some(th) = &policy.auth.trusted_header {
+        headers.remove(&th.name);
+    }
+    add_via(headers);
+}
+
+/// Where an inspected request goes (plain HTTP has its own forward step,
+/// which also knows the parent proxy).
+pub(crate) enum Upstream<'a> {
+    /// socialgate's own TLS session to the origin of an inspected tunnel
+    /// (HTTP/1.1 or HTTP/2, as the origin chose).
+    Tls(&'a Link),
+}
+
+impl Upstream<'_> {
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, BoxError> {
+        match self {
+            Upstream::Tls(link) => link.send(req).await,
+        }
+    }
+}
+
+/// The forward step: sends the request, waits (bounded) for the response
+/// head, and relays the response; failures become the proxy's own error
+/// response. Either way the exchange is recorded once.
+async fn send_and_relay(
+    state: &ProxyState,
+    upstream: Upstream<'_>,
+    request: Request<ProxyBody>,
+    pending: Pending,
+) -> Response<ProxyBody> {
+    let result = tokio::time::timeout(state.config.upstream_timeout, upstream.send(request)).await;
+    match result {
+        Ok(Ok(resp)) => relay_response(state, resp, pending),
+        Ok(Err(e)) => upstream_failure(pending, &*e),
         Err(_) => upstream_head_timeout(pending),
     }
 }
@@ -273,6 +372,199 @@ fn judged_uri(host: &Host, port: u16, path: &str) -> Option<http::Uri> {
         h => format!("http://{h}:{port}{path}"),
     };
     s.parse().ok()
+}
+
+/// A request inside an inspected tunnel: its target and identity are the
+/// tunnel's; a `Host` (`:authority`) naming another site than the
+/// ClientHello did gets 421 Misdirected Request, so the client opens a
+/// connection that is judged for that site. Otherwise it is decided,
+/// refused or forwarded, and recorded exactly like a plain-HTTP request
+/// (with `tls: intercepted`).
+pub async fn handle_inspected(
+    state: Arc<ProxyState>,
+    tunnel: Arc<Inside>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    state.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
+    let resp = if head_size(&req) > state.config.max_header_bytes {
+        let mut ex = Exchange::begin(
+            &state,
+            Kind::Request,
+            tunnel.peer,
+            req.method(),
+            tunnel.host.to_string(),
+            tunnel.port,
+        );
+        ex.event.tls = Some(Tls::Intercepted);
+        ex.identified(&tunnel.identity);
+        let limit = state.config.max_header_bytes;
+        let detail = format!("the request head is larger than {limit} bytes");
+        let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let mut r = ex.bad_request(&state, status, None, &detail);
+        // The TLS session stays usable: hyper frames the next request.
+        r.headers_mut().remove(header::CONNECTION);
+        r
+    } else {
+        inspected(&state, &tunnel, req).await
+    };
+    state.gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
+    Ok(resp)
+}
+
+async fn inspected(
+    state: &Arc<ProxyState>,
+    tunnel: &Inside,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let host = &tunnel.host;
+    let port = tunnel.port;
+    // A WebSocket over an HTTP/1.1 origin session; subscribed before the
+    // snapshot is taken, like a plain-HTTP upgrade.
+    let upgrade =
+        wants_upgrade(req.headers()) && matches!(&tunnel.upstream, Reach::Origin(Link::H1 { .. }));
+    let signals = upgrade.then(|| Signals::subscribe(state));
+    let mut ex = Exchange::begin(
+        state,
+        Kind::Request,
+        tunnel.peer,
+        req.method(),
+        host.to_string(),
+        port,
+    );
+    ex.event.tls = Some(Tls::Intercepted);
+    ex.navigation = is_navigation(req.method(), req.headers());
+    ex.presentation = presentation(req.method(), req.headers());
+    ex.identified(&tunnel.identity);
+    if let Err(named) = same_site(&req, host, port) {
+        // Another site than the ClientHello named: fronting inside TLS.
+        let d = Decision::builtin(crate::policy::Reason::SniMismatch);
+        apply_keeping_groups(&mut ex.event, &d);
+        let detail = format!(
+            "this connection is for {host}, the request names {named}: open a new connection for it"
+        );
+        return ex.misdirected(state, &detail);
+    }
+    if let Err((status, detail)) = check_request_framing(req.headers()) {
+        return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
+    }
+    // Recognise what the request does, as on plain HTTP.
+    let (parts, body) = req.into_parts();
+    let idle = state.config.body_idle_timeout;
+    let (found, body) = match activity::recognise(&ex.policy, host, &parts, body, idle).await {
+        Ok(x) => x,
+        Err(fault) => {
+            let status = match fault {
+                ClientFault::Timeout => StatusCode::REQUEST_TIMEOUT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let detail = "the request body could not be read";
+            return ex.bad_request(state, status, Some(fault.kind()), detail);
+        }
+    };
+    ex.activity = Some(found.activity);
+    ex.event.activity = Some(found.activity);
+    ex.event.signature = found.signature;
+    let mut req = Request::from_parts(parts, body);
+    let resolved = tunnel.resolved.as_ref().map(std::slice::from_ref);
+    let admission = ex.admit_as(
+        state,
+        &tunnel.identity,
+        Entry::Request,
+        host,
+        port,
+        resolved,
+    );
+    // Warn rules: inside an inspected tunnel the warning can be shown.
+    let target = warn::Target {
+        scheme: "https",
+        host,
+        port,
+    };
+    let user = tunnel.identity.user.as_deref();
+    let (mut ex, admission) = match warn::gate(state, ex, admission, user, &req, target).await {
+        Ok(x) => x,
+        Err(answered) => return answered,
+    };
+    let uri = req.uri().clone();
+    let mut decision = admission.decision;
+    if refuses(&mut ex, &mut decision, &uri) {
+        return ex.refuse(state, decision);
+    }
+    let link = match &tunnel.upstream {
+        Reach::Origin(link) => link,
+        Reach::Failed(kind, detail) => return ex.fail(state, *kind, detail),
+        Reach::None => {
+            // A tunnel opened only to show a refusal, and the policy now
+            // allows the request (it was reloaded): the client retries on
+            // a new connection, which is decided and dialed afresh.
+            return ex.misdirected(
+                state,
+                "the policy changed; open a new connection for this site",
+            );
+        }
+    };
+    let client_upgrade = upgrade.then(|| super::conn::on_upgrade(&mut req));
+    let (mut parts, body) = req.into_parts();
+    clean_request_headers(&mut parts.headers, &ex.policy, upgrade);
+    link.prepare(&mut parts, host, port);
+    let ex_activity = ex.activity;
+    let (pending, _policy) = ex.into_pending(state);
+    let idle = Some(state.config.body_idle_timeout);
+    let body = Counted::request(body, pending.meter.clone(), idle).boxed();
+    let request = Request::from_parts(parts, body);
+    let (Some(client_upgrade), Some(signals)) = (client_upgrade, signals) else {
+        return send_and_relay(state, Upstream::Tls(link), request, pending).await;
+    };
+    link.upgrading();
+    let resp = match tokio::time::timeout(state.config.upstream_timeout, link.send(request)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return upstream_failure(pending, &*e),
+        Err(_) => return upstream_head_timeout(pending),
+    };
+    let admitted = Admitted {
+        entry: Entry::Request,
+        client: tunnel.peer.ip(),
+        user: tunnel.identity.user.clone(),
+        host: host.clone(),
+        port,
+        resolved: tunnel.resolved.into_iter().collect(),
+        sni: None,
+        hello: None,
+        activity: ex_activity,
+        resolved_by_parent: false,
+        original: None,
+    };
+    let watch = Watch::new(state.clone(), admitted, signals);
+    switched(state, resp, pending, client_upgrade, watch)
+}
+
+/// `Ok` when the request's `:authority` or `Host` names the tunnel's host
+/// (and port, if it names one); else the name it gave.
+fn same_site(req: &Request<Incoming>, host: &Host, port: u16) -> Result<(), String> {
+    let authority = match req.uri().authority() {
+        Some(a) => Some(a.clone()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<http::uri::Authority>().ok()),
+    };
+    let Some(a) = authority else {
+        // HTTP/1.1 requires Host; an HTTP/1.0 request without one is for
+        // the tunnel's host by construction.
+        return if req.version() == http::Version::HTTP_10 {
+            Ok(())
+        } else {
+            Err("no host at all".into())
+        };
+    };
+    let same_host = normalize_host(a.host()).is_ok_and(|h| &h == host);
+    let same_port = a.port_u16().is_none_or(|p| p == port);
+    if same_host && same_port {
+        Ok(())
+    } else {
+        Err(a.to_string())
+    }
 }
 
 /// `http://ADDRESS:PORT/path`, the pooled client's target.
@@ -310,6 +602,8 @@ fn relay_response(
         return respond_pending(pending, ErrorKind::UpstreamProtocol, detail);
     }
     strip_hop_by_hop(&mut parts.headers, false);
+    // Browsers must stay on TCP through the proxy: no HTTP/3 (QUIC) hints.
+    strip_alt_svc(&mut parts.headers);
     add_via(&mut parts.headers);
     pending.event_mut().status = parts.status.as_u16();
     let idle = Some(state.config.body_idle_timeout);
@@ -435,7 +729,7 @@ fn set_judged_host(headers: &mut http::HeaderMap, host: &Host, port: u16) {
 
 /// What an Upgrade request brings besides its head and body.
 struct Upgrade {
-    client: hyper::upgrade::OnUpgrade,
+    client: super::conn::OnClientUpgrade,
     admitted: Admitted,
     signals: Signals,
 }
@@ -446,7 +740,7 @@ async fn forward_upgrade(
     state: &Arc<ProxyState>,
     mut parts: http::request::Parts,
     body: ProxyBody,
-    mut pending: Pending,
+    pending: Pending,
     up: Upgrade,
     dest: &Destination,
 ) -> Response<ProxyBody> {
@@ -491,6 +785,25 @@ async fn forward_upgrade(
         Ok(Err(e)) => return upstream_failure(pending, &e),
         Err(_) => return upstream_head_timeout(pending),
     };
+    switched(
+        state,
+        resp,
+        pending,
+        client_upgrade,
+        Watch::new(state.clone(), admitted, signals),
+    )
+}
+
+/// The upstream's answer to an Upgrade request: a `101` splices the two
+/// upgraded connections under the policy's watch (recorded when they
+/// close); anything else is relayed as a response.
+fn switched(
+    state: &Arc<ProxyState>,
+    resp: Response<Incoming>,
+    mut pending: Pending,
+    client_upgrade: super::conn::OnClientUpgrade,
+    watch: Watch,
+) -> Response<ProxyBody> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return relay_response(state, resp, pending);
     }
@@ -498,16 +811,16 @@ async fn forward_upgrade(
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
+    strip_alt_svc(&mut parts.headers);
     add_via(&mut parts.headers);
     pending.event_mut().status = 101;
     let idle = state.config.idle_timeout;
     let hard_stop = state.hard_stop.subscribe();
-    let watch = Watch::new(state.clone(), admitted, signals);
     state.spawn_tunnel(async move {
-        match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok((c, u)) => {
+        match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(c), Ok(u)) => {
                 splice(
-                    TokioIo::new(c),
+                    c,
                     TokioIo::new(u),
                     &mut pending,
                     idle,
@@ -516,7 +829,7 @@ async fn forward_upgrade(
                 )
                 .await;
             }
-            Err(_) => pending.event_mut().error = Some(ErrorKind::UpstreamProtocol),
+            _ => pending.event_mut().error = Some(ErrorKind::UpstreamProtocol),
         }
         pending.complete();
     });

@@ -41,10 +41,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(&name);
         }
     }
-    for name in HOP_BY_HOP.iter() {
+    // One pass over the names present (most messages carry none or one of
+    // these), instead of a hashed removal per hop-by-hop name.
+    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut n = 0;
+    for name in headers.keys() {
+        let hop = HOP_BY_HOP.contains(name) || name == header::PROXY_AUTHENTICATE;
+        if hop && n < present.len() && !present[..n].iter().any(|p| p.as_ref() == Some(name)) {
+            present[n] = Some(name.clone());
+            n += 1;
+        }
+    }
+    for name in present.iter().flatten() {
         headers.remove(name);
     }
-    headers.remove(header::PROXY_AUTHENTICATE);
     if let Some(u) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, u);
@@ -74,6 +84,47 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes `Alt-Svc` from a response: it would invite browsers to HTTP/3
+/// (QUIC over UDP), around the proxy and its policy.
+pub fn strip_alt_svc(headers: &mut HeaderMap) {
+    headers.remove(header::ALT_SVC);
+}
+
+/// How the proxy's own answer to a request is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presentation {
+    /// A page for a person: a browser navigation.
+    Html,
+    /// An API call (`fetch`/XHR): a JSON object.
+    Json,
+    /// Anything else (scripts, curl): short plain text.
+    Text,
+}
+
+/// Content negotiation for refusal and error bodies. A navigation
+/// (`Sec-Fetch-Mode: navigate`, or without fetch metadata an `Accept` that
+/// asks for `text/html`) gets the HTML page. An API call
+/// (`Sec-Fetch-Mode: cors`, or an `Accept` naming JSON) gets JSON. The rest
+/// gets plain text.
+pub fn presentation(method: &http::Method, headers: &HeaderMap) -> Presentation {
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.to_ascii_lowercase())
+    };
+    let mode = text(HeaderName::from_static("sec-fetch-mode"));
+    let accept = text(header::ACCEPT).unwrap_or_default();
+    match mode.as_deref() {
+        Some("navigate") => Presentation::Html,
+        Some("cors") => Presentation::Json,
+        _ if accept.contains("json") => Presentation::Json,
+        Some(_) => Presentation::Text,
+        None if is_navigation(method, headers) => Presentation::Html,
+        None => Presentation::Text,
+    }
 }
 
 /// True when the request is a browser's top-level page load, which gets an
@@ -141,6 +192,44 @@ mod tests {
         let mut h = map(&[("via", "1.0 fred")]);
         add_via(&mut h);
         assert_eq!(h["via"], "1.0 fred, 1.1 socialgate");
+    }
+
+    #[test]
+    fn negotiates_how_a_refusal_is_shown() {
+        use Presentation::*;
+        let get = http::Method::GET;
+        let cases: [(&[(&str, &str)], Presentation); 8] = [
+            (
+                &[("sec-fetch-mode", "navigate"), ("accept", "text/html")],
+                Html,
+            ),
+            (&[("sec-fetch-mode", "cors"), ("accept", "*/*")], Json),
+            (&[("sec-fetch-mode", "cors"), ("accept", "text/html")], Json),
+            (
+                &[("sec-fetch-mode", "no-cors"), ("accept", "image/avif,*/*")],
+                Text,
+            ),
+            (&[("accept", "application/json")], Json),
+            (&[("accept", "text/html,application/xhtml+xml")], Html),
+            (&[("accept", "*/*")], Text),
+            (&[], Text),
+        ];
+        for (headers, want) in cases {
+            assert_eq!(presentation(&get, &map(headers)), want, "{headers:?}");
+        }
+        assert_eq!(
+            presentation(&http::Method::POST, &map(&[("sec-fetch-mode", "navigate")])),
+            Html,
+            "a form post is a navigation too"
+        );
+    }
+
+    #[test]
+    fn removes_alt_svc() {
+        let mut h = map(&[("alt-svc", "h3=\":443\"; ma=86400"), ("x-keep", "1")]);
+        strip_alt_svc(&mut h);
+        assert!(!h.contains_key("alt-svc"));
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -9,17 +9,32 @@
 //! [`crate::policy::admit`] and its stages; it never decides itself. Every
 //! response the proxy makes up itself comes from [`responses`].
 //!
-//! Module graph (no cycles): `transparent` → `handler` → `tunnel`, all →
-//! `context`, `splice`, `upstream` (→ `parent`), `responses`, `identify`,
-//! `body`, `headers`.
+//! A tunnel the policy core says to inspect is decrypted by [`inspect`]:
+//! its requests come back through `handler`, decided like plain HTTP.
+//!
+//! Client connections are driven by [`conn`] (hyper while requests flow,
+//! parked with no buffers while idle, the socket handed to a tunnel on
+//! upgrade); tunnels copy with buffers lent only while data flows
+//! ([`copy`]).
+//!
+//! Module graph (no cycles): `transparent` → `handler` → `tunnel` →
+//! `inspect`, all → `conn`, `context`, `splice` (→ `copy`), `upstream`
+//! (→ `parent`), `responses`, `identify`, `body`, `headers`; `handler` →
+//! `activity` (what a request does) and `warn` (the warn rules' gate) →
+//! `context`, `responses`; `inspect::conn` serves its requests with
+//! `handler::handle_inspected`.
 
 pub mod activity;
 pub mod body;
 pub mod clock;
+pub mod conn;
 pub mod context;
+pub mod copy;
+pub mod dns;
 pub mod handler;
 pub mod headers;
 pub mod identify;
+pub mod inspect;
 pub mod parent;
 pub mod responses;
 pub mod sni;
@@ -27,6 +42,7 @@ pub mod splice;
 pub mod transparent;
 pub mod tunnel;
 pub mod upstream;
+pub mod warn;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,10 +51,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -68,10 +81,15 @@ pub struct ProxyConfig {
     pub body_idle_timeout: Duration,
     /// Concurrent client connections; further clients wait in the backlog.
     pub max_connections: usize,
+    /// Concurrent client connections from one client address (0: no cap);
+    /// further ones are answered `429` (proxy) or reset (transparent).
+    pub max_connections_per_client: usize,
     /// Largest request (and upstream response) head accepted, in bytes.
     pub max_header_bytes: usize,
     /// Host name -> address overrides, like `curl --resolve`.
     pub resolve: HashMap<String, IpAddr>,
+    /// DNS servers and the bound on lookups in flight.
+    pub dns: dns::DnsConfig,
     /// Upstream keep-alive connections idle longer than this are closed.
     pub pool_idle_timeout: Duration,
     /// The policy clock: wall time plus an offset (zero outside tests).
@@ -89,8 +107,10 @@ impl Default for ProxyConfig {
             upstream_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(120),
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
             max_header_bytes: 64 * 1024,
             resolve: HashMap::new(),
+            dns: dns::DnsConfig::default(),
             pool_idle_timeout: Duration::from_secs(90),
             clock: Clock::default(),
             upstream_proxy: None,
@@ -128,6 +148,27 @@ pub struct ProxyState {
     pub tracker: TaskTracker,
     /// Set when the drain time is up: open tunnels close (and are recorded).
     pub hard_stop: tokio::sync::watch::Sender<bool>,
+    /// The warn key and the acknowledgement store (see [`crate::warn`]).
+    pub warn: crate::warn::Warnings,
+    /// TLS inspection (the company CA, leaves, origin verification);
+    /// `None` when no CA is configured: then nothing is decrypted.
+    pub inspector: Option<Arc<inspect::Inspector>>,
+    /// Set when shutdown begins: parked client connections close, busy
+    /// ones finish the exchange in flight and then close.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Client connections (their HTTP part; tunnels are in `tracker`):
+    /// shutdown waits for them.
+    pub conns: TaskTracker,
+    /// Open connections per client address (`--max-connections-per-client`).
+    pub client_slots: Arc<conn::ClientSlots>,
+    /// Bounds the 429 answers to connections over the per-client cap.
+    pub refusing: Arc<Semaphore>,
+    /// When the per-client cap was last reported (seconds since start), so
+    /// a flood logs one line every few seconds, not one per connection.
+    limit_warned: std::sync::atomic::AtomicU64,
+    /// The same for accept errors (EMFILE and friends).
+    accept_warned: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -153,14 +194,22 @@ impl ProxyState {
         config: ProxyConfig,
         listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
-    ) -> Arc<Self> {
+        warn_key: crate::warn::WarnKey,
+        inspector: Option<Arc<inspect::Inspector>>,
+    ) -> Result<Arc<Self>, dns::DnsSetupError> {
         let client = upstream::pooled_client(
             config.connect_timeout,
             config.pool_idle_timeout,
             config.max_header_bytes,
             metrics.clone(),
         );
-        let resolver = upstream::Resolver::new(config.resolve.clone(), config.connect_timeout);
+        let client_slots = conn::ClientSlots::new(config.max_connections_per_client);
+        let resolver = upstream::Resolver::new(
+            config.resolve.clone(),
+            config.connect_timeout,
+            &config.dns,
+            Some(metrics.clone()),
+        )?;
         let parent = config.upstream_proxy.clone().map(|p| {
             parent::Parent::new(
                 p,
@@ -170,7 +219,11 @@ impl ProxyState {
                 metrics.clone(),
             )
         });
-        Arc::new(Self {
+        let warn = crate::warn::Warnings {
+            key: warn_key,
+            store: crate::warn::AckStore::new(metrics.clone()),
+        };
+        Ok(Arc::new(Self {
             policy,
             recorder,
             creds: CredentialCache::default(),
@@ -184,7 +237,50 @@ impl ProxyState {
             ticks: tokio::sync::watch::channel(0).0,
             tracker: TaskTracker::new(),
             hard_stop: tokio::sync::watch::channel(false).0,
-        })
+            warn,
+            inspector,
+            stopping: tokio::sync::watch::channel(false).0,
+            conns: TaskTracker::new(),
+            client_slots,
+            refusing: conn::refusing_semaphore(),
+            limit_warned: Default::default(),
+            accept_warned: Default::default(),
+            started: std::time::Instant::now(),
+        }))
+    }
+
+    /// True at most once per `every` for the throttle `last`.
+    fn throttle(&self, last: &std::sync::atomic::AtomicU64, every: Duration) -> bool {
+        let now = self.started.elapsed().as_secs() + every.as_secs();
+        let prev = last.load(Ordering::Relaxed);
+        (prev == 0 || now >= prev + every.as_secs())
+            && last
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// A connection from `client` went over `--max-connections-per-client`:
+    /// counted, and said on stderr at most every 10 seconds.
+    pub(crate) fn note_client_limit(&self, client: IpAddr) {
+        self.metrics.connection_refused("client-limit");
+        if self.throttle(&self.limit_warned, Duration::from_secs(10)) {
+            tracing::warn!(
+                %client,
+                limit = self.client_slots.limit(),
+                "a client went over --max-connections-per-client; its further connections are refused (socialgate_connections_refused_total counts them)"
+            );
+        }
+    }
+
+    /// An accept on `listener` failed (EMFILE and friends): counted, said
+    /// at most every 10 seconds, and the listener waits before it tries
+    /// again instead of spinning.
+    pub(crate) async fn accept_failed(&self, listener: &'static str, e: &std::io::Error) {
+        self.metrics.accept_error(listener);
+        if self.throttle(&self.accept_warned, Duration::from_secs(10)) {
+            tracing::warn!(listener, error = %e, "accept failed; retrying every 50 ms (socialgate_accept_errors_total counts them; raise the open-file limit if this is EMFILE)");
+        }
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
     }
 
     /// Runs `task` as a tunnel or upgraded connection: counted in the
@@ -201,6 +297,9 @@ impl ProxyState {
     }
 }
 
+/// How long a listener waits after a failed accept (EMFILE and friends).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// Serves proxy clients on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `drain` for in-flight requests and tunnels.
 /// Returns `None` when everything drained in time, else how many tunnels
@@ -211,18 +310,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Option<u64> {
-    let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
-    let mut builder = auto::Builder::new(executor()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout)
-        // Room for heads up to twice the limit: the handler refuses those
-        // over the limit with a recorded 431; hyper refuses larger ones
-        // while reading (431, no record; docs/access-log.md says so).
-        .max_buf_size(state.config.max_header_bytes.saturating_mul(2).max(8192))
-        .keep_alive(true);
+    let builder = conn::builder(&state.config);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -236,45 +325,52 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    state.accept_failed("proxy", &e).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let st = state.clone();
-        let svc = service_fn(move |req| handler::handle(st.clone(), peer, req));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        // Watched: at shutdown hyper finishes the request in flight, then closes.
-        let conn = graceful.watch(conn.into_owned());
-        let gauges = state.gauges.clone();
-        gauges.connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
-            }
-            gauges.connections.fetch_sub(1, Ordering::Relaxed);
+        let Some(slot) = state.client_slots.acquire(peer.ip()) else {
             drop(permit);
-        });
+            conn::refuse_over_client_limit(&state, stream, peer);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let client = conn::Client {
+            stream,
+            peer,
+            held: conn::Held { permit, slot },
+        };
+        let st = state.clone();
+        let handle = move |req| {
+            let answer = handler::handle(st.clone(), peer, req);
+            async move {
+                match answer.await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            }
+        };
+        state
+            .conns
+            .spawn(conn::serve(state.clone(), builder.clone(), client, handle));
     }
     drop(listener);
-    drain_connections(&state, graceful, drain).await
+    drain_connections(&state, drain).await
 }
 
-/// After a listener stopped accepting: waits up to `drain` for its
-/// connections and every tunnel, then closes what is still open. Returns
-/// `None` when everything drained in time, else the tunnels cut.
-pub(crate) async fn drain_connections(
-    state: &ProxyState,
-    graceful: GracefulShutdown,
-    drain: Duration,
-) -> Option<u64> {
+/// After a listener stopped accepting: tells client connections to finish,
+/// waits up to `drain` for them and every tunnel, then closes what is still
+/// open. Returns `None` when everything drained in time, else the tunnels
+/// cut.
+pub(crate) async fn drain_connections(state: &ProxyState, drain: Duration) -> Option<u64> {
+    state.stopping.send_replace(true);
+    let conns = state.conns.clone();
     let tracker = state.tracker.clone();
     let drained = tokio::time::timeout(drain, async {
-        graceful.shutdown().await;
+        conns.close();
+        conns.wait().await;
         // Tunnels and upgraded connections outlive their HTTP connection.
         tracker.close();
         tracker.wait().await;

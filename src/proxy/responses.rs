@@ -1,9 +1,13 @@
 //! Every response socialgate makes up itself: refusal pages, 407, the
-//! 400/408/431/501/502/504 errors and the CONNECT 200.
+//! 400/408/429/431/501/502/504 errors, the CONNECT 200, and the warn rules'
+//! pages (the warning with its Continue link, the short 403 for other
+//! requests, the 303 after a Continue, a refused or unsaved Continue).
 //!
 //! A browser navigation gets an HTML page that names the platform, group,
-//! rule and reason, plus the policy's help text; anything else gets a short
-//! text body. Every refusal carries `X-Socialgate-Rule` and
+//! rule and reason, plus the policy's help text; an API call (`fetch`,
+//! XHR) gets the same facts as a JSON object; anything else gets a short
+//! text body ([`Presentation`]). The same holds inside inspected tunnels,
+//! where an origin whose certificate fails verification gets its own page. Every refusal carries `X-Socialgate-Rule` and
 //! `X-Socialgate-Reason`, and errors carry `X-Socialgate-Error`, with the same
 //! stable strings the access log and metrics use. Nothing here touches the
 //! network.
@@ -13,6 +17,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
+use super::headers::Presentation;
 use super::upstream::ProxyBody;
 use crate::outcome::ErrorKind;
 use crate::policy::{Decision, Policy, Reason};
@@ -20,6 +25,8 @@ use crate::policy::{Decision, Policy, Reason};
 pub const RULE_HEADER: &str = "x-socialgate-rule";
 pub const REASON_HEADER: &str = "x-socialgate-reason";
 pub const ERROR_HEADER: &str = "x-socialgate-error";
+/// On the warn rules' responses: the access log's `warn` value.
+pub const WARN_HEADER: &str = "x-socialgate-warn";
 
 pub fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
@@ -33,7 +40,7 @@ pub fn empty() -> ProxyBody {
 
 /// What the refusal needs to know about the request.
 pub struct RequestView<'a> {
-    pub navigation: bool,
+    pub presentation: Presentation,
     pub host: &'a str,
     pub connect: bool,
 }
@@ -45,16 +52,21 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
         Reason::BadRequest => StatusCode::BAD_REQUEST,
         _ => StatusCode::FORBIDDEN,
     };
-    let (content_type, body) = if req.navigation && !req.connect {
-        (
+    let presentation = if req.connect {
+        Presentation::Text
+    } else {
+        req.presentation
+    };
+    let (content_type, body) = match presentation {
+        Presentation::Html => (
             "text/html; charset=utf-8",
             html_page(decision, policy, req.host, status),
-        )
-    } else {
-        (
+        ),
+        Presentation::Json => ("application/json", json_body(decision, policy, req.host)),
+        Presentation::Text => (
             "text/plain; charset=utf-8",
             text_body(decision, policy, req.host),
-        )
+        ),
     };
     let mut resp = Response::builder()
         .status(status)
@@ -71,6 +83,23 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
     }
     // Every header value above is valid ASCII or sanitised by `header_value`.
     resp.body(full(body)).expect("valid refusal response")
+}
+
+/// The label of the answer to a connection over the per-client cap.
+pub const CLIENT_LIMIT: &str = "client-connection-limit";
+
+/// The answer to a connection over `--max-connections-per-client`: `429`,
+/// and the connection closes.
+pub fn over_client_limit(limit: usize) -> Response<ProxyBody> {
+    let detail = format!(
+        "this client address already has {limit} connections open through the proxy \
+         (--max-connections-per-client); close some, or ask the administrator to raise the limit"
+    );
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, CLIENT_LIMIT, &detail);
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// The answer to a CONNECT whose tunnel is open.
@@ -93,7 +122,60 @@ pub fn failure(kind: ErrorKind, detail: &str) -> Response<ProxyBody> {
     resp
 }
 
-/// A 400, 502 or 504 made by the proxy, with a short text body.
+/// [`failure`], shown for a person where it helps: an origin whose
+/// certificate failed verification gets a page (or JSON for an API call)
+/// that says what happened and that it was not accepted.
+pub fn failure_for(
+    kind: ErrorKind,
+    detail: &str,
+    presentation: Presentation,
+    host: &str,
+    policy: &Policy,
+) -> Response<ProxyBody> {
+    if kind != ErrorKind::UpstreamCertificate || presentation == Presentation::Text {
+        return failure(kind, detail);
+    }
+    let status = kind.status();
+    let (content_type, body) = match presentation {
+        Presentation::Json => (
+            "application/json",
+            serde_json::json!({
+                "error": kind.as_str(),
+                "site": host,
+                "detail": detail,
+                "explanation": UPSTREAM_CERTIFICATE,
+                "help": policy.settings.help.as_deref(),
+            })
+            .to_string(),
+        ),
+        _ => (
+            "text/html; charset=utf-8",
+            page(
+                policy,
+                "This site's certificate is not trusted",
+                &format!(
+                    "<p>{} {}</p><table><tr><th>Site</th><td>{}</td></tr><tr><th>Problem</th><td>{}</td></tr><tr><th>Error</th><td>{}</td></tr></table>",
+                    escape(UPSTREAM_CERTIFICATE),
+                    "If you expected to reach this site, tell your IT department; do not try to get around this.",
+                    escape(host),
+                    escape(detail),
+                    kind.as_str()
+                ),
+            ),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(ERROR_HEADER, kind.as_str())
+        .body(full(body))
+        .expect("valid error response")
+}
+
+const UPSTREAM_CERTIFICATE: &str = "socialgate checked the certificate this site presented and it did not pass: it may be expired, issued for another name, or signed by an authority nobody trusts. The connection was not made, so nothing you send can reach an impostor.";
+
+/// A 400, 429, 502 or 504 made by the proxy, with a short text body.
 pub fn error(status: StatusCode, label: &str, detail: &str) -> Response<ProxyBody> {
     let body = format!(
         "socialgate: {} ({label})\n{detail}\n",
@@ -141,12 +223,22 @@ fn text_body(d: &Decision, policy: &Policy, host: &str) -> String {
     s
 }
 
+fn json_body(d: &Decision, policy: &Policy, host: &str) -> String {
+    serde_json::json!({
+        "error": "refused",
+        "site": host,
+        "platform": d.platform.as_deref(),
+        "group": d.group.as_deref(),
+        "rule": &*d.rule,
+        "reason": d.reason.as_str(),
+        "explanation": d.reason.explain(),
+        "message": d.message.as_deref(),
+        "help": policy.settings.help.as_deref(),
+    })
+    .to_string()
+}
+
 fn html_page(d: &Decision, policy: &Policy, host: &str, status: StatusCode) -> String {
-    let org = policy
-        .settings
-        .organization
-        .as_deref()
-        .unwrap_or("Your organisation");
     let title = match status {
         StatusCode::PROXY_AUTHENTICATION_REQUIRED => "Sign-in needed",
         _ => "This site is not available",
@@ -179,9 +271,25 @@ fn html_page(d: &Decision, policy: &Policy, host: &str, status: StatusCode) -> S
         .as_deref()
         .map(|h| format!("<p class=\"help\">{}</p>", escape(h)))
         .unwrap_or_default();
+    let body = format!(
+        "<p>Access to {what} is not allowed: {reason}.</p>\n{message}\n<table>{rows}</table>\n{help}",
+        reason = escape(d.reason.explain()),
+    );
+    page(policy, title, &body)
+}
+
+/// The look every socialgate page shares: the organisation, a title, and
+/// `body` (HTML, already escaped).
+fn page(policy: &Policy, title: &str, body: &str) -> String {
+    let org = policy
+        .settings
+        .organization
+        .as_deref()
+        .unwrap_or("Your organisation");
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
 <title>{title} – {org_e}</title>
 <style>
 body{{font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;background:#f4f5f7;color:#1d2330;margin:0}}
@@ -190,18 +298,17 @@ h1{{font-size:1.5rem;margin:0 0 .5rem}} .org{{color:#5b6475;font-size:.9rem;text
 table{{border-collapse:collapse;margin:1.2rem 0;width:100%}} th{{text-align:left;color:#5b6475;font-weight:500;padding:.3rem 1rem .3rem 0;width:9rem}}
 td{{padding:.3rem 0;font-family:ui-monospace,Menlo,monospace;font-size:.95rem}} .msg{{background:#fff6e5;border-left:4px solid #f0a020;padding:.6rem 1rem}}
 .help{{color:#2a3a5e}}
+.actions{{margin:1.5rem 0 .5rem}} a.continue{{display:inline-block;background:#2457c5;color:#fff;text-decoration:none;border-radius:6px;padding:.6rem 1.2rem;font-weight:600}}
+a.continue:hover{{background:#1b449d}} .note{{color:#5b6475;font-size:.9rem}}
 </style></head>
 <body><main>
 <div class="org">{org_e} · socialgate</div>
 <h1>{title}</h1>
-<p>Access to {what} is not allowed: {reason}.</p>
-{message}
-<table>{rows}</table>
-{help}
+{body}
 </main></body></html>
 "#,
         org_e = escape(org),
-        reason = escape(d.reason.explain()),
+        title = escape(title),
     )
 }
 
@@ -216,4 +323,217 @@ pub fn for_redirected_client(mut resp: Response<ProxyBody>) -> Response<ProxyBod
     resp
 }
 
+/// A warn rule's answer to a page load: the warning, with the rule's
+/// message and a Continue link (`continue_href`, on the same site). 403:
+/// the page asked for is not what this is.
+pub fn warning_page(
+    d: &Decision,
+    policy: &Policy,
+    host: &str,
+    continue_href: &str,
+) -> Response<ProxyBody> {
+    let what = match &d.platform_name {
+        Some(p) => format!("{} ({})", escape(p), escape(host)),
+        None => escape(host),
+    };
+    let mut rows = String::new();
+    let mut row = |k: &str, v: &str| {
+        rows.push_str(&format!("<tr><th>{k}</th><td>{}</td></tr>", escape(v)));
+    };
+    if let Some(p) = &d.platform_name {
+        row("Platform", p);
+    }
+    row("Site", host);
+    if let Some(g) = &d.group {
+        row("Your group", g);
+    }
+    row("Rule", &d.rule);
+    let message = d
+        .message
+        .as_deref()
+        .map(|m| format!("<p class=\"msg\">{}</p>", escape(m)))
+        .unwrap_or_default();
+    let remember = in_words(policy.warn.remember);
+    let scope = match &d.platform_name {
+        Some(p) => format!("all of {}'s sites", escape(p)),
+        None => escape(host),
+    };
+    let help = policy
+        .settings
+        .help
+        .as_deref()
+        .map(|h| format!("<p class=\"help\">{}</p>", escape(h)))
+        .unwrap_or_default();
+    let body = format!(
+        r#"<p>A company rule asks you to think twice before using {what}.</p>
+{message}
+<table>{rows}</table>
+<p class="actions"><a class="continue" href="{href}" rel="nofollow noreferrer">Continue to {what_short}</a></p>
+<p class="note">If you continue, your choice is remembered for {remember} for {scope}, and counted (without your name) to show how much the site is needed. If you do not need it, close this page.</p>
+{help}"#,
+        href = escape(continue_href),
+        what_short = d
+            .platform_name
+            .as_deref()
+            .map_or_else(|| escape(host), escape),
+    );
+    let resp = Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(RULE_HEADER, header_value(&d.rule))
+        .header(REASON_HEADER, d.reason.as_str())
+        .header(WARN_HEADER, "shown");
+    resp.body(full(page(policy, "Before you continue", &body)))
+        .expect("valid warning response")
+}
+
+/// A warn rule's answer to any other request (an image, a script, an API
+/// call) while the person has not continued: a short 403, JSON when the
+/// client asks for JSON. `visit` is the page to open to see the warning.
+pub fn warning_held(
+    d: &Decision,
+    policy: &Policy,
+    host: &str,
+    visit: &str,
+    json: bool,
+) -> Response<ProxyBody> {
+    let (content_type, body) = if json {
+        let v = serde_json::json!({
+            "socialgate": "warning",
+            "warn": "held",
+            "rule": &*d.rule,
+            "reason": d.reason.as_str(),
+            "platform": d.platform.as_deref(),
+            "site": host,
+            "message": d.message.as_deref(),
+            "open": visit,
+            "help": policy.settings.help.as_deref(),
+        });
+        ("application/json", format!("{v}\n"))
+    } else {
+        let mut s = format!(
+            "socialgate: a warning applies to this site and has not been acknowledged.\nsite: {host}\n"
+        );
+        if let Some(p) = &d.platform_name {
+            s.push_str(&format!("platform: {p}\n"));
+        }
+        s.push_str(&format!("rule: {}\n", d.rule));
+        if let Some(m) = &d.message {
+            s.push_str(&format!("{m}\n"));
+        }
+        s.push_str(&format!(
+            "Open {visit} in your browser, read the warning and choose Continue.\n"
+        ));
+        ("text/plain; charset=utf-8", s)
+    };
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(RULE_HEADER, header_value(&d.rule))
+        .header(REASON_HEADER, d.reason.as_str())
+        .header(WARN_HEADER, "held")
+        .body(full(body))
+        .expect("valid held response")
+}
+
+/// `1 hour`, `90 minutes`, `1 day 12 hours`: a duration for people.
+fn in_words(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let parts = [
+        (s / 86_400, "day"),
+        (s % 86_400 / 3600, "hour"),
+        (s % 3600 / 60, "minute"),
+    ];
+    let words: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n} {unit}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if words.is_empty() {
+        format!("{s} seconds")
+    } else {
+        words.join(" ")
+    }
+}
+
+/// After a valid Continue: back to the page asked for (`location`, on the
+/// same site).
+pub fn continue_redirect(location: &str) -> Response<ProxyBody> {
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, header_value(location))
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .header(WARN_HEADER, "continued")
+        .body(empty())
+        .expect("valid redirect")
+}
+
+/// A Continue link that cannot be used (`problem`, `advice`), or a valid
+/// one that could not be saved (`unsaved`, 503). `retry` is where to load
+/// the page again, on the same site.
+pub fn continue_refused(
+    policy: &Policy,
+    problem: &str,
+    advice: &str,
+    retry: &str,
+    html: bool,
+    unsaved: bool,
+) -> Response<ProxyBody> {
+    let (status, label) = if unsaved {
+        (StatusCode::SERVICE_UNAVAILABLE, "unsaved")
+    } else {
+        (StatusCode::FORBIDDEN, "bad-link")
+    };
+    let (content_type, body) = if html {
+        let help = policy
+            .settings
+            .help
+            .as_deref()
+            .map(|h| format!("<p class=\"help\">{}</p>", escape(h)))
+            .unwrap_or_default();
+        let body = format!(
+            r#"<p>This Continue link cannot be used: {}.</p>
+<p>{}</p>
+<p class="actions"><a class="continue" href="{}">Load the page again</a></p>
+{help}"#,
+            escape(problem),
+            escape(advice),
+            escape(retry),
+        );
+        (
+            "text/html; charset=utf-8",
+            page(policy, "Continue link not accepted", &body),
+        )
+    } else {
+        (
+            "text/plain; charset=utf-8",
+            format!("socialgate: this Continue link cannot be used: {problem}.\n{advice}\n"),
+        )
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(WARN_HEADER, label)
+        .body(full(body))
+        .expect("valid continue refusal")
+}
+
 pub use crate::html::escape;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(in_words(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(in_words(Duration::from_secs(5400)), "1 hour 30 minutes");
+        assert_eq!(in_words(Duration::from_secs(2 * 86_400)), "2 days");
+        assert_eq!(in_words(Duration::from_secs(60)), "1 minute");
+    }
+}

@@ -1,8 +1,11 @@
 //! Reading the TLS server name from a tunnel's first bytes.
 //!
-//! The ClientHello is parsed by rustls' `Acceptor`, never by hand. The
+//! The ClientHello is parsed by rustls' `Acceptor` (server name, ALPN),
+//! never by hand; the one extension rustls does not expose, Encrypted Client
+//! Hello, is looked for with rusticata's `tls-parser`. The
 //! bytes are only looked at, not consumed: the caller forwards every byte
-//! read to the upstream unchanged. [`server_name`] is a pure function over
+//! read to the upstream unchanged, or replays them into socialgate's own
+//! TLS server when the tunnel is inspected. [`server_name`] is a pure function over
 //! the bytes seen so far; [`peek`] reads from the client until it can answer
 //! or a limit is hit.
 
@@ -14,15 +17,51 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// hellos with post-quantum key shares are under 4 KiB).
 pub const MAX_HELLO_BYTES: usize = 16 * 1024 + 5;
 
+/// The TLS extension number of encrypted_client_hello.
+const ECH_EXTENSION: u16 = 0xfe0d;
+
+/// What a ClientHello says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientHello {
+    /// The server name (SNI), if it sent one.
+    pub server_name: Option<String>,
+    /// The application protocols offered (ALPN), in the client's order.
+    pub alpn: Vec<Vec<u8>>,
+    /// It carries the encrypted_client_hello extension (real ECH, or the
+    /// GREASE that Chromium sends on every connection).
+    pub ech: bool,
+}
+
+impl ClientHello {
+    /// No ALPN, or `h2` or `http/1.1` offered: HTTP can be served inside.
+    pub fn offers_http(&self) -> bool {
+        self.alpn.is_empty()
+            || self
+                .alpn
+                .iter()
+                .any(|p| p.as_slice() == b"h2" || p.as_slice() == b"http/1.1")
+    }
+}
+
 /// What the first bytes of a tunnel say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
     /// Not enough bytes yet.
     Incomplete,
-    /// A TLS ClientHello, with its server name if it sent one.
-    Tls(Option<String>),
+    /// A TLS ClientHello.
+    Tls(ClientHello),
     /// Not TLS (or a ClientHello rustls cannot read).
     NotTls,
+}
+
+impl Hello {
+    /// The server name of a ClientHello that sent one.
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Hello::Tls(h) => h.server_name.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Looks for a ClientHello in `bytes`.
@@ -44,11 +83,54 @@ pub fn server_name(bytes: &[u8]) -> Hello {
         }
     }
     match acceptor.accept() {
-        Ok(Some(accepted)) => Hello::Tls(accepted.client_hello().server_name().map(str::to_string)),
+        Ok(Some(accepted)) => {
+            let ch = accepted.client_hello();
+            Hello::Tls(ClientHello {
+                server_name: ch.server_name().map(str::to_string),
+                alpn: ch
+                    .alpn()
+                    .map(|protos| protos.map(<[u8]>::to_vec).collect())
+                    .unwrap_or_default(),
+                ech: has_ech(bytes),
+            })
+        }
         Ok(None) if bytes.len() < MAX_HELLO_BYTES => Hello::Incomplete,
         Ok(None) => Hello::NotTls,
         Err(_) => Hello::NotTls,
     }
+}
+
+/// True when the ClientHello in `bytes` (already known to be complete)
+/// carries the encrypted_client_hello extension. The handshake message may
+/// span several records: their payloads are joined, then parsed.
+fn has_ech(bytes: &[u8]) -> bool {
+    use tls_parser::{
+        parse_tls_extensions, parse_tls_message_handshake, parse_tls_raw_record, TlsMessage,
+        TlsMessageHandshake, TlsRecordType,
+    };
+    let mut handshake = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let Ok((next, record)) = parse_tls_raw_record(rest) else {
+            break;
+        };
+        if record.hdr.record_type != TlsRecordType::Handshake {
+            break;
+        }
+        handshake.extend_from_slice(record.data);
+        rest = next;
+    }
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
+        parse_tls_message_handshake(&handshake)
+    else {
+        return false;
+    };
+    let Some(Ok((_, extensions))) = hello.ext.map(parse_tls_extensions) else {
+        return false;
+    };
+    extensions
+        .iter()
+        .any(|e| tls_parser::TlsExtensionType::from(e).0 == ECH_EXTENSION)
 }
 
 /// How a peek ended.
@@ -65,15 +147,16 @@ pub enum Peeked {
 /// client closes, or `limit` passes.
 pub async fn peek<S: AsyncRead + Unpin>(io: &mut S, buf: &mut Vec<u8>, limit: Duration) -> Peeked {
     let deadline = tokio::time::Instant::now() + limit;
-    let mut chunk = [0u8; 4096];
     loop {
-        let n = match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+        // Read straight into `buf`: a buffer on the stack here would be
+        // part of every tunnel task's state for the tunnel's whole life.
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
             Ok(Ok(0)) => return Peeked::Closed,
-            Ok(Ok(n)) => n,
+            Ok(Ok(_)) => {}
             Ok(Err(_)) => return Peeked::Closed,
             Err(_) => return Peeked::Timeout,
         };
-        buf.extend_from_slice(&chunk[..n]);
         match server_name(buf) {
             Hello::Incomplete => continue,
             other => return Peeked::Hello(other),
@@ -106,10 +189,38 @@ mod tests {
     #[test]
     fn reads_the_server_name_from_a_real_client_hello() {
         let hello = client_hello("www.tiktok.com");
-        assert_eq!(
-            server_name(&hello),
-            Hello::Tls(Some("www.tiktok.com".into()))
-        );
+        let got = server_name(&hello);
+        assert_eq!(got.server_name(), Some("www.tiktok.com"));
+        let Hello::Tls(h) = got else { unreachable!() };
+        assert!(!h.ech, "a rustls client sends no ECH extension");
+        assert!(h.offers_http(), "no ALPN: HTTP/1.1 is assumed");
+    }
+
+    #[test]
+    fn reads_the_offered_protocols() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server = rustls::pki_types::ServerName::try_from("example.org").unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), server).unwrap();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).unwrap();
+        }
+        let Hello::Tls(h) = server_name(&out) else {
+            panic!("not read")
+        };
+        assert_eq!(h.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(h.offers_http());
+        let imap = ClientHello {
+            alpn: vec![b"imap".to_vec()],
+            ..ClientHello::default()
+        };
+        assert!(!imap.offers_http());
     }
 
     #[test]
@@ -122,10 +233,7 @@ mod tests {
                 "prefix of {len} bytes"
             );
         }
-        assert_eq!(
-            server_name(&hello),
-            Hello::Tls(Some("www.linkedin.com".into()))
-        );
+        assert_eq!(server_name(&hello).server_name(), Some("www.linkedin.com"));
     }
 
     /// A ClientHello captured from real Chromium (156.0.8078.108, Debian 12)
@@ -141,10 +249,13 @@ mod tests {
 
     #[test]
     fn reads_the_server_name_from_a_chromium_client_hello() {
-        assert_eq!(
-            server_name(CHROMIUM_HELLO),
-            Hello::Tls(Some("www.linkedin.com".into()))
-        );
+        let Hello::Tls(h) = server_name(CHROMIUM_HELLO) else {
+            panic!("not read")
+        };
+        assert_eq!(h.server_name.as_deref(), Some("www.linkedin.com"));
+        // Chromium sends ECH GREASE on every connection.
+        assert!(h.ech, "the ECH extension was not seen");
+        assert_eq!(h.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
 
     #[test]
@@ -163,9 +274,35 @@ mod tests {
     }
 
     #[test]
+    fn a_hello_split_over_two_records_is_read_whole() {
+        // The same handshake message, in two TLS records (as a client that
+        // fragments may send it).
+        let payload = &CHROMIUM_HELLO[5..];
+        let (a, b) = payload.split_at(700);
+        let mut split = Vec::new();
+        for part in [a, b] {
+            split.extend_from_slice(&[0x16, 0x03, 0x01]);
+            split.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            split.extend_from_slice(part);
+        }
+        let Hello::Tls(h) = server_name(&split) else {
+            panic!("not read")
+        };
+        assert_eq!(h.server_name.as_deref(), Some("www.linkedin.com"));
+        assert!(h.ech, "the ECH extension is found across records");
+        for len in 1..split.len() {
+            assert_eq!(
+                server_name(&split[..len]),
+                Hello::Incomplete,
+                "prefix of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
     fn a_hello_for_an_ip_address_has_no_server_name() {
         let hello = client_hello("192.0.2.7");
-        assert_eq!(server_name(&hello), Hello::Tls(None));
+        assert_eq!(server_name(&hello), Hello::Tls(ClientHello::default()));
     }
 
     #[test]

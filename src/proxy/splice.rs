@@ -1,23 +1,23 @@
 //! Splicing an open tunnel or upgraded connection, and keeping it under the
 //! policy while it lives.
 //!
-//! Bytes are copied both ways and counted until either side closes, the
-//! connection is idle for `--idle-timeout`, the drain time runs out, or the
-//! policy refuses it: on every reload and at every time-window edge (the
+//! Bytes are copied both ways and counted ([`super::copy`], with buffers
+//! lent only while data flows) until either side closes, the connection is
+//! idle for `--idle-timeout`, the drain time runs out, or the policy
+//! refuses it: on every reload and at every time-window edge (the
 //! [`super::clock`] ticks) the tunnel is admitted again with all its facts
 //! by [`crate::policy::admit`], and closed and recorded if refused.
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::{Meter, Pending};
+use super::body::Pending;
 use super::context::apply_keeping_groups;
+use super::copy::Bidi;
 use super::ProxyState;
 use crate::outcome::ErrorKind;
 use crate::policy::{admit, Decision, Entry, Facts, Host};
@@ -41,6 +41,8 @@ pub struct Admitted {
     pub resolved_by_parent: bool,
     /// Where a redirected connection was going (transparent mode).
     pub original: Option<std::net::SocketAddr>,
+    /// What the ClientHello showed, when one was seen.
+    pub hello: Option<crate::policy::TlsHello>,
 }
 
 /// Admits an open connection again under the current policy and clock.
@@ -95,6 +97,8 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             activity: a.activity,
             resolved_by_parent: a.resolved_by_parent,
             original: a.original,
+            acknowledged: None,
+            hello: a.hello,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)
@@ -104,8 +108,8 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
 /// Copies bytes both ways until either side closes, the connection is idle
 /// for `idle`, the drain time runs out, or `watch` finds it refused.
 pub async fn splice<A, B>(
-    client: A,
-    upstream: B,
+    mut client: A,
+    mut upstream: B,
     pending: &mut Pending,
     idle: Duration,
     watch: Option<Watch>,
@@ -114,16 +118,6 @@ pub async fn splice<A, B>(
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut c = CountedIo {
-        inner: client,
-        meter: pending.meter.clone(),
-        up: true,
-    };
-    let mut u = CountedIo {
-        inner: upstream,
-        meter: pending.meter.clone(),
-        up: false,
-    };
     let (watch, mut generation, mut ticks) = match watch {
         Some(w) => {
             let Watch {
@@ -139,8 +133,7 @@ pub async fn splice<A, B>(
         }
         None => (None, None, None),
     };
-    // 64 KiB buffers: fewer, larger reads and writes for bulk tunnels.
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut u, 64 * 1024, 64 * 1024);
+    let copy = Bidi::new(&mut client, &mut upstream, pending.meter.clone());
     tokio::pin!(copy);
     let mut ticker = tokio::time::interval(idle.max(Duration::from_millis(10)));
     ticker.tick().await;
@@ -194,60 +187,5 @@ async fn changed(
     match rx.as_mut() {
         Some(r) => r.changed().await,
         None => std::future::pending().await,
-    }
-}
-
-/// A stream that counts the bytes read from it into the exchange's meter.
-struct CountedIo<S> {
-    inner: S,
-    meter: Arc<Meter>,
-    /// Bytes read from this side travel upstream (the client side).
-    up: bool,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            let n = if self.up {
-                &self.meter.up
-            } else {
-                &self.meter.down
-            };
-            n.fetch_add(read as u64, Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

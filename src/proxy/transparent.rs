@@ -28,16 +28,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -46,7 +41,7 @@ use super::sni::{self, Hello, Peeked};
 use super::splice::{Admitted, Signals};
 use super::tunnel::{after_hello, Tunnel};
 use super::upstream::{open, ProxyBody};
-use super::{executor, handler, ProxyState};
+use super::{conn, handler, ProxyState};
 use crate::event::Kind;
 use crate::policy::{normalize_host, Class, Entry, Host};
 
@@ -61,8 +56,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Option<u64> {
-    let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
+    let builder = conn::builder(&state.config);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -76,12 +71,17 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "transparent accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    state.accept_failed("transparent", &e).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
+        };
+        let Some(slot) = state.client_slots.acquire(peer.ip()) else {
+            // A redirected client cannot be told why: reset, and count it.
+            state.note_client_limit(peer.ip());
+            reset(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let original = match original_destination(&stream) {
@@ -96,18 +96,17 @@ pub async fn serve(
                 }
             }
         };
+        let client = conn::Client {
+            stream,
+            peer,
+            held: conn::Held { permit, slot },
+        };
         let st = state.clone();
-        let watcher = graceful.watcher();
-        let gauges = state.gauges.clone();
-        gauges.connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            connection(st, stream, peer, original, watcher).await;
-            gauges.connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
+        let b = builder.clone();
+        state.conns.spawn(connection(st, b, client, original));
     }
     drop(listener);
-    super::drain_connections(&state, graceful, drain).await
+    super::drain_connections(&state, drain).await
 }
 
 /// One redirected connection: TLS or plain HTTP, by its first byte. A
@@ -115,42 +114,41 @@ pub async fn serve(
 /// without a record, as an idle proxy connection is.
 async fn connection(
     state: Arc<ProxyState>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    builder: Arc<hyper::server::conn::http1::Builder>,
+    client: conn::Client,
     original: SocketAddr,
-    watcher: Watcher,
 ) {
     let mut byte = [0u8; 1];
-    let first = tokio::time::timeout(state.config.header_read_timeout, stream.peek(&mut byte));
+    let first = tokio::time::timeout(
+        state.config.header_read_timeout,
+        client.stream.peek(&mut byte),
+    );
     if !matches!(first.await, Ok(Ok(1..))) {
         return;
     }
+    let peer = client.peer;
     if byte[0] == TLS_HANDSHAKE {
-        // Tracked as a tunnel: shutdown waits for it, the drain limit cuts it.
-        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        // Tracked as a tunnel: shutdown waits for it, the drain limit cuts
+        // it. Its limits are held until it ends.
         let st = state.clone();
         state.spawn_tunnel(async move {
+            let conn::Client { stream, held, .. } = client;
             tls(st, stream, peer, original).await;
-            let _ = done.send(());
+            drop(held);
         });
-        let _ = finished.await;
         return;
     }
-    let mut builder = auto::Builder::new(executor()).http1_only();
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout)
-        .max_buf_size(state.config.max_header_bytes.saturating_mul(2).max(8192))
-        .keep_alive(true);
     let st = state.clone();
-    let svc = service_fn(move |req| request(st.clone(), peer, original, req));
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, error = %e, "redirected connection ended with an error");
-    }
+    let handle = move |req| {
+        let answer = request(st.clone(), peer, original, req);
+        async move {
+            match answer.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    };
+    conn::serve(state, builder, client, handle).await;
 }
 
 /// One plain-HTTP request on a redirected connection.
@@ -235,7 +233,7 @@ async fn tls(
         return;
     }
     let name = match &peeked {
-        Peeked::Hello(Hello::Tls(Some(n))) => Some(n.clone()),
+        Peeked::Hello(Hello::Tls(h)) => h.server_name.clone(),
         _ => None,
     };
     // Without a usable server name, the tunnel is decided on the address.
@@ -265,6 +263,8 @@ async fn tls(
         }
     };
     ex.event.foreground = admission.decision.class == Some(Class::Primary);
+    // A warn rule cannot show its page inside TLS that is not inspected.
+    ex.event.warn = super::tunnel::unshown(&admission);
     if admission.refuses() {
         let _ = ex.refuse(&state, admission.decision);
         return reset(stream);
@@ -300,6 +300,7 @@ async fn tls(
         resolved_by_parent: dest.resolved_by_parent,
         original: Some(original),
         activity: None,
+        hello: None,
     };
     let tunnel = Tunnel {
         policy,

@@ -1,13 +1,17 @@
-//! CONNECT tunnels (Tier A: no decryption).
+//! CONNECT tunnels.
 //!
 //! Identify; admit the CONNECT authority (rules, port, an IP literal);
 //! resolve and admit the addresses; dial; answer 200; then peek the TLS
 //! ClientHello and run the policy's SNI stage on its server name, on the
-//! same snapshot. Then the bytes are spliced both ways under the policy's
-//! watch ([`super::splice`]): re-admitted on every reload and at every
-//! time-window edge, and closed if refused. Everything after the
-//! ClientHello ([`after_hello`]) is shared with transparent TLS
-//! connections, which arrive with their ClientHello already read.
+//! same snapshot. Then, as the admission's inspection verdict says, either
+//! the bytes are spliced both ways under the policy's watch
+//! ([`super::splice`]; Tier A: re-admitted on every reload and at every
+//! time-window edge, and closed if refused), or the tunnel is decrypted
+//! ([`super::inspect::conn`]; Tier B). A tunnel a rule refuses is opened
+//! (without dialing) only when the verdict says to inspect it: that is how
+//! the refusal page reaches the browser over HTTPS. Transparent TLS
+//! connections, which arrive with their ClientHello already read, share
+//! the undecrypted path ([`after_hello`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -15,18 +19,22 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::context::{apply_keeping_groups, Exchange};
+use super::identify::Identity;
+use super::inspect::conn;
 use super::responses;
 use super::sni::{self, Hello, Peeked};
 use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{open, BoxIo, ProxyBody};
 use super::ProxyState;
-use crate::event::Kind;
-use crate::outcome::ErrorKind;
-use crate::policy::{normalize_host, sni_stage, Admission, Class, Entry, Facts, Stage};
+use crate::event::{Kind, Tls};
+use crate::outcome::{ErrorKind, WarnOutcome};
+use crate::policy::admit::inspect_stage;
+use crate::policy::{
+    normalize_host, sni_stage, Admission, Class, Entry, Facts, InspectWhy, Stage, TlsHello, Warning,
+};
 
 pub async fn handle_connect(
     state: &Arc<ProxyState>,
@@ -69,51 +77,62 @@ pub async fn handle_connect(
         Err(refusal) => return ex.refuse(state, refusal),
     };
     ex.event.foreground = admission.decision.class == Some(Class::Primary);
-    if admission.refuses() {
+    // A refused tunnel is opened only to show the refusal page inside it.
+    let show_refusal = admission.refuses();
+    if show_refusal && !(admission.inspect.inspect && state.inspector.is_some()) {
         return ex.refuse(state, admission.decision);
     }
     ex.apply(&mut admission.decision);
+    ex.event.warn = unshown(&admission);
 
-    // Resolve a name, then admit the addresses it resolved to.
-    let dest = match ex
-        .resolve_and_admit(state, &host, port, &admission.decision)
-        .await
-    {
-        Ok(d) => d,
-        Err(stop) => return ex.stop(state, stop),
-    };
-    let opened = match open(state, &dest, &host, port).await {
-        Ok(o) => o,
-        Err(e) => return ex.fail_upstream(state, &e),
+    let (opened, resolved_by_parent) = if show_refusal {
+        (None, false)
+    } else {
+        // Resolve a name, then admit the addresses it resolved to.
+        let dest = match ex
+            .resolve_and_admit(state, &host, port, &admission.decision)
+            .await
+        {
+            Ok(d) => d,
+            Err(stop) => return ex.stop(state, stop),
+        };
+        match open(state, &dest, &host, port).await {
+            Ok(o) => (Some(o), dest.resolved_by_parent),
+            Err(e) => return ex.fail_upstream(state, &e),
+        }
     };
 
     ex.event.status = 200;
     let (pending, policy) = ex.into_pending(state);
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    let on_upgrade = super::conn::on_upgrade(&mut req);
     let admitted = Admitted {
         entry: Entry::Connect,
         client: peer.ip(),
-        user: identity.user,
+        user: identity.user.clone(),
         host,
         port,
-        resolved: opened.resolved,
+        resolved: opened
+            .as_ref()
+            .map(|o| o.resolved.clone())
+            .unwrap_or_default(),
         sni: None,
+        hello: None,
         activity: None,
-        resolved_by_parent: dest.resolved_by_parent,
+        resolved_by_parent,
         original: None,
     };
     let st = state.clone();
     state.spawn_tunnel(async move {
         let parts = TunnelParts {
+            policy,
+            pending,
             on_upgrade,
-            upstream: opened.stream,
-            tunnel: Tunnel {
-                policy,
-                pending,
-                admitted,
-                admission,
-                signals,
-            },
+            upstream: opened.map(|o| o.stream),
+            admitted,
+            admission,
+            signals,
+            identity,
+            peer,
         };
         run_tunnel(st, parts).await;
     });
@@ -122,9 +141,175 @@ pub async fn handle_connect(
 
 /// An admitted tunnel, handed to its task after the 200.
 struct TunnelParts {
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    upstream: BoxIo,
-    tunnel: Tunnel,
+    /// The snapshot the CONNECT was decided on; the SNI stage uses it too.
+    policy: Arc<crate::policy::Policy>,
+    pending: super::body::Pending,
+    on_upgrade: super::conn::OnClientUpgrade,
+    /// The dialed origin; `None` for a refused tunnel opened to show the
+    /// refusal page (never dialed).
+    upstream: Option<BoxIo>,
+    admitted: Admitted,
+    admission: Admission,
+    signals: Signals,
+    identity: Identity,
+    peer: SocketAddr,
+}
+
+/// The tunnel after its 200: the SNI stage, then the splice.
+async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
+    let TunnelParts {
+        policy,
+        mut pending,
+        on_upgrade,
+        upstream,
+        mut admitted,
+        mut admission,
+        signals,
+        identity,
+        peer,
+    } = parts;
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(_) => {
+            pending.event_mut().error = Some(ErrorKind::ClientClosed);
+            pending.complete();
+            return;
+        }
+    };
+    let mut client = upgraded;
+
+    // Second look, on the same snapshot: the server name in the ClientHello.
+    let mut first = Vec::new();
+    let peeked = sni::peek(&mut client, &mut first, policy.tunnels.sni_timeout).await;
+    pending
+        .meter
+        .up
+        .fetch_add(first.len() as u64, Ordering::Relaxed);
+    let hello = match &peeked {
+        Peeked::Hello(Hello::Tls(h)) => Some(h.clone()),
+        _ => None,
+    };
+    if let Some(h) = &hello {
+        let tls = TlsHello {
+            ech: h.ech,
+            offers_http: h.offers_http(),
+            learned_pinned: match (&h.server_name, &state.inspector) {
+                (Some(name), Some(i)) => i.is_pinned(name),
+                _ => false,
+            },
+        };
+        admitted.hello = Some(tls);
+        let facts = Facts {
+            entry: admitted.entry,
+            client: admitted.client,
+            user: admitted.user.as_deref(),
+            host: &admitted.host,
+            port: admitted.port,
+            resolved: (!admitted.resolved_by_parent).then_some(&admitted.resolved[..]),
+            sni: h.server_name.as_deref(),
+            listeners: &state.listeners,
+            hello: Some(tls),
+            activity: None,
+            resolved_by_parent: admitted.resolved_by_parent,
+            original: admitted.original,
+            acknowledged: None,
+        };
+        admission = match h.server_name.as_deref() {
+            Some(name) => {
+                let adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
+                debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));
+                admitted.sni = Some(name.to_string());
+                pending.event_mut().sni = Some(name.to_string());
+                adm
+            }
+            // No name: the CONNECT decision stands; the verdict on
+            // inspection is the hello's (no name, no certificate).
+            None => {
+                let inspect = inspect_stage(&policy, &facts, &admission);
+                Admission {
+                    inspect,
+                    ..admission
+                }
+            }
+        };
+        let ev = pending.event_mut();
+        if !admission.decision.groups.is_empty() {
+            ev.groups = std::mem::take(&mut admission.decision.groups);
+        }
+        apply_keeping_groups(ev, &admission.decision);
+        ev.foreground = admission.decision.class == Some(Class::Primary);
+        ev.warn = unshown(&admission);
+    }
+
+    // Decrypt, if the verdict says so (and a CA is configured).
+    // A tunnel opened only to show a refusal is decrypted only while it is
+    // refused: it was never dialed.
+    let dialed_or_refused = upstream.is_some() || admission.refuses();
+    if let (Some(inspector), Some(h), true) = (
+        state.inspector.clone(),
+        hello,
+        admission.inspect.inspect && dialed_or_refused,
+    ) {
+        if let Some(name) = h.server_name.clone() {
+            let t = conn::Tunnel {
+                policy,
+                pending,
+                client: Box::new(client),
+                first,
+                hello: h,
+                name,
+                host: admission.decided_host.clone(),
+                port: admitted.port,
+                upstream: upstream.map(|u| (u, admitted.resolved.first().copied())),
+                identity,
+                peer,
+            };
+            return conn::run(state, inspector, t).await;
+        }
+    }
+    let Some(mut upstream) = upstream.filter(|_| !admission.refuses()) else {
+        // Refused: by the SNI stage, or opened to show a refusal that
+        // cannot be shown (no server name, a pinned app, not HTTP).
+        pending.event_mut().error = Some(ErrorKind::TunnelClosedByPolicy);
+        pending.complete();
+        return;
+    };
+    if matches!(peeked, Peeked::Closed) && first.is_empty() {
+        pending.complete();
+        return;
+    }
+    if !first.is_empty() && upstream.write_all(&first).await.is_err() {
+        pending.event_mut().error = Some(ErrorKind::UpstreamConnect);
+        pending.complete();
+        return;
+    }
+    // The hello is upstream now; the tunnel must not keep it for its life.
+    drop(first);
+    // A TLS tunnel passed through undecrypted says so (and why, if a rule
+    // asked for inspection but the client pins its certificates).
+    if admitted.hello.is_some() {
+        pending.event_mut().tls = Some(match admission.inspect.why {
+            InspectWhy::LearnedPinned => Tls::Pinned,
+            _ => Tls::Passthrough,
+        });
+    }
+    let watch = Watch::new(state.clone(), admitted, signals);
+    splice(
+        client,
+        upstream,
+        &mut pending,
+        state.config.idle_timeout,
+        Some(watch),
+        state.hard_stop.subscribe(),
+    )
+    .await;
+    pending.complete();
+}
+
+/// A warn rule on a tunnel that is not inspected: no page can be shown in
+/// it, so it passes, recorded `warn: unshown`.
+pub(crate) fn unshown(adm: &Admission) -> Option<WarnOutcome> {
+    (adm.warning == Some(Warning::Unshown)).then_some(WarnOutcome::Unshown)
 }
 
 /// An admitted tunnel with its upstream open, waiting for its first bytes.
@@ -135,29 +320,6 @@ pub(crate) struct Tunnel {
     pub admitted: Admitted,
     pub admission: Admission,
     pub signals: Signals,
-}
-
-/// The tunnel after its 200: the ClientHello, then [`after_hello`].
-async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
-    let TunnelParts {
-        on_upgrade,
-        upstream,
-        mut tunnel,
-    } = parts;
-    let upgraded = match on_upgrade.await {
-        Ok(u) => u,
-        Err(_) => {
-            tunnel.pending.event_mut().error = Some(ErrorKind::ClientClosed);
-            tunnel.pending.complete();
-            return;
-        }
-    };
-    let mut client = TokioIo::new(upgraded);
-    let mut first = Vec::new();
-    let limit = tunnel.policy.tunnels.sni_timeout;
-    let peeked = sni::peek(&mut client, &mut first, limit).await;
-    // A refused CONNECT tunnel is simply closed.
-    let _ = after_hello(state, tunnel, client, upstream, first, peeked).await;
 }
 
 /// A tunnel once the client's first bytes are in (`first`, judged as
@@ -192,8 +354,12 @@ where
         .fetch_add(first.len() as u64, Ordering::Relaxed);
 
     // Second look, on the same snapshot: the server name in the ClientHello.
-    if let Peeked::Hello(Hello::Tls(Some(name))) = &peeked {
-        pending.event_mut().sni = Some(name.clone());
+    let named = match &peeked {
+        Peeked::Hello(Hello::Tls(h)) => h.server_name.clone().map(|n| (n, h)),
+        _ => None,
+    };
+    if let Some((name, h)) = &named {
+        pending.event_mut().sni = Some(name.to_string());
         let facts = Facts {
             entry: admitted.entry,
             client: admitted.client,
@@ -206,21 +372,28 @@ where
             activity: admitted.activity,
             resolved_by_parent: admitted.resolved_by_parent,
             original: admitted.original,
+            acknowledged: None,
+            hello: Some(TlsHello {
+                ech: h.ech,
+                offers_http: h.offers_http(),
+                learned_pinned: false,
+            }),
         };
         let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
-        debug_assert_eq!(adm.stage, Stage::Sni);
+        debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));
         let ev = pending.event_mut();
         if !adm.decision.groups.is_empty() {
             ev.groups = std::mem::take(&mut adm.decision.groups);
         }
         apply_keeping_groups(ev, &adm.decision);
         ev.foreground = adm.decision.class == Some(Class::Primary);
+        ev.warn = unshown(&adm);
         if adm.refuses() {
             ev.error = Some(ErrorKind::TunnelClosedByPolicy);
             pending.complete();
             return Some(client);
         }
-        admitted.sni = Some(name.clone());
+        admitted.sni = Some(name.to_string());
     }
     if matches!(peeked, Peeked::Closed) && first.is_empty() {
         pending.complete();
@@ -231,6 +404,8 @@ where
         pending.complete();
         return Some(client);
     }
+    // The hello is upstream now; the tunnel must not keep it for its life.
+    drop(first);
     let watch = Watch::new(state.clone(), admitted, signals);
     splice(
         client,

@@ -1,18 +1,17 @@
 //! Reaching upstreams: name resolution and TCP connections. No policy.
 //!
 //! The handler resolves a name with [`Resolver`] (the `--resolve`
-//! overrides, then the system resolver, with a short cache), hands the
+//! overrides, then DNS, see [`super::dns`]), hands the
 //! addresses to the policy core's destination stage, and dials only what it
 //! admitted: [`connect`] for tunnels and upgrades, and the pooled client,
 //! whose requests carry the admitted address as their target so that its
 //! connector never resolves anything itself. Failures are typed
 //! [`UpstreamError`]s that map onto the log's error kinds.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,8 @@ pub enum UpstreamError {
     },
     #[error("{host} resolves to no address")]
     NoAddress { host: String },
+    #[error("{host} does not exist in DNS (no such name, or no address for it)")]
+    NoSuchName { host: String },
     #[error("cannot connect to {addr}: {source}")]
     Connect {
         addr: SocketAddr,
@@ -58,9 +59,9 @@ pub enum UpstreamError {
 impl UpstreamError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            UpstreamError::Resolve { .. } | UpstreamError::NoAddress { .. } => {
-                ErrorKind::UpstreamResolve
-            }
+            UpstreamError::Resolve { .. }
+            | UpstreamError::NoAddress { .. }
+            | UpstreamError::NoSuchName { .. } => ErrorKind::UpstreamResolve,
             UpstreamError::Connect { .. } | UpstreamError::ParentConnect { .. } => {
                 ErrorKind::UpstreamConnect
             }
@@ -161,73 +162,7 @@ pub async fn open(
     }
 }
 
-/// How long a system-resolver answer is reused. getaddrinfo gives no TTL;
-/// a short fixed time keeps lookups off the per-request path without
-/// holding on to stale answers for long.
-const CACHE_TTL: Duration = Duration::from_secs(30);
-/// Names kept in the cache at most; it is cleared when full.
-const CACHE_MAX: usize = 10_000;
-
-/// name -> (addresses, when they were looked up)
-type Cache = HashMap<String, (Arc<[IpAddr]>, Instant)>;
-
-/// Resolves names: `--resolve` overrides first, then the system resolver.
-pub struct Resolver {
-    overrides: HashMap<String, IpAddr>,
-    timeout: Duration,
-    cache: Mutex<Cache>,
-}
-
-impl Resolver {
-    pub fn new(overrides: HashMap<String, IpAddr>, timeout: Duration) -> Resolver {
-        Resolver {
-            overrides,
-            timeout,
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The addresses of `name` (a DNS name, not an IP literal).
-    pub async fn resolve(&self, name: &str) -> Result<Arc<[IpAddr]>, UpstreamError> {
-        if let Some(ip) = self.overrides.get(name) {
-            return Ok(Arc::from([*ip]));
-        }
-        let now = Instant::now();
-        if let Some((addrs, at)) = self.lock().get(name) {
-            if now.duration_since(*at) < CACHE_TTL {
-                return Ok(addrs.clone());
-            }
-        }
-        let lookup = tokio::net::lookup_host((name, 0));
-        let addrs: Vec<IpAddr> = match tokio::time::timeout(self.timeout, lookup).await {
-            Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
-            Ok(Err(source)) => {
-                return Err(UpstreamError::Resolve {
-                    host: name.to_string(),
-                    source,
-                })
-            }
-            Err(_) => return Err(UpstreamError::Timeout(name.to_string())),
-        };
-        if addrs.is_empty() {
-            return Err(UpstreamError::NoAddress {
-                host: name.to_string(),
-            });
-        }
-        let addrs: Arc<[IpAddr]> = Arc::from(addrs);
-        let mut cache = self.lock();
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(name.to_string(), (addrs.clone(), now));
-        Ok(addrs)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
-        // A panic while holding this lock leaves only a cache behind.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub use super::dns::Resolver;
 
 /// An established upstream connection and how long it took.
 pub struct Dialed {
@@ -261,6 +196,116 @@ pub async fn connect(
     }))
 }
 
+/// Lets an exchange cut the pooled upstream connection its request went
+/// out on. hyper keeps a connection's task alive while it still sends a
+/// request body, even after the exchange gave up on the response: an
+/// origin that stops reading would then hold the connection (and the
+/// client's body) forever. Cutting makes the connection's next read or
+/// write fail, at once, so its task ends and the socket closes.
+#[derive(Debug, Default)]
+pub struct Cut {
+    cut: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Cut {
+    /// Fails the connection's I/O from now on, and wakes its task.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// `Some(error)` once cut; otherwise notes whom to wake.
+    fn check(&self, cx: &Context<'_>) -> Option<std::io::Error> {
+        if self.cut.load(std::sync::atomic::Ordering::Acquire) {
+            return Some(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the exchange using this upstream connection ended",
+            ));
+        }
+        let mut w = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *w = Some(cx.waker().clone());
+        }
+        None
+    }
+}
+
+/// A pooled upstream TCP connection that its exchange can [`Cut`].
+pub struct Cuttable {
+    stream: TcpStream,
+    cut: Arc<Cut>,
+}
+
+impl tokio::io::AsyncRead for Cuttable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.cut.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Cuttable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.cut.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.cut.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Cuttable {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.stream.connected().extra(self.cut.clone())
+    }
+}
+
+/// Cuts the upstream connection `captured` went out on, if it had one.
+pub fn cut_connection(captured: &hyper_util::client::legacy::connect::CaptureConnection) {
+    if let Some(conn) = captured.connection_metadata().as_ref() {
+        let mut ext = http::Extensions::new();
+        conn.get_extras(&mut ext);
+        if let Some(cut) = ext.get::<Arc<Cut>>() {
+            cut.cut();
+        }
+    }
+}
+
 /// The pooled client's connector. Every request reaching it targets an
 /// IP literal that the policy admitted, so it only connects: it cannot be
 /// made to resolve (and reach) a name the policy never saw.
@@ -271,7 +316,7 @@ pub struct Connector {
 }
 
 impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Cuttable>;
     type Error = UpstreamError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, UpstreamError>> + Send>>;
 
@@ -290,7 +335,12 @@ impl tower_service::Service<http::Uri> for Connector {
             })?;
             connect(&[ip], port, this.timeout, &this.metrics)
                 .await
-                .map(|d| TokioIo::new(d.stream))
+                .map(|d| {
+                    TokioIo::new(Cuttable {
+                        stream: d.stream,
+                        cut: Arc::new(Cut::default()),
+                    })
+                })
         })
     }
 }
@@ -334,34 +384,4 @@ pub fn find_upstream_error<'a>(
         cur = e.source();
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn pinned_names_win_and_answers_are_cached() {
-        let pins = HashMap::from([("www.example.org".to_string(), "127.0.0.9".parse().unwrap())]);
-        let r = Resolver::new(pins, Duration::from_secs(5));
-        let pinned = r.resolve("www.example.org").await.unwrap();
-        assert_eq!(&pinned[..], &["127.0.0.9".parse::<IpAddr>().unwrap()]);
-        // localhost resolves without a network; the second answer is the cached one.
-        let first = r.resolve("localhost").await.unwrap();
-        let second = r.resolve("localhost").await.unwrap();
-        assert!(first.iter().all(|a| a.is_loopback()), "{first:?}");
-        assert!(
-            Arc::ptr_eq(&first, &second),
-            "the second lookup was not cached"
-        );
-        // Refused by the resolver, or timed out where no resolver answers.
-        let err = r.resolve("no-such-host.invalid").await.unwrap_err();
-        assert!(
-            matches!(
-                err.kind(),
-                ErrorKind::UpstreamResolve | ErrorKind::UpstreamTimeout
-            ),
-            "{err}"
-        );
-    }
 }

@@ -32,7 +32,7 @@ use super::read::Record;
 use super::Audience;
 use crate::activetime::{SessionRules, Sessionizer};
 use crate::event::AuthMethod;
-use crate::outcome::{Activity, Class, Lenient, Reason, Verdict};
+use crate::outcome::{Activity, Class, Lenient, Reason, Verdict, WarnOutcome};
 
 /// Distinct persons, as dense person ids.
 pub(super) type PersonSet = roaring::RoaringBitmap;
@@ -136,6 +136,30 @@ pub(super) struct CellAgg {
 /// (or NONE), activity code, class code, rule id.
 pub(super) type SecKey = (bool, u32, u32, u8, u8, u32);
 
+/// Per (group set, platform or NONE): what enforced warn rules did. Each
+/// count has the persons behind it, for the privacy audit.
+#[derive(Default)]
+pub(super) struct WarnAgg {
+    /// Warning pages shown, Continues taken, tunnels passed unshown.
+    pub(super) shown: u64,
+    pub(super) continued: u64,
+    pub(super) unshown: u64,
+    /// Persons shown a warning page.
+    pub(super) shown_persons: PersonSet,
+    /// Persons who took a Continue.
+    pub(super) continuers: PersonSet,
+    /// Persons whose tunnels passed unshown.
+    pub(super) unshown_persons: PersonSet,
+}
+
+impl WarnAgg {
+    /// Persons warned: shown a warning page or who continued past one (the
+    /// base of the continue rate).
+    pub(super) fn warned(&self) -> PersonSet {
+        &self.shown_persons | &self.continuers
+    }
+}
+
 /// Aggregates records; call [`observe`](Self::observe) per record and
 /// [`finish`](Self::finish) once.
 pub struct Aggregator {
@@ -165,6 +189,8 @@ pub struct Aggregator {
     pub(super) gsets: Vec<GroupSetAgg>,
     /// (group set, platform)
     pub(super) cells: FxHashMap<(u32, u32), CellAgg>,
+    /// (group set, platform or NONE): warnings shown, continues, unshown.
+    pub(super) warn: FxHashMap<(u32, u32), WarnAgg>,
     /// (group set, platform, day) → persons with active use that day.
     pub(super) daily: FxHashMap<(u32, u32, u32), PersonSet>,
     /// (group set, person) → (latest local day with active use, active days).
@@ -232,6 +258,7 @@ impl Aggregator {
             cur_day: None,
             gsets: Vec::new(),
             cells: FxHashMap::default(),
+            warn: FxHashMap::default(),
             daily: FxHashMap::default(),
             active_days: FxHashMap::default(),
             sec: FxHashMap::default(),
@@ -318,6 +345,10 @@ impl Aggregator {
         {
             return;
         }
+        // Counted through the requests inside it.
+        if rec.is_inspected_tunnel() {
+            return;
+        }
         self.in_period += 1;
         self.first = Some(self.first.map_or(rec.time, |f| f.min(rec.time)));
         self.last = Some(self.last.map_or(rec.time, |l| l.max(rec.time)));
@@ -339,6 +370,8 @@ impl Aggregator {
         let verdict = rec.verdict().unwrap_or(Verdict::Passed);
         let refused = verdict == Verdict::Refused;
         let would = verdict == Verdict::WouldRefuse;
+        // Held at a warning: socialgate answered, the platform was not used.
+        let warned = verdict == Verdict::Warned;
         let act = activity_code(rec.activity.as_ref());
         let class = match &rec.class {
             Some(Lenient::Known(Class::Primary)) => CLASS_PRIMARY,
@@ -352,6 +385,9 @@ impl Aggregator {
             let e = self.unseen.entry((r, plat.unwrap_or(NONE))).or_default();
             e.0 += 1;
             e.1.insert(p);
+        }
+        if let Some(Lenient::Known(w)) = &rec.warn {
+            self.observe_warning(*w, gs, plat.unwrap_or(NONE), p);
         }
         if refused || would {
             let pl = plat.unwrap_or(NONE);
@@ -373,7 +409,7 @@ impl Aggregator {
             }
         }
         let Some(pl) = plat else { return };
-        let active = !refused && primary && rec.foreground;
+        let active = !refused && !warned && primary && rec.foreground;
         for pp in [pl, ANY] {
             // "Any platform" keeps counters only: its distinct persons are
             // the union of the platforms' sets, formed in `expand` (half the
@@ -398,6 +434,10 @@ impl Aggregator {
                         cell.refused_primary.insert(p);
                     }
                 }
+                continue;
+            }
+            // Held at a warning: neither use nor an activity that passed.
+            if warned {
                 continue;
             }
             if !primary {
@@ -442,6 +482,28 @@ impl Aggregator {
             if slot.day > e.0 {
                 *e = (slot.day, e.1 + 1);
             }
+        }
+    }
+
+    fn observe_warning(&mut self, w: WarnOutcome, gs: u32, pl: u32, p: u32) {
+        let agg = self.warn.entry((gs, pl)).or_default();
+        match w {
+            WarnOutcome::Shown => {
+                agg.shown += 1;
+                agg.shown_persons.insert(p);
+            }
+            WarnOutcome::Continued => {
+                agg.continued += 1;
+                agg.continuers.insert(p);
+            }
+            WarnOutcome::Unshown => {
+                agg.unshown += 1;
+                agg.unshown_persons.insert(p);
+            }
+            WarnOutcome::Held
+            | WarnOutcome::Acknowledged
+            | WarnOutcome::BadLink
+            | WarnOutcome::Unsaved => {}
         }
     }
 

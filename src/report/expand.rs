@@ -38,6 +38,15 @@ pub(super) enum Who {
     Contributors,
     /// Did this activity (index into [`Activity::ALL`]).
     Act(u8),
+    /// Shown a warning page, or continued past one (the base of the
+    /// continue rate).
+    Warned,
+    /// Shown a warning page.
+    Shown,
+    /// Took a Continue.
+    Continued,
+    /// Passed a warn rule unshown (a tunnel).
+    Unshown,
 }
 
 /// Distinct persons per key over the union of the sets listed for it.
@@ -112,6 +121,8 @@ pub(super) struct Expanded {
     pub(super) sec: FxHashMap<SecKey, u64>,
     pub(super) sec_persons: FxHashMap<SecKey, u64>,
     pub(super) reason_persons: FxHashMap<u32, u64>,
+    /// (group, platform or "*") → [shown, continued, unshown]
+    pub(super) warn: FxHashMap<(u32, u32), [u64; 3]>,
 }
 
 impl Expanded {
@@ -164,7 +175,7 @@ impl Expanded {
         let rc = readers_and_contributors(a);
         // The aggregator keeps person sets per platform only; "any platform"
         // is their union.
-        let who = distinct(
+        let mut who = distinct(
             a.cells
                 .iter()
                 .filter(|(&(_, p), _)| p != ANY)
@@ -234,6 +245,50 @@ impl Expanded {
             .map(|(&r, (_, set))| (r, set.len()))
             .filter(|&(_, n)| n > 0)
             .collect();
+        // What warn rules did (strategy only): counts per group and
+        // platform, and the persons behind each.
+        let mut warn: FxHashMap<(u32, u32), [u64; 3]> = FxHashMap::default();
+        if strategy {
+            let warned: Vec<(u32, u32, PersonSet)> = a
+                .warn
+                .iter()
+                .map(|(&(gs, p), w)| (gs, p, w.warned()))
+                .collect();
+            for (&(gs, p), w) in &a.warn {
+                for g in ex(gs) {
+                    for pp in [p, ANY] {
+                        let e = warn.entry((g, pp)).or_default();
+                        e[0] += w.shown;
+                        e[1] += w.continued;
+                        e[2] += w.unshown;
+                    }
+                }
+            }
+            let sets = a
+                .warn
+                .iter()
+                .flat_map(|(&(gs, p), w)| {
+                    [
+                        (Who::Shown, &w.shown_persons),
+                        (Who::Continued, &w.continuers),
+                        (Who::Unshown, &w.unshown_persons),
+                    ]
+                    .map(|(which, set)| (which, gs, p, set))
+                })
+                .chain(
+                    warned
+                        .iter()
+                        .map(|(gs, p, set)| (Who::Warned, *gs, *p, set)),
+                )
+                .filter(|(_, _, _, set)| !set.is_empty())
+                .flat_map(|(which, gs, p, set)| {
+                    ex(gs).flat_map(move |g| {
+                        [p, ANY].into_iter().map(move |pp| ((which, g, pp), set))
+                    })
+                })
+                .collect();
+            who.extend(distinct(sets));
+        }
         Expanded {
             members,
             unauth_persons,
@@ -245,6 +300,7 @@ impl Expanded {
             sec,
             sec_persons,
             reason_persons,
+            warn,
         }
     }
 }

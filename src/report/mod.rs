@@ -32,7 +32,7 @@ mod maturity;
 pub mod model;
 mod page;
 mod privacy;
-pub(crate) mod read;
+pub mod read;
 mod security;
 mod strategy;
 mod svg;

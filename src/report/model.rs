@@ -243,10 +243,32 @@ pub struct Strategy {
     pub daily: Vec<DailyRow>,
     pub hour_of_week: HeatMap,
     pub maturity: Vec<MaturityRow>,
+    /// What warn rules did, as a demand signal: how many of those warned
+    /// chose to continue.
+    pub warnings: Vec<WarningRow>,
     /// How many numbers this section holds (shown or suppressed), and how
     /// many of them are suppressed.
     pub numbers: u64,
     pub suppressed_cells: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WarningRow {
+    pub group: String,
+    /// `"(none)"` for hosts on no catalog platform.
+    pub platform: String,
+    /// Persons shown a warning page or who continued past one.
+    pub warned_persons: Cell<u64>,
+    /// Persons who took a Continue.
+    pub continued_persons: Cell<u64>,
+    /// continued_persons / warned_persons.
+    pub continue_rate: Cell<f64>,
+    /// Warning pages shown, and Continues taken.
+    pub warnings_shown: Cell<u64>,
+    pub continues: Cell<u64>,
+    /// HTTPS tunnels a warn rule let pass without a warning (not
+    /// inspected).
+    pub unshown_tunnels: Cell<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -205,7 +205,7 @@ pub(crate) fn html(r: &Report) -> askama::Result<String> {
             s,
             &r.period,
             r.settings.k,
-            find(&["adoption", "contribution", "groups", "maturity"]),
+            find(&["adoption", "contribution", "warnings", "groups", "maturity"]),
         )?),
         None => None,
     };
@@ -533,6 +533,31 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
             text: format!(
                 "a rule in report mode would refuse {} people",
                 w.would_block_persons.value().unwrap_or(0)
+            ),
+            tone: "",
+        });
+    }
+    // The warning most people continued past (shown numbers only).
+    if let Some((w, warned, continued)) = s
+        .warnings
+        .iter()
+        .filter(|w| w.group == ALL && w.platform != ALL)
+        .filter_map(|w| {
+            let (n, c) = (w.warned_persons.value()?, w.continued_persons.value()?);
+            (n > 0 && c > 0).then_some((w, n, c))
+        })
+        .max_by(|a, b| {
+            let rate = |x: &(&WarningRow, u64, u64)| x.2 as f64 / x.1 as f64;
+            rate(a)
+                .total_cmp(&rate(b))
+                .then(b.0.platform.cmp(&a.0.platform))
+        })
+    {
+        asks.push(Line {
+            head: w.platform.clone(),
+            text: format!(
+                "{continued} of {warned} people warned continued ({})",
+                pct(continued as f64 / warned as f64)
             ),
             tone: "",
         });

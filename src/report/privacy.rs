@@ -527,7 +527,9 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
             .collect()
     };
     fn support(row: &Row, ncols: usize) -> impl Iterator<Item = u32> + '_ {
-        row.iter().map(|x| x.0).take_while(move |&c| (c as usize) < ncols)
+        row.iter()
+            .map(|x| x.0)
+            .take_while(move |&c| (c as usize) < ncols)
     }
     let mut supp: Vec<u32> = w.iter().flat_map(|r| support(r, ncols)).collect();
     supp.sort_unstable();
@@ -538,7 +540,11 @@ fn audit(f: &Family<'_>, boxes: &[BoxInfo], shown: &[bool], p: u64) -> Vec<Vec<u
     }
     if union.len() < f.k {
         // All of them together are too few: every combination leaks.
-        return w.iter().take(LEAKS_PER_ROUND).map(|r| boxes_in(r)).collect();
+        return w
+            .iter()
+            .take(LEAKS_PER_ROUND)
+            .map(|r| boxes_in(r))
+            .collect();
     }
     // Combinations alone.
     let mut leaks = Vec::new();
@@ -845,7 +851,9 @@ mod tests {
     #[test]
     fn elimination_finds_dependencies_modulo_both_primes() {
         let rows = |v: &[&[u32]]| -> Vec<Row> {
-            v.iter().map(|r| r.iter().map(|&c| (c, 1)).collect()).collect()
+            v.iter()
+                .map(|r| r.iter().map(|&c| (c, 1)).collect())
+                .collect()
         };
         for p in PRIMES {
             // a+b, b+c, a+c: independent (rank 3).

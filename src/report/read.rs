@@ -25,8 +25,10 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::event::{AuthMethod, Kind};
-use crate::outcome::{Action, Activity, Class, ErrorKind, Lenient, Mode, Reason, Verdict};
+use crate::event::{AuthMethod, Kind, Tls};
+use crate::outcome::{
+    Action, Activity, Class, ErrorKind, Lenient, Mode, Reason, Verdict, WarnOutcome,
+};
 
 /// How many malformed-line examples are kept.
 pub const MAX_EXAMPLES: usize = 10;
@@ -64,6 +66,9 @@ pub struct Record<'a> {
     pub path: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub sni: Option<Cow<'a, str>>,
+    /// What socialgate did with the tunnel's TLS (absent in older logs).
+    #[serde(default)]
+    pub tls: Option<Lenient<Tls>>,
     #[serde(borrow)]
     pub platform: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -80,6 +85,10 @@ pub struct Record<'a> {
     #[serde(borrow)]
     pub rule: Cow<'a, str>,
     pub reason: Lenient<Reason>,
+    /// What an enforced warn rule did (absent in older logs and on records
+    /// no warn rule decided).
+    #[serde(default)]
+    pub warn: Option<Lenient<WarnOutcome>>,
     pub status: u16,
     pub bytes_up: u64,
     pub bytes_down: u64,
@@ -89,10 +98,28 @@ pub struct Record<'a> {
 }
 
 impl Record<'_> {
-    /// What happened to the traffic ([`Verdict::of`] the recorded action and
-    /// mode); `None` when either is a value this version does not know.
+    /// The record of an inspected tunnel: a container whose requests have
+    /// records of their own (with their decisions, activities and bytes),
+    /// so reports and simulate count those and skip this one.
+    pub fn is_inspected_tunnel(&self) -> bool {
+        self.kind == Lenient::Known(Kind::Tunnel)
+            && self.tls == Some(Lenient::Known(Tls::Intercepted))
+    }
+
+    /// What happened to the traffic ([`Verdict::of_record`] the recorded
+    /// action, mode and warn outcome); `None` when the action or mode is a
+    /// value this version does not know. An unknown warn outcome counts as
+    /// held at the warning.
     pub fn verdict(&self) -> Option<Verdict> {
-        Some(Verdict::of(*self.action.known()?, *self.mode.known()?))
+        let warn = self.warn.as_ref().map(|w| match w {
+            Lenient::Known(w) => *w,
+            Lenient::Unknown(_) => WarnOutcome::Shown,
+        });
+        Some(Verdict::of_record(
+            *self.action.known()?,
+            *self.mode.known()?,
+            warn,
+        ))
     }
 
     /// How many of the record's typed values this version does not know.
@@ -108,6 +135,8 @@ impl Record<'_> {
             + n(Some(&self.mode))
             + n(Some(&self.reason))
             + n(self.error.as_ref())
+            + n(self.warn.as_ref())
+            + n(self.tls.as_ref())
     }
 }
 
@@ -169,16 +198,21 @@ where
     F: FnMut(&Record<'_>),
 {
     read_one_with(path, stats, &mut |line: &[u8]| {
-        // One UTF-8 check of the whole line costs less than serde_json's
-        // check of each string in it; a line that fails it gets the parse
-        // (and the error) it always had.
-        let rec: Record<'_> = match std::str::from_utf8(line) {
-            Ok(text) => serde_json::from_str(text)?,
-            Err(_) => serde_json::from_slice(line)?,
-        };
+        let rec = parse_line(line)?;
         f(&rec);
         Ok(rec.unknown_values())
     });
+}
+
+/// Reads one access-log line (without its newline) as a [`Record`].
+pub fn parse_line(line: &[u8]) -> Result<Record<'_>, serde_json::Error> {
+    // One UTF-8 check of the whole line costs less than serde_json's check
+    // of each string in it; a line that fails it gets the parse (and the
+    // error) it always had.
+    match std::str::from_utf8(line) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(line),
+    }
 }
 
 /// Calls `handle` with each non-empty line of one input (trimmed of
@@ -360,6 +394,21 @@ mod tests {
         let mut hosts = Vec::new();
         read_logs(&[p], &mut stats, |r| hosts.push(r.host.to_string()));
         (hosts, stats)
+    }
+
+    #[test]
+    fn an_inspected_tunnel_is_a_container() {
+        let line = LINE.replace(
+            r#""sni":"www.linkedin.com","#,
+            r#""sni":"www.linkedin.com","tls":"intercepted","#,
+        );
+        let rec: Record<'_> = serde_json::from_str(&line).unwrap();
+        assert!(rec.is_inspected_tunnel());
+        let plain: Record<'_> = serde_json::from_str(LINE).unwrap();
+        assert!(!plain.is_inspected_tunnel(), "older logs have no tls field");
+        let future = LINE.replace(r#""sni":"www.linkedin.com","#, r#""tls":"quantum","#);
+        let rec: Record<'_> = serde_json::from_str(&future).unwrap();
+        assert_eq!(rec.unknown_values(), 1);
     }
 
     #[test]

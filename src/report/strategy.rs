@@ -1,12 +1,14 @@
 //! The strategy section: active members and regular users, adoption,
 //! estimated active time and blocked demand by group and platform, readers,
 //! contributors and what they did, daily active users, the hour-of-week
-//! heat map and the maturity of each group.
+//! heat map, the maturity of each group, and the continue rate behind warn
+//! rules (a demand signal).
 //!
 //! Every number goes through `privacy`: each family of numbers that add up
 //! is protected as a whole, so that no sum or difference of what is shown
 //! singles out fewer than k persons. Derived numbers (shares, per-user
-//! rates, the maturity assessment) are computed from shown numbers only.
+//! rates, the continue rate, the maturity assessment) are computed from
+//! shown numbers only.
 //!
 //! This module must not read records or format output, and never lists
 //! individuals.
@@ -36,6 +38,14 @@ struct Shown {
     acts: Vec<Published>,
     generic: Published,
     daily: FxHashMap<u32, Published>,
+    /// What warn rules did: persons warned and who continued (distinct
+    /// persons, "*" a union); warnings shown, continues and unshown
+    /// tunnels (counts: "*" their sum).
+    warned: Published,
+    continued: Published,
+    shows: Published,
+    continues: Published,
+    unshown: Published,
 }
 
 impl Aggregator {
@@ -120,6 +130,11 @@ impl Aggregator {
                 )
             })
             .collect();
+        let warned_sets: Vec<(u32, u32, PersonSet)> = self
+            .warn
+            .iter()
+            .map(|(&(gs, p), w)| (gs, p, w.warned()))
+            .collect();
         let mut day_atoms: FxHashMap<u32, Vec<(u32, u32, &PersonSet)>> = FxHashMap::default();
         for (&(gs, p, d), set) in &self.daily {
             day_atoms.entry(d).or_default().push((gs, p, set));
@@ -191,6 +206,35 @@ impl Aggregator {
                 .into_iter()
                 .map(|(d, atoms)| (d, self.family(k, Platforms::Union, atoms.into_iter())))
                 .collect(),
+            warned: self.family(
+                k,
+                Platforms::Union,
+                warned_sets.iter().map(|(gs, p, s)| (*gs, *p, s)),
+            ),
+            continued: self.family(
+                k,
+                Platforms::Union,
+                self.warn.iter().map(|(&(gs, p), w)| (gs, p, &w.continuers)),
+            ),
+            shows: self.family(
+                k,
+                Platforms::Sum,
+                self.warn
+                    .iter()
+                    .map(|(&(gs, p), w)| (gs, p, &w.shown_persons)),
+            ),
+            continues: self.family(
+                k,
+                Platforms::Sum,
+                self.warn.iter().map(|(&(gs, p), w)| (gs, p, &w.continuers)),
+            ),
+            unshown: self.family(
+                k,
+                Platforms::Sum,
+                self.warn
+                    .iter()
+                    .map(|(&(gs, p), w)| (gs, p, &w.unshown_persons)),
+            ),
         };
 
         let members = |g| x.members.get(&g).copied().unwrap_or(0);
@@ -338,6 +382,8 @@ impl Aggregator {
             });
         }
 
+        let warnings = self.warnings(x, &shown);
+
         // Hour-of-week cells add up to no published number: each needs k
         // persons of its own.
         let heat_persons: Vec<u64> = self.heat_persons.iter().map(|s| s.len()).collect();
@@ -367,6 +413,7 @@ impl Aggregator {
             daily,
             hour_of_week,
             maturity,
+            warnings,
             numbers: 0,
             suppressed_cells: 0,
         };
@@ -377,6 +424,48 @@ impl Aggregator {
             strategy.suppressed_cells = hidden;
         }
         strategy
+    }
+
+    /// What warn rules did, by group and platform: each count from its
+    /// own family, the continue rate only from two shown person counts.
+    fn warnings(&self, x: &Expanded, shown: &Shown) -> Vec<WarningRow> {
+        let mut keys: Vec<(u32, u32)> = x.warn.keys().copied().collect();
+        keys.sort_by_key(|&(g, p)| (self.gsort(g), self.psort(p)));
+        let mut rows: Vec<WarningRow> = keys
+            .into_iter()
+            .map(|key| {
+                let (g, p) = key;
+                let [shows, continues, unshown] = x.warn[&key];
+                let warned = shown.warned.cell(key, x.who(Who::Warned, g, p));
+                let continued = shown.continued.cell(key, x.who(Who::Continued, g, p));
+                WarningRow {
+                    group: self.gname(g),
+                    platform: self.pname(p),
+                    warned_persons: warned,
+                    continued_persons: continued,
+                    continue_rate: match (warned, continued) {
+                        (Cell::Value(w), Cell::Value(c)) => Cell::Value(ratio(c, w)),
+                        _ => Cell::Suppressed,
+                    },
+                    warnings_shown: shown.shows.cell(key, shows),
+                    continues: shown.continues.cell(key, continues),
+                    unshown_tunnels: shown.unshown.cell(key, unshown),
+                }
+            })
+            .collect();
+        // See `strategy`: a hidden row reads as none.
+        rows.retain(|r| {
+            [
+                r.warned_persons,
+                r.continued_persons,
+                r.warnings_shown,
+                r.continues,
+                r.unshown_tunnels,
+            ]
+            .iter()
+            .any(|c| c.value().is_some_and(|v| v > 0))
+        });
+        rows
     }
 
     /// The maturity of group `g`, from shown numbers only.

@@ -183,6 +183,36 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 .collect(),
         });
         out.push(Table {
+            name: "warnings",
+            title: "Warnings and continues by group and platform (demand signal)",
+            columns: vec![
+                "group",
+                "platform",
+                "warned_persons",
+                "continued_persons",
+                "continue_rate",
+                "warnings_shown",
+                "continues",
+                "unshown_tunnels",
+            ],
+            rows: s
+                .warnings
+                .iter()
+                .map(|w| {
+                    vec![
+                        text(&w.group),
+                        text(&w.platform),
+                        w.warned_persons.into(),
+                        w.continued_persons.into(),
+                        frac(w.continue_rate),
+                        w.warnings_shown.into(),
+                        w.continues.into(),
+                        w.unshown_tunnels.into(),
+                    ]
+                })
+                .collect(),
+        });
+        out.push(Table {
             name: "groups",
             title: "Active members and regular users by group",
             columns: vec!["group", "active_members", "regular_users"],

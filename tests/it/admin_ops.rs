@@ -214,7 +214,7 @@ async fn names_an_unknown_key_once_and_suggests_the_key_it_resembles() {
     assert!(
         err.starts_with(&format!(
             "{path}/policy.yaml:3:3: tunnels.xyzzy: unknown field `xyzzy`\n  \
-             hint: the keys here are `ports`, `sni_mismatch`, `sni_timeout_ms`; unknown keys are refused"
+             hint: the keys here are `ports`, `sni_mismatch`, `sni_timeout_ms`, `ech`; unknown keys are refused"
         )),
         "{err}"
     );

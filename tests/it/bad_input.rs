@@ -176,6 +176,9 @@ async fn records_exactly_one_log_line_per_request_and_tunnel() {
     .await
     .unwrap();
     assert_eq!(resp.status(), 200);
+    // Read to the end: an HTTP/2 response holds its connection (and so
+    // the tunnel) open while it lives.
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
     drop(tls_client);
     // A client that gives up mid-response still ends in one record.
     let mut cut = within(

@@ -6,6 +6,7 @@
 //! episode, no line is ever torn, and writing resumes by itself.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -352,4 +353,211 @@ async fn a_log_ending_in_a_torn_line_gets_no_record_glued_to_it_and_the_report_c
             .contains("access.log:1: truncated JSON"),
         "{input:#}"
     );
+}
+
+/// `GET /readyz` on the admin listener answers 200.
+async fn ready(admin: &str) -> bool {
+    reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
+/// `socialgate_access_log_failures_total{what}` as scraped.
+async fn failures_metric(admin: &str, what: &str) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = format!("socialgate_access_log_failures_total{{what=\"{what}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// A proxy writing its access log to `path`.
+async fn proxy_logging_to(path: PathBuf) -> TestProxy {
+    TestProxy::start_in(PolicyDir::new(BASIC_POLICY), move |cfg| {
+        cfg.log.as_mut().unwrap().path = Some(path);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_removed_log_directory_drops_and_counts_every_record_until_it_is_back() {
+    let origin = Origin::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let dir = logs.path().join("socialgate");
+    std::fs::create_dir(&dir).unwrap();
+    let log = dir.join("access.log");
+    let proxy = proxy_logging_to(log.clone()).await;
+    let admin = proxy.app().admin_addr.unwrap().to_string();
+    let c = proxy.client();
+    let url = format!("http://example.org:{}/hello", origin.port());
+    for _ in 0..3 {
+        get_ok(&c, &url).await;
+    }
+    eventually("the first records are written", || line_count(&log) == 3).await;
+
+    // Writes into the removed file would succeed and reach nobody.
+    std::fs::remove_dir_all(&dir).unwrap();
+    for _ in 0..20 {
+        get_ok(&c, &url).await;
+    }
+    wait_for_dropped(&admin, 20).await;
+    assert!(
+        ready(&admin).await,
+        "/readyz stays ready; the metric is the alarm"
+    );
+    assert!(failures_metric(&admin, "reopen").await >= 1);
+
+    // The directory is back: the path is opened again by itself.
+    std::fs::create_dir(&dir).unwrap();
+    for _ in 0..4 {
+        get_ok(&c, &url).await;
+    }
+    eventually("writing resumed in the new file", || line_count(&log) == 4).await;
+    assert_eq!(whole_records(&log).len(), 4);
+    assert_eq!(dropped_metric(&admin).await, 20, "no new drops");
+    let rec = &proxy.app().recorder;
+    assert_eq!(
+        rec.written() + rec.dropped(),
+        27,
+        "every record written or counted"
+    );
+}
+
+#[tokio::test]
+async fn a_log_that_cannot_be_reopened_after_rotation_keeps_writing_the_rotated_file_until_it_goes()
+{
+    let origin = Origin::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let proxy = proxy_logging_to(log.clone()).await;
+    let admin = proxy.app().admin_addr.unwrap().to_string();
+    let c = proxy.client();
+    let url = format!("http://example.org:{}/hello", origin.port());
+    get_ok(&c, &url).await;
+    eventually("the first record", || line_count(&log) == 1).await;
+
+    // Rotated, and something unwritable took the name (here a directory:
+    // the test runs as root, whom file modes do not stop).
+    let rotated = logs.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    proxy.app().recorder.reopen();
+    eventually_async("the failed reopen raises the alarm", || async {
+        failures_metric(&admin, "reopen").await == 1
+    })
+    .await;
+    for _ in 0..10 {
+        get_ok(&c, &url).await;
+    }
+    eventually("the records went to the rotated file", || {
+        line_count(&rotated) == 11
+    })
+    .await;
+    assert_eq!(dropped_metric(&admin).await, 0, "nothing was lost");
+    assert!(ready(&admin).await);
+
+    // The rotated file is compressed away: now records would vanish, so
+    // they are dropped and counted instead.
+    std::fs::remove_file(&rotated).unwrap();
+    for _ in 0..5 {
+        get_ok(&c, &url).await;
+    }
+    wait_for_dropped(&admin, 5).await;
+
+    // The name is writable again: the next batch goes to a new file.
+    std::fs::remove_dir(&log).unwrap();
+    for _ in 0..3 {
+        get_ok(&c, &url).await;
+    }
+    eventually("writing resumed", || line_count(&log) == 3).await;
+    assert_eq!(whole_records(&log).len(), 3);
+    assert_eq!(dropped_metric(&admin).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_disk_never_stalls_traffic_and_every_record_is_written_or_counted() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let origin = Origin::start().await;
+    let logs = tempfile::tempdir().unwrap();
+    let fifo = logs.path().join("access.log");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // The "disk": a pipe read 1 KiB every 20 ms (about 50 KiB/s) until told
+    // to catch up.
+    let fast = Arc::new(AtomicBool::new(false));
+    let lines = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (fifo, fast, lines) = (fifo.clone(), fast.clone(), lines.clone());
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::open(&fifo).unwrap();
+            let mut buf = [0u8; 1024];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let nl = buf[..n].iter().filter(|&&b| b == b'\n').count();
+                        lines.fetch_add(nl, Ordering::SeqCst);
+                    }
+                }
+                if !fast.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })
+    };
+    let path = fifo.clone();
+    let proxy = TestProxy::start_in(PolicyDir::new(BASIC_POLICY), move |cfg| {
+        let log = cfg.log.as_mut().unwrap();
+        log.path = Some(path);
+        log.capacity = 64;
+    })
+    .await;
+    let admin = proxy.app().admin_addr.unwrap().to_string();
+    let c = proxy.client();
+    let url = format!("http://example.org:{}/hello", origin.port());
+    const SENT: u64 = 600;
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..SENT {
+        let t = std::time::Instant::now();
+        get_ok(&c, &url).await;
+        slowest = slowest.max(t.elapsed());
+    }
+    let took = started.elapsed();
+    let rec = &proxy.app().recorder;
+    eprintln!(
+        "slow disk: {SENT} requests in {took:?} (slowest {slowest:?}); {} written, {} dropped so far",
+        rec.written(),
+        rec.dropped()
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request waited for the disk: {slowest:?}"
+    );
+    assert!(
+        rec.dropped() > 0,
+        "the queue never filled: the disk was not slow enough"
+    );
+    assert!(ready(&admin).await);
+    // The disk catches up: everything is written or was counted.
+    fast.store(true, Ordering::SeqCst);
+    eventually("every record is written or counted", || {
+        rec.written() + rec.dropped() == SENT
+    })
+    .await;
+    eventually("the written records reached the reader", || {
+        lines.load(Ordering::SeqCst) as u64 == rec.written()
+    })
+    .await;
+    assert_eq!(dropped_metric(&admin).await, rec.dropped());
+    proxy.stop().await;
+    reader.join().unwrap();
 }

@@ -389,7 +389,7 @@ struct FieldSpec {
 }
 
 /// The access-log schema as docs/access-log.md documents it.
-struct Schema {
+pub(crate) struct Schema {
     fields: BTreeMap<String, FieldSpec>,
     /// Reason label → its rule column (a pseudo-rule, or "the rule id").
     reasons: BTreeMap<String, String>,
@@ -422,7 +422,7 @@ fn unquote(cell: &str) -> String {
     cell.trim_matches('`').to_string()
 }
 
-fn documented_schema() -> Schema {
+pub(crate) fn documented_schema() -> Schema {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = std::fs::read_to_string(root.join("docs/access-log.md")).unwrap();
     let mut fields = BTreeMap::new();
@@ -470,7 +470,7 @@ impl Schema {
     /// each of its documented type or one of its documented values; a
     /// documented reason with its documented pseudo-rule (or one of
     /// `rule_ids`), and a documented error label if any.
-    fn check(&self, line: &serde_json::Value, rule_ids: &[&str]) {
+    pub(crate) fn check(&self, line: &serde_json::Value, rule_ids: &[&str]) {
         let obj = line.as_object().unwrap();
         for k in obj.keys() {
             assert!(self.fields.contains_key(k), "{k} is not documented: {line}");
@@ -532,13 +532,15 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     // Guards the reader above: a table it failed to read would make every
     // check on real lines pass.
     let schema = documented_schema();
-    assert_eq!(schema.fields.len(), 31, "{:?}", schema.fields.keys());
+    assert_eq!(schema.fields.len(), 33, "{:?}", schema.fields.keys());
     for f in [
         "parent",
         "parent_status",
         "original_dst",
         "signature",
         "activity_unseen",
+        "warn",
+        "tls",
     ] {
         assert!(schema.fields[f].optional, "{f}");
     }
@@ -547,14 +549,21 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     assert_eq!(values("auth"), "none,basic,header");
     assert_eq!(values("class"), "primary,embedded");
     assert!(schema.fields["class"].null && !schema.fields["kind"].null);
-    assert_eq!(values("action"), "allow,block");
+    assert_eq!(values("action"), "allow,block,warn");
+    assert_eq!(
+        values("warn"),
+        "shown,held,continued,acknowledged,unshown,bad-link,unsaved"
+    );
+    assert!(schema.fields["warn"].optional);
     assert_eq!(values("mode"), "enforce,report");
+    assert_eq!(values("tls"), "intercepted,passthrough,pinned");
+    assert!(schema.fields["tls"].optional);
     assert!(schema.fields["time"].utc_time);
     assert_eq!(schema.fields["port"].base, "integer");
     assert!(schema.fields["error"].optional && !schema.fields["status"].optional);
     assert_eq!(schema.reasons["default-other"], "`default:other`");
     assert_eq!(schema.reasons["rule-matched"], "the rule id");
-    assert_eq!(schema.reasons.len(), 13);
+    assert_eq!(schema.reasons.len(), 14);
     assert!(schema.errors.contains("upstream-connect") && schema.errors.len() >= 11);
 
     // And the check refuses what the docs do not allow.

@@ -49,9 +49,7 @@ fn seconds_before_nine(secs: i64) -> Clock {
         nine = nine.tomorrow().unwrap();
     }
     let target = nine.timestamp() - SignedDuration::from_secs(secs);
-    Clock {
-        offset: target.duration_since(now),
-    }
+    Clock::with_offset(target.duration_since(now))
 }
 
 /// Opens a CONNECT tunnel through the proxy and checks it is established.

@@ -232,7 +232,7 @@ async fn a_parent_refusal_is_a_502_with_the_parents_status_blamed_on_upstream() 
         assert_eq!(l["parent_status"], 407, "{l}");
         assert_eq!(l["parent"], parent.addr.to_string(), "{l}");
     }
-    let metrics = proxy.app().metrics.render(&proxy.app().state.gauges);
+    let metrics = proxy.app().metrics.render(&proxy.app().state.gauges, None);
     assert!(
         metrics.contains("socialgate_errors_total{error=\"parent-refused\"} 2"),
         "{metrics}"

@@ -43,6 +43,14 @@ enum Ev {
     RefusedAct(&'static str, &'static str),
     /// A tunnel a report-mode rule would refuse (it passes).
     Would(&'static str),
+    /// A warn rule's warning page (held: not use of the platform).
+    Warn(&'static str),
+    /// The Continue past it.
+    Continue(&'static str),
+    /// A page read after the Continue (passed: use).
+    Ack(&'static str),
+    /// A tunnel a warn rule let pass without a warning.
+    Unshown(&'static str),
 }
 
 struct Person {
@@ -164,7 +172,30 @@ fn company() -> (Vec<Person>, Events) {
     for i in 0..7 {
         on(eng + i, &[i % 3], Ev::Would("instagram"));
     }
+    // Facebook under a warn rule: warned in every department and among the
+    // guests, some continue and read; Pinterest's tunnels pass unshown.
+    for (first, warned, continued) in [(eng, 10, 6), (sales, 6, 2), (legal, 2, 1), (guests, 4, 1)] {
+        for i in 0..warned {
+            on(first + i, &[i % 3], Ev::Warn("facebook"));
+        }
+        for i in 0..continued {
+            on(first + i, &[i % 3], Ev::Continue("facebook"));
+            on(first + i, &[i % 3, (i + 1) % 3], Ev::Ack("facebook"));
+        }
+    }
+    for (first, n) in [(eng + 12, 8), (support, 3), (legal + 2, 1)] {
+        for i in 0..n {
+            on(first + i, &[(i + 1) % 3], Ev::Unshown("pinterest"));
+        }
+    }
     (people, ev)
+}
+
+/// A record a warn rule decided, with what it did.
+fn warn(l: Line, outcome: &str) -> Line {
+    l.set("action", json!("warn"))
+        .set("rule", json!("warn-facebook"))
+        .set("warn", json!(outcome))
 }
 
 fn log_lines(people: &[Person], events: &Events) -> Vec<Line> {
@@ -202,6 +233,13 @@ fn log_lines(people: &[Person], events: &Events) -> Vec<Line> {
                 .set("action", json!("block"))
                 .set("mode", json!("report"))
                 .set("rule", json!("instagram-dry-run")),
+            // The warning page of a page read: held, so not a read either.
+            Ev::Warn(pl) => warn(line(pl).act("read", true), "shown").set("status", json!(200)),
+            Ev::Continue(pl) => warn(line(pl).act("read", true), "continued")
+                .set("activity", Value::Null)
+                .set("status", json!(303)),
+            Ev::Ack(pl) => warn(line(pl).act("read", true), "acknowledged"),
+            Ev::Unshown(pl) => warn(line(pl), "unshown"),
         });
     }
     out.sort_by(|a, b| a.0["time"].as_str().cmp(&b.0["time"].as_str()));
@@ -213,7 +251,7 @@ type Persons = BTreeSet<usize>;
 type Atoms = BTreeMap<(Vec<&'static str>, String), Persons>;
 
 /// How a measure adds up across platforms.
-#[derive(Clone, Copy, PartialEq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Plat {
     /// One number per group.
     Groups,
@@ -244,7 +282,7 @@ fn truth(people: &[Person], events: &Events) -> Truth {
     for &(who, day, e) in events {
         put("members", who, "*");
         let active = match e {
-            Ev::Nav(p) | Ev::Tunnel(p) | Ev::Would(p) => Some(p),
+            Ev::Nav(p) | Ev::Ack(p) | Ev::Tunnel(p) | Ev::Would(p) | Ev::Unshown(p) => Some(p),
             _ => None,
         };
         if let Some(p) = active {
@@ -253,7 +291,7 @@ fn truth(people: &[Person], events: &Events) -> Truth {
             active_days.entry(who).or_default().insert(day);
         }
         match e {
-            Ev::Nav(p) => {
+            Ev::Nav(p) | Ev::Ack(p) => {
                 put("reads", who, p);
                 acts.entry((who, p)).or_default().insert("read");
             }
@@ -273,6 +311,15 @@ fn truth(people: &[Person], events: &Events) -> Truth {
             }
             Ev::Refused(p, true) | Ev::RefusedAct(p, _) => put("blocked", who, p),
             Ev::Would(p) => put("would", who, p),
+            Ev::Warn(p) => {
+                put("warned", who, p);
+                put("shows", who, p);
+            }
+            Ev::Continue(p) => {
+                put("warned", who, p);
+                put("continued", who, p);
+            }
+            Ev::Unshown(p) => put("unshown", who, p),
             _ => {}
         }
     }
@@ -313,6 +360,14 @@ fn measures() -> Vec<(&'static str, &'static str, &'static str, Plat)> {
             Plat::Columns,
         ),
     ];
+    // What warn rules did: persons (distinct; "*" a union) and counts.
+    v.extend([
+        ("warned", "warnings", "warned_persons", Plat::Columns),
+        ("continued", "warnings", "continued_persons", Plat::Columns),
+        ("shows", "warnings", "warnings_shown", Plat::Sum),
+        ("continued", "warnings", "continues", Plat::Sum),
+        ("unshown", "warnings", "unshown_tunnels", Plat::Sum),
+    ]);
     for m in [
         "reads",
         "logins",
@@ -429,12 +484,6 @@ fn null_rows(rows: &[Vec<Q>], n: usize) -> Vec<Vec<Q>> {
     null
 }
 
-fn independent(vectors: Vec<Vec<Q>>) -> bool {
-    let n = vectors.len();
-    let mut m = vectors;
-    rref(&mut m).len() == n
-}
-
 /// Searches one table (a measure in one platform column or in all of
 /// them, on one day or the period) for a leak; returns a description.
 fn attack(
@@ -457,10 +506,29 @@ fn attack(
         .collect();
     let null = null_rows(&rows, atoms.len());
     let small: Vec<usize> = (0..atoms.len()).filter(|&i| atoms[i].2.len() < k).collect();
-    // Every set of small atoms holding fewer than k persons.
+    // A leak is a dependency among the null rows of small atoms. Those
+    // dependencies form the null space of the matrix whose columns are the
+    // small atoms' null rows: only atoms some dependency uses can be in a
+    // leak (the support of a dependency inside a leak is a leak too).
+    let width = null.first().map_or(0, Vec::len);
+    let by_coordinate: Vec<Vec<Q>> = (0..width)
+        .map(|j| small.iter().map(|&a| null[a][j]).collect())
+        .collect();
+    let deps = null_rows(&by_coordinate, small.len());
+    let candidates: Vec<usize> = small
+        .iter()
+        .zip(&deps)
+        .filter(|(_, d)| d.iter().any(|&x| x != Q::ZERO))
+        .map(|(&a, _)| a)
+        .collect();
+    /// Every set of candidate atoms holding fewer than k persons, depth
+    /// first; `basis` holds the chosen atoms' null rows in echelon form
+    /// (pivot, row), so that each step reduces one row.
+    #[allow(clippy::too_many_arguments)]
     fn search(
         from: usize,
         chosen: &mut Vec<usize>,
+        basis: &mut Vec<(usize, Vec<Q>)>,
         persons: &Persons,
         small: &[usize],
         atoms: &[(Vec<&'static str>, String, &Persons)],
@@ -474,17 +542,45 @@ fn attack(
                 continue;
             }
             chosen.push(a);
-            if !independent(chosen.iter().map(|&c| null[c].clone()).collect()) {
-                return Some(chosen.clone());
+            let mut row = null[a].clone();
+            for (pivot, b) in basis.iter() {
+                let f = row[*pivot];
+                if f != Q::ZERO {
+                    for (x, &y) in row.iter_mut().zip(b) {
+                        *x = x.sub(f.mul(y));
+                    }
+                }
             }
-            if let Some(found) = search(i + 1, chosen, &union, small, atoms, null, k) {
+            let Some(pivot) = row.iter().position(|&x| x != Q::ZERO) else {
+                return Some(chosen.clone()); // dependent: a leak
+            };
+            let pv = row[pivot];
+            for x in row.iter_mut() {
+                *x = x.div(pv);
+            }
+            basis.push((pivot, row));
+            if let Some(found) = search(i + 1, chosen, basis, &union, small, atoms, null, k) {
                 return Some(found);
             }
+            basis.pop();
             chosen.pop();
         }
         None
     }
-    search(0, &mut Vec::new(), &Persons::new(), &small, atoms, &null, k).map(|set| {
+    if candidates.is_empty() {
+        return None;
+    }
+    search(
+        0,
+        &mut Vec::new(),
+        &mut Vec::new(),
+        &Persons::new(),
+        &candidates,
+        atoms,
+        &null,
+        k,
+    )
+    .map(|set| {
         let names: Vec<String> = set
             .iter()
             .map(|&a| {
@@ -503,6 +599,7 @@ fn attack(
 /// Every leak the attacker finds in a strategy section.
 fn leaks(strategy: &Value, truth: &Truth, k: usize) -> Vec<String> {
     let mut found = Vec::new();
+    let mut searched = BTreeSet::new();
     let mut measures = measures();
     for d in DAYS {
         measures.push((
@@ -564,6 +661,12 @@ fn leaks(strategy: &Value, truth: &Truth, k: usize) -> Vec<String> {
                 .iter()
                 .map(|(gs, p, s)| (gs.clone(), p.clone(), s))
                 .collect();
+            // Sessions and minutes are shown and hidden together: one
+            // search does for both.
+            let key = (measure, col.clone(), plat, shown.clone());
+            if !searched.insert(key) {
+                continue;
+            }
             if let Some(leak) = attack(&atoms, &shown, plat == Plat::Sum, k) {
                 found.push(format!("{table}.{column} [{col}] {day}: {leak}"));
             }
@@ -644,6 +747,12 @@ fn no_combination_of_published_numbers_singles_out_fewer_than_k_persons() {
             found.iter().any(|l| l.starts_with("daily.")),
             "k={k}: a day's all-groups row minus the groups: {found:#?}"
         );
+        assert!(
+            found
+                .iter()
+                .any(|l| l.starts_with("warnings.warned_persons") && l.contains("legal")),
+            "k={k}: staff's warned persons minus the other departments': {found:#?}"
+        );
     }
 
     // The report's own protection: nothing found, for k = 5 and 10.
@@ -665,6 +774,8 @@ fn no_combination_of_published_numbers_singles_out_fewer_than_k_persons() {
             ("platforms", "active_users"),
             ("contribution", "posts"),
             ("groups", "active_members"),
+            ("warnings", "warned_persons"),
+            ("warnings", "continues"),
         ] {
             let key = |r: &Value| {
                 (

@@ -130,6 +130,11 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<OriginBody>, Infal
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
         "/big" => Response::new(full(vec![b'x'; 1 << 20])),
+        "/alt-svc" => Response::builder()
+            .header("alt-svc", "h3=\":443\"; ma=86400")
+            .header("x-origin", "kept")
+            .body(full("offers HTTP/3"))
+            .unwrap(),
         "/sleep" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             Response::new(full("slept"))
@@ -187,10 +192,15 @@ fn tokio_stream_from<T: Send + 'static>(
 }
 
 /// A TLS origin with a self-signed certificate for the given names,
-/// answering `/hello` over HTTP/1.1.
+/// serving the same routes as [`Origin`] over HTTP/1.1, or HTTP/2 when the
+/// client offers `h2` (ALPN).
 pub struct TlsOrigin {
     pub addr: SocketAddr,
     pub cert_der: Vec<u8>,
+    /// The certificate as PEM (for `--upstream-ca`).
+    pub cert_pem: String,
+    /// TLS handshakes completed so far.
+    pub handshakes: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -212,28 +222,46 @@ impl TlsOrigin {
         )
         .unwrap();
         let cert_der = ck.cert.der().to_vec();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let cert_pem = ck.cert.pem();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(vec![ck.cert.der().clone()], key)
             .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = handshakes.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
                 let acceptor = acceptor.clone();
+                let counted = counted.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(stream).await {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(tls), service_fn(route))
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        let io = TokioIo::new(tls);
+                        if h2 {
+                            let _ = hyper::server::conn::http2::Builder::new(
+                                hyper_util::rt::TokioExecutor::new(),
+                            )
+                            .serve_connection(io, service_fn(route))
                             .await;
+                        } else {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, service_fn(route))
+                                .with_upgrades()
+                                .await;
+                        }
                     }
                 });
             }
@@ -241,6 +269,8 @@ impl TlsOrigin {
         TlsOrigin {
             addr,
             cert_der,
+            cert_pem,
+            handshakes,
             task,
         }
     }
@@ -362,6 +392,7 @@ impl TestProxy {
             admin: Some("127.0.0.1:0".parse().unwrap()),
             pac_proxy: None,
             pseudonym_key: policy.path().join("pseudonym.key"),
+            inspection: Default::default(),
         };
         tweak(&mut cfg);
         let app = App::start(cfg).await.expect("socialgate starts");
@@ -812,6 +843,8 @@ pub enum After {
     Close,
     /// Keep the connection open and silent until the peer closes it.
     Stall,
+    /// Reset the connection (`SO_LINGER` 0), as a crashing server does.
+    Reset,
 }
 
 /// A misbehaving origin written for attacker tests: it reads each request
@@ -855,6 +888,10 @@ impl RawOrigin {
                     }
                     let _ = s.write_all(&response).await;
                     let _ = s.flush().await;
+                    if let After::Reset = after {
+                        let _ = s.set_zero_linger();
+                        return;
+                    }
                     if let After::Stall = after {
                         // Keep reading (and keeping) whatever comes, never answer more.
                         loop {
@@ -924,5 +961,412 @@ impl TestProxy {
     /// `pseudonym.key` in the policy directory).
     pub fn pseudonym_of(&self, user: &str) -> String {
         expected_pseudonym(&self.policy.path().join("pseudonym.key"), user)
+    }
+}
+
+/// A real `redis-server` (Debian's package) on a unix socket in a temp
+/// dir, no TCP port, no persistence; killed (by its PID) on drop.
+pub struct RedisServer {
+    child: Option<tokio::process::Child>,
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers PING; `None` (with a note on
+    /// stderr) when `redis-server` is not installed here. CI installs it
+    /// (`.ci/run`), so there the tests always run.
+    pub async fn start(test: &str) -> Option<RedisServer> {
+        let installed = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            eprintln!(
+                "skipping {test}: redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let mut server = RedisServer {
+            child: None,
+            socket,
+            _dir: dir,
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    /// Starts the server again on the same socket (after [`Self::kill`]);
+    /// it starts empty.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&self.socket)
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        eventually_async("redis-server answers PING", || self.ping()).await;
+    }
+
+    /// `redis+unix://` URL of the server, for `state.redis`.
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+
+    /// True when the server answers PING on its socket.
+    pub async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::UnixStream::connect(&self.socket).await else {
+            return false;
+        };
+        if s.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    /// Kills the server (SIGKILL to its PID) and waits for it to exit.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.expect("kill redis-server");
+        }
+    }
+}
+impl PolicyDir {
+    /// Where an inspecting test proxy keeps its company CA.
+    pub fn ca_paths(&self) -> socialgate::ca::CaPaths {
+        socialgate::ca::CaPaths {
+            cert: self.path().join("ca.pem"),
+            key: self.path().join("ca.key"),
+        }
+    }
+}
+
+impl TestProxy {
+    /// socialgate with a company CA (made in its policy directory, as
+    /// `socialgate ca init` would) that trusts `origins`' certificates
+    /// upstream, as `--upstream-ca` does.
+    pub async fn inspecting(policy_yaml: &str, origins: &[&TlsOrigin]) -> TestProxy {
+        let dir = PolicyDir::new(policy_yaml);
+        socialgate::ca::init(&dir.ca_paths(), Some("Test Corp")).unwrap();
+        let upstream = dir.path().join("upstream-ca.pem");
+        let pems: String = origins.iter().map(|o| o.cert_pem.clone()).collect();
+        std::fs::write(&upstream, pems).unwrap();
+        let ca = dir.ca_paths();
+        Self::start_in(dir, move |cfg| {
+            cfg.inspection = socialgate::app::InspectionFiles {
+                ca,
+                upstream_ca: vec![upstream],
+            };
+        })
+        .await
+    }
+
+    /// The company CA certificate (PEM) of an inspecting proxy.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.policy.ca_paths().cert).unwrap()
+    }
+
+    /// A reqwest client through this proxy that trusts only the company
+    /// CA: it reaches a TLS origin only through socialgate's inspection.
+    /// `h2` offers HTTP/2 and HTTP/1.1 (ALPN); otherwise HTTP/1.1 only.
+    pub fn inspected_client(&self, h2: bool) -> reqwest::Client {
+        let b = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.url()).unwrap())
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem()).unwrap())
+            .timeout(Duration::from_secs(10));
+        let b = if h2 { b } else { b.http1_only() };
+        b.build().unwrap()
+    }
+
+    /// The current text of /metrics.
+    pub async fn metrics(&self) -> String {
+        let admin = self.app().admin_addr.expect("admin listener");
+        reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Reads one response with a `Content-Length` body (head and body) from a
+/// connection that stays open.
+pub async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let head = read_head(stream).await;
+    let len = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    within(stream.read_exact(&mut body))
+        .await
+        .expect("read body");
+    format!("{head}{}", String::from_utf8_lossy(&body))
+}
+
+impl TestProxy {
+    /// The proxy's live counts (connections, parked, tunnels, ...).
+    pub fn gauges(&self) -> &socialgate::metrics::Gauges {
+        &self.app().state.gauges
+    }
+}
+
+/// What the test DNS server answers for a name.
+#[derive(Clone, Copy, Debug)]
+pub enum DnsAnswer {
+    /// An A record with this TTL (AAAA: no data).
+    A(std::net::Ipv4Addr, u32),
+    /// The same, after a delay.
+    Slow(Duration, std::net::Ipv4Addr),
+    /// NXDOMAIN, with an SOA whose minimum (negative TTL) is this.
+    NxDomain(u32),
+}
+
+/// A DNS server on 127.0.0.1 (UDP, port 0) for the tests: answers from a
+/// table (anything else is NXDOMAIN), counts the questions it got, and the
+/// most names it was working on at once. Messages are parsed and built by
+/// hickory-proto.
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    /// (name without the final dot, record type) of every question.
+    questions: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Names with a question pending, and the most there were at once.
+    pending: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub most_names: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl DnsServer {
+    pub async fn start(table: &[(&str, DnsAnswer)]) -> DnsServer {
+        use hickory_proto::op::{Message, ResponseCode};
+        use hickory_proto::rr::rdata::{A, SOA};
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+        let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = sock.local_addr().unwrap();
+        let table: std::collections::HashMap<String, DnsAnswer> = table
+            .iter()
+            .map(|(n, a)| (n.trim_end_matches('.').to_ascii_lowercase(), *a))
+            .collect();
+        let table = Arc::new(table);
+        let questions = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pending = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let most_names = Arc::new(AtomicUsize::new(0));
+        let (q, b, m) = (questions.clone(), pending.clone(), most_names.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(req) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(query) = req.queries.first().cloned() else {
+                    continue;
+                };
+                let name = query
+                    .name()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                let qtype = query.query_type();
+                q.lock().unwrap().push((name.clone(), qtype.to_string()));
+                let (sock, table, b, m) = (sock.clone(), table.clone(), b.clone(), m.clone());
+                tokio::spawn(async move {
+                    {
+                        let mut p = b.lock().unwrap();
+                        *p.entry(name.clone()).or_insert(0) += 1;
+                        m.fetch_max(p.len(), Ordering::SeqCst);
+                    }
+                    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+                    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+                    resp.metadata.recursion_available = true;
+                    resp.add_query(query.clone());
+                    let soa = |min: u32| {
+                        let zone = Name::from_ascii("test.").unwrap();
+                        Record::from_rdata(
+                            zone.clone(),
+                            min,
+                            RData::SOA(SOA::new(zone.clone(), zone, 1, 60, 60, 60, min)),
+                        )
+                    };
+                    let a =
+                        |ip, ttl| Record::from_rdata(query.name().clone(), ttl, RData::A(A(ip)));
+                    match table.get(&name) {
+                        Some(DnsAnswer::A(ip, ttl)) if qtype == RecordType::A => {
+                            resp.add_answer(a(*ip, *ttl));
+                        }
+                        Some(DnsAnswer::Slow(delay, ip)) => {
+                            tokio::time::sleep(*delay).await;
+                            if qtype == RecordType::A {
+                                resp.add_answer(a(*ip, 60));
+                            }
+                        }
+                        Some(DnsAnswer::NxDomain(min)) => {
+                            resp.metadata.response_code = ResponseCode::NXDomain;
+                            resp.add_authority(soa(*min));
+                        }
+                        Some(_) => {
+                            resp.add_authority(soa(60)); // no data for this type
+                        }
+                        None => {
+                            resp.metadata.response_code = ResponseCode::NXDomain;
+                            resp.add_authority(soa(30));
+                        }
+                    }
+                    if let Ok(bytes) = resp.to_vec() {
+                        let _ = sock.send_to(&bytes, from).await;
+                    }
+                    let mut p = b.lock().unwrap();
+                    if let Some(n) = p.get_mut(&name) {
+                        *n -= 1;
+                        if *n == 0 {
+                            p.remove(&name);
+                        }
+                    }
+                });
+            }
+        });
+        DnsServer {
+            addr,
+            questions,
+            pending,
+            most_names,
+            task,
+        }
+    }
+
+    /// How many questions of type `qtype` (A, AAAA) named `name`.
+    pub fn asked(&self, name: &str, qtype: &str) -> usize {
+        self.questions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, t)| n == name && t == qtype)
+            .count()
+    }
+}
+
+/// One request as a [`RecordingOrigin`] received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// The request target as received (origin-form: path and query).
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A keep-alive origin (hyper's server) that records every whole request
+/// it receives (a request whose body breaks off is not recorded), and
+/// answers each with `200` and `ok N` (N counting from 1).
+pub struct RecordingOrigin {
+    pub addr: SocketAddr,
+    requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RecordingOrigin {
+    pub async fn start() -> RecordingOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let rec = rec.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let Ok(body) = body.collect().await else {
+                                return Ok::<_, Infallible>(
+                                    Response::builder()
+                                        .status(400)
+                                        .body(full("broken body"))
+                                        .unwrap(),
+                                );
+                            };
+                            let n = {
+                                let mut r = rec.lock().unwrap();
+                                r.push(Recorded {
+                                    method: parts.method.to_string(),
+                                    target: parts.uri.to_string(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(k, v)| {
+                                            (
+                                                k.to_string(),
+                                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                            )
+                                        })
+                                        .collect(),
+                                    body: body.to_bytes().to_vec(),
+                                });
+                                r.len()
+                            };
+                            Ok(Response::new(full(format!("ok {n}"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        RecordingOrigin {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every whole request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
     }
 }
