@@ -6,7 +6,12 @@
 //! log holds no resolved addresses, so the destination stage checks IP
 //! literals only. Records whose outcome changes are
 //! grouped by group, platform, old and new outcome and deciding rule, and
-//! printed as sentences an admin can act on. Like `report`, it reads the log
+//! printed as sentences an admin can act on, with the activities behind
+//! them. A logged request carries its activity, so a candidate `read_only`
+//! or `activities:` rule is decided as the proxy would decide it: the write
+//! actions it would refuse are summed per group, platform and rule, and the
+//! tunnels it could not judge (not inspected) are counted with the fix.
+//! Like `report`, it reads the log
 //! as a stream and never sees the proxy. Users in the log are pseudonyms:
 //! with `--key` the candidate policy's user names are pseudonymised the same
 //! way and match exactly; without it, the groups recorded in the log stand
@@ -19,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::outcome::{Lenient, Reason, Verdict, WarnOutcome};
+use crate::outcome::{Activity, Lenient, Reason, Verdict, WarnOutcome};
 use crate::policy::{admit_in_groups, load_dir, normalize_host, Decision, Entry, Facts, Warning};
 use crate::report::read::{read_logs, ReadStats, Record};
 
@@ -89,10 +94,131 @@ fn not_replayable(reason: &Lenient<Reason>) -> bool {
 struct Change {
     requests: u64,
     persons: HashSet<String>,
+    /// Requests per activity (index into [`Activity::ALL`]).
+    activities: [u64; Activity::ALL.len()],
+}
+
+impl Change {
+    fn add(&mut self, person: &str, activity: Option<Activity>) {
+        self.requests += 1;
+        if !self.persons.contains(person) {
+            self.persons.insert(person.to_owned());
+        }
+        if let Some(a) = activity {
+            self.activities[a as usize] += 1;
+        }
+    }
+
+    /// "2 posts, 1 comment": the activities, most frequent first.
+    fn activities_text(&self) -> String {
+        let mut v: Vec<(u64, Activity)> = Activity::ALL
+            .into_iter()
+            .map(|a| (self.activities[a as usize], a))
+            .filter(|&(n, _)| n > 0)
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        v.iter()
+            .map(|&(n, a)| format!("{n} {}", activity_noun(a, n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn activities_json(&self) -> serde_json::Value {
+        Activity::ALL
+            .into_iter()
+            .filter(|&a| self.activities[a as usize] > 0)
+            .map(|a| (a.as_str().to_owned(), self.activities[a as usize].into()))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+/// An activity as a noun for `n` requests.
+fn activity_noun(a: Activity, n: u64) -> &'static str {
+    let one = n == 1;
+    match a {
+        Activity::Login => {
+            if one {
+                "login"
+            } else {
+                "logins"
+            }
+        }
+        Activity::Read => {
+            if one {
+                "read"
+            } else {
+                "reads"
+            }
+        }
+        Activity::Post => {
+            if one {
+                "post"
+            } else {
+                "posts"
+            }
+        }
+        Activity::Comment => {
+            if one {
+                "comment"
+            } else {
+                "comments"
+            }
+        }
+        Activity::React => {
+            if one {
+                "reaction"
+            } else {
+                "reactions"
+            }
+        }
+        Activity::Share => {
+            if one {
+                "share"
+            } else {
+                "shares"
+            }
+        }
+        Activity::Upload => {
+            if one {
+                "upload"
+            } else {
+                "uploads"
+            }
+        }
+        Activity::Message => {
+            if one {
+                "message"
+            } else {
+                "messages"
+            }
+        }
+        Activity::Write => {
+            if one {
+                "generic write"
+            } else {
+                "generic writes"
+            }
+        }
+        Activity::Unknown => {
+            if one {
+                "unknown request"
+            } else {
+                "unknown requests"
+            }
+        }
+    }
+}
+
+/// A write action: what `read_only` refuses (and `unknown`, which it may).
+fn is_write_action(a: Activity) -> bool {
+    a.is_write() || a == Activity::Unknown
 }
 
 /// Key: group, platform, old outcome, new outcome, new rule.
 type ChangeKey = (String, String, Verdict, Verdict, String);
+/// Key: group, platform, rule.
+type RuleKey = (String, String, String);
 
 /// The replay's result.
 #[derive(Debug, Default)]
@@ -104,6 +230,12 @@ pub struct Simulation {
     pub skipped: u64,
     pub changed: u64,
     changes: BTreeMap<ChangeKey, Change>,
+    /// Write actions that passed and the candidate refuses, by group,
+    /// platform and rule.
+    writes: BTreeMap<RuleKey, Change>,
+    /// Tunnels a candidate rule about activities could not judge (not
+    /// inspected): the site-level rules decided.
+    unseen: BTreeMap<RuleKey, Change>,
 }
 
 /// Replays `args.logs` under the policy in `args.policy`.
@@ -185,32 +317,62 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
         let d: Decision = adm.decision;
         sim.replayed += 1;
         let new = Verdict::of_record(d.action, d.mode, unshown.then_some(WarnOutcome::Unshown));
-        if old == new {
-            return;
-        }
-        sim.changed += 1;
-        let group = d
-            .group
-            .as_deref()
-            .or(rec.group.as_deref())
-            .unwrap_or("(no group)")
-            .to_string();
-        let platform = rec
-            .platform
-            .as_deref()
-            .unwrap_or("(other sites)")
-            .to_string();
-        let key = (group, platform, old, new, d.rule.to_string());
-        let c = sim.changes.entry(key).or_default();
-        c.requests += 1;
+        let group = || {
+            d.group
+                .as_deref()
+                .or(rec.group.as_deref())
+                .unwrap_or("(no group)")
+                .to_string()
+        };
+        let platform = || {
+            rec.platform
+                .as_deref()
+                .unwrap_or("(other sites)")
+                .to_string()
+        };
         let person = match &rec.user {
             Some(u) => u.to_string(),
             None => format!("ip:{}", rec.client),
         };
-        c.persons.insert(person);
+        if let Some(rule) = &d.activity_unseen {
+            sim.unseen
+                .entry((group(), platform(), rule.to_string()))
+                .or_default()
+                .add(&person, None);
+        }
+        if old == new {
+            return;
+        }
+        sim.changed += 1;
+        // A write that went through then (an acknowledged warning included)
+        // and that the candidate refuses.
+        let passed = matches!(
+            rec.verdict(),
+            Some(Verdict::Passed | Verdict::WouldRefuse | Verdict::WouldWarn)
+        );
+        if new == Verdict::Refused && passed && facts.activity.is_some_and(is_write_action) {
+            sim.writes
+                .entry((group(), platform(), d.rule.to_string()))
+                .or_default()
+                .add(&person, facts.activity);
+        }
+        let key = (group(), platform(), old, new, d.rule.to_string());
+        sim.changes
+            .entry(key)
+            .or_default()
+            .add(&person, facts.activity);
     });
     sim.read = read;
     Ok(sim)
+}
+
+fn users_json(c: &Change, k: usize) -> serde_json::Value {
+    let n = c.persons.len();
+    if n < k {
+        serde_json::Value::from("suppressed")
+    } else {
+        n.into()
+    }
 }
 
 fn persons(n: usize, k: usize) -> String {
@@ -257,18 +419,32 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 .changes
                 .iter()
                 .map(|((g, p, old, new, rule), c)| {
-                    let n = c.persons.len();
                     serde_json::json!({
                         "group": g, "platform": p, "from": outcome_word(*old), "to": outcome_word(*new), "rule": rule,
                         "requests": c.requests,
-                        "users": if n < args.k { serde_json::Value::from("suppressed") } else { n.into() },
+                        "users": users_json(c, args.k),
+                        "activities": c.activities_json(),
                     })
                 })
                 .collect();
+            let by_rule = |m: &BTreeMap<RuleKey, Change>, what: &str| -> Vec<serde_json::Value> {
+                m.iter()
+                    .map(|((g, p, rule), c)| {
+                        serde_json::json!({
+                            "group": g, "platform": p, "rule": rule,
+                            what: c.requests,
+                            "users": users_json(c, args.k),
+                            "activities": c.activities_json(),
+                        })
+                    })
+                    .collect()
+            };
             let doc = serde_json::json!({
                 "lines": sim.read.lines, "records": sim.read.records, "malformed": sim.read.malformed,
                 "replayed": sim.replayed, "skipped": sim.skipped, "changed": sim.changed,
                 "changes": changes,
+                "refused_writes": by_rule(&sim.writes, "requests"),
+                "activity_unseen": by_rule(&sim.unseen, "tunnels"),
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
@@ -292,13 +468,48 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 let mut rows: Vec<_> = sim.changes.iter().collect();
                 rows.sort_by_key(|r| std::cmp::Reverse(r.1.requests));
                 for ((g, p, old, new, rule), c) in rows {
+                    let acts = c.activities_text();
                     writeln!(
                         out,
-                        "  {} requests by {} of {g} to {p} {} by rule `{rule}` (now {old})",
+                        "  {} requests by {} of {g} to {p} {} by rule `{rule}` (now {old}){}",
                         c.requests,
                         persons(c.persons.len(), args.k),
                         verb(*new),
+                        if acts.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {acts}")
+                        },
                         old = outcome_word(*old),
+                    )?;
+                }
+            }
+            if !sim.writes.is_empty() {
+                writeln!(
+                    out,
+                    "write actions the candidate would refuse (they passed):"
+                )?;
+                for ((g, p, rule), c) in &sim.writes {
+                    writeln!(
+                        out,
+                        "  {g} on {p}: {} by {}, rule `{rule}` ({})",
+                        c.requests,
+                        persons(c.persons.len(), args.k),
+                        c.activities_text()
+                    )?;
+                }
+            }
+            if !sim.unseen.is_empty() {
+                writeln!(
+                    out,
+                    "tunnels that rules about activities could not judge (not inspected; the site-level rules decided):"
+                )?;
+                for ((g, p, rule), c) in &sim.unseen {
+                    writeln!(
+                        out,
+                        "  {} tunnels by {} of {g} to {p}, rule `{rule}`: inspect {p} (`inspect: true`) to see what they do",
+                        c.requests,
+                        persons(c.persons.len(), args.k),
                     )?;
                 }
             }

@@ -12,7 +12,10 @@
 //! - `keys`: interned names, local day and hour.
 //! - `expand`: group sets expanded to single groups and "*".
 //! - `security`, `strategy`: the two sections.
-//! - `privacy`: k-suppression and complementary suppression.
+//! - `privacy`: which strategy numbers may be shown: per-cell and
+//!   complementary suppression over the group hierarchy, with an exact
+//!   audit of every sum and difference.
+//! - `maturity`: the social-maturity model (pure).
 //! - [`model`]: the computed report (the `--format json` structure).
 //! - `tables`, `csv`, `svg`, `page`: presentation; the HTML page and its
 //!   charts are askama templates in `templates/report/`.
@@ -25,6 +28,7 @@ mod aggregate;
 mod csv;
 mod expand;
 mod keys;
+mod maturity;
 pub mod model;
 mod page;
 mod privacy;
@@ -101,7 +105,7 @@ pub struct ReportArgs {
     /// Write the report here instead of standard output. For csv, an existing directory gets one file per table.
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
-    /// Suppress every number backed by fewer than this many distinct persons.
+    /// Privacy threshold: no strategy number, nor any sum or difference of them, describes fewer than this many persons (the security section hides each number backed by fewer).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub k: u64,
     /// Idle gap in minutes that ends an active-time session.

@@ -1,24 +1,26 @@
 //! The computed report: plain data, serialised as the `--format json` output.
 //!
 //! Every number that describes people sits in a [`Cell`], which is either a
-//! value or `"suppressed"` (backed by fewer than k distinct persons; the
-//! rule is in `privacy`). Group
-//! `"*"` means all groups together and platform `"*"` any platform. The
-//! structure is versioned by [`SCHEMA`]; fields are only ever added.
+//! value or `"suppressed"` (the rules are in `privacy`). Group `"*"` means
+//! all members of the policy's groups, and platform `"*"` any platform. The
+//! structure is versioned by [`SCHEMA`]; within a version, fields are only
+//! ever added.
 //!
 //! This module must not compute anything: aggregation lives in `aggregate`,
-//! presentation in `render`.
+//! presentation in `tables` and `page`.
 
 use serde::{Serialize, Serializer};
 
 use super::read::FileStats;
 
 /// Version tag of the JSON structure.
-pub const SCHEMA: &str = "socialgate-report/1";
+pub const SCHEMA: &str = "socialgate-report/2";
 /// The name that stands for "all groups" / "any platform".
 pub const ALL: &str = "*";
+/// The group of clients in no group (security section only).
+pub const NO_GROUP: &str = "(no group)";
 
-/// A number shown only when at least k distinct persons back it.
+/// A number shown only when the privacy rules allow it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cell<T> {
     Value(T),
@@ -34,6 +36,13 @@ impl<T: Copy> Cell<T> {
     }
     pub fn is_suppressed(&self) -> bool {
         matches!(self, Cell::Suppressed)
+    }
+    /// `Value(f(v))`, or `Suppressed`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Cell<U> {
+        match self {
+            Cell::Value(v) => Cell::Value(f(v)),
+            Cell::Suppressed => Cell::Suppressed,
+        }
     }
 }
 
@@ -70,6 +79,19 @@ pub struct Period {
     pub last_record: Option<jiff::Timestamp>,
     /// IANA time zone for days and hours.
     pub time_zone: String,
+    /// Local days with at least one record.
+    pub days_observed: u64,
+    /// Days the period or the log covers only in part (the first or last).
+    pub partial_days: Vec<PartialDay>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartialDay {
+    /// Local date (YYYY-MM-DD).
+    pub day: String,
+    /// Local times (HH:MM) of the day's first and last record.
+    pub from: String,
+    pub until: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +99,8 @@ pub struct Settings {
     pub k: u64,
     pub idle_minutes: u32,
     pub credit_minutes: u32,
+    /// Active days (on any platform) that make a person a regular user.
+    pub regular_days: u64,
     pub audience: String,
     /// True when real names replace pseudonyms in per-person listings.
     pub revealed: bool,
@@ -99,14 +123,18 @@ pub struct Input {
 #[derive(Debug, Clone, Serialize)]
 pub struct Security {
     pub totals: SecurityTotals,
-    /// Refused requests by group × platform × activity.
+    /// Refused requests by group × platform × class × activity × rule.
     pub refused: Vec<RefusedRow>,
     /// Would-be refusals of rules in report mode (traffic passed).
     pub would_refuse: Vec<RefusedRow>,
+    /// Refusals and would-be refusals per rule.
+    pub refused_by_rule: Vec<RuleRow>,
     pub refused_by_reason: Vec<ReasonRow>,
     pub unauthenticated: Vec<UnauthRow>,
     pub bytes_to_platforms: Vec<BytesRow>,
     pub top_refused_platforms: Vec<PlatformRow>,
+    /// Tunnels that a rule about activities could not judge (not inspected).
+    pub activity_unseen: Vec<UnseenRow>,
     /// The only per-person listing: pseudonyms, or names when revealed.
     pub top_refused_persons: Vec<PersonRow>,
 }
@@ -116,6 +144,11 @@ pub struct SecurityTotals {
     pub requests: u64,
     pub persons: Cell<u64>,
     pub refused: Cell<u64>,
+    /// Refused attempts on a platform's own domains (not its widgets).
+    pub refused_primary: Cell<u64>,
+    /// Of them, those by members of the policy's groups: the strategy
+    /// section's blocked attempts.
+    pub refused_primary_members: Cell<u64>,
     pub would_refuse: Cell<u64>,
     pub unauthenticated: Cell<u64>,
 }
@@ -125,10 +158,28 @@ pub struct RefusedRow {
     pub group: String,
     /// `"(none)"` for hosts on no catalog platform.
     pub platform: String,
-    /// `view`, `write` or `unknown` (tunnels).
-    pub activity: String,
+    /// `primary` (the platform's own domains), `embedded` (its widgets and
+    /// trackers on other sites), or null (no platform).
+    pub class: Option<String>,
+    /// The activity (`post`, `read`, ...), or null for a tunnel.
+    pub activity: Option<String>,
+    /// The rule (or pseudo-rule) that refused.
+    pub rule: String,
     pub requests: Cell<u64>,
     pub persons: Cell<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRow {
+    pub rule: String,
+    /// `refused`, or `would-refuse` (report mode).
+    pub outcome: String,
+    pub requests: Cell<u64>,
+    /// Of them, attempts on a platform's own domains.
+    pub primary_requests: Cell<u64>,
+    pub persons: Cell<u64>,
+    /// Platforms the rule refused (`(none)` for other hosts).
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +212,17 @@ pub struct PlatformRow {
     pub platform: String,
     pub requests: Cell<u64>,
     pub persons: Cell<u64>,
+    /// Of them, attempts on the platform's own domains, and their persons.
+    pub primary_requests: Cell<u64>,
+    pub primary_persons: Cell<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnseenRow {
+    pub rule: String,
+    pub platform: String,
+    pub tunnels: Cell<u64>,
+    pub persons: Cell<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,12 +239,17 @@ pub struct PersonRow {
 pub struct Strategy {
     pub groups: Vec<GroupRow>,
     pub platforms: Vec<AdoptionRow>,
+    pub contribution: Vec<ContributionRow>,
     pub daily: Vec<DailyRow>,
     pub hour_of_week: HeatMap,
     pub maturity: Vec<MaturityRow>,
     /// What warn rules did, as a demand signal: how many of those warned
     /// chose to continue.
     pub warnings: Vec<WarningRow>,
+    /// How many numbers this section holds (shown or suppressed), and how
+    /// many of them are suppressed.
+    pub numbers: u64,
+    pub suppressed_cells: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,6 +276,8 @@ pub struct GroupRow {
     pub group: String,
     /// Distinct persons seen in the group in the period.
     pub active_members: Cell<u64>,
+    /// Persons with active use on at least `settings.regular_days` days.
+    pub regular_users: Cell<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,14 +292,38 @@ pub struct AdoptionRow {
     pub active_minutes: Cell<f64>,
     pub minutes_per_active_user: Cell<f64>,
     pub sessions_per_active_user: Cell<f64>,
-    /// Not-refused primary requests with a known activity.
-    pub views: Cell<u64>,
-    pub writes: Cell<u64>,
-    /// writes / (views + writes); null when no activity was known.
-    pub write_share: Cell<Option<f64>>,
-    pub refused_requests: Cell<u64>,
-    pub refused_persons: Cell<u64>,
-    pub would_refuse_requests: Cell<u64>,
+    /// Blocked demand: refused attempts on the platform's own domains (not
+    /// its widgets on other sites), and the persons who made them.
+    pub blocked_attempts: Cell<u64>,
+    pub blocked_persons: Cell<u64>,
+    /// The same for rules in report mode (traffic passed).
+    pub would_block_attempts: Cell<u64>,
+    pub would_block_persons: Cell<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContributionRow {
+    pub group: String,
+    pub platform: String,
+    /// Persons whose visible activity was reading (or signing in) only.
+    pub readers: Cell<u64>,
+    /// Persons with at least one write (post, comment, react, share,
+    /// upload, message or a generic write) that passed.
+    pub contributors: Cell<u64>,
+    /// contributors / (readers + contributors).
+    pub contributor_share: Cell<Option<f64>>,
+    pub reads: Cell<u64>,
+    pub logins: Cell<u64>,
+    pub posts: Cell<u64>,
+    pub comments: Cell<u64>,
+    pub reactions: Cell<u64>,
+    pub shares: Cell<u64>,
+    pub uploads: Cell<u64>,
+    pub messages: Cell<u64>,
+    /// `write` + `unknown`: requests no signature named.
+    pub generic: Cell<u64>,
+    /// generic / every activity but `read`: the signature-health signal.
+    pub generic_share: Cell<Option<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -239,12 +332,8 @@ pub struct DailyRow {
     pub day: String,
     pub group: String,
     pub platform: String,
+    /// Persons with active use that day.
     pub active_users: Cell<u64>,
-    pub foreground_requests: Cell<u64>,
-    /// Sessions that started that day, and their active minutes.
-    pub sessions: Cell<u64>,
-    pub active_minutes: Cell<f64>,
-    pub refused_requests: Cell<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,15 +347,28 @@ pub struct HeatMap {
 #[derive(Debug, Clone, Serialize)]
 pub struct MaturityRow {
     pub group: String,
-    /// One of the labels in docs/reports.md, or `suppressed`.
+    /// 1–5 (docs/reports.md), null when the group is too small to assess.
+    pub stage: Option<u8>,
+    /// `dormant`, `exploring`, `regular use`, `contributing`, `leading`,
+    /// or `suppressed`.
     pub label: String,
-    /// 0–100, see docs/reports.md.
-    pub score: Cell<f64>,
-    pub platforms_adopted: Cell<u64>,
+    pub members: Cell<u64>,
+    /// Share of members active on any platform.
     pub any_adoption: Cell<f64>,
-    pub write_share: Cell<Option<f64>>,
+    /// Share of members who are regular users.
+    pub regular_share: Cell<f64>,
+    pub minutes_per_active_user: Cell<f64>,
+    /// Share of members who contributed; null when no activity was visible.
+    pub contributor_share: Cell<Option<f64>>,
+    /// Platforms with an adoption of 20 % or more (among those shown).
+    pub platforms_adopted: Vec<String>,
+    /// Share of members refused on a primary attempt.
     pub blocked_share: Cell<f64>,
-    pub minutes_per_member: Cell<f64>,
-    /// One sentence saying why the label was chosen.
-    pub explanation: String,
+    /// What holds the group back: `adoption`, `regular use`,
+    /// `contribution`, `breadth`, `policy`, `hidden` or `nothing`.
+    pub held_back_by: String,
+    /// The evidence, in one sentence.
+    pub evidence: String,
+    /// The next step it suggests.
+    pub next_step: String,
 }

@@ -75,6 +75,10 @@ pub struct Record<'a> {
     pub category: Option<Cow<'a, str>>,
     pub class: Option<Lenient<Class>>,
     pub activity: Option<Lenient<Activity>>,
+    /// A rule about activities that could not judge this tunnel (it was
+    /// not inspected).
+    #[serde(borrow, default)]
+    pub activity_unseen: Option<Cow<'a, str>>,
     pub foreground: bool,
     pub action: Lenient<Action>,
     pub mode: Lenient<Mode>,

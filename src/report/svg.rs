@@ -50,7 +50,15 @@ pub(super) fn bar_chart(title: &str, items: &[Bar]) -> askama::Result<String> {
     let row_h = 26.0;
     let left = 130.0;
     let width = 560.0;
-    let bar_w = width - left - 80.0;
+    // Room for the longest value text after the longest bar.
+    let text_w = items
+        .iter()
+        .map(|i| i.shown.chars().count())
+        .max()
+        .unwrap_or(0) as f64
+        * 6.8
+        + 12.0;
+    let bar_w = width - left - text_w.max(60.0);
     let h = 30.0 + row_h * items.len().max(1) as f64;
     let max = items
         .iter()
@@ -68,7 +76,7 @@ pub(super) fn bar_chart(title: &str, items: &[Bar]) -> askama::Result<String> {
                     let fill = PALETTE[i % PALETTE.len()];
                     (w, Some(fill), left + w + 6.0, item.shown.clone())
                 }
-                None => (bar_w, None, left + 8.0, "suppressed".to_owned()),
+                None => (bar_w, None, left + 8.0, "hidden".to_owned()),
             };
             BarRow {
                 label: item.label.clone(),
@@ -121,29 +129,38 @@ struct Label {
 }
 
 struct Line {
-    name: String,
     color: &'static str,
-    path: String,
-    points: Vec<(String, String)>,
-    legend_x: String,
-    legend_y: String,
-    name_x: String,
-    name_y: String,
+    /// Segments between two complete days.
+    solid: String,
+    /// Segments that touch a partial day (dashed).
+    dashed: String,
+    /// (x, y, hollow: a partial day)
+    points: Vec<(String, String, bool)>,
 }
 
-/// Multi-series daily line chart; missing (suppressed) points break the line.
+/// One line of the daily chart: a value per day (`None`: suppressed).
+pub(super) struct Series {
+    pub(super) name: String,
+    pub(super) values: Vec<Option<f64>>,
+}
+
+/// Multi-series daily line chart. A missing (suppressed) value breaks the
+/// line; a partial day (`partial[i]`) is drawn hollow and joined by dashes,
+/// so a day cut short does not read as a drop. Returns the SVG and the
+/// legend (colour, name) of every series drawn, for the page to list.
 pub(super) fn line_chart(
     title: &str,
     days: &[String],
-    series: &[(String, Vec<Option<f64>>)],
-) -> askama::Result<String> {
-    let (w, h) = (1100.0, 300.0);
-    let (l, r, t, b) = (50.0, 150.0, 20.0, 40.0);
+    partial: &[bool],
+    series: &[Series],
+) -> askama::Result<(String, Vec<(&'static str, String)>)> {
+    let (w, h) = (1100.0, 260.0);
+    let (l, r, t, b) = (50.0, 20.0, 16.0, 36.0);
     let pw = w - l - r;
     let ph = h - t - b;
     let max = series
         .iter()
-        .flat_map(|s| s.1.iter().flatten())
+        .flat_map(|s| s.values.iter().flatten())
         .fold(0.0f64, |a, &v| a.max(v))
         .max(1.0);
     let max = nice_ceiling(max);
@@ -170,7 +187,8 @@ pub(super) fn line_chart(
             }
         })
         .collect();
-    let step = n.div_ceil(10).max(1);
+    let step = n.div_ceil(12).max(1);
+    let is_partial = |i: usize| partial.get(i).copied().unwrap_or(false);
     let day_labels = days
         .iter()
         .enumerate()
@@ -178,44 +196,54 @@ pub(super) fn line_chart(
         .map(|(i, d)| Label {
             x: format!("{:.1}", x(i)),
             y: (h - b + 18.0).to_string(),
-            text: d.get(5..).unwrap_or(d).to_owned(),
+            text: format!(
+                "{}{}",
+                d.get(5..).unwrap_or(d),
+                if is_partial(i) { "*" } else { "" }
+            ),
         })
         .collect();
     let no_data = series
         .is_empty()
         .then(|| ((l + 10.0).to_string(), (t + 30.0).to_string()));
+    let mut legend = Vec::new();
     let lines = series
         .iter()
         .enumerate()
-        .map(|(si, (name, vals))| {
-            let mut path = Vec::new();
-            let mut pen = false;
+        .map(|(si, s)| {
+            let color = PALETTE[si % PALETTE.len()];
+            legend.push((color, s.name.clone()));
+            let mut solid = Vec::new();
+            let mut dashed = Vec::new();
             let mut points = Vec::new();
-            for (i, v) in vals.iter().enumerate() {
+            let mut prev: Option<(usize, String, String)> = None;
+            for (i, v) in s.values.iter().enumerate() {
                 match v {
                     Some(v) => {
                         let (px, py) = (format!("{:.1}", x(i)), format!("{:.1}", y(*v)));
-                        path.push(format!("{}{px},{py}", if pen { "L" } else { "M" }));
-                        points.push((px, py));
-                        pen = true;
+                        if let Some((pi, ppx, ppy)) = &prev {
+                            let seg = format!("M{ppx},{ppy} L{px},{py}");
+                            if is_partial(*pi) || is_partial(i) {
+                                dashed.push(seg);
+                            } else {
+                                solid.push(seg);
+                            }
+                        }
+                        points.push((px.clone(), py.clone(), is_partial(i)));
+                        prev = Some((i, px, py));
                     }
-                    None => pen = false,
+                    None => prev = None,
                 }
             }
-            let ly = t + 14.0 + 20.0 * si as f64;
             Line {
-                name: name.clone(),
-                color: PALETTE[si % PALETTE.len()],
-                path: path.join(" "),
+                color,
+                solid: solid.join(" "),
+                dashed: dashed.join(" "),
                 points,
-                legend_x: (w - r + 16.0).to_string(),
-                legend_y: (ly - 4.0).to_string(),
-                name_x: (w - r + 36.0).to_string(),
-                name_y: (ly + 1.0).to_string(),
             }
         })
         .collect();
-    Trend {
+    let svg = Trend {
         title,
         width: w.to_string(),
         height: h.to_string(),
@@ -223,6 +251,76 @@ pub(super) fn line_chart(
         days: day_labels,
         no_data,
         series: lines,
+    }
+    .render()?;
+    Ok((svg, legend))
+}
+
+#[derive(Template)]
+#[template(path = "report/group.svg")]
+struct GroupChart<'a> {
+    caption: &'a str,
+    height: String,
+    rows: Vec<GroupRowSvg>,
+}
+
+struct GroupRowSvg {
+    label: String,
+    label_y: String,
+    y: String,
+    /// Adoption bar width, or `None` when hidden (hatched).
+    adoption: Option<String>,
+    /// Contributors bar width (of members), when shown.
+    contributors: Option<String>,
+    text: String,
+    text_x: String,
+}
+
+/// One platform in a group's small chart.
+pub(super) struct GroupBar {
+    pub(super) label: String,
+    /// Share of members active (`None`: hidden).
+    pub(super) adoption: Option<f64>,
+    /// Share of members who contributed (`None`: hidden or not visible).
+    pub(super) contributors: Option<f64>,
+}
+
+/// A group's small chart: adoption per platform on a 0–100 % scale (the
+/// same for every group, so the charts compare), contributors as a darker
+/// inner bar.
+pub(super) fn group_bars(caption: &str, bars: &[GroupBar]) -> askama::Result<String> {
+    let (left, width) = (78.0, 150.0);
+    let row_h = 18.0;
+    let rows = bars
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let y = 4.0 + row_h * i as f64;
+            let w = |v: f64| format!("{:.1}", (v.clamp(0.0, 1.0) * width).max(1.0));
+            GroupRowSvg {
+                label: b.label.clone(),
+                label_y: format!("{:.1}", y + 11.0),
+                y: format!("{y:.1}"),
+                adoption: b.adoption.map(w),
+                contributors: b.contributors.filter(|&c| c > 0.0).map(w),
+                text: match (b.adoption, b.contributors) {
+                    (Some(a), Some(c)) if c > 0.0 => {
+                        format!("{:.0}% · {:.0}% write", a * 100.0, c * 100.0)
+                    }
+                    (Some(a), _) => format!("{:.0}%", a * 100.0),
+                    (None, _) => "—".to_owned(),
+                },
+                text_x: format!(
+                    "{:.1}",
+                    left + b.adoption.map_or(width, |a| a.clamp(0.0, 1.0) * width) + 4.0
+                ),
+            }
+        })
+        .collect();
+    GroupChart {
+        caption,
+        height: format!("{:.0}", 8.0 + row_h * bars.len().max(1) as f64),
+        rows,
     }
     .render()
 }
@@ -302,9 +400,10 @@ pub(super) fn heat_map(hm: &HeatMap, tz: &str, k: u64) -> askama::Result<String>
                             let a = 0.15 + 0.85 * (*v as f64 / max).sqrt();
                             (format!("rgba(37,99,235,{a:.2})"), v.to_string())
                         }
-                        Cell::Suppressed => {
-                            ("url(#hatch)".to_owned(), format!("fewer than {k} persons"))
-                        }
+                        Cell::Suppressed => (
+                            "url(#hatch)".to_owned(),
+                            format!("hidden: fewer than {k} persons"),
+                        ),
                     };
                     HeatCell {
                         x: format!("{:.1}", l + cell * hr as f64 + 1.0),

@@ -65,14 +65,18 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
             title: "Social maturity by group",
             columns: vec![
                 "group",
+                "stage",
                 "label",
-                "score",
-                "platforms_adopted",
+                "members",
                 "any_adoption",
-                "write_share",
+                "regular_share",
+                "minutes_per_active_user",
+                "contributor_share",
+                "platforms_adopted",
                 "blocked_share",
-                "minutes_per_member",
-                "explanation",
+                "held_back_by",
+                "evidence",
+                "next_step",
             ],
             rows: s
                 .maturity
@@ -80,21 +84,25 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 .map(|m| {
                     vec![
                         text(&m.group),
+                        m.stage.map_or(Val::Empty, |v| Val::Int(u64::from(v))),
                         text(&m.label),
-                        num(m.score),
-                        m.platforms_adopted.into(),
+                        m.members.into(),
                         frac(m.any_adoption),
-                        opt_frac(m.write_share),
+                        frac(m.regular_share),
+                        num(m.minutes_per_active_user),
+                        opt_frac(m.contributor_share),
+                        text(&m.platforms_adopted.join(" ")),
                         frac(m.blocked_share),
-                        num(m.minutes_per_member),
-                        text(&m.explanation),
+                        text(&m.held_back_by),
+                        text(&m.evidence),
+                        text(&m.next_step),
                     ]
                 })
                 .collect(),
         });
         out.push(Table {
             name: "adoption",
-            title: "Adoption, active time and read/write mix by group and platform",
+            title: "Adoption, active time and blocked demand by group and platform",
             columns: vec![
                 "group",
                 "platform",
@@ -104,12 +112,10 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 "active_minutes",
                 "minutes_per_active_user",
                 "sessions_per_active_user",
-                "views",
-                "writes",
-                "write_share",
-                "refused_requests",
-                "refused_persons",
-                "would_refuse_requests",
+                "blocked_attempts",
+                "blocked_persons",
+                "would_block_attempts",
+                "would_block_persons",
             ],
             rows: s
                 .platforms
@@ -124,12 +130,54 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                         num(a.active_minutes),
                         num(a.minutes_per_active_user),
                         num(a.sessions_per_active_user),
-                        a.views.into(),
-                        a.writes.into(),
-                        opt_frac(a.write_share),
-                        a.refused_requests.into(),
-                        a.refused_persons.into(),
-                        a.would_refuse_requests.into(),
+                        a.blocked_attempts.into(),
+                        a.blocked_persons.into(),
+                        a.would_block_attempts.into(),
+                        a.would_block_persons.into(),
+                    ]
+                })
+                .collect(),
+        });
+        out.push(Table {
+            name: "contribution",
+            title: "Readers, contributors and what they did, by group and platform",
+            columns: vec![
+                "group",
+                "platform",
+                "readers",
+                "contributors",
+                "contributor_share",
+                "reads",
+                "logins",
+                "posts",
+                "comments",
+                "reactions",
+                "shares",
+                "uploads",
+                "messages",
+                "generic",
+                "generic_share",
+            ],
+            rows: s
+                .contribution
+                .iter()
+                .map(|c| {
+                    vec![
+                        text(&c.group),
+                        text(&c.platform),
+                        c.readers.into(),
+                        c.contributors.into(),
+                        opt_frac(c.contributor_share),
+                        c.reads.into(),
+                        c.logins.into(),
+                        c.posts.into(),
+                        c.comments.into(),
+                        c.reactions.into(),
+                        c.shares.into(),
+                        c.uploads.into(),
+                        c.messages.into(),
+                        c.generic.into(),
+                        opt_frac(c.generic_share),
                     ]
                 })
                 .collect(),
@@ -166,27 +214,24 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
         });
         out.push(Table {
             name: "groups",
-            title: "Active members by group",
-            columns: vec!["group", "active_members"],
+            title: "Active members and regular users by group",
+            columns: vec!["group", "active_members", "regular_users"],
             rows: s
                 .groups
                 .iter()
-                .map(|g| vec![text(&g.group), g.active_members.into()])
+                .map(|g| {
+                    vec![
+                        text(&g.group),
+                        g.active_members.into(),
+                        g.regular_users.into(),
+                    ]
+                })
                 .collect(),
         });
         out.push(Table {
             name: "daily",
-            title: "Daily trend by group and platform",
-            columns: vec![
-                "day",
-                "group",
-                "platform",
-                "active_users",
-                "foreground_requests",
-                "sessions",
-                "active_minutes",
-                "refused_requests",
-            ],
+            title: "Daily active users by group and platform",
+            columns: vec!["day", "group", "platform", "active_users"],
             rows: s
                 .daily
                 .iter()
@@ -196,10 +241,6 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                         text(&d.group),
                         text(&d.platform),
                         d.active_users.into(),
-                        d.foreground_requests.into(),
-                        d.sessions.into(),
-                        num(d.active_minutes),
-                        d.refused_requests.into(),
                     ]
                 })
                 .collect(),
@@ -233,6 +274,11 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 vec![text("requests"), Val::Int(t.requests)],
                 vec![text("persons"), t.persons.into()],
                 vec![text("refused"), t.refused.into()],
+                vec![text("refused_primary"), t.refused_primary.into()],
+                vec![
+                    text("refused_primary_members"),
+                    t.refused_primary_members.into(),
+                ],
                 vec![text("would_refuse"), t.would_refuse.into()],
                 vec![text("unauthenticated"), t.unauthenticated.into()],
             ],
@@ -243,7 +289,9 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                     vec![
                         text(&x.group),
                         text(&x.platform),
-                        text(&x.activity),
+                        x.class.as_deref().map_or(Val::Empty, text),
+                        x.activity.as_deref().map_or(Val::Empty, text),
+                        text(&x.rule),
                         x.requests.into(),
                         x.persons.into(),
                     ]
@@ -251,25 +299,68 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 .collect()
         };
         out.push(Table {
-            name: "top_refused_platforms",
-            title: "Top refused platforms",
-            columns: vec!["platform", "requests", "persons"],
+            name: "refused_by_rule",
+            title: "Refusals by rule",
+            columns: vec![
+                "rule",
+                "outcome",
+                "requests",
+                "primary_requests",
+                "persons",
+                "platforms",
+            ],
             rows: s
-                .top_refused_platforms
+                .refused_by_rule
                 .iter()
-                .map(|p| vec![text(&p.platform), p.requests.into(), p.persons.into()])
+                .map(|x| {
+                    vec![
+                        text(&x.rule),
+                        text(&x.outcome),
+                        x.requests.into(),
+                        x.primary_requests.into(),
+                        x.persons.into(),
+                        text(&x.platforms.join(" ")),
+                    ]
+                })
                 .collect(),
         });
         out.push(Table {
+            name: "top_refused_platforms",
+            title: "Top refused platforms",
+            columns: vec![
+                "platform",
+                "requests",
+                "persons",
+                "primary_requests",
+                "primary_persons",
+            ],
+            rows: s
+                .top_refused_platforms
+                .iter()
+                .map(|p| {
+                    vec![
+                        text(&p.platform),
+                        p.requests.into(),
+                        p.persons.into(),
+                        p.primary_requests.into(),
+                        p.primary_persons.into(),
+                    ]
+                })
+                .collect(),
+        });
+        let refused_cols = vec![
+            "group", "platform", "class", "activity", "rule", "requests", "persons",
+        ];
+        out.push(Table {
             name: "refused",
-            title: "Refused requests by group, platform and activity",
-            columns: vec!["group", "platform", "activity", "requests", "persons"],
+            title: "Refused requests by group, platform, class, activity and rule",
+            columns: refused_cols.clone(),
             rows: refused_rows(&s.refused),
         });
         out.push(Table {
             name: "would_refuse",
             title: "Would-be refusals of rules in report mode (traffic passed)",
-            columns: vec!["group", "platform", "activity", "requests", "persons"],
+            columns: refused_cols,
             rows: refused_rows(&s.would_refuse),
         });
         out.push(Table {
@@ -312,6 +403,23 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                         text(&x.platform),
                         bytes(x.bytes_up),
                         bytes(x.bytes_down),
+                        x.persons.into(),
+                    ]
+                })
+                .collect(),
+        });
+        out.push(Table {
+            name: "activity_unseen",
+            title: "Tunnels that rules about activities could not judge (not inspected)",
+            columns: vec!["rule", "platform", "tunnels", "persons"],
+            rows: s
+                .activity_unseen
+                .iter()
+                .map(|x| {
+                    vec![
+                        text(&x.rule),
+                        text(&x.platform),
+                        x.tunnels.into(),
                         x.persons.into(),
                     ]
                 })

@@ -26,6 +26,8 @@ mod parent;
 mod policy_rules;
 mod protocol;
 mod reload;
+mod report_log;
+mod report_privacy;
 mod reporting;
 mod safety;
 mod schema;

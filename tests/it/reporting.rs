@@ -107,8 +107,18 @@ async fn a_report_from_real_traffic_has_the_expected_numbers_and_suppresses_smal
         serde_json::to_string(&strategy.platforms).unwrap()
     );
     assert_eq!(linkedin.adoption, Cell::Value(1.0));
-    assert_eq!(linkedin.writes, Cell::Value(1));
-    assert_eq!(linkedin.views, Cell::Value(6));
+    // Six page reads and one POST that no signature names: a generic write,
+    // by one contributor (fewer than k: hidden); five read only.
+    let contribution = strategy
+        .contribution
+        .iter()
+        .find(|r| r.group == "staff" && r.platform == "linkedin")
+        .unwrap();
+    assert_eq!(contribution.reads, Cell::Value(6));
+    assert!(contribution.contributors.is_suppressed());
+    assert!(contribution.generic.is_suppressed());
+    assert_eq!(contribution.readers, Cell::Value(5), "{contribution:?}");
+    assert!(contribution.contributor_share.is_suppressed());
 
     let security = report.security.as_ref().unwrap();
     let insta = security
@@ -123,6 +133,8 @@ async fn a_report_from_real_traffic_has_the_expected_numbers_and_suppresses_smal
         .iter()
         .find(|r| r.platform == "tiktok" && r.group == "staff")
         .unwrap();
+    assert_eq!(tiktok.rule, "no-tiktok");
+    assert_eq!(tiktok.class.as_deref(), Some("primary"));
     assert!(
         tiktok.requests.is_suppressed(),
         "4 persons = k-1: suppressed"
@@ -252,4 +264,83 @@ async fn the_report_and_simulate_commands_work_on_a_real_log() {
     assert_eq!(doc["changes"][0]["platform"], "instagram");
     assert_eq!(doc["changes"][0]["to"], "refused");
     assert_eq!(doc["changes"][0]["users"], 5);
+}
+
+#[test]
+fn simulate_counts_the_write_actions_a_candidate_read_only_rule_would_refuse() {
+    use crate::report_log::{write_log, Line};
+    use serde_json::json;
+    // Sales on LinkedIn: s1 posts three times, s2 comments twice, s3 sends
+    // a request that may read or write, everyone reads; s4 and s5 only use
+    // tunnels (not inspected: their activity cannot be seen).
+    let g: &[&str] = &["sales"];
+    let at = |n: u32| format!("2026-03-02T10:{n:02}:00Z");
+    let mut lines = Vec::new();
+    for (i, who) in ["s1", "s2", "s3"].iter().enumerate() {
+        lines.push(
+            Line::tunnel(&at(i as u32), &format!("p:{who}"), g, "linkedin").act("read", true),
+        );
+    }
+    for n in 0..3 {
+        lines.push(Line::tunnel(&at(10 + n), "p:s1", g, "linkedin").act("post", false));
+    }
+    for n in 0..2 {
+        lines.push(Line::tunnel(&at(20 + n), "p:s2", g, "linkedin").act("comment", false));
+    }
+    lines.push(Line::tunnel(&at(30), "p:s3", g, "linkedin").act("unknown", false));
+    lines.push(Line::tunnel(&at(40), "p:s4", g, "linkedin"));
+    lines.push(Line::tunnel(&at(41), "p:s5", g, "linkedin"));
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "access.log", &lines);
+    let candidate = PolicyDir::new(
+        r#"
+version: 1
+groups:
+  sales:
+    networks: [10.99.0.0/16]
+rules:
+  - id: sales-read-only
+    groups: [sales]
+    platforms: [linkedin]
+    action: read_only
+"#,
+    );
+    let bin = env!("CARGO_BIN_EXE_socialgate");
+    let run = |format: &str| {
+        let out = std::process::Command::new(bin)
+            .args(["simulate", "--k", "2", "--format", format, "--log"])
+            .arg(&log)
+            .arg("--policy")
+            .arg(candidate.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run("text");
+    // Five writes refused (the unknown request passes: `unknown: allow`).
+    assert!(
+        text.contains(
+            "sales on linkedin: 5 by 2 users, rule `sales-read-only` (3 posts, 2 comments)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "2 tunnels by 2 users of sales to linkedin, rule `sales-read-only`: inspect linkedin"
+        ),
+        "{text}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(
+        doc["refused_writes"],
+        json!([{"group": "sales", "platform": "linkedin", "rule": "sales-read-only",
+                "requests": 5, "users": 2, "activities": {"post": 3, "comment": 2}}])
+    );
+    assert_eq!(doc["activity_unseen"][0]["tunnels"], 2);
+    assert_eq!(doc["changed"], 5);
 }

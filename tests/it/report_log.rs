@@ -1,5 +1,6 @@
 //! `socialgate report` end to end through the library: synthetic access logs
-//! in a temp dir, the report built with `socialgate::report`, exact numbers.
+//! in a temp dir, the report built with `socialgate::report`, exact numbers
+//! checked against hand-computed ones.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,10 @@ use serde_json::{json, Value};
 use socialgate::report::{self, build_report, Format, ReportArgs};
 
 /// One access-log line with sensible defaults; tweak with the builder.
-struct Line(Value);
+pub(crate) struct Line(pub(crate) Value);
 
 impl Line {
-    fn tunnel(time: &str, user: &str, groups: &[&str], platform: &str) -> Line {
+    pub(crate) fn tunnel(time: &str, user: &str, groups: &[&str], platform: &str) -> Line {
         Line(json!({
             "time": time, "kind": "tunnel", "client": "10.0.0.9", "user": user,
             "auth": "basic", "groups": groups, "group": groups.first(),
@@ -22,25 +23,31 @@ impl Line {
             "status": 200, "bytes_up": 1000, "bytes_down": 20000, "duration_ms": 1000
         }))
     }
-    fn set(mut self, k: &str, v: Value) -> Line {
+    pub(crate) fn set(mut self, k: &str, v: Value) -> Line {
         self.0[k] = v;
         self
     }
-    fn refused(self) -> Line {
+    pub(crate) fn refused(self) -> Line {
         self.set("action", json!("block"))
             .set("status", json!(403))
             .set("bytes_up", json!(0))
             .set("bytes_down", json!(0))
     }
     fn write_act(self) -> Line {
+        self.act("write", false)
+    }
+    /// An inspected request with this activity: GET for `read` (a page
+    /// navigation when `foreground`), POST for the others.
+    pub(crate) fn act(self, activity: &str, foreground: bool) -> Line {
+        let method = if activity == "read" { "GET" } else { "POST" };
         self.set("kind", json!("request"))
-            .set("method", json!("POST"))
-            .set("activity", json!("write"))
-            .set("foreground", json!(false))
+            .set("method", json!(method))
+            .set("activity", json!(activity))
+            .set("foreground", json!(foreground))
     }
 }
 
-fn write_log(dir: &Path, name: &str, lines: &[Line]) -> PathBuf {
+pub(crate) fn write_log(dir: &Path, name: &str, lines: &[Line]) -> PathBuf {
     let path = dir.join(name);
     let mut f = std::fs::File::create(&path).unwrap();
     for l in lines {
@@ -82,11 +89,11 @@ fn args(logs: Vec<PathBuf>) -> ReportArgs {
     ReportArgs::new(logs)
 }
 
-fn json_of(a: &ReportArgs) -> Value {
+pub(crate) fn json_of(a: &ReportArgs) -> Value {
     serde_json::to_value(build_report(a).unwrap()).unwrap()
 }
 
-fn row<'a>(rows: &'a Value, group: &str, platform: &str) -> &'a Value {
+pub(crate) fn row<'a>(rows: &'a Value, group: &str, platform: &str) -> &'a Value {
     rows.as_array()
         .unwrap()
         .iter()
@@ -107,14 +114,19 @@ fn adoption_active_time_and_sessions_are_exact() {
     assert_eq!(li["sessions"], 10);
     assert_eq!(li["active_minutes"], 30.0);
     assert_eq!(li["minutes_per_active_user"], 6.0);
-    assert_eq!(li["writes"], 5);
-    assert_eq!(li["views"], 0);
-    assert_eq!(li["write_share"], 1.0);
+    // Each wrote once, with no signature naming the write: contributors,
+    // and generic writes are all of their non-read activity.
+    let c = row(&s["contribution"], "sales", "linkedin");
+    assert_eq!(c["contributors"], 5);
+    assert_eq!(c["readers"], 0);
+    assert_eq!(c["generic"], 5);
+    assert_eq!(c["posts"], 0);
+    assert_eq!(c["generic_share"], 1.0);
     let tt = row(&s["platforms"], "sales", "tiktok");
-    assert_eq!(tt["refused_requests"], 10);
-    assert_eq!(tt["refused_persons"], 5);
+    assert_eq!(tt["blocked_attempts"], 10);
+    assert_eq!(tt["blocked_persons"], 5);
     assert_eq!(tt["active_users"], 0); // nobody: shown, it says nothing about anyone
-                                       // "*" = all groups: 10 members, 5 of them on linkedin.
+                                       // "*" = all members: 10, 5 of them on linkedin.
     assert_eq!(row(&s["platforms"], "*", "linkedin")["adoption"], 0.5);
     let members: Vec<_> = s["groups"]
         .as_array()
@@ -131,25 +143,374 @@ fn adoption_active_time_and_sessions_are_exact() {
         .find(|d| d["day"] == "2026-03-02" && d["group"] == "sales" && d["platform"] == "linkedin")
         .unwrap();
     assert_eq!(day1["active_users"], 5);
-    assert_eq!(day1["sessions"], 10);
     // Heat map: Monday 09:00 holds 2 hits × 5 persons.
     assert_eq!(s["hour_of_week"]["foreground_requests"][0][9], 10);
     assert_eq!(s["hour_of_week"]["foreground_requests"][0][10], 0);
     // Security.
     let sec = &r["security"];
     assert_eq!(sec["totals"]["refused"], 10);
+    assert_eq!(sec["totals"]["refused_primary"], 10);
     assert_eq!(sec["top_refused_platforms"][0]["platform"], "tiktok");
     assert_eq!(sec["top_refused_persons"][0]["requests"], 2);
     assert!(sec["top_refused_persons"][0]["name"].is_null());
-    // Maturity: sales is refused entirely.
+    let by_rule = &sec["refused_by_rule"][0];
+    assert_eq!(
+        (by_rule["rule"].as_str(), by_rule["requests"].as_u64()),
+        (Some("r-allow"), Some(10))
+    );
+    // Maturity: sales uses LinkedIn on one of two days (not regular yet),
+    // and every member was refused TikTok: policy holds it back.
     let m = s["maturity"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["group"] == "sales")
         .unwrap();
-    assert_eq!(m["label"], "held back by policy");
+    assert_eq!(m["label"], "exploring");
+    assert_eq!(m["held_back_by"], "policy");
+    assert_eq!(m["blocked_share"], 1.0);
+    assert_eq!(r["settings"]["regular_days"], 2);
     assert_eq!(r["input"]["records"], 35);
+}
+
+/// Marketing (m1–m6) and sales (s1–s5), all also in staff, on inspected
+/// LinkedIn (and a little X), with known readers and contributors. Day 1:
+///
+/// | person | LinkedIn | X |
+/// |---|---|---|
+/// | m1 | read (page), read, post, comment, comment | post |
+/// | m2 | read (page), react ×3 | |
+/// | m3 | read (page), share, upload | |
+/// | m4 | read (page), read | |
+/// | m5 | login, read (page) | |
+/// | m6 | message ×2, a write no signature names | |
+/// | s1 | read (page), a request that may read or write (`unknown`) | |
+/// | s2 | read (page), post — refused (read-only rule) | |
+/// | s3 | read (page) | read (page) |
+/// | s4, s5 | read (page) | |
+///
+/// Day 2: everyone but m6 reads one LinkedIn page.
+fn contributors_log() -> Vec<Line> {
+    let mut v = Vec::new();
+    let mut n = 0;
+    let mut at = |day: u32| {
+        n += 1;
+        format!("2026-03-0{}T10:{:02}:{:02}Z", 1 + day, n / 60, n % 60)
+    };
+    let mk = |time: String, who: &str, platform: &str, activity: &str, fg: bool| {
+        let groups: &[&str] = if who.starts_with('m') {
+            &["marketing", "staff"]
+        } else {
+            &["sales", "staff"]
+        };
+        Line::tunnel(&time, &format!("p:{who}"), groups, platform).act(activity, fg)
+    };
+    /// (person, platform, [(activity, a page?)])
+    type Day = [(&'static str, &'static str, &'static [(&'static str, bool)])];
+    let day1: &Day = &[
+        (
+            "m1",
+            "linkedin",
+            &[
+                ("read", true),
+                ("read", false),
+                ("post", false),
+                ("comment", false),
+                ("comment", false),
+            ],
+        ),
+        ("m1", "x", &[("post", false)]),
+        (
+            "m2",
+            "linkedin",
+            &[
+                ("read", true),
+                ("react", false),
+                ("react", false),
+                ("react", false),
+            ],
+        ),
+        (
+            "m3",
+            "linkedin",
+            &[("read", true), ("share", false), ("upload", false)],
+        ),
+        ("m4", "linkedin", &[("read", true), ("read", false)]),
+        ("m5", "linkedin", &[("login", false), ("read", true)]),
+        (
+            "m6",
+            "linkedin",
+            &[("message", false), ("message", false), ("write", false)],
+        ),
+        ("s1", "linkedin", &[("read", true), ("unknown", false)]),
+        ("s2", "linkedin", &[("read", true)]),
+        ("s3", "linkedin", &[("read", true)]),
+        ("s3", "x", &[("read", true)]),
+        ("s4", "linkedin", &[("read", true)]),
+        ("s5", "linkedin", &[("read", true)]),
+    ];
+    for (who, platform, acts) in day1 {
+        for (a, fg) in acts.iter() {
+            v.push(mk(at(1), who, platform, a, *fg));
+        }
+    }
+    v.push(
+        mk(at(1), "s2", "linkedin", "post", false)
+            .refused()
+            .set("rule", json!("sales-read-only")),
+    );
+    for who in ["m1", "m2", "m3", "m4", "m5", "s1", "s2", "s3", "s4", "s5"] {
+        v.push(mk(at(2), who, "linkedin", "read", true));
+    }
+    v
+}
+
+#[test]
+fn readers_contributors_and_activities_match_hand_computed_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "a.log", &contributors_log());
+    let mut a = args(vec![log]);
+    a.k = 1; // every number shown: the arithmetic alone
+    let r = json_of(&a);
+    let c = &r["strategy"]["contribution"];
+    let m = row(c, "marketing", "linkedin");
+    // Readers: m4, m5. Contributors: m1, m2, m3, m6 (m6 only by a generic write).
+    assert_eq!(
+        (m["readers"].as_u64(), m["contributors"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(m["contributor_share"], 4.0 / 6.0);
+    // Reads: m1 2 + m2 1 + m3 1 + m4 2 + m5 1 on day 1, five on day 2.
+    assert_eq!(m["reads"], 12);
+    let counts: Vec<u64> = [
+        "logins",
+        "posts",
+        "comments",
+        "reactions",
+        "shares",
+        "uploads",
+        "messages",
+        "generic",
+    ]
+    .iter()
+    .map(|f| m[*f].as_u64().unwrap())
+    .collect();
+    assert_eq!(counts, [1, 1, 2, 3, 1, 1, 2, 1]);
+    // Generic share: 1 of the 12 requests that are not reads.
+    assert_eq!(m["generic_share"], 1.0 / 12.0);
+    let s = row(c, "sales", "linkedin");
+    // s1's unknown request is generic but no contribution; s2's post was refused.
+    assert_eq!(
+        (s["readers"].as_u64(), s["contributors"].as_u64()),
+        (Some(5), Some(0))
+    );
+    assert_eq!(
+        (s["reads"].as_u64(), s["generic"].as_u64()),
+        (Some(10), Some(1))
+    );
+    assert_eq!(s["generic_share"], 1.0);
+    assert_eq!(s["contributor_share"], 0.0);
+    let st = row(c, "staff", "linkedin");
+    assert_eq!(
+        (st["readers"].as_u64(), st["contributors"].as_u64()),
+        (Some(7), Some(4))
+    );
+    assert_eq!(
+        (st["reads"].as_u64(), st["generic"].as_u64()),
+        (Some(22), Some(2))
+    );
+    // Not reads: login 1, post 1, comment 2, react 3, share 1, upload 1,
+    // message 2, generic 2 = 13.
+    assert_eq!(st["generic_share"], 2.0 / 13.0);
+    let mx = row(c, "marketing", "x");
+    assert_eq!(
+        (
+            mx["contributors"].as_u64(),
+            mx["posts"].as_u64(),
+            mx["readers"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0))
+    );
+    let all = row(c, "*", "*");
+    assert_eq!(
+        (all["readers"].as_u64(), all["contributors"].as_u64()),
+        (Some(7), Some(4))
+    );
+    assert_eq!(
+        (all["posts"].as_u64(), all["reads"].as_u64()),
+        (Some(2), Some(23))
+    );
+    // The refused post is blocked demand, not a contribution.
+    let p = row(&r["strategy"]["platforms"], "sales", "linkedin");
+    assert_eq!(
+        (
+            p["blocked_attempts"].as_u64(),
+            p["blocked_persons"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        row(&r["strategy"]["platforms"], "marketing", "linkedin")["active_users"],
+        5
+    );
+    // Regular users: active on both days (m6 never opened a page).
+    let groups = r["strategy"]["groups"].as_array().unwrap();
+    let regular: Vec<(&str, u64)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap(),
+                g["regular_users"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        regular,
+        [("*", 10), ("marketing", 5), ("sales", 5), ("staff", 10)]
+    );
+    // Maturity uses contribution: marketing contributes (4 of 6) on one
+    // platform; sales reads regularly, writes nothing, and one in five was
+    // refused: policy holds it back.
+    let maturity = |r: &Value, g: &str| {
+        r["strategy"]["maturity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["group"] == g)
+            .unwrap()
+            .clone()
+    };
+    let mk = maturity(&r, "marketing");
+    assert_eq!(
+        (mk["stage"].as_u64(), mk["label"].as_str()),
+        (Some(4), Some("contributing"))
+    );
+    assert_eq!(mk["held_back_by"], "breadth");
+    assert!(
+        mk["next_step"].as_str().unwrap().starts_with("Try x"),
+        "{mk}"
+    );
+    let sl = maturity(&r, "sales");
+    assert_eq!(
+        (sl["stage"].as_u64(), sl["held_back_by"].as_str()),
+        (Some(3), Some("policy"))
+    );
+    assert_eq!(sl["blocked_share"], 0.2);
+    assert!(
+        sl["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("1 tried linkedin"),
+        "{sl}"
+    );
+
+    // With k = 5: four contributors are too few to show, and the model does
+    // not read the hidden number as zero: it stops where it is needed.
+    a.k = 5;
+    let r = json_of(&a);
+    let m = row(&r["strategy"]["contribution"], "marketing", "linkedin");
+    assert_eq!(m["contributors"], "suppressed");
+    let mk = maturity(&r, "marketing");
+    assert_eq!(mk["contributor_share"], "suppressed");
+    assert_eq!(
+        (mk["label"].as_str(), mk["held_back_by"].as_str()),
+        (Some("regular use"), Some("hidden"))
+    );
+    // One refused person in sales: hidden, and not friction.
+    let sl = maturity(&r, "sales");
+    assert_eq!(sl["blocked_share"], "suppressed");
+    assert_eq!(sl["held_back_by"], "contribution");
+}
+
+#[test]
+fn all_means_members_of_groups_and_blocked_demand_counts_only_primary_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = scenario(5);
+    // A laptop without credentials (in no group) knocking on X, twice.
+    for t in ["2026-03-02T09:10:00Z", "2026-03-02T09:11:00Z"] {
+        lines.push(
+            Line::tunnel(t, "x", &[], "x")
+                .set("user", Value::Null)
+                .set("auth", json!("none"))
+                .set("client", json!("172.16.0.9"))
+                .set("group", Value::Null)
+                .set("reason", json!("auth-required"))
+                .set("rule", json!("builtin:identity"))
+                .refused()
+                .set("status", json!(407)),
+        );
+    }
+    // TikTok's pixel refused on other sites for the dev people: not demand.
+    for u in users("d", 5) {
+        lines.push(
+            Line::tunnel("2026-03-02T09:40:00Z", &u, &["dev"], "tiktok")
+                .refused()
+                .set("class", json!("embedded"))
+                .set("host", json!("analytics.tiktok.com"))
+                .set("foreground", json!(false))
+                .set("rule", json!("no-tiktok")),
+        );
+    }
+    let mut a = args(vec![write_log(dir.path(), "a.log", &lines)]);
+    a.k = 1;
+    let r = json_of(&a);
+    let s = &r["strategy"];
+    // "*" is sales + dev: the client in no group is no member.
+    assert_eq!(s["groups"][0]["group"], "*");
+    assert_eq!(s["groups"][0]["active_members"], 10);
+    assert_eq!(row(&s["platforms"], "*", "linkedin")["adoption"], 0.5);
+    assert!(s["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["group"] != "(no group)"));
+    // Blocked demand: sales' ten attempts on tiktok.com; the pixel is not.
+    assert_eq!(row(&s["platforms"], "*", "tiktok")["blocked_attempts"], 10);
+    assert!(
+        !s["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["group"] == "dev" && r["platform"] == "tiktok"),
+        "nothing to show for dev on tiktok: only the pixel was refused"
+    );
+    // The security part keeps everything, and says which is which.
+    let sec = &r["security"];
+    let t = &sec["totals"];
+    assert_eq!(
+        (
+            t["refused"].as_u64(),
+            t["refused_primary"].as_u64(),
+            t["refused_primary_members"].as_u64()
+        ),
+        (Some(17), Some(12), Some(10))
+    );
+    let pixel = sec["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == "dev")
+        .unwrap();
+    assert_eq!(
+        (pixel["class"].as_str(), pixel["rule"].as_str()),
+        (Some("embedded"), Some("no-tiktok"))
+    );
+    assert_eq!(pixel["requests"], 5);
+    assert!(sec["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["group"] == "(no group)"
+            && r["rule"] == "builtin:identity"
+            && r["requests"] == 2));
+    let tiktok = sec["top_refused_platforms"][0].clone();
+    assert_eq!(
+        (
+            tiktok["requests"].as_u64(),
+            tiktok["primary_requests"].as_u64()
+        ),
+        (Some(15), Some(10))
+    );
 }
 
 #[test]
@@ -158,18 +519,31 @@ fn cells_with_k_minus_1_persons_are_suppressed_and_k_are_shown() {
     for (n, shown) in [(4, false), (5, true)] {
         let log = write_log(dir.path(), &format!("k{n}.log"), &scenario(n));
         let r = json_of(&args(vec![log]));
-        let li = row(&r["strategy"]["platforms"], "sales", "linkedin");
-        for field in [
-            "active_users",
-            "adoption",
-            "sessions",
-            "active_minutes",
-            "writes",
-        ] {
-            assert_eq!(li[field].is_number(), shown, "n={n} {field}: {}", li[field]);
-            if !shown {
-                assert_eq!(li[field], "suppressed");
+        let s = &r["strategy"];
+        if shown {
+            let li = row(&s["platforms"], "sales", "linkedin");
+            for field in ["active_users", "adoption", "sessions", "active_minutes"] {
+                assert!(li[field].is_number(), "n={n} {field}: {}", li[field]);
             }
+            let c = row(&s["contribution"], "sales", "linkedin");
+            assert!(c["contributors"].is_number(), "n={n}");
+        } else {
+            // Everything about sales on linkedin is hidden: the row is left
+            // out, so its presence does not say that someone is behind it.
+            for table in ["platforms", "contribution"] {
+                assert!(
+                    !s[table]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r["group"] == "sales" && r["platform"] == "linkedin"),
+                    "n={n} {table}"
+                );
+            }
+            let m = s["groups"].as_array().unwrap();
+            assert!(m
+                .iter()
+                .any(|g| g["group"] == "sales" && g["active_members"] == "suppressed"));
         }
         let refused = row(&r["security"]["refused"], "sales", "tiktok");
         assert_eq!(refused["requests"].is_number(), shown, "n={n}");
@@ -200,8 +574,18 @@ fn one_suppressed_platform_row_does_not_leak_through_the_group_total() {
     }
     let r = json_of(&args(vec![write_log(dir.path(), "a.log", &lines)]));
     let p = &r["strategy"]["platforms"];
-    assert_eq!(row(p, "sales", "reddit")["active_minutes"], "suppressed");
-    assert_eq!(row(p, "sales", "linkedin")["active_minutes"], "suppressed");
+    // reddit: nothing can be shown, so no row; linkedin's time goes too
+    // (the group's time on any platform − linkedin's = reddit's), its
+    // active users stay (a union: "*" − linkedin is not reddit's).
+    assert!(!p
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["platform"] == "reddit"));
+    let li = row(p, "sales", "linkedin");
+    assert_eq!(li["active_minutes"], "suppressed");
+    assert_eq!(li["sessions"], "suppressed");
+    assert_eq!(li["active_users"], 6);
     assert!(row(p, "sales", "*")["active_minutes"].is_number());
 }
 
@@ -269,7 +653,7 @@ fn malformed_lines_gz_input_and_missing_files_are_reported_not_fatal() {
     assert_eq!(report::run(&a).unwrap(), std::process::ExitCode::SUCCESS);
     let written: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
-    assert_eq!(written["schema"], "socialgate-report/1");
+    assert_eq!(written["schema"], "socialgate-report/2");
     a.logs = vec![missing];
     assert_eq!(report::run(&a).unwrap(), std::process::ExitCode::from(1));
 }
@@ -435,6 +819,26 @@ fn realistic_log(dir: &Path) -> PathBuf {
             12,
             &[("linkedin", 4, false), ("youtube", 3, false)],
         ),
+        // A long name and many platforms: the widest rows of every table.
+        (
+            "customer-success-emea",
+            9,
+            &[
+                ("linkedin", 9, true),
+                ("x", 7, true),
+                ("facebook", 6, true),
+                ("instagram", 6, false),
+                ("pinterest", 5, false),
+                ("threads", 5, true),
+                ("bluesky", 6, true),
+                ("discord", 5, false),
+                ("snapchat", 5, false),
+                ("whatsapp", 8, true),
+                ("telegram", 5, false),
+                ("reddit", 5, false),
+            ],
+        ),
+        ("legal", 3, &[("linkedin", 3, false)]),
     ];
     let mut lines = Vec::new();
     let mut seed: u64 = 7;
@@ -455,10 +859,15 @@ fn realistic_log(dir: &Path) -> PathBuf {
                 let user = format!("p:{g}{i:03}");
                 // Everybody browses something outside the catalog.
                 lines.push(
-                    Line::tunnel(&format!("{date}T08:{:02}:00Z", rnd(60)), &user, &[g], "x")
-                        .set("platform", Value::Null)
-                        .set("class", Value::Null)
-                        .set("host", json!("intranet.example")),
+                    Line::tunnel(
+                        &format!("{date}T08:{:02}:00Z", rnd(60)),
+                        &user,
+                        &[g, "staff"],
+                        "x",
+                    )
+                    .set("platform", Value::Null)
+                    .set("class", Value::Null)
+                    .set("host", json!("intranet.example")),
                 );
                 for (p, users, writes) in plats.iter() {
                     if i >= *users || rnd(10) < 3 {
@@ -471,7 +880,7 @@ fn realistic_log(dir: &Path) -> PathBuf {
                             Line::tunnel(
                                 &format!("{date}T{hour:02}:{:02}:00Z", start + m * 2),
                                 &user,
-                                &[g],
+                                &[g, "staff"],
                                 p,
                             )
                             .set("bytes_up", json!(2000 + rnd(50000))),
@@ -482,7 +891,7 @@ fn realistic_log(dir: &Path) -> PathBuf {
                             Line::tunnel(
                                 &format!("{date}T{hour:02}:{:02}:30Z", start),
                                 &user,
-                                &[g],
+                                &[g, "staff"],
                                 p,
                             )
                             .write_act(),
@@ -492,7 +901,7 @@ fn realistic_log(dir: &Path) -> PathBuf {
                         Line::tunnel(
                             &format!("{date}T{hour:02}:{:02}:40Z", start),
                             &user,
-                            &[g],
+                            &[g, "staff"],
                             p,
                         )
                         .set("kind", json!("request"))
@@ -507,7 +916,7 @@ fn realistic_log(dir: &Path) -> PathBuf {
                             Line::tunnel(
                                 &format!("{date}T12:{:02}:00Z", rnd(60)),
                                 &user,
-                                &[g],
+                                &[g, "staff"],
                                 "tiktok",
                             )
                             .refused(),
@@ -518,7 +927,7 @@ fn realistic_log(dir: &Path) -> PathBuf {
                             Line::tunnel(
                                 &format!("{date}T13:{:02}:00Z", rnd(60)),
                                 &user,
-                                &[g],
+                                &[g, "staff"],
                                 "instagram",
                             )
                             .refused(),
@@ -530,7 +939,7 @@ fn realistic_log(dir: &Path) -> PathBuf {
                         Line::tunnel(
                             &format!("{date}T15:{:02}:00Z", rnd(60)),
                             &user,
-                            &[g],
+                            &[g, "staff"],
                             "tiktok",
                         )
                         .set("action", json!("block"))
@@ -557,8 +966,29 @@ fn realistic_log(dir: &Path) -> PathBuf {
     write_log(dir, "access.log", &lines)
 }
 
+/// The page's layout, measured in the browser by a script added to a copy
+/// of the page (the report itself has none).
+const PROBE: &str = r#"<script>
+document.querySelectorAll('details').forEach(function (d) { d.open = true; });
+var wide = [];
+document.querySelectorAll('.tw, figure, .box, .card').forEach(function (e) {
+  if (e.scrollWidth > e.clientWidth + 1) {
+    var t = e.querySelector('table');
+    wide.push((t ? t.id : e.className) + ' ' + e.scrollWidth + '>' + e.clientWidth);
+  }
+});
+document.querySelectorAll('details').forEach(function (d) { d.open = false; });
+var s = document.getElementById('summary');
+document.body.setAttribute('data-probe', JSON.stringify({
+  overflow: wide,
+  page_width: document.documentElement.scrollWidth,
+  summary_bottom: s ? s.getBoundingClientRect().bottom : -1,
+  height: document.documentElement.scrollHeight
+}));
+</script>"#;
+
 #[test]
-fn html_report_renders_in_chromium() {
+fn html_report_reads_on_a_laptop_screen_in_chromium() {
     let chromium = Path::new("/usr/bin/chromium");
     assert!(
         chromium.exists(),
@@ -571,9 +1001,14 @@ fn html_report_renders_in_chromium() {
     a.format = Format::Html;
     a.out = Some(html_path.clone());
     a.from = Some("2026-03-02".into());
-    a.to = Some("2026-03-13".into());
+    // The last day cut at noon: a partial day, drawn as one.
+    a.to = Some("2026-03-13T12:00:00Z".into());
     report::run(&a).unwrap();
     let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(
+        html.contains("* 2026-03-13 is a partial day"),
+        "partial day marked"
+    );
     // Self-contained: no scripts, no external references.
     assert!(!html.contains("<script"), "no JavaScript");
     for needle in ["http:", "https:", "@import", "//cdn"] {
@@ -589,8 +1024,9 @@ fn html_report_renders_in_chromium() {
             &html[i.saturating_sub(60)..i + 2]
         );
     }
+    // A suppressed cell is a dash, never a bound such as "<5".
+    assert!(html.contains("class=sup") && !html.contains("&lt;5"));
     let profile = tempfile::tempdir().unwrap();
-    let png = dir.path().join("report.png");
     let common = [
         "--headless",
         "--no-sandbox",
@@ -601,13 +1037,15 @@ fn html_report_renders_in_chromium() {
         "--disable-component-update",
         "--disable-sync",
         "--hide-scrollbars",
+        // A laptop screen.
+        "--window-size=1366,768",
     ];
+    let png = dir.path().join("report.png");
     let url = format!("file://{}", html_path.display());
     let shot = std::process::Command::new(chromium)
         .args(common)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", png.display()))
-        .arg("--window-size=1280,2000")
         .arg(&url)
         .output()
         .unwrap();
@@ -620,11 +1058,13 @@ fn html_report_renders_in_chromium() {
         std::fs::metadata(&png).unwrap().len() > 20_000,
         "screenshot looks empty"
     );
+    let probed = dir.path().join("probed.html");
+    std::fs::write(&probed, html.replace("</body>", &format!("{PROBE}</body>"))).unwrap();
     let dom = std::process::Command::new(chromium)
         .args(common)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg("--dump-dom")
-        .arg(&url)
+        .arg(format!("file://{}", probed.display()))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
@@ -632,13 +1072,36 @@ fn html_report_renders_in_chromium() {
         "<svg class=\"bars\"",
         "<svg class=\"trend\"",
         "<svg class=\"heat\"",
-        "id=\"t-adoption\"",
+        "id=\"t-matrix\"",
         "id=\"t-maturity\"",
+        "id=\"t-adoption\"",
+        "id=\"t-contribution\"",
+        "id=\"t-refused_by_rule\"",
         "id=\"t-refused\"",
-        "Social platform usage report",
+        "What people ask for",
+        "customer-success-emea",
     ] {
         assert!(dom.contains(needle), "DOM lacks {needle}");
     }
+    let probe = dom
+        .split("data-probe=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the probe ran")
+        .replace("&quot;", "\"")
+        .replace("&gt;", ">");
+    let probe: Value = serde_json::from_str(&probe).unwrap();
+    assert_eq!(
+        probe["overflow"],
+        json!([]),
+        "boxes wider than the page at 1366 px: {probe}"
+    );
+    assert!(probe["page_width"].as_u64().unwrap() <= 1366, "{probe}");
+    let bottom = probe["summary_bottom"].as_f64().unwrap();
+    assert!(
+        bottom > 0.0 && bottom <= 768.0,
+        "the summary fits one laptop screen: {probe}"
+    );
     if let Ok(dest) = std::env::var("SOCIALGATE_SCREENSHOT") {
         std::fs::copy(&png, dest).unwrap();
     }
