@@ -176,6 +176,7 @@ impl Exchange {
             original: self.original,
             acknowledged: None,
             hello: None,
+            spent: None,
         };
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());
@@ -233,6 +234,7 @@ impl Exchange {
             activity: self.activity,
             acknowledged: None,
             hello: None,
+            spent: None,
         };
         if let Some(reason) = destination_check(&self.policy, &facts) {
             return Err(Stop::Refuse(decision.refused_for(reason)));

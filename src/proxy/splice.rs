@@ -99,6 +99,7 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             original: a.original,
             acknowledged: None,
             hello: a.hello,
+            spent: None,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         adm.refuses().then_some(adm.decision)

@@ -213,6 +213,7 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
             resolved_by_parent: admitted.resolved_by_parent,
             original: admitted.original,
             acknowledged: None,
+            spent: None,
         };
         admission = match h.server_name.as_deref() {
             Some(name) => {
@@ -378,6 +379,7 @@ where
                 offers_http: h.offers_http(),
                 learned_pinned: false,
             }),
+            spent: None,
         };
         let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
         debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));

@@ -7,6 +7,7 @@ mod activities;
 mod admin_ops;
 mod agreement;
 mod bad_input;
+mod budget;
 mod cli;
 mod deploy;
 mod dns;
