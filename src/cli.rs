@@ -253,6 +253,16 @@ pub struct RunArgs {
         default_value = "socialgate-pseudonym.key"
     )]
     pub pseudonym_key: PathBuf,
+    /// File where the budgets spent today are saved (every 30 s and at exit, atomically; mode
+    /// 0600), so that a restart does not refill them; `off` keeps them in memory only. Written only
+    /// when a rule has a budget.
+    #[arg(
+        long,
+        env = "SOCIALGATE_BUDGET_STATE",
+        value_name = "PATH",
+        default_value = "socialgate-budgets.json"
+    )]
+    pub budget_state: PathBuf,
     /// Transparent listener for traffic a gateway redirects to socialgate (iptables/nftables
     /// REDIRECT), written like --listen; plain HTTP and TLS on the same port. Repeat, or separate
     /// with commas, for several. Clients are known by their address only.
@@ -677,6 +687,7 @@ fn run(args: RunArgs) -> ExitCode {
         pac_proxy: args.pac_proxy,
         pseudonym_key: args.pseudonym_key.clone(),
         inspection: args.ca.inspection(&args.upstream_ca),
+        budget_state: (args.budget_state.as_os_str() != "off").then(|| args.budget_state.clone()),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -218,7 +218,11 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         admission = match h.server_name.as_deref() {
             Some(name) => {
                 let adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
-                debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));
+                let adm = budget_after_sni(&state, &policy, &admitted, adm, &mut pending);
+                debug_assert!(matches!(
+                    adm.stage,
+                    Stage::Sni | Stage::Budget | Stage::Warn
+                ));
                 admitted.sni = Some(name.to_string());
                 pending.event_mut().sni = Some(name.to_string());
                 adm
@@ -252,6 +256,8 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
         admission.inspect.inspect && dialed_or_refused,
     ) {
         if let Some(name) = h.server_name.clone() {
+            // Each request inside is charged itself: the container is not.
+            pending.charge = None;
             let t = conn::Tunnel {
                 policy,
                 pending,
@@ -305,6 +311,30 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
     )
     .await;
     pending.complete();
+}
+
+/// The budget stage for a tunnel the SNI stage decided again (its server
+/// name named another host, under another rule): the spent amount is
+/// looked up for that rule, and the tunnel's charge follows the decision.
+fn budget_after_sni(
+    state: &Arc<ProxyState>,
+    policy: &Arc<crate::policy::Policy>,
+    admitted: &Admitted,
+    adm: Admission,
+    pending: &mut super::body::Pending,
+) -> Admission {
+    let person = crate::warn::Person::of(admitted.user.as_deref(), admitted.client);
+    let (adm, charge) = state.budgets.settle(policy, admitted.entry, &person, adm);
+    match charge {
+        Some(mut c) => {
+            c.hit();
+            pending.charge = Some(c);
+        }
+        // Decided by a rule without a budget now.
+        None if adm.decision.budget.is_none() => pending.charge = None,
+        None => {}
+    }
+    adm
 }
 
 /// A warn rule on a tunnel that is not inspected: no page can be shown in
@@ -381,8 +411,12 @@ where
             }),
             spent: None,
         };
-        let mut adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
-        debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));
+        let adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
+        let mut adm = budget_after_sni(&state, &policy, &admitted, adm, &mut pending);
+        debug_assert!(matches!(
+            adm.stage,
+            Stage::Sni | Stage::Budget | Stage::Warn
+        ));
         let ev = pending.event_mut();
         if !adm.decision.groups.is_empty() {
             ev.groups = std::mem::take(&mut adm.decision.groups);
