@@ -92,6 +92,15 @@ impl MinuteSet {
         out
     }
 
+    /// Minutes in both sets.
+    pub fn intersect(&self, other: &MinuteSet) -> MinuteSet {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a &= b;
+        }
+        out
+    }
+
     /// Minutes in `self` that are not in `other`.
     pub fn minus(&self, other: &MinuteSet) -> MinuteSet {
         let mut out = *self;
@@ -341,6 +350,11 @@ impl Ledger {
             if let Some(r) = restored.filter(|r| r.day == day.date) {
                 e.minutes = r.minutes;
                 e.bytes = r.bytes;
+                // Counted by an earlier run: if Redis is used, that run
+                // wrote them there already (or Redis has only its share,
+                // and the larger count wins; see `Entry::spent`).
+                e.pushed = r.minutes;
+                e.pushed_bytes = r.bytes;
             }
             shard.entries.insert(key.clone(), e);
         }

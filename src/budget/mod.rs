@@ -178,6 +178,12 @@ impl Budgets {
         self.exhausted.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Tells open tunnels and WebSockets under budgets to look again (other
+    /// replicas counted more: a budget may run out sooner).
+    pub fn changed(&self) {
+        self.exhausted.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn ledger_full(&self) {
         self.metrics.budget_untracked();
         if !self.full_warned.swap(true, Ordering::Relaxed) {
@@ -186,6 +192,20 @@ impl Budgets {
                 "the budget ledger is full: people it cannot track are decided without their budget until a day ends (socialgate_budget_untracked_total counts them)"
             );
         }
+    }
+
+    /// What `/readyz` says about budgets: where they are kept, how many
+    /// entries, and whether Redis can be reached.
+    pub fn status(&self, policy: &Policy) -> serde_json::Value {
+        let mut v = self.store.status(&policy.state);
+        v["entries"] = self.ledger.len().into();
+        v["rules"] = policy
+            .rules
+            .iter()
+            .filter(|r| r.budget.is_some())
+            .count()
+            .into();
+        v
     }
 
     /// True when something was charged since the last call.

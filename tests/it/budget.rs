@@ -533,3 +533,168 @@ async fn a_restart_keeps_what_was_spent_today() {
         200
     );
 }
+
+/// Video 2 minutes a day, shared by replicas through `redis`.
+fn shared(redis: &RedisServer) -> String {
+    format!(
+        r#"
+version: 1
+settings: {{timezone: Europe/Berlin}}
+destinations: {{allow: [127.0.0.0/8]}}
+groups:
+  staff: {{networks: [127.0.0.0/8]}}
+rules:
+  - {{id: video-2m, groups: [staff], platforms: [tiktok, youtube], action: block, budget: {{minutes: 2}}}}
+state:
+  redis: "{}"
+"#,
+        redis.url()
+    )
+}
+
+/// Minutes this replica knows other replicas (or itself, read back) wrote
+/// to Redis, over every entry.
+fn minutes_in_redis(proxy: &TestProxy) -> u32 {
+    let mut n = 0;
+    proxy
+        .app()
+        .state
+        .budgets
+        .ledger
+        .for_each(|_, e| n += e.remote.count());
+    n
+}
+
+/// A replica sharing `key` (the pseudonym key) and `clock` with others.
+async fn replica(
+    policy: &str,
+    key: &std::path::Path,
+    clock: &socialgate::proxy::Clock,
+) -> TestProxy {
+    let (key, clock) = (key.to_path_buf(), clock.clone());
+    TestProxy::start_in(PolicyDir::new(policy), move |cfg| {
+        cfg.pseudonym_key = key;
+        cfg.proxy.clock = clock;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_budget_through_redis_and_never_count_a_minute_twice() {
+    let Some(redis) = RedisServer::start("two_replicas_share_one_budget_through_redis").await
+    else {
+        return;
+    };
+    let origin = Origin::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("pseudonym.key");
+    let clock = ten_in_the_morning();
+    let a = replica(&shared(&redis), &key, &clock).await;
+    let b = replica(&shared(&redis), &key, &clock).await;
+    let page = format!("http://www.tiktok.com:{}/hello", origin.port());
+    let minute = std::time::Duration::from_secs(60);
+    let (alice_a, alice_b) = (browser(&a, "127.0.0.1"), browser(&b, "127.0.0.1"));
+    let bob_a = browser(&a, "127.0.0.2");
+
+    // 10:00: Alice uses both replicas, Bob only A.
+    assert_eq!(navigate(&alice_a, &page).await.status(), 200);
+    assert_eq!(navigate(&alice_b, &page).await.status(), 200);
+    assert_eq!(navigate(&bob_a, &page).await.status(), 200);
+    // Both replicas wrote minute 10:00 of Alice; read back, it is one.
+    eventually("B reads Alice's and Bob's minutes from Redis", || {
+        minutes_in_redis(&b) == 1
+    })
+    .await;
+    eventually("A reads both back", || minutes_in_redis(&a) == 2).await;
+
+    // 10:01: one minute spent each, not two: still allowed everywhere.
+    clock.advance(minute);
+    for c in [&alice_a, &alice_b, &bob_a] {
+        let r = navigate(c, &page).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(remaining(&r), "minutes=1; renews=2026-11-26T00:00:00+01:00");
+    }
+    eventually("A has read every minute back", || minutes_in_redis(&a) == 4).await;
+
+    // 10:02: two minutes spent. Both replicas refuse Alice; Bob, who never
+    // used B, is refused there too once B has read his minutes (within a
+    // second; never a Redis round trip on the request).
+    clock.advance(minute);
+    assert_eq!(navigate(&alice_a, &page).await.status(), 403);
+    assert_eq!(navigate(&alice_b, &page).await.status(), 403);
+    let bob_b = browser(&b, "127.0.0.2");
+    eventually_async("B refuses Bob, who spent his budget through A", || async {
+        navigate(&bob_b, &page).await.status() == 403
+    })
+    .await;
+    eventually_async("B logs Bob's refusal", || async {
+        b.log_lines(1).await.iter().any(|l| {
+            l["client"] == "127.0.0.2"
+                && l["reason"] == "budget-exhausted"
+                && l["budget"] == "exhausted"
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_is_down_budgets_fail_open_and_say_so_then_apply_again() {
+    let Some(mut redis) = RedisServer::start("when_redis_is_down_budgets_fail_open").await else {
+        return;
+    };
+    let origin = Origin::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let clock = ten_in_the_morning();
+    let a = replica(&shared(&redis), &keys.path().join("pseudonym.key"), &clock).await;
+    let page = format!("http://www.tiktok.com:{}/hello", origin.port());
+    let c = browser(&a, "127.0.0.1");
+    assert_eq!(navigate(&c, &page).await.status(), 200);
+    clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(navigate(&c, &page).await.status(), 200);
+    clock.advance(std::time::Duration::from_secs(60));
+    assert_eq!(navigate(&c, &page).await.status(), 403);
+    let readyz = || async {
+        let url = format!("http://{}/readyz", a.app().admin_addr.unwrap());
+        let body = reqwest::get(url).await.unwrap().text().await.unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert_eq!(readyz().await["budgets"]["reachable"], true);
+
+    redis.kill().await;
+    eventually("a failed sync is counted", || {
+        metric(
+            &a,
+            "socialgate_budget_store_errors_total",
+            &[("op", "sync")],
+        ) >= 1
+    })
+    .await;
+    // Decided without the budget while Redis is away, and recorded so.
+    let r = navigate(&c, &page).await;
+    assert_eq!(r.status(), 200);
+    let ready = readyz().await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["budgets"]["reachable"], false, "{ready}");
+    assert!(
+        !ready["budgets"]["error"].as_str().unwrap().is_empty(),
+        "{ready}"
+    );
+    eventually_async("the pass is logged budget: unavailable", || async {
+        a.log_lines(4)
+            .await
+            .iter()
+            .any(|l| l["budget"] == "unavailable")
+    })
+    .await;
+
+    // Back: what was counted here still counts, and is written again.
+    redis.restart().await;
+    eventually_async("budgets apply again once Redis answers", || async {
+        navigate(&c, &page).await.status() == 403
+    })
+    .await;
+    eventually("the minutes counted here are in Redis again", || {
+        minutes_in_redis(&a) >= 2
+    })
+    .await;
+}
