@@ -818,6 +818,7 @@ mod tests {
             rule: Arc::from("no-tiktok"),
             reason: Reason::RuleMatched,
             warn: None,
+            budget: None,
             status: 403,
             bytes_up: 12,
             bytes_down: u64::MAX,

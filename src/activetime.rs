@@ -22,9 +22,10 @@
 //! counted as a session of its own (at most one extra credit per such hit).
 //!
 //! The core is pure: no clock (every time is passed in), no IO, no tokio, no
-//! knowledge of log records. It must stay usable on the proxy's request path.
-//! Memory holds only open sessions (plus, in [`DailyLedger`], one running
-//! total per key for the current day).
+//! knowledge of log records. It must stay usable on the proxy's request path:
+//! the proxy's budget ledger (`crate::budget`) feeds it every hit under a
+//! budget and marks the minutes [`Sessionizer::observe_span`] says a hit
+//! added. Memory holds only open sessions.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -140,8 +141,36 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Sessionizer<K, S> {
     /// Records a hit for `key` at `at`, pushing any session that this closes
     /// (for this key, or for others the watermark has passed) into `closed`.
     pub fn observe_into(&mut self, key: &K, at: Timestamp, closed: &mut Vec<Session<K>>) {
+        self.observe_inner(key, at, closed);
+    }
+
+    /// Like [`observe_into`](Self::observe_into), and says which stretch of
+    /// time the hit added to what its key's sessions cover (each session
+    /// covers its first to its last hit): the instant of the hit alone
+    /// when it starts a session, the gap since the session's last hit when
+    /// it continues one (at most the idle gap, counted in full), the time
+    /// up to its first hit when it extends one backwards, and `None` when
+    /// the session already covered it. Budgets mark the minutes these
+    /// stretches touch, so their time is this estimate at minute
+    /// resolution.
+    pub fn observe_span(
+        &mut self,
+        key: &K,
+        at: Timestamp,
+        closed: &mut Vec<Session<K>>,
+    ) -> Option<(Timestamp, Timestamp)> {
+        self.observe_inner(key, at, closed)
+            .map(|(from, to)| (ts(from), ts(to)))
+    }
+
+    fn observe_inner(
+        &mut self,
+        key: &K,
+        at: Timestamp,
+        closed: &mut Vec<Session<K>>,
+    ) -> Option<(i64, i64)> {
         let t = at.as_millisecond();
-        match self.open.get_mut(key) {
+        let added = match self.open.get_mut(key) {
             Some(s) if t > s.last + self.idle_ms => {
                 let old = *s;
                 *s = Open {
@@ -150,11 +179,20 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Sessionizer<K, S> {
                     hits: 1,
                 };
                 closed.push(self.session(key.clone(), old));
+                Some((t, t))
             }
             Some(s) if t >= s.first - self.idle_ms => {
+                let added = if t > s.last {
+                    Some((s.last, t))
+                } else if t < s.first {
+                    Some((t, s.first))
+                } else {
+                    None
+                };
                 s.first = s.first.min(t);
                 s.last = s.last.max(t);
                 s.hits = s.hits.saturating_add(1);
+                added
             }
             Some(_) => {
                 // Far earlier than the open session: a session of its own.
@@ -164,6 +202,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Sessionizer<K, S> {
                     hits: 1,
                 };
                 closed.push(self.session(key.clone(), lone));
+                Some((t, t))
             }
             None => {
                 self.open.insert(
@@ -174,8 +213,9 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Sessionizer<K, S> {
                         hits: 1,
                     },
                 );
+                Some((t, t))
             }
-        }
+        };
         if t > self.watermark {
             self.watermark = t;
             if self.swept_at == i64::MIN {
@@ -184,6 +224,7 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default> Sessionizer<K, S> {
                 self.sweep(closed);
             }
         }
+        added
     }
 
     /// Like [`observe_into`](Self::observe_into), returning the closed sessions.
@@ -256,105 +297,6 @@ fn ts(ms: i64) -> Timestamp {
     // Every value here came from a valid Timestamp (or a difference between
     // two), so it is in range; fall back to the epoch rather than panic.
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
-/// Per-key active time for the current day, for daily minute budgets.
-///
-/// The caller owns the calendar: with every hit it passes the start of the
-/// local day that the hit falls in (in the policy's time zone), so this type
-/// needs no time-zone database and no clock. A session that began before the
-/// day started counts only from the day's start.
-#[derive(Debug)]
-pub struct DailyLedger<K> {
-    sessions: Sessionizer<K>,
-    /// Per key: the day start (ms) the total belongs to, and the active time
-    /// (ms) of that day's sessions that have already closed.
-    closed_today: HashMap<K, (i64, i64)>,
-    scratch: Vec<Session<K>>,
-}
-
-impl<K: Hash + Eq + Clone> DailyLedger<K> {
-    pub fn new(rules: SessionRules) -> Self {
-        DailyLedger {
-            sessions: Sessionizer::new(rules),
-            closed_today: HashMap::new(),
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Records a foreground hit for `key` at `at`; `day_start` is the start
-    /// of the local day containing `at`.
-    pub fn observe(&mut self, key: &K, at: Timestamp, day_start: Timestamp) {
-        let mut closed = std::mem::take(&mut self.scratch);
-        self.sessions.observe_into(key, at, &mut closed);
-        for s in closed.drain(..) {
-            self.add_closed(s, day_start);
-        }
-        self.scratch = closed;
-    }
-
-    /// Active time of `key` so far on the day that starts at `day_start`:
-    /// closed sessions of that day plus the open session (from the day start
-    /// on), each with its credit.
-    pub fn active_today(&self, key: &K, day_start: Timestamp) -> SignedDuration {
-        let day = day_start.as_millisecond();
-        let closed = match self.closed_today.get(key) {
-            Some(&(d, ms)) if d == day => ms,
-            _ => 0,
-        };
-        let open = self.sessions.open.get(key).map_or(0, |s| {
-            clipped(s.first, s.last, day, self.sessions.credit_ms)
-        });
-        SignedDuration::from_millis(closed + open)
-    }
-
-    /// Active minutes so far today, rounded down.
-    pub fn active_minutes_today(&self, key: &K, day_start: Timestamp) -> i64 {
-        self.active_today(key, day_start).as_secs() / 60
-    }
-
-    /// Closes sessions idle for longer than idle + grace at `now` and drops
-    /// totals of days before `day_start`, keeping memory bounded.
-    pub fn expire(&mut self, now: Timestamp, day_start: Timestamp) {
-        let mut closed = std::mem::take(&mut self.scratch);
-        self.sessions.expire(now, &mut closed);
-        for s in closed.drain(..) {
-            self.add_closed(s, day_start);
-        }
-        self.scratch = closed;
-        let day = day_start.as_millisecond();
-        self.closed_today.retain(|_, (d, _)| *d == day);
-    }
-
-    fn add_closed(&mut self, s: Session<K>, day_start: Timestamp) {
-        let day = day_start.as_millisecond();
-        let credit = self.sessions.credit_ms;
-        let ms = clipped(
-            s.first.as_millisecond(),
-            s.last.as_millisecond(),
-            day,
-            credit,
-        );
-        if ms == 0 {
-            return;
-        }
-        let entry = self.closed_today.entry(s.key).or_insert((day, 0));
-        if entry.0 != day {
-            *entry = (day, 0);
-        }
-        entry.1 += ms;
-    }
-}
-
-/// Active ms of a session [first, last] + credit that falls on or after `day`.
-fn clipped(first: i64, last: i64, day: i64, credit: i64) -> i64 {
-    if last + credit <= day {
-        0
-    } else if first >= day {
-        last - first + credit
-    } else {
-        last + credit - day
-    }
 }
 
 #[cfg(test)]
@@ -481,25 +423,20 @@ mod tests {
     }
 
     #[test]
-    fn daily_ledger_counts_today_and_clips_at_midnight() {
-        let day1: Timestamp = "2026-03-02T00:00:00Z".parse().unwrap();
-        let day2: Timestamp = "2026-03-03T00:00:00Z".parse().unwrap();
-        let mut l = DailyLedger::new(SessionRules::default());
-        let k = ("alice", "tiktok");
-        l.observe(&k, t("09:00:00"), day1);
-        l.observe(&k, t("09:04:00"), day1);
-        assert_eq!(l.active_minutes_today(&k, day1), 5);
-        // New session after a long gap: the first one closes into the total.
-        l.observe(&k, t("10:00:00"), day1);
-        assert_eq!(l.active_minutes_today(&k, day1), 6);
-        // A session spanning midnight counts only after it on the new day.
-        let late: Timestamp = "2026-03-02T23:58:00Z".parse().unwrap();
-        let after: Timestamp = "2026-03-03T00:02:00Z".parse().unwrap();
-        l.observe(&k, late, day1);
-        l.observe(&k, after, day2);
-        assert_eq!(l.active_minutes_today(&k, day2), 3);
-        assert_eq!(l.active_minutes_today(&("bob", "x"), day2), 0);
-        l.expire("2026-03-03T01:00:00Z".parse().unwrap(), day2);
-        assert_eq!(l.active_minutes_today(&k, day2), 3);
+    fn observed_spans_add_up_to_the_sessions_covered_time() {
+        let mut s = Sessionizer::new(SessionRules::default());
+        let mut closed = Vec::new();
+        let mut span = |h: &str| s.observe_span(&"a", t(h), &mut closed);
+        // A new session: the hit alone.
+        assert_eq!(span("09:00:00"), Some((t("09:00:00"), t("09:00:00"))));
+        // Continued within the idle gap: the whole gap counts.
+        assert_eq!(span("09:04:00"), Some((t("09:00:00"), t("09:04:00"))));
+        // Already covered: nothing new.
+        assert_eq!(span("09:02:00"), None);
+        // Slightly earlier than the first hit: extends it backwards.
+        assert_eq!(span("08:58:00"), Some((t("08:58:00"), t("09:00:00"))));
+        // After more than the idle gap: a new session, the hit alone.
+        assert_eq!(span("09:10:00"), Some((t("09:10:00"), t("09:10:00"))));
+        let _ = s.flush();
     }
 }

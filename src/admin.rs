@@ -6,7 +6,8 @@
 //! proxy clients; it never forwards anything. `/readyz` answers 200 once a
 //! policy is loaded and the proxy listeners are bound (always true once the
 //! app has started), with the policy hash, so a rollout can check which
-//! policy each instance runs.
+//! policy each instance runs, and where budgets are kept (with Redis:
+//! whether it can be reached; budgets fail open, the instance stays ready).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -105,6 +106,7 @@ async fn handle(
                 "platforms": policy.platforms.len(),
                 "reloads_ok": state.proxy.policy.stats.ok.load(std::sync::atomic::Ordering::Relaxed),
                 "reloads_failed": state.proxy.policy.stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+                "budgets": state.proxy.budgets.status(&policy),
             })
             .to_string(),
         ),

@@ -56,6 +56,9 @@ pub struct AppConfig {
     /// The company CA and extra upstream roots, unless the policy's
     /// `inspection:` names its own.
     pub inspection: InspectionFiles,
+    /// Where the budget ledger is saved so that a restart does not refill
+    /// every budget (`--budget-state`); `None`: memory only.
+    pub budget_state: Option<PathBuf>,
 }
 
 /// Where the inspection files are, from flags (`--ca-cert`, `--ca-key`,
@@ -151,6 +154,8 @@ pub enum StartError {
 }
 
 pub struct App {
+    /// Where the budget ledger is saved (`--budget-state`).
+    budget_state: Option<PathBuf>,
     /// The proxy listeners' bound addresses.
     pub proxy_addrs: Vec<SocketAddr>,
     /// The transparent listeners' bound addresses.
@@ -264,6 +269,9 @@ impl App {
         // Continue links and acknowledgement keys: derived from the
         // pseudonym key, so replicas that share it accept each other's links.
         let warn_key = crate::warn::WarnKey::new(&pseudonymizer.derive_key(crate::warn::KEY_LABEL));
+        // Budget entries in the state file and in Redis are tagged with a
+        // key derived the same way, so replicas share one person's budget.
+        let pseudonymizer_budget_key = pseudonymizer.derive_key(crate::budget::KEY_LABEL);
         // Whether to pseudonymise is the exchange's own policy snapshot's
         // choice (`Event::pseudonymize`); the writer only applies the key.
         let users: UserMapper = Arc::new(move |u: &str| pseudonymizer.pseudonym(u));
@@ -316,7 +324,10 @@ impl App {
             cfg.proxy.clone(),
             self_addrs,
             metrics.clone(),
-            warn_key,
+            proxy::DerivedKeys {
+                warn: warn_key,
+                budget: pseudonymizer_budget_key,
+            },
             inspector,
         )
         .map_err(anyhow::Error::from)?;
@@ -369,6 +380,23 @@ impl App {
                 initial_fingerprint,
             )));
         }
+        if let Some(path) = &cfg.budget_state {
+            match crate::budget::snapshot::load(&state.budgets, path) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(file = %path.display(), entries = n, "budgets spent today restored")
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "budgets start empty: the budget state file cannot be used (it is replaced at the next save; move it away to keep it)"
+                ),
+            }
+        }
+        background.push(tokio::spawn(crate::budget::maintain(
+            state.budgets.clone(),
+            handle.clone(),
+            cfg.budget_state.clone(),
+        )));
         #[cfg(unix)]
         background.push(tokio::spawn(reload::watch_sighup(handle.clone())));
         background.push(tokio::spawn(crate::memory::trim_after_bursts(
@@ -395,6 +423,7 @@ impl App {
             }));
         }
         Ok(App {
+            budget_state: cfg.budget_state.clone(),
             proxy_addrs,
             transparent_addrs,
             admin_addr,
@@ -431,6 +460,21 @@ impl App {
         }
         for b in self.background.drain(..) {
             b.abort();
+        }
+        // Every tunnel has been recorded (and charged): save what was spent.
+        let budget_file = self
+            .budget_state
+            .clone()
+            .filter(|p| !self.state.budgets.ledger.is_empty() || p.exists());
+        if let Some(path) = budget_file {
+            let budgets = self.state.budgets.clone();
+            let saved = tokio::task::spawn_blocking(move || {
+                crate::budget::snapshot::save(&budgets, &path).map_err(|e| (path, e))
+            })
+            .await;
+            if let Ok(Err((path, e))) = saved {
+                tracing::warn!(file = %path.display(), error = %e, "cannot save the budgets spent today");
+            }
         }
         let App {
             writer,

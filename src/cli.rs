@@ -253,6 +253,16 @@ pub struct RunArgs {
         default_value = "socialgate-pseudonym.key"
     )]
     pub pseudonym_key: PathBuf,
+    /// File where the budgets spent today are saved (every 30 s and at exit, atomically; mode
+    /// 0600), so that a restart does not refill them; `off` keeps them in memory only. Written only
+    /// when a rule has a budget.
+    #[arg(
+        long,
+        env = "SOCIALGATE_BUDGET_STATE",
+        value_name = "PATH",
+        default_value = "socialgate-budgets.json"
+    )]
+    pub budget_state: PathBuf,
     /// Transparent listener for traffic a gateway redirects to socialgate (iptables/nftables
     /// REDIRECT), written like --listen; plain HTTP and TLS on the same port. Repeat, or separate
     /// with commas, for several. Clients are known by their address only.
@@ -441,6 +451,10 @@ pub struct ExplainArgs {
     /// warn.remember); without it, explain says what happens until they do.
     #[arg(long)]
     pub acknowledged: bool,
+    /// How much of the deciding rule's daily budget the person has spent today: a time such as
+    /// 25m or 1h30m, an amount such as 300MB, or both (25m,300MB); repeatable. Default: nothing.
+    #[arg(long, value_name = "USED", value_parser = parse_spent_arg)]
+    pub spent: Vec<crate::policy::Spent>,
     /// Do not resolve the host: the destination stage then checks IP literals only.
     #[arg(long)]
     pub no_resolve: bool,
@@ -496,6 +510,10 @@ pub fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
             "{s:?} is not an IP address or IP:PORT; write e.g. 10.0.0.53, 10.0.0.53:5353 or [fd00::53]:53 (names are not looked up)"
         )),
     }
+}
+
+fn parse_spent_arg(s: &str) -> Result<crate::policy::Spent, String> {
+    crate::policy::budget::parse_spent(s)
 }
 
 fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
@@ -669,6 +687,7 @@ fn run(args: RunArgs) -> ExitCode {
         pac_proxy: args.pac_proxy,
         pseudonym_key: args.pseudonym_key.clone(),
         inspection: args.ca.inspection(&args.upstream_ca),
+        budget_state: (args.budget_state.as_os_str() != "off").then(|| args.budget_state.clone()),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -885,6 +904,16 @@ fn explain(a: ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Nothing spent today unless --spent says otherwise.
+    let spent = a
+        .spent
+        .iter()
+        .fold(crate::policy::Spent::default(), |t, s| {
+            crate::policy::Spent {
+                minutes: t.minutes.saturating_add(s.minutes),
+                bytes: t.bytes.saturating_add(s.bytes),
+            }
+        });
     if a.sni.is_some() && entry != Entry::Connect {
         eprintln!("socialgate explain: --sni applies to https:// URLs (tunnels) only");
         return ExitCode::from(2);
@@ -931,6 +960,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         original: a.original_dst,
         acknowledged: None,
         hello: None,
+        spent: None,
     };
     let refused_before_dns = admit(&policy, &before_dns, at).refuses();
     // Resolve as the proxy would: --resolve pins first, then the system resolver.
@@ -986,6 +1016,7 @@ fn explain(a: ExplainArgs) -> ExitCode {
         original: a.original_dst,
         acknowledged: a.acknowledged.then_some(true),
         hello: Some(crate::policy::TlsHello::BROWSER).filter(|_| entry == Entry::Connect),
+        spent: Some(crate::policy::SpentFact::Known(spent)),
     };
     let mut trace = Vec::new();
     let adm = admit_traced(&policy, &facts, at, &mut trace);
@@ -1097,6 +1128,12 @@ fn explain(a: ExplainArgs) -> ExitCode {
         };
         println!("warning:  {text}");
     }
+    if let Some(view) = &d.budget {
+        println!(
+            "budget:   {}",
+            explain_budget(&policy, view, !a.spent.is_empty())
+        );
+    }
     if let Some(m) = &d.message {
         println!("message:  {m}");
     }
@@ -1121,6 +1158,59 @@ fn explain(a: ExplainArgs) -> ExitCode {
         }
     );
     ExitCode::SUCCESS
+}
+
+/// What `explain` says about the deciding rule's budget.
+fn explain_budget(
+    policy: &crate::policy::Policy,
+    view: &crate::policy::BudgetView,
+    given: bool,
+) -> String {
+    use crate::policy::budget::{megabytes_words, minutes_words};
+    use crate::policy::BudgetState;
+    let rule = &policy.rules[view.rule as usize];
+    let Some(b) = &rule.budget else {
+        return String::new();
+    };
+    let renews = |t: jiff::Timestamp| {
+        t.to_zoned_datetime(b.tz.clone())
+            .strftime("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    };
+    let head = format!("{} a day per person ({} days)", b.describe(), b.tz_name);
+    let assumed = if given {
+        ""
+    } else {
+        " (assumed nothing spent today; --spent 25m or --spent 300MB says otherwise)"
+    };
+    match view.state {
+        BudgetState::Left {
+            minutes,
+            bytes,
+            renews: at,
+        } => {
+            let mut left = Vec::new();
+            if let Some(m) = minutes {
+                left.push(minutes_words(m));
+            }
+            if let Some(v) = bytes {
+                left.push(megabytes_words(v));
+            }
+            format!(
+                "{head}: {} left{assumed}, allowed and counted; once spent: {}; renews {}",
+                left.join(" and "),
+                rule.action.as_str(),
+                renews(at)
+            )
+        }
+        BudgetState::Exhausted { renews: at, .. } => format!(
+            "{head}: used up{assumed}, so the rule's action applies ({}); open tunnels and WebSockets under it are closed when it runs out; renews {}",
+            rule.action.as_str(),
+            renews(at)
+        ),
+        BudgetState::Unavailable => format!("{head}: the state store cannot be reached, so the budget is not applied (fail open)"),
+        BudgetState::Unchecked => format!("{head}: looked up by the proxy"),
+    }
 }
 
 /// The request `explain` looks at: its method, headers and body.

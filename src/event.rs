@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::{Action, Activity, Class, ErrorKind, Mode, Reason, WarnOutcome};
+use crate::outcome::{
+    Action, Activity, BudgetOutcome, Class, ErrorKind, Mode, Reason, WarnOutcome,
+};
 
 /// What kind of traffic a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +131,10 @@ pub struct Event {
     /// `acknowledged`, `unshown`, `bad-link` or `unsaved`; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warn: Option<WarnOutcome>,
+    /// Where the person stood with the deciding rule's daily budget:
+    /// `left`, `exhausted` or `unavailable`; absent without a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetOutcome>,
     /// The HTTP status sent to the client (200 for an established tunnel).
     pub status: u16,
     /// Bytes from the client to the upstream (request body / tunnel upstream).

@@ -24,7 +24,10 @@
 //! - [`warn`]: the state behind `action: warn`: signed Continue links and
 //!   acknowledgements (in memory, or in Redis shared by replicas).
 //! - [`activetime`]: estimated active time (5-minute idle sessions), shared
-//!   by reports and, later, budgets.
+//!   by reports and budgets.
+//! - [`budget`]: the state behind daily budgets: the ledger of what each
+//!   person spent today (in memory, a snapshot file, Redis shared by
+//!   replicas) and the charges that count traffic into it.
 //! - [`report`]: `socialgate report`, offline: reads access logs only.
 //! - [`metrics`] and [`admin`]: Prometheus metrics derived from events, and
 //!   the admin listener (`/metrics`, `/healthz`, `/readyz`, `/proxy.pac`
@@ -48,6 +51,7 @@ pub mod accesslog;
 pub mod activetime;
 pub mod admin;
 pub mod app;
+pub mod budget;
 pub mod ca;
 pub mod cli;
 pub mod event;

@@ -96,6 +96,9 @@ pub struct Metrics {
     log_dropped: IntCounter,
     warnings: IntCounterVec,
     warn_store_errors: IntCounterVec,
+    budgets_exhausted: IntCounterVec,
+    budget_untracked: IntCounter,
+    budget_store_errors: IntCounterVec,
     log_failures: IntCounterVec,
     /// Handles of the fixed-label series, made on first use: the hot path
     /// then skips hashing labels and the family's lock.
@@ -241,6 +244,25 @@ impl Metrics {
             "Warn acknowledgement lookups and saves that failed because the Redis state store could not be reached or did not answer in time (the warning was shown again), by operation (lookup, save).",
             &["op"],
         );
+        let budgets_exhausted = counter_vec(
+            &r,
+            "socialgate_budgets_exhausted_total",
+            "Daily budgets that ran out: a person spent a rule's budget (once per person, rule and day on each replica), by rule.",
+            &["rule"],
+        );
+        let budget_untracked = IntCounter::new(
+            "socialgate_budget_untracked_total",
+            "Decisions under a budget made without it because the budget ledger was full (it holds 100,000 person-rule entries a day).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(budget_untracked.clone()))
+            .expect("unique metric");
+        let budget_store_errors = counter_vec(
+            &r,
+            "socialgate_budget_store_errors_total",
+            "Budget writes and reads to the Redis state store that failed (budgets then fail open until it answers), by operation (sync).",
+            &["op"],
+        );
         let log_failures = counter_vec(
             &r,
             "socialgate_access_log_failures_total",
@@ -328,6 +350,9 @@ impl Metrics {
             log_dropped,
             warnings,
             warn_store_errors,
+            budgets_exhausted,
+            budget_untracked,
+            budget_store_errors,
             log_failures,
             fixed: FixedHandles::default(),
             id: METRICS_IDS.fetch_add(1, Ordering::Relaxed),
@@ -377,6 +402,21 @@ impl Metrics {
     /// A warn acknowledgement lookup or save failed (the store is unreachable).
     pub fn warn_store_error(&self, op: &str) {
         self.warn_store_errors.with_label_values(&[op]).inc();
+    }
+
+    /// A person's daily budget under `rule` ran out.
+    pub fn budget_exhausted(&self, rule: &str) {
+        self.budgets_exhausted.with_label_values(&[rule]).inc();
+    }
+
+    /// A decision under a budget was made without it (the ledger is full).
+    pub fn budget_untracked(&self) {
+        self.budget_untracked.inc();
+    }
+
+    /// A budget sync with Redis failed.
+    pub fn budget_store_error(&self, op: &str) {
+        self.budget_store_errors.with_label_values(&[op]).inc();
     }
 
     /// The access log failed to `what` ("write" or "reopen").

@@ -120,6 +120,41 @@ impl WarnOutcome {
     }
 }
 
+/// Where the person stood with the deciding rule's daily budget: the
+/// access log's `budget` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetOutcome {
+    /// Within budget: allowed, and counted toward it.
+    Left,
+    /// Spent: the rule's action applied (`reason: budget-exhausted`).
+    Exhausted,
+    /// The shared state store could not be reached: decided without the
+    /// budget (fail open), still counted.
+    Unavailable,
+}
+
+impl BudgetOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetOutcome::Left => "left",
+            BudgetOutcome::Exhausted => "exhausted",
+            BudgetOutcome::Unavailable => "unavailable",
+        }
+    }
+
+    /// The outcome for a settled budget state; `None` while unchecked.
+    pub fn of(state: &crate::policy::BudgetState) -> Option<BudgetOutcome> {
+        use crate::policy::BudgetState;
+        match state {
+            BudgetState::Unchecked => None,
+            BudgetState::Left { .. } => Some(BudgetOutcome::Left),
+            BudgetState::Exhausted { .. } => Some(BudgetOutcome::Exhausted),
+            BudgetState::Unavailable => Some(BudgetOutcome::Unavailable),
+        }
+    }
+}
+
 /// Whose fault an error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -166,11 +201,14 @@ pub enum ErrorKind {
     UpstreamCertificate,
     /// The client refused socialgate's certificate (a pinned app).
     ClientRefusedCertificate,
+    /// The person's daily budget under the deciding rule ran out while the
+    /// tunnel or WebSocket was open.
+    TunnelBudgetExhausted,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::UpstreamResolve,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
@@ -186,6 +224,7 @@ impl ErrorKind {
         ErrorKind::ParentRefused,
         ErrorKind::UpstreamCertificate,
         ErrorKind::ClientRefusedCertificate,
+        ErrorKind::TunnelBudgetExhausted,
     ];
 
     /// The stable label (the serde name).
@@ -206,6 +245,7 @@ impl ErrorKind {
             ErrorKind::ParentRefused => "parent-refused",
             ErrorKind::UpstreamCertificate => "upstream-certificate",
             ErrorKind::ClientRefusedCertificate => "client-refused-certificate",
+            ErrorKind::TunnelBudgetExhausted => "tunnel-budget-exhausted",
         }
     }
 
@@ -217,9 +257,10 @@ impl ErrorKind {
             ClientClosed | ClientTimeout | ClientProtocol | ClientRefusedCertificate => {
                 Side::Client
             }
-            TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
-                Side::Policy
-            }
+            TunnelClosedByPolicy
+            | TunnelRefusedAfterReload
+            | TunnelRefusedOnSchedule
+            | TunnelBudgetExhausted => Side::Policy,
             IdleTimeout | Shutdown => Side::Internal,
         }
     }
@@ -235,9 +276,10 @@ impl ErrorKind {
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ClientClosed | ClientProtocol | ClientRefusedCertificate => StatusCode::BAD_REQUEST,
-            TunnelClosedByPolicy | TunnelRefusedAfterReload | TunnelRefusedOnSchedule => {
-                StatusCode::FORBIDDEN
-            }
+            TunnelClosedByPolicy
+            | TunnelRefusedAfterReload
+            | TunnelRefusedOnSchedule
+            | TunnelBudgetExhausted => StatusCode::FORBIDDEN,
             IdleTimeout | Shutdown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

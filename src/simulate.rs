@@ -300,6 +300,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             original: None,
             acknowledged: None,
             hello: None,
+            spent: None,
         };
         let mut groups = policy.groups_of(client, facts.user);
         if !exact {

@@ -45,6 +45,7 @@ use jiff::Timestamp;
 use std::sync::Arc;
 
 use super::activity::Activity;
+use super::budget::{megabytes_words, minutes_words, BudgetState, BudgetView, SpentFact};
 use super::compile::human_duration;
 use super::decide::{decide_with, Decision, Reason, RequestFacts, TraceStep};
 use super::host::{normalize_host, Host};
@@ -93,6 +94,10 @@ pub struct Facts<'a> {
     /// What the tunnel's ClientHello showed besides its name; `None` when
     /// none was seen (yet).
     pub hello: Option<TlsHello>,
+    /// How much of the deciding rule's daily budget the person has spent
+    /// today; `None` when not looked up (yet). Only asked when a rule with
+    /// a `budget:` decides.
+    pub spent: Option<SpentFact>,
 }
 
 /// What a ClientHello shows that the inspection verdict needs.
@@ -204,6 +209,7 @@ pub enum Stage {
     Port,
     Destination,
     Sni,
+    Budget,
     Warn,
 }
 
@@ -214,6 +220,7 @@ impl Stage {
             Stage::Port => "port",
             Stage::Destination => "destination",
             Stage::Sni => "sni",
+            Stage::Budget => "budget",
             Stage::Warn => "warn",
         }
     }
@@ -305,6 +312,7 @@ fn admit_inner(
 ) -> Admission {
     let mut adm = stages(policy, facts, groups, now, trace.as_deref_mut());
     decide_inspection(policy, facts, &mut adm);
+    let adm = budget_stage_inner(policy, facts.spent, now, adm, trace.as_deref_mut());
     warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, trace)
 }
 
@@ -526,7 +534,117 @@ pub fn sni_stage(
 ) -> Admission {
     let mut adm = sni_stage_inner(policy, facts, None, name, admitted, now, None);
     decide_inspection(policy, facts, &mut adm);
+    let adm = budget_stage_inner(policy, facts.spent, now, adm, None);
     warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, None)
+}
+
+/// The budget stage, once the shell knows how much of the deciding rule's
+/// budget the person spent today: `admitted` is what the earlier stages
+/// said (on the same snapshot, with the budget unchecked). Within budget
+/// the traffic is allowed; once it is spent the rule's action applies (and
+/// for `warn`, the warn stage runs again: whether the person continued is
+/// looked up next). A store that cannot say (`SpentFact::Unavailable`)
+/// leaves the traffic allowed: budgets fail open.
+pub fn budget_stage(
+    policy: &Policy,
+    entry: Entry,
+    spent: SpentFact,
+    now: Timestamp,
+    admitted: Admission,
+) -> Admission {
+    let adm = budget_stage_inner(policy, Some(spent), now, admitted, None);
+    warn_stage_inner(policy, entry, None, adm, None)
+}
+
+fn budget_stage_inner(
+    policy: &Policy,
+    spent: Option<SpentFact>,
+    now: Timestamp,
+    mut adm: Admission,
+    mut trace: Option<&mut Vec<TraceStep>>,
+) -> Admission {
+    let Some(view) = adm.decision.budget else {
+        return adm;
+    };
+    if view.state != BudgetState::Unchecked || adm.refuses() {
+        return adm;
+    }
+    let rule = &policy.rules[view.rule as usize];
+    let Some(budget) = &rule.budget else {
+        return adm;
+    };
+    let Some(fact) = spent else {
+        // The shell looks the spent amount up and calls `budget_stage`.
+        return adm;
+    };
+    adm.stage = Stage::Budget;
+    let day = budget.day(now);
+    let state = match fact {
+        SpentFact::Known(s) => budget.apply(s, &day),
+        SpentFact::Unavailable => BudgetState::Unavailable,
+    };
+    adm.decision.budget = Some(BudgetView {
+        rule: view.rule,
+        state,
+    });
+    let exhausted = matches!(state, BudgetState::Exhausted { .. });
+    if exhausted {
+        adm.decision.action = rule.action;
+        adm.decision.reason = Reason::BudgetExhausted;
+    }
+    step(&mut trace, Stage::Budget, adm.refuses(), || {
+        let renews = day
+            .end
+            .to_zoned_datetime(budget.tz.clone())
+            .strftime("%Y-%m-%d %H:%M %Z");
+        match (fact, state) {
+            (SpentFact::Known(s), BudgetState::Left { minutes, bytes, .. }) => format!(
+                "{} of rule {}'s {} a day spent ({}): allowed, {} left until {renews}",
+                spent_words(s, budget),
+                rule.id,
+                budget.describe(),
+                budget.tz_name,
+                left_words(minutes, bytes),
+            ),
+            (SpentFact::Known(s), _) => format!(
+                "{} of rule {}'s {} a day spent: the budget is used up until {renews}, so the rule's action applies: {} ({})",
+                spent_words(s, budget),
+                rule.id,
+                budget.describe(),
+                rule.action.as_str(),
+                rule.mode.as_str()
+            ),
+            (SpentFact::Unavailable, _) => format!(
+                "rule {}'s budget cannot be looked up (the state store is unreachable): budgets fail open, allowed",
+                rule.id
+            ),
+        }
+    });
+    adm
+}
+
+/// `25 minutes and 120 MB`, for the parts the budget limits.
+fn spent_words(s: super::budget::Spent, budget: &super::budget::Budget) -> String {
+    let mut parts = Vec::new();
+    if budget.minutes.is_some() {
+        parts.push(minutes_words(s.minutes));
+    }
+    if budget.megabytes.is_some() {
+        parts.push(megabytes_words(s.bytes));
+    }
+    parts.join(" and ")
+}
+
+/// `5 minutes and 380 MB`.
+fn left_words(minutes: Option<u32>, bytes: Option<u64>) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = minutes {
+        parts.push(minutes_words(m));
+    }
+    if let Some(b) = bytes {
+        parts.push(megabytes_words(b));
+    }
+    parts.join(" and ")
 }
 
 /// Stage 5, once the shell knows whether the person acknowledged the
@@ -613,6 +731,7 @@ pub fn inspect_stage(policy: &Policy, facts: &Facts<'_>, adm: &Admission) -> Ins
     let by_rules = matches!(
         d.reason,
         Reason::RuleMatched
+            | Reason::BudgetExhausted
             | Reason::DefaultCatalog
             | Reason::DefaultEmbedded
             | Reason::DefaultOther
@@ -860,6 +979,7 @@ rules:
             original: None,
             acknowledged: None,
             hello: c.sni.map(|_| TlsHello::BROWSER),
+            spent: None,
         };
         admit(p, &facts, WORK.parse().unwrap())
     }
@@ -988,6 +1108,7 @@ rules:
                 activity: None,
                 acknowledged: None,
                 hello: None,
+                spent: None,
             };
             let what = format!(
                 "{}:{} {:?} parent={} original={:?}",
@@ -1071,6 +1192,7 @@ rules:
                 resolved_by_parent: false,
                 original: None,
                 hello: None,
+                spent: None,
             };
             let mut trace = Vec::new();
             let a = admit_traced(&p, &facts, WORK.parse().unwrap(), &mut trace);
@@ -1196,6 +1318,7 @@ rules:
                 sni: c.sni,
                 listeners: &[],
                 hello: c.hello,
+                spent: None,
                 acknowledged: None,
                 activity: None,
                 original: None,
@@ -1293,6 +1416,7 @@ rules:
                 sni: None,
                 listeners: &[],
                 hello: Some(TlsHello::BROWSER),
+                spent: None,
                 acknowledged: None,
                 activity: None,
                 original: None,
@@ -1405,6 +1529,225 @@ rules:
                 ),
                 "{e}"
             );
+        }
+    }
+
+    /// Daily budgets, as a table: the spent amount is a fact like the
+    /// acknowledgement, and the budget stage turns it into allow or the
+    /// rule's action.
+    mod budgets {
+        use super::super::*;
+        use crate::policy::budget::{BudgetState, Spent, SpentFact, MB};
+        use crate::policy::load_dir;
+
+        const CATALOG: &str = r#"
+version: 1
+categories: {social: Social, video: Video, professional: Professional}
+platforms:
+  tiktok: {name: TikTok, category: video, domains: [tiktok.com]}
+  youtube: {name: YouTube, category: video, domains: [youtube.com]}
+  linkedin: {name: LinkedIn, category: professional, domains: [linkedin.com]}
+  facebook: {name: Facebook, category: social, domains: [facebook.com]}
+"#;
+
+        const POLICY: &str = r#"
+version: 1
+settings: {timezone: Europe/Berlin}
+tunnels: {ports: [443]}
+groups:
+  staff: {networks: [10.0.0.0/8]}
+rules:
+  - {id: video-30m, groups: [staff], categories: [video], action: block, budget: {minutes: 30}, message: Thirty minutes of video a day.}
+  - {id: linkedin-volume, groups: [staff], platforms: [linkedin], action: warn, budget: {megabytes: 500}, timezone: America/New_York}
+  - {id: facebook-dry, groups: [staff], platforms: [facebook], action: block, mode: report, budget: {minutes: 10, megabytes: 100}}
+"#;
+
+        fn policy() -> (tempfile::TempDir, Policy) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+            std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+            let p = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            (dir, p)
+        }
+
+        const WORK: &str = "2026-11-25T10:00:00+01:00";
+
+        fn facts<'a>(entry: Entry, host: &'a Host, spent: Option<SpentFact>) -> Facts<'a> {
+            Facts {
+                entry,
+                client: "10.1.2.3".parse().unwrap(),
+                user: None,
+                host,
+                port: if entry == Entry::Connect { 443 } else { 80 },
+                resolved: Some(&[]),
+                sni: None,
+                listeners: &[],
+                activity: None,
+                resolved_by_parent: false,
+                original: None,
+                acknowledged: None,
+                hello: None,
+                spent,
+            }
+        }
+
+        /// entry, host, spent => action, mode, reason, stage, budget state, warning
+        type Case<'a> = (
+            Entry,
+            &'a str,
+            Option<SpentFact>,
+            (&'a str, &'a str, &'a str, Stage, &'a str, Option<Warning>),
+        );
+
+        fn known(minutes: u32, mb: u64) -> Option<SpentFact> {
+            Some(SpentFact::Known(Spent {
+                minutes,
+                bytes: mb * MB,
+            }))
+        }
+
+        #[test]
+        fn a_budget_allows_until_spent_then_the_rules_action_applies() {
+            use Entry::*;
+            let (_d, p) = policy();
+            let unavailable = Some(SpentFact::Unavailable);
+            // entry, host, spent => action, mode, reason, stage, budget state, warning
+            #[rustfmt::skip]
+            let cases: &[Case] = &[
+                // Not looked up yet: allowed for now, the shell looks it up.
+                (Request, "www.youtube.com", None, ("allow", "enforce", "rule-matched", Stage::Destination, "unchecked", None)),
+                (Request, "www.youtube.com", known(0, 0), ("allow", "enforce", "rule-matched", Stage::Budget, "left", None)),
+                (Request, "www.tiktok.com", known(29, 9000), ("allow", "enforce", "rule-matched", Stage::Budget, "left", None)),
+                (Request, "www.tiktok.com", known(30, 0), ("block", "enforce", "budget-exhausted", Stage::Budget, "exhausted", None)),
+                (Connect, "www.youtube.com", known(45, 0), ("block", "enforce", "budget-exhausted", Stage::Budget, "exhausted", None)),
+                // Redis down: decided without the budget.
+                (Request, "www.tiktok.com", unavailable, ("allow", "enforce", "rule-matched", Stage::Budget, "unavailable", None)),
+                // A warn rule warns once spent (a tunnel cannot show it).
+                (Request, "www.linkedin.com", known(999, 499), ("allow", "enforce", "rule-matched", Stage::Budget, "left", None)),
+                (Request, "www.linkedin.com", known(0, 500), ("warn", "enforce", "budget-exhausted", Stage::Warn, "exhausted", Some(Warning::Unchecked))),
+                (Connect, "www.linkedin.com", known(0, 501), ("warn", "enforce", "budget-exhausted", Stage::Warn, "exhausted", Some(Warning::Unshown))),
+                // Report mode: the would-be block is recorded, traffic passes.
+                (Request, "www.facebook.com", known(10, 0), ("block", "report", "budget-exhausted", Stage::Budget, "exhausted", None)),
+                (Request, "www.facebook.com", known(9, 99), ("allow", "report", "rule-matched", Stage::Budget, "left", None)),
+            ];
+            for (entry, host, spent, want) in cases {
+                let h = normalize_host(host).unwrap();
+                let f = facts(*entry, &h, *spent);
+                let mut trace = Vec::new();
+                let a = admit_traced(&p, &f, WORK.parse().unwrap(), &mut trace);
+                let what = format!("{entry:?} {host} {spent:?}");
+                let d = &a.decision;
+                assert_eq!(d.action.as_str(), want.0, "action for {what}");
+                assert_eq!(d.mode.as_str(), want.1, "mode for {what}");
+                assert_eq!(d.reason.as_str(), want.2, "reason for {what}");
+                assert_eq!(a.stage, want.3, "stage for {what}");
+                assert_eq!(
+                    d.budget.unwrap().state.as_str(),
+                    want.4,
+                    "budget for {what}"
+                );
+                assert_eq!(a.warning, want.5, "warning for {what}");
+                if spent.is_some() {
+                    let t = trace.iter().find(|t| t.rule == "stage:budget").unwrap();
+                    assert_eq!(t.matched, a.refuses(), "{what}: {t:?}");
+                    // The shell's later call agrees with admit given the fact at once.
+                    let before = admit(&p, &facts(*entry, &h, None), WORK.parse().unwrap());
+                    assert_eq!(
+                        before.decision.budget.unwrap().state,
+                        BudgetState::Unchecked
+                    );
+                    assert!(!before.refuses(), "unchecked never refuses: {what}");
+                    let later =
+                        budget_stage(&p, *entry, spent.unwrap(), WORK.parse().unwrap(), before);
+                    assert_eq!(later, a, "{what}");
+                }
+            }
+            // Rules without a budget carry none.
+            let h = normalize_host("www.example.org").unwrap();
+            let a = admit(
+                &p,
+                &facts(Request, &h, known(999, 999)),
+                WORK.parse().unwrap(),
+            );
+            assert!(a.decision.budget.is_none());
+        }
+
+        #[test]
+        fn what_is_left_and_when_it_renews_in_the_rules_time_zone() {
+            let (_d, p) = policy();
+            let h = normalize_host("www.tiktok.com").unwrap();
+            let a = admit(
+                &p,
+                &facts(Entry::Request, &h, known(25, 0)),
+                WORK.parse().unwrap(),
+            );
+            assert_eq!(
+                a.decision.budget.unwrap().state,
+                BudgetState::Left {
+                    minutes: Some(5),
+                    bytes: None,
+                    renews: "2026-11-26T00:00:00+01:00".parse().unwrap(),
+                }
+            );
+            // LinkedIn's budget renews at midnight in New York.
+            let h = normalize_host("www.linkedin.com").unwrap();
+            let a = admit(
+                &p,
+                &facts(Entry::Request, &h, known(0, 600)),
+                WORK.parse().unwrap(),
+            );
+            assert_eq!(
+                a.decision.budget.unwrap().state.renews(),
+                Some("2026-11-26T00:00:00-05:00".parse().unwrap())
+            );
+            // Spent is per day: at 23:30 Berlin time it is already tomorrow
+            // in Berlin, still today in New York.
+            let late: Timestamp = "2026-11-25T23:30:00+01:00".parse().unwrap();
+            let a = admit(&p, &facts(Entry::Request, &h, known(0, 0)), late);
+            assert_eq!(
+                a.decision.budget.unwrap().state.renews(),
+                Some("2026-11-26T00:00:00-05:00".parse().unwrap())
+            );
+        }
+
+        #[test]
+        fn budget_settings_that_cannot_work_are_refused_with_a_fix() {
+            let staff = "version: 1\ngroups:\n  staff:\n    networks: [10.0.0.0/8]\nrules:\n";
+            #[rustfmt::skip]
+            let cases: &[(&str, &str, &str, &str)] = &[
+                ("  - {id: r, platforms: [tiktok], action: block, budget: {}}\n", "rules[0].budget", "needs `minutes:` or `megabytes:`", "budget: {minutes: 30}"),
+                ("  - {id: r, platforms: [tiktok], action: block, budget: {minutes: 0}}\n", "rules[0].budget.minutes", "0 minutes is out of range", "use 1 to 1440"),
+                ("  - {id: r, platforms: [tiktok], action: block, budget: {minutes: 1441}}\n", "rules[0].budget.minutes", "out of range", "use 1 to 1440"),
+                ("  - {id: r, platforms: [tiktok], action: block, budget: {megabytes: 0}}\n", "rules[0].budget.megabytes", "out of range", "drop the budget"),
+                ("  - {id: r, platforms: [tiktok], action: allow, budget: {minutes: 30}}\n", "rules[0].action", "cannot be `allow`", "`action: block`"),
+                ("  - {id: r, platforms: [tiktok], action: read_only, budget: {minutes: 30}}\n", "rules[0].action", "cannot be `read_only`", "`action: warn`"),
+                ("  - {id: r, platforms: [tiktok], action: block, budget: {minutes: 30}, timezone: Mars/Olympus}\n", "rules[0].timezone", "Mars/Olympus", "tz database"),
+                ("  - {id: r, platforms: [tiktok], action: block, timezone: Europe/Berlin}\n", "rules[0].timezone", "without `when:` windows or a `budget:`", "remove `timezone:`"),
+            ];
+            for (rules, path, message, hint) in cases {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+                std::fs::write(dir.path().join("policy.yaml"), format!("{staff}{rules}")).unwrap();
+                let errors = load_dir(dir.path()).unwrap_err().0;
+                let e = errors
+                    .iter()
+                    .find(|e| e.path == *path)
+                    .unwrap_or_else(|| panic!("no error at {path}: {errors:#?}"));
+                let text = e.to_string();
+                assert!(text.contains(message), "{message:?} not in {text}");
+                assert!(text.contains(hint), "{hint:?} not in {text}");
+            }
+            // Keys the budget does not know, and negative amounts, are
+            // refused by the parser with a place.
+            for bad in ["budget: {hours: 1}", "budget: {minutes: -5}"] {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("catalog.yaml"), CATALOG).unwrap();
+                let text =
+                    format!("{staff}  - {{id: r, platforms: [tiktok], action: block, {bad}}}\n");
+                std::fs::write(dir.path().join("policy.yaml"), text).unwrap();
+                let e = load_dir(dir.path()).unwrap_err().to_string();
+                assert!(e.contains("policy.yaml:"), "{e}");
+            }
         }
     }
 }

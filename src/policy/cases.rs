@@ -36,6 +36,8 @@ pub struct Case {
     pub sni: Option<String>,
     /// The request as socialgate would see it, for activity cases.
     pub request: Option<SeenRequest>,
+    /// How much of the deciding rule's daily budget was spent (default none).
+    pub spent: super::budget::Spent,
     pub expect: Expect,
 }
 
@@ -220,6 +222,18 @@ pub(crate) fn compile_cases(
             }
             resolved = Some(ips);
         }
+        let spent = match c.spent.as_deref().map(super::budget::parse_spent) {
+            None => Some(super::budget::Spent::default()),
+            Some(Ok(s)) => Some(s),
+            Some(Err(m)) => {
+                e(
+                    format!("{base}.spent"),
+                    m,
+                    "e.g. spent: 25m (minutes of a time budget) or spent: 300MB",
+                );
+                None
+            }
+        };
         if c.sni.is_some() && entry != Entry::Connect {
             e(
                 format!("{base}.sni"),
@@ -325,7 +339,9 @@ pub(crate) fn compile_cases(
                 );
             }
         }
-        if let (Some(client), Some((host, port, entry)), Some(at)) = (client, target, at) {
+        if let (Some(client), Some((host, port, entry)), Some(at), Some(spent)) =
+            (client, target, at, spent)
+        {
             cases.push(Case {
                 name: c.name,
                 client,
@@ -338,6 +354,7 @@ pub(crate) fn compile_cases(
                 resolved,
                 sni: c.sni,
                 request,
+                spent,
                 expect: Expect {
                     action: c.expect.action,
                     activity,
@@ -448,6 +465,7 @@ pub fn run_cases(policy: &Policy, now: Timestamp) -> Vec<CaseOutcome> {
                 original: None,
                 acknowledged: None,
                 hello: sni.map(|_| crate::policy::TlsHello::BROWSER),
+                spent: Some(super::budget::SpentFact::Known(c.spent)),
             };
             let adm = admit(policy, &facts, c.at.unwrap_or(now));
             let inspected = adm.inspect.inspect;

@@ -533,30 +533,34 @@ impl Compiler<'_> {
                     Mode::Enforce
                 }
             };
+            let (rule_tz, rule_tz_name) = match &r.timezone {
+                Some(name) => match parse_tz(name) {
+                    Ok(tz) => (tz, name.clone()),
+                    Err(e) => {
+                        self.err(
+                            format!("{base}.timezone"),
+                            e,
+                            "see the tz database names, e.g. Europe/Berlin",
+                        );
+                        (timezone.clone(), tz_name.clone())
+                    }
+                },
+                None => (timezone.clone(), tz_name.clone()),
+            };
+            let budget = r.budget.as_ref().and_then(|b| {
+                self.budget(&base, b, &r.action, (rule_tz.clone(), rule_tz_name.clone()))
+            });
             let schedule = if r.when.is_empty() {
-                if r.timezone.is_some() {
+                if r.timezone.is_some() && r.budget.is_none() {
                     self.err(
                         format!("{base}.timezone"),
-                        "a time zone without `when:` windows has no effect",
+                        "a time zone without `when:` windows or a `budget:` has no effect",
                         "add `when:` windows or remove `timezone:`",
                     );
                 }
                 None
             } else {
-                let (tz, tz_name) = match &r.timezone {
-                    Some(name) => match parse_tz(name) {
-                        Ok(tz) => (tz, name.clone()),
-                        Err(e) => {
-                            self.err(
-                                format!("{base}.timezone"),
-                                e,
-                                "see the tz database names, e.g. Europe/Berlin",
-                            );
-                            (timezone.clone(), tz_name.clone())
-                        }
-                    },
-                    None => (timezone.clone(), tz_name.clone()),
-                };
+                let (tz, tz_name) = (rule_tz, rule_tz_name);
                 let windows = r
                     .when
                     .iter()
@@ -584,6 +588,7 @@ impl Compiler<'_> {
                 mode,
                 message: r.message.as_deref().map(Arc::from),
                 inspect: r.inspect,
+                budget,
             });
         }
         if rules.len() > u16::MAX as usize {
@@ -914,6 +919,68 @@ impl Compiler<'_> {
                 Action::Block
             }
         }
+    }
+
+    /// A rule's `budget:`: at least one limit, each in range, on a rule
+    /// whose action says what happens once it is spent.
+    fn budget(
+        &mut self,
+        base: &str,
+        raw: &RawBudget,
+        action: &str,
+        (tz, tz_name): (jiff::tz::TimeZone, String),
+    ) -> Option<super::budget::Budget> {
+        use super::budget::{MAX_MEGABYTES, MAX_MINUTES};
+        let mut ok = true;
+        if raw.minutes.is_none() && raw.megabytes.is_none() {
+            self.err(
+                format!("{base}.budget"),
+                "a budget needs `minutes:` or `megabytes:` (or both)",
+                "write e.g. `budget: {minutes: 30}` or `budget: {megabytes: 500}`",
+            );
+            ok = false;
+        }
+        if let Some(m) = raw.minutes {
+            if m == 0 || m > MAX_MINUTES {
+                self.err(
+                    format!("{base}.budget.minutes"),
+                    format!("{m} minutes is out of range"),
+                    format!("use 1 to {MAX_MINUTES} (a day); to refuse the traffic outright, drop the budget"),
+                );
+                ok = false;
+            }
+        }
+        if let Some(mb) = raw.megabytes {
+            if mb == 0 || mb > MAX_MEGABYTES {
+                self.err(
+                    format!("{base}.budget.megabytes"),
+                    format!("{mb} megabytes is out of range"),
+                    format!(
+                        "use 1 to {MAX_MEGABYTES}; to refuse the traffic outright, drop the budget"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        match action {
+            "block" | "warn" => {}
+            "allow" | "read_only" => {
+                self.err(
+                    format!("{base}.action"),
+                    format!("a rule with a budget cannot be `{action}`: the action says what happens once the budget is spent"),
+                    "write `action: block` (the rule allows until the budget is spent, then refuses) or `action: warn` (then warns)",
+                );
+                ok = false;
+            }
+            // An unknown action is reported by the action check.
+            _ => {}
+        }
+        ok.then_some(super::budget::Budget {
+            minutes: raw.minutes,
+            megabytes: raw.megabytes,
+            tz,
+            tz_name,
+        })
     }
 
     /// `warn:`: durations within sane bounds.

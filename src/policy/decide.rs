@@ -47,11 +47,13 @@ pub enum Reason {
     /// The ClientHello carries Encrypted Client Hello behind a public name
     /// other than the CONNECT host; `tunnels.ech` decides.
     Ech,
+    /// The deciding rule's daily budget is spent: its action applies.
+    BudgetExhausted,
 }
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::RuleMatched,
         Reason::DefaultCatalog,
         Reason::DefaultEmbedded,
@@ -66,6 +68,7 @@ impl Reason {
         Reason::BadRequest,
         Reason::DestinationMismatch,
         Reason::Ech,
+        Reason::BudgetExhausted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,13 +87,14 @@ impl Reason {
             Reason::BadRequest => "bad-request",
             Reason::DestinationMismatch => "destination-mismatch",
             Reason::Ech => "ech",
+            Reason::BudgetExhausted => "budget-exhausted",
         }
     }
 
     /// The pseudo-rule id recorded when no policy rule decided.
     pub fn builtin_rule(self) -> &'static str {
         match self {
-            Reason::RuleMatched => "",
+            Reason::RuleMatched | Reason::BudgetExhausted => "",
             Reason::DefaultCatalog => "default:catalog",
             Reason::DefaultEmbedded => "default:embedded",
             Reason::DefaultOther => "default:other",
@@ -128,6 +132,7 @@ impl Reason {
             Reason::BadRequest => "the request could not be understood",
             Reason::DestinationMismatch => "the site the request names is not where the connection was going",
             Reason::Ech => "the encrypted connection hides the site it goes to behind a public name (Encrypted Client Hello)",
+            Reason::BudgetExhausted => "your daily budget for this site under a policy rule is used up",
         }
     }
 }
@@ -157,6 +162,9 @@ pub struct Decision {
     /// The deciding rule's `inspect:`; `None` when it says nothing or no
     /// rule decided (then `inspection.default` applies).
     pub inspect: Option<bool>,
+    /// Set when the deciding rule has a daily budget: where the person
+    /// stands with it (see [`super::budget`]).
+    pub budget: Option<super::budget::BudgetView>,
 }
 
 impl Decision {
@@ -182,6 +190,7 @@ impl Decision {
             message: None,
             activity_unseen: None,
             inspect: None,
+            budget: None,
         }
     }
 
@@ -195,6 +204,7 @@ impl Decision {
             reason,
             message: None,
             inspect: None,
+            budget: None,
             ..self.clone()
         }
     }
@@ -296,6 +306,7 @@ fn decide_inner(
         message: None,
         activity_unseen: None,
         inspect: None,
+        budget: None,
     };
 
     // Who may use the proxy at all: a client with no user must be in a
@@ -432,7 +443,16 @@ fn decide_inner(
                 }
             },
         };
+        let budgeted = rule.budget.as_ref().filter(|_| rule.read_only.is_none());
         note(&mut trace, rule, true, || {
+            if let Some(b) = budgeted {
+                return format!(
+                    "matches: allow until the person's daily budget of {} is spent, then {} ({})",
+                    b.describe(),
+                    action.as_str(),
+                    rule.mode.as_str()
+                );
+            }
             match (rule.read_only, facts.activity) {
             (Some(_), Some(a)) => format!(
                 "matches: read_only, {} is {} ({})",
@@ -448,6 +468,15 @@ fn decide_inner(
         }
         });
         decision.action = action;
+        if budgeted.is_some() {
+            // Allowed until the spent amount (a fact the shell looks up)
+            // says otherwise: see `super::admit::budget_stage`.
+            decision.action = Action::Allow;
+            decision.budget = Some(super::budget::BudgetView {
+                rule: idx as u16,
+                state: super::budget::BudgetState::Unchecked,
+            });
+        }
         decision.mode = rule.mode;
         decision.rule = rule.id.clone();
         decision.reason = Reason::RuleMatched;

@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod admit;
 pub mod advice;
+pub mod budget;
 pub mod cases;
 pub mod compile;
 pub mod decide;
@@ -29,10 +30,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use admit::{
-    admit, admit_in_groups, admit_traced, destination_check, destination_stage, inspect_stage,
-    is_local_name, next_change_after, port_stage, sni_stage, warn_stage, Admission, Entry, Facts,
-    Inspect, InspectWhy, Stage, TlsHello, Warning,
+    admit, admit_in_groups, admit_traced, budget_stage, destination_check, destination_stage,
+    inspect_stage, is_local_name, next_change_after, port_stage, sni_stage, warn_stage, Admission,
+    Entry, Facts, Inspect, InspectWhy, Stage, TlsHello, Warning,
 };
+pub use budget::{Budget, BudgetState, BudgetView, Spent, SpentFact};
 pub use cases::{run_cases, CaseOutcome};
 pub use compile::load_dir;
 pub use decide::{
@@ -153,6 +155,9 @@ pub struct Rule {
     /// `inspect:` as written: decrypt matching tunnels, never, or unset
     /// (`inspection.default` applies).
     pub inspect: Option<bool>,
+    /// A daily budget per person: the rule allows until it is spent, then
+    /// `action` (block or warn) applies.
+    pub budget: Option<budget::Budget>,
 }
 
 impl Rule {

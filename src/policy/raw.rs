@@ -330,7 +330,8 @@ pub struct RawRule {
     /// Also match the platforms' embedded (widget, SDK, pixel) domains.
     #[serde(default)]
     pub include_embedded: bool,
-    /// IANA time zone for `when`, e.g. `Europe/Berlin`; default `settings.timezone`.
+    /// IANA time zone for `when` windows and the days of `budget`, e.g.
+    /// `Europe/Berlin`; default `settings.timezone`.
     #[serde(default)]
     pub timezone: Option<String>,
     /// Time windows the rule applies in; empty means always.
@@ -342,8 +343,14 @@ pub struct RawRule {
     #[serde(default)]
     pub activities: Vec<String>,
     /// `allow`, `block`, `warn` (a page with a Continue button; see `warn:`),
-    /// or `read_only` (reads pass, writes are refused).
+    /// or `read_only` (reads pass, writes are refused). With `budget:`,
+    /// `block` or `warn`: what happens once the budget is spent.
     pub action: String,
+    /// A daily budget per person: the rule allows what it matches until the
+    /// person has spent it today (in the rule's time zone), then applies its
+    /// `action` (`block` or `warn`).
+    #[serde(default)]
+    pub budget: Option<RawBudget>,
     /// For `read_only`: what a request that may be a read or a write gets,
     /// `allow` (default) or `block`.
     #[serde(default)]
@@ -358,6 +365,21 @@ pub struct RawRule {
     /// `inspection.default`. Needs the company CA (`socialgate ca init`).
     #[serde(default)]
     pub inspect: Option<bool>,
+}
+
+/// A rule's daily budget per person; at least one of the two.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Active minutes a day (1-1440): minutes in which the person's traffic
+    /// under the rule moved, joined across gaps of up to 5 minutes (the
+    /// report's active-time estimate).
+    #[serde(default)]
+    pub minutes: Option<u32>,
+    /// Megabytes a day (1 MB = 1,000,000 bytes; 1-10000000): request and
+    /// response bodies and tunnel bytes, both ways.
+    #[serde(default)]
+    pub megabytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -399,6 +421,10 @@ pub struct RawCase {
     /// The TLS server name of the ClientHello (https:// cases only).
     #[serde(default)]
     pub sni: Option<String>,
+    /// How much of the deciding rule's daily budget the person has spent
+    /// today, e.g. `25m`, `300MB` or `25m,300MB`; default nothing.
+    #[serde(default)]
+    pub spent: Option<String>,
     /// The request method, for activity cases; default GET. A case with a
     /// method, headers or a body is a request socialgate can see: plain
     /// HTTP, or HTTPS that a rule inspects.

@@ -70,6 +70,13 @@ pub struct Meter {
     fault: AtomicU8,
     /// The request body is waiting for the client to send more.
     waiting: std::sync::atomic::AtomicBool,
+    /// A tunnel under a volume budget: when `up + down` reaches this,
+    /// `over` is notified (the budget may have run out). `0`: none.
+    allowance: AtomicU64,
+    over: tokio::sync::Notify,
+    /// Set when the allowance is reached: the tunnel's copy reads nothing
+    /// more until it is looked at again and a new allowance is set.
+    held: std::sync::atomic::AtomicBool,
 }
 
 impl Meter {
@@ -82,6 +89,46 @@ impl Meter {
     /// at this moment is the client's, not the upstream's.
     pub fn waiting_on_client(&self) -> bool {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` bytes read from the client (`up`) or the upstream, and
+    /// notifies when they reach the allowance.
+    pub fn count(&self, up: bool, n: u64) {
+        let (this, other) = if up {
+            (&self.up, &self.down)
+        } else {
+            (&self.down, &self.up)
+        };
+        let total = this.fetch_add(n, Ordering::Relaxed) + n;
+        let allowance = self.allowance.load(Ordering::Relaxed);
+        if allowance != 0 && total + other.load(Ordering::Relaxed) >= allowance {
+            self.held.store(true, Ordering::Relaxed);
+            self.over.notify_one();
+        }
+    }
+
+    /// True while the bytes have reached the allowance and nobody has
+    /// looked yet: the copy reads nothing more until then.
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes both ways so far.
+    pub fn total(&self) -> u64 {
+        self.up.load(Ordering::Relaxed) + self.down.load(Ordering::Relaxed)
+    }
+
+    /// Asks to be told (by [`Meter::over_allowance`]) once `up + down`
+    /// reaches `total`; `None` clears it.
+    pub fn set_allowance(&self, total: Option<u64>) {
+        self.allowance
+            .store(total.map_or(0, |t| t.max(1)), Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
+    }
+
+    /// Resolves once the bytes reached the allowance.
+    pub async fn over_allowance(&self) {
+        self.over.notified().await
     }
 
     fn set_client_fault(&self, f: ClientFault) {
@@ -98,6 +145,9 @@ pub struct Pending {
     pub meter: Arc<Meter>,
     recorder: Recorder,
     completed: bool,
+    /// What the exchange spends of a daily budget: charged its bytes (and
+    /// a last time hit) when the record is made.
+    pub charge: Option<crate::budget::Charge>,
 }
 
 impl Pending {
@@ -108,6 +158,7 @@ impl Pending {
             meter: Arc::new(Meter::default()),
             recorder,
             completed: false,
+            charge: None,
         }
     }
 
@@ -127,6 +178,9 @@ impl Drop for Pending {
         if let Some(mut ev) = self.event.take() {
             ev.bytes_up = self.meter.up.load(Ordering::Relaxed);
             ev.bytes_down = self.meter.down.load(Ordering::Relaxed);
+            if let Some(mut charge) = self.charge.take() {
+                charge.account(ev.bytes_up.saturating_add(ev.bytes_down));
+            }
             ev.duration_ms = self.started.elapsed().as_millis() as u64;
             if let Some(fault) = self.meter.client_fault() {
                 // The client broke the exchange; whatever failed upstream

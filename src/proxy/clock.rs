@@ -26,6 +26,10 @@ pub struct Clock {
     /// Milliseconds added by [`Clock::advance`], shared by every clone, so
     /// a test moves the running proxy's clock.
     advanced_ms: Arc<AtomicI64>,
+    /// Ticks on every [`Clock::advance`], so timers set from this clock
+    /// (a budget running out) are planned again instead of waiting for
+    /// wall time. Never ticks in production.
+    jumps: Arc<watch::Sender<u64>>,
 }
 
 impl Clock {
@@ -52,6 +56,18 @@ impl Clock {
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.advanced_ms.fetch_add(ms, Ordering::Relaxed);
+        self.jumps.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Ticks whenever [`Clock::advance`] moves this clock.
+    pub fn jumps(&self) -> watch::Receiver<u64> {
+        self.jumps.subscribe()
+    }
+
+    /// The tokio instant at which this clock reads `t` (now, if past).
+    pub fn instant_of(&self, t: Timestamp) -> tokio::time::Instant {
+        let wait = t.duration_since(self.now());
+        tokio::time::Instant::now() + Duration::try_from(wait).unwrap_or_default()
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Exchange {
     /// How the proxy's own answers are shown: an HTML page, JSON for API
     /// calls, or plain text.
     pub presentation: Presentation,
+    /// What the traffic spends of the deciding rule's daily budget, once
+    /// admitted under one; handed to the record with the event.
+    pub charge: Option<crate::budget::Charge>,
 }
 
 impl Exchange {
@@ -89,6 +92,7 @@ impl Exchange {
             rule: Reason::RuleMatched.builtin_rule_arc(),
             reason: Reason::RuleMatched,
             warn: None,
+            budget: None,
             status: 0,
             bytes_up: 0,
             bytes_down: 0,
@@ -108,6 +112,7 @@ impl Exchange {
             activity: None,
             original: None,
             presentation: Presentation::Text,
+            charge: None,
         }
     }
 
@@ -153,8 +158,11 @@ impl Exchange {
     /// The admit phase for a client identified already (a request inside
     /// an inspected tunnel is the tunnel's client), on this exchange's
     /// snapshot; `resolved` is the address already connected to, if any.
+    /// A deciding rule with a budget is settled here too: the spent amount
+    /// comes from the budget ledger (memory), and the exchange keeps the
+    /// charge for what it lets through.
     pub fn admit_as(
-        &self,
+        &mut self,
         state: &ProxyState,
         identity: &Identity,
         entry: Entry,
@@ -176,9 +184,15 @@ impl Exchange {
             original: self.original,
             acknowledged: None,
             hello: None,
+            spent: None,
         };
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());
+        let person = crate::warn::Person::of(identity.user.as_deref(), self.peer.ip());
+        let (admission, charge) = state
+            .budgets
+            .settle(&self.policy, entry, &person, admission);
+        self.charge = charge;
         state.metrics.observe_decision_time(t0.elapsed());
         admission
     }
@@ -233,6 +247,7 @@ impl Exchange {
             activity: self.activity,
             acknowledged: None,
             hello: None,
+            spent: None,
         };
         if let Some(reason) = destination_check(&self.policy, &facts) {
             return Err(Stop::Refuse(decision.refused_for(reason)));
@@ -338,8 +353,13 @@ impl Exchange {
 
     /// Hands the event to a [`Pending`] record that the forwarded bodies or
     /// the tunnel complete; keeps the snapshot for what follows.
-    pub fn into_pending(self, state: &ProxyState) -> (Pending, Arc<Policy>) {
-        let pending = Pending::new(self.event, self.started, state.recorder.clone());
+    pub fn into_pending(mut self, state: &ProxyState) -> (Pending, Arc<Policy>) {
+        let mut pending = Pending::new(self.event, self.started, state.recorder.clone());
+        if let Some(mut charge) = self.charge.take() {
+            // The traffic goes on: it is use from now.
+            charge.hit();
+            pending.charge = Some(charge);
+        }
         (pending, self.policy)
     }
 }
@@ -355,4 +375,7 @@ pub fn apply_keeping_groups(ev: &mut Event, d: &Decision) {
     ev.rule = d.rule.clone();
     ev.reason = d.reason;
     ev.activity_unseen.clone_from(&d.activity_unseen);
+    ev.budget = d
+        .budget
+        .and_then(|b| crate::outcome::BudgetOutcome::of(&b.state));
 }

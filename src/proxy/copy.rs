@@ -9,7 +9,8 @@
 //! connection's buffers while it is idle for the same reason). Large
 //! buffers keep bulk transfers to few, large reads and writes.
 //!
-//! Bytes are counted into the exchange's [`Meter`] as they are read. This
+//! Bytes are counted into the exchange's [`Meter`] as they are read (which
+//! also tells a tunnel under a volume budget when it reached its allowance). This
 //! module knows nothing about policy or HTTP.
 
 use std::future::Future;
@@ -119,7 +120,7 @@ impl Half {
         &mut self,
         cx: &mut Context<'_>,
         pool: &BufPool,
-        counter: &AtomicU64,
+        (meter, up): (&Meter, bool),
         mut r: Pin<&mut R>,
         mut w: Pin<&mut W>,
     ) -> Poll<io::Result<()>>
@@ -128,6 +129,17 @@ impl Half {
         W: AsyncWrite + ?Sized,
     {
         loop {
+            // A tunnel under a volume budget that reached its allowance
+            // reads nothing more until the splice looked at the budget
+            // (it polls this copy again then).
+            if !self.read_done && self.pos == self.cap && meter.held() {
+                self.release_if_empty(pool);
+                if self.need_flush {
+                    ready!(w.as_mut().poll_flush(cx))?;
+                    self.need_flush = false;
+                }
+                return Poll::Pending;
+            }
             // Read while there is room, so that writes are large.
             if !self.read_done && self.pos == self.cap {
                 let mut buf = self.buf.take().unwrap_or_else(|| pool.take());
@@ -154,7 +166,7 @@ impl Half {
                         self.release_if_empty(pool);
                     }
                     Poll::Ready(Ok(())) => {
-                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                        meter.count(up, n as u64);
                         self.pos = 0;
                         self.cap = n;
                     }
@@ -232,7 +244,7 @@ where
             if let Poll::Ready(r) = this.up.poll_copy(
                 cx,
                 this.pool,
-                &this.meter.up,
+                (&this.meter, true),
                 Pin::new(&mut *this.a),
                 Pin::new(&mut *this.b),
             ) {
@@ -244,7 +256,7 @@ where
             if let Poll::Ready(r) = this.down.poll_copy(
                 cx,
                 this.pool,
-                &this.meter.down,
+                (&this.meter, false),
                 Pin::new(&mut *this.b),
                 Pin::new(&mut *this.a),
             ) {

@@ -605,6 +605,14 @@ fn relay_response(
     // Browsers must stay on TCP through the proxy: no HTTP/3 (QUIC) hints.
     strip_alt_svc(&mut parts.headers);
     add_via(&mut parts.headers);
+    if let Some(v) = pending
+        .charge
+        .as_ref()
+        .and_then(|c| c.remaining_header())
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        parts.headers.insert(responses::BUDGET_HEADER, v);
+    }
     pending.event_mut().status = parts.status.as_u16();
     let idle = Some(state.config.body_idle_timeout);
     Response::from_parts(parts, Counted::response(body, pending, idle).boxed())

@@ -150,6 +150,9 @@ pub struct ProxyState {
     pub hard_stop: tokio::sync::watch::Sender<bool>,
     /// The warn key and the acknowledgement store (see [`crate::warn`]).
     pub warn: crate::warn::Warnings,
+    /// What each person spent today under budgeted rules (see
+    /// [`crate::budget`]).
+    pub budgets: Arc<crate::budget::Budgets>,
     /// TLS inspection (the company CA, leaves, origin verification);
     /// `None` when no CA is configured: then nothing is decrypted.
     pub inspector: Option<Arc<inspect::Inspector>>,
@@ -169,6 +172,13 @@ pub struct ProxyState {
     /// The same for accept errors (EMFILE and friends).
     accept_warned: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
+}
+
+/// Secrets derived from the pseudonym key, so that replicas sharing that
+/// key agree: Continue links and acknowledgements, and budget entries.
+pub struct DerivedKeys {
+    pub warn: crate::warn::WarnKey,
+    pub budget: [u8; 32],
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -194,7 +204,7 @@ impl ProxyState {
         config: ProxyConfig,
         listeners: Vec<SocketAddr>,
         metrics: Arc<crate::metrics::Metrics>,
-        warn_key: crate::warn::WarnKey,
+        keys: DerivedKeys,
         inspector: Option<Arc<inspect::Inspector>>,
     ) -> Result<Arc<Self>, dns::DnsSetupError> {
         let client = upstream::pooled_client(
@@ -220,9 +230,11 @@ impl ProxyState {
             )
         });
         let warn = crate::warn::Warnings {
-            key: warn_key,
+            key: keys.warn,
             store: crate::warn::AckStore::new(metrics.clone()),
         };
+        let budgets =
+            crate::budget::Budgets::new(&keys.budget, metrics.clone(), config.clock.clone());
         Ok(Arc::new(Self {
             policy,
             recorder,
@@ -238,6 +250,7 @@ impl ProxyState {
             tracker: TaskTracker::new(),
             hard_stop: tokio::sync::watch::channel(false).0,
             warn,
+            budgets,
             inspector,
             stopping: tokio::sync::watch::channel(false).0,
             conns: TaskTracker::new(),

@@ -27,6 +27,8 @@ pub const REASON_HEADER: &str = "x-socialgate-reason";
 pub const ERROR_HEADER: &str = "x-socialgate-error";
 /// On the warn rules' responses: the access log's `warn` value.
 pub const WARN_HEADER: &str = "x-socialgate-warn";
+/// On responses under a daily budget: what is left and when it renews.
+pub const BUDGET_HEADER: &str = "x-socialgate-budget-remaining";
 
 pub fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
@@ -74,6 +76,9 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
         .header(header::CACHE_CONTROL, "no-store")
         .header(RULE_HEADER, header_value(&decision.rule))
         .header(REASON_HEADER, decision.reason.as_str());
+    if let Some(b) = Spent::of(decision, policy) {
+        resp = resp.header(BUDGET_HEADER, header_value(&b.header));
+    }
     if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
         let realm = policy.auth.realm.replace(['"', '\\'], "");
         resp = resp.header(
@@ -200,6 +205,51 @@ fn header_value(s: &str) -> HeaderValue {
     })
 }
 
+/// What a page says about a daily budget that ran out.
+struct Spent {
+    /// `30 minutes`, `500 MB`.
+    limit: String,
+    /// `00:00 on Thursday, 26 November (Europe/Berlin)`.
+    renews: String,
+    /// RFC 3339 with the zone's offset.
+    renews_at: String,
+    /// `X-Socialgate-Budget-Remaining`.
+    header: String,
+}
+
+impl Spent {
+    /// Set when `d` applied its rule's action because the budget was spent.
+    fn of(d: &Decision, policy: &Policy) -> Option<Spent> {
+        let view = d.budget?;
+        let crate::policy::BudgetState::Exhausted { renews, .. } = view.state else {
+            return None;
+        };
+        let budget = policy.rules.get(view.rule as usize)?.budget.as_ref()?;
+        let local = renews.to_zoned_datetime(budget.tz.clone());
+        Some(Spent {
+            limit: budget.describe(),
+            renews: format!(
+                "{} ({})",
+                local.strftime("%H:%M on %A, %-d %B"),
+                budget.tz_name
+            ),
+            renews_at: local.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+            header: crate::budget::remaining_header(budget, &view.state)?,
+        })
+    }
+
+    fn sentence(&self) -> String {
+        format!(
+            "Your daily budget of {} under this rule is used up. It renews at {}.",
+            self.limit, self.renews
+        )
+    }
+
+    fn html(&self) -> String {
+        format!("<p class=\"budget\">{}</p>", escape(&self.sentence()))
+    }
+}
+
 fn text_body(d: &Decision, policy: &Policy, host: &str) -> String {
     let mut s = format!("socialgate refused this request.\nsite: {host}\n",);
     if let Some(p) = &d.platform_name {
@@ -217,6 +267,9 @@ fn text_body(d: &Decision, policy: &Policy, host: &str) -> String {
     if let Some(m) = &d.message {
         s.push_str(&format!("{m}\n"));
     }
+    if let Some(b) = Spent::of(d, policy) {
+        s.push_str(&format!("{}\n", b.sentence()));
+    }
     if let Some(h) = &policy.settings.help {
         s.push_str(&format!("help: {h}\n"));
     }
@@ -233,6 +286,11 @@ fn json_body(d: &Decision, policy: &Policy, host: &str) -> String {
         "reason": d.reason.as_str(),
         "explanation": d.reason.explain(),
         "message": d.message.as_deref(),
+        "budget": Spent::of(d, policy).map(|b| serde_json::json!({
+            "limit": b.limit,
+            "left": 0,
+            "renews": b.renews_at,
+        })),
         "help": policy.settings.help.as_deref(),
     })
     .to_string()
@@ -271,8 +329,9 @@ fn html_page(d: &Decision, policy: &Policy, host: &str, status: StatusCode) -> S
         .as_deref()
         .map(|h| format!("<p class=\"help\">{}</p>", escape(h)))
         .unwrap_or_default();
+    let budget = Spent::of(d, policy).map(|b| b.html()).unwrap_or_default();
     let body = format!(
-        "<p>Access to {what} is not allowed: {reason}.</p>\n{message}\n<table>{rows}</table>\n{help}",
+        "<p>Access to {what} is not allowed: {reason}.</p>\n{message}\n{budget}\n<table>{rows}</table>\n{help}",
         reason = escape(d.reason.explain()),
     );
     page(policy, title, &body)
@@ -297,7 +356,7 @@ main{{max-width:40rem;margin:8vh auto;background:#fff;border-radius:10px;padding
 h1{{font-size:1.5rem;margin:0 0 .5rem}} .org{{color:#5b6475;font-size:.9rem;text-transform:uppercase;letter-spacing:.05em}}
 table{{border-collapse:collapse;margin:1.2rem 0;width:100%}} th{{text-align:left;color:#5b6475;font-weight:500;padding:.3rem 1rem .3rem 0;width:9rem}}
 td{{padding:.3rem 0;font-family:ui-monospace,Menlo,monospace;font-size:.95rem}} .msg{{background:#fff6e5;border-left:4px solid #f0a020;padding:.6rem 1rem}}
-.help{{color:#2a3a5e}}
+.help{{color:#2a3a5e}} .budget{{background:#eef3ff;border-left:4px solid #2457c5;padding:.6rem 1rem}}
 .actions{{margin:1.5rem 0 .5rem}} a.continue{{display:inline-block;background:#2457c5;color:#fff;text-decoration:none;border-radius:6px;padding:.6rem 1.2rem;font-weight:600}}
 a.continue:hover{{background:#1b449d}} .note{{color:#5b6475;font-size:.9rem}}
 </style></head>
@@ -364,9 +423,12 @@ pub fn warning_page(
         .as_deref()
         .map(|h| format!("<p class=\"help\">{}</p>", escape(h)))
         .unwrap_or_default();
+    let spent = Spent::of(d, policy);
+    let budget = spent.as_ref().map(Spent::html).unwrap_or_default();
     let body = format!(
         r#"<p>A company rule asks you to think twice before using {what}.</p>
 {message}
+{budget}
 <table>{rows}</table>
 <p class="actions"><a class="continue" href="{href}" rel="nofollow noreferrer">Continue to {what_short}</a></p>
 <p class="note">If you continue, your choice is remembered for {remember} for {scope}, and counted (without your name) to show how much the site is needed. If you do not need it, close this page.</p>
@@ -377,13 +439,16 @@ pub fn warning_page(
             .as_deref()
             .map_or_else(|| escape(host), escape),
     );
-    let resp = Response::builder()
+    let mut resp = Response::builder()
         .status(StatusCode::FORBIDDEN)
         .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
         .header(RULE_HEADER, header_value(&d.rule))
         .header(REASON_HEADER, d.reason.as_str())
         .header(WARN_HEADER, "shown");
+    if let Some(b) = &spent {
+        resp = resp.header(BUDGET_HEADER, header_value(&b.header));
+    }
     resp.body(full(page(policy, "Before you continue", &body)))
         .expect("valid warning response")
 }

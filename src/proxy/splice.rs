@@ -7,9 +7,17 @@
 //! refuses it: on every reload and at every time-window edge (the
 //! [`super::clock`] ticks) the tunnel is admitted again with all its facts
 //! by [`crate::policy::admit`], and closed and recorded if refused.
+//!
+//! A connection under a daily budget is charged while it carries traffic
+//! (every [`BUDGET_TICK`], and when it ends), and looked at again when its
+//! budget can run out: at the earliest instant the time left allows
+//! (planned from the budget left, like a session timeout, not found by
+//! polling), when the bytes it moved reach what was left, and when anyone's
+//! budget runs out (it may be this person's, spent through another
+//! connection). A connection whose budget ran out is closed and recorded
+//! (`tunnel-budget-exhausted`).
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +89,8 @@ impl Watch {
     }
 }
 
-/// The refusal, if the current policy refuses this connection now.
+/// The refusal, if the current policy refuses this connection now (its
+/// budget included: how much the person spent is looked up again).
 fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
     {
         let policy = state.policy.load();
@@ -99,10 +108,58 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             original: a.original,
             acknowledged: None,
             hello: a.hello,
+            spent: None,
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
+        let person = crate::warn::Person::of(a.user.as_deref(), a.client);
+        let (adm, _) = state.budgets.settle(&policy, a.entry, &person, adm);
         adm.refuses().then_some(adm.decision)
     }
+}
+
+/// How often an open tunnel under a budget is charged while it carries
+/// traffic (a time hit when bytes moved, and the bytes). Minutes between
+/// two hits up to the idle gap (5 minutes) apart count in full, so this
+/// loses nothing; the close when a budget runs out is timed separately.
+pub const BUDGET_TICK: Duration = Duration::from_secs(20);
+
+/// An open connection under a daily budget: when it can run out next.
+struct Budgeted {
+    /// Someone's budget ran out (maybe this person's).
+    exhausted: tokio::sync::watch::Receiver<u64>,
+    /// The test clock moved.
+    jumps: tokio::sync::watch::Receiver<u64>,
+    /// The earliest the time budget can run out (every minute from now on
+    /// active), or the day's end; planned again when it passes.
+    deadline: Option<tokio::time::Instant>,
+    charging: tokio::time::Interval,
+}
+
+impl Budgeted {
+    /// Plans the next look: the time deadline, and the bytes the tunnel
+    /// may move before the volume budget can be spent.
+    fn plan(&mut self, state: &ProxyState, pending: &Pending) {
+        let Some(charge) = &pending.charge else {
+            return;
+        };
+        let (deadline, bytes) = charge.left();
+        self.deadline = deadline.map(|t| state.config.clock.instant_of(t) + EDGE);
+        pending
+            .meter
+            .set_allowance(bytes.map(|b| pending.meter.total().saturating_add(b)));
+    }
+}
+
+/// A little past a budget's deadline, so the look taken then is on the
+/// far side of the minute edge.
+const EDGE: Duration = Duration::from_millis(5);
+
+/// What woke the loop.
+enum Wake {
+    Done,
+    Look(ErrorKind),
+    Charge,
+    Plan,
 }
 
 /// Copies bytes both ways until either side closes, the connection is idle
@@ -133,36 +190,51 @@ pub async fn splice<A, B>(
         }
         None => (None, None, None),
     };
-    let copy = Bidi::new(&mut client, &mut upstream, pending.meter.clone());
+    let meter = pending.meter.clone();
+    let mut budgeted = match (&watch, &pending.charge) {
+        (Some((state, _)), Some(_)) => {
+            let mut charging = tokio::time::interval(BUDGET_TICK);
+            charging.tick().await;
+            let mut b = Budgeted {
+                exhausted: state.budgets.subscribe(),
+                jumps: state.config.clock.jumps(),
+                deadline: None,
+                charging,
+            };
+            b.plan(state, pending);
+            Some(b)
+        }
+        _ => None,
+    };
+    let copy = Bidi::new(&mut client, &mut upstream, meter.clone());
     tokio::pin!(copy);
     let mut ticker = tokio::time::interval(idle.max(Duration::from_millis(10)));
     ticker.tick().await;
     let mut last_total = u64::MAX;
     loop {
-        let refused_because = tokio::select! {
+        let wake = tokio::select! {
             // A reset from either side is an ordinary way for a tunnel to end.
-            _ = &mut copy => break,
+            _ = &mut copy => Wake::Done,
             changed = changed(&mut generation) => {
                 if changed.is_err() {
                     generation = None;
                     continue;
                 }
-                ErrorKind::TunnelRefusedAfterReload
+                Wake::Look(ErrorKind::TunnelRefusedAfterReload)
             }
             changed = changed(&mut ticks) => {
                 if changed.is_err() {
                     ticks = None;
                     continue;
                 }
-                ErrorKind::TunnelRefusedOnSchedule
+                Wake::Look(ErrorKind::TunnelRefusedOnSchedule)
             }
             _ = hard_stop.wait_for(|s| *s) => {
                 pending.event_mut().error = Some(ErrorKind::Shutdown);
                 break;
             }
             _ = ticker.tick() => {
-                let m = &pending.meter;
-                let total = m.up.load(Ordering::Relaxed) + m.down.load(Ordering::Relaxed);
+                let total = meter.total();
                 if total == last_total {
                     pending.event_mut().error = Some(ErrorKind::IdleTimeout);
                     break;
@@ -170,14 +242,54 @@ pub async fn splice<A, B>(
                 last_total = total;
                 continue;
             }
+            // Budgets: someone's ran out, this one's deadline or
+            // allowance came, or it is time to charge what flowed.
+            w = next_budget(budgeted.as_mut(), &meter) => w,
+        };
+        if let Some(charge) = pending.charge.as_mut() {
+            // What flowed until now counts before anything is decided.
+            charge.account(meter.total());
+        }
+        let refused_because = match wake {
+            Wake::Done => break,
+            Wake::Charge => continue,
+            Wake::Plan => ErrorKind::TunnelBudgetExhausted,
+            Wake::Look(k) => k,
         };
         if let Some(mut d) = watch.as_ref().and_then(|(s, a)| refusal(s, a)) {
             let ev = pending.event_mut();
             ev.groups = std::mem::take(&mut d.groups);
             apply_keeping_groups(ev, &d);
-            ev.error = Some(refused_because);
+            ev.error = Some(if d.reason == crate::policy::Reason::BudgetExhausted {
+                ErrorKind::TunnelBudgetExhausted
+            } else {
+                refused_because
+            });
             break;
         }
+        if let (Some(b), Some((state, _))) = (budgeted.as_mut(), &watch) {
+            b.plan(state, pending);
+        }
+    }
+}
+
+/// The next budget event of a connection under a budget (never, without).
+async fn next_budget(b: Option<&mut Budgeted>, meter: &super::body::Meter) -> Wake {
+    let Some(b) = b else {
+        return std::future::pending().await;
+    };
+    let deadline = async {
+        match b.deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        Ok(()) = b.exhausted.changed() => Wake::Look(ErrorKind::TunnelBudgetExhausted),
+        _ = deadline => Wake::Look(ErrorKind::TunnelBudgetExhausted),
+        _ = meter.over_allowance() => Wake::Look(ErrorKind::TunnelBudgetExhausted),
+        Ok(()) = b.jumps.changed() => Wake::Plan,
+        _ = b.charging.tick() => Wake::Charge,
     }
 }
 

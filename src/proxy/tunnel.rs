@@ -257,11 +257,16 @@ where
             resolved_by_parent: admitted.resolved_by_parent,
             original: admitted.original,
             acknowledged: None,
+            spent: None,
         };
         admission = match h.server_name.as_deref() {
             Some(name) => {
                 let adm = sni_stage(&policy, &facts, name, admission, state.config.clock.now());
-                debug_assert!(matches!(adm.stage, Stage::Sni | Stage::Warn));
+                let adm = budget_after_sni(&state, &policy, &admitted, adm, &mut pending);
+                debug_assert!(matches!(
+                    adm.stage,
+                    Stage::Sni | Stage::Budget | Stage::Warn
+                ));
                 admitted.sni = Some(name.to_string());
                 pending.event_mut().sni = Some(name.to_string());
                 adm
@@ -292,6 +297,8 @@ where
         admission.inspect.inspect && dialed_or_refused,
     ) {
         if let Some(name) = h.server_name.clone() {
+            // Each request inside is charged itself: the container is not.
+            pending.charge = None;
             let t = conn::Tunnel {
                 policy,
                 pending,
@@ -347,4 +354,28 @@ where
     .await;
     pending.complete();
     None
+}
+
+/// The budget stage for a tunnel the SNI stage decided again (its server
+/// name named another host, under another rule): the spent amount is
+/// looked up for that rule, and the tunnel's charge follows the decision.
+fn budget_after_sni(
+    state: &Arc<ProxyState>,
+    policy: &Arc<crate::policy::Policy>,
+    admitted: &Admitted,
+    adm: Admission,
+    pending: &mut super::body::Pending,
+) -> Admission {
+    let person = crate::warn::Person::of(admitted.user.as_deref(), admitted.client);
+    let (adm, charge) = state.budgets.settle(policy, admitted.entry, &person, adm);
+    match charge {
+        Some(mut c) => {
+            c.hit();
+            pending.charge = Some(c);
+        }
+        // Decided by a rule without a budget now.
+        None if adm.decision.budget.is_none() => pending.charge = None,
+        None => {}
+    }
+    adm
 }

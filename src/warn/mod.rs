@@ -42,7 +42,7 @@ pub const KEY_LABEL: &str = "warn-token/v1";
 pub const CONTINUE_PATH: &str = "/__socialgate/continue";
 
 /// Who acknowledges: the authenticated user, else the client's address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Person {
     User(String),
     Address(IpAddr),
@@ -57,7 +57,7 @@ impl Person {
     }
 
     /// A text that cannot confuse a user with an address.
-    fn canonical(&self) -> String {
+    pub(crate) fn canonical(&self) -> String {
         match self {
             Person::User(u) => format!("user:{u}"),
             Person::Address(ip) => format!("address:{ip}"),

@@ -233,9 +233,10 @@ impl AckStore {
     }
 }
 
-/// One Redis server and the connection to it.
-struct Redis {
-    url: RedisUrl,
+/// One Redis server and the connection to it (also used by the budgets'
+/// Redis sync, `crate::budget::store`).
+pub(crate) struct Redis {
+    pub(crate) url: RedisUrl,
     conn: tokio::sync::Mutex<Conn>,
     /// In a failure episode (for logging once per episode).
     failing: AtomicBool,
@@ -250,7 +251,7 @@ enum Conn {
 }
 
 impl Redis {
-    fn new(url: RedisUrl) -> Redis {
+    pub(crate) fn new(url: RedisUrl) -> Redis {
         Redis {
             url,
             conn: tokio::sync::Mutex::new(Conn::Down { retry_at: None }),
@@ -308,6 +309,23 @@ impl Redis {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "the command timed out".to_string(),
+        };
+        *self.conn.lock().await = Conn::Down { retry_at: None };
+        Err(failure)
+    }
+
+    /// Runs a pipeline within `limit`, like [`Redis::run`].
+    pub(crate) async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        limit: Duration,
+    ) -> Result<T, String> {
+        let mut c = self.connection().await?;
+        let result = tokio::time::timeout(limit, pipe.query_async::<T>(&mut c)).await;
+        let failure = match result {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the commands timed out".to_string(),
         };
         *self.conn.lock().await = Conn::Down { retry_at: None };
         Err(failure)

@@ -8,6 +8,7 @@ mod admin_ops;
 mod agreement;
 mod bad_input;
 mod browser;
+mod budget;
 mod cli;
 mod deploy;
 mod dns;

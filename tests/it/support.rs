@@ -393,6 +393,7 @@ impl TestProxy {
             pac_proxy: None,
             pseudonym_key: policy.path().join("pseudonym.key"),
             inspection: Default::default(),
+            budget_state: Some(policy.path().join("budgets.json")),
         };
         tweak(&mut cfg);
         let app = App::start(cfg).await.expect("socialgate starts");

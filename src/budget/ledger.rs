@@ -1,0 +1,603 @@
+//! The budget ledger: what each person spent today under each budgeted
+//! rule, in memory.
+//!
+//! One entry per (person, rule) holds the local day it belongs to, the
+//! minutes of that day that count as active (a bitmap, one bit a minute),
+//! and the body bytes counted. Time comes from the shared sessionizer
+//! ([`crate::activetime::Sessionizer::observe_span`]): each hit marks the
+//! minutes the stretch it added touches, so the count is the report's
+//! active-time estimate at minute resolution. Minutes are marks, not
+//! sums: marking one twice counts once, which is what lets replicas share
+//! one budget in Redis by OR-ing their bitmaps (`super::store`).
+//!
+//! The ledger is sharded (16 mutexes) so that concurrent requests rarely
+//! wait on each other, and bounded: a shard that is full drops entries of
+//! days that are over, and otherwise does not track a new person (the
+//! caller fails open and counts it). It knows nothing about HTTP, tokio or
+//! files; `now` is passed in.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use jiff::Timestamp;
+
+use crate::activetime::{Session, SessionRules, Sessionizer};
+use crate::policy::budget::{Budget, Day, Spent};
+use crate::warn::Person;
+
+/// Words of a [`MinuteSet`]: 1536 bits, enough for a 25-hour day.
+const WORDS: usize = 24;
+
+/// Shards of the ledger (a power of two).
+const SHARDS: usize = 16;
+
+/// Minutes of one local day, one bit each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MinuteSet(pub [u64; WORDS]);
+
+impl Default for MinuteSet {
+    fn default() -> Self {
+        MinuteSet([0; WORDS])
+    }
+}
+
+impl std::fmt::Debug for MinuteSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.runs()).finish()
+    }
+}
+
+impl MinuteSet {
+    /// The most minutes a set holds.
+    pub const CAPACITY: u32 = (WORDS * 64) as u32;
+
+    /// Marks minutes `from..=to` (clamped to the set).
+    pub fn mark(&mut self, from: u32, to: u32) {
+        let to = to.min(Self::CAPACITY - 1);
+        for m in from..=to {
+            self.0[(m / 64) as usize] |= 1 << (m % 64);
+        }
+    }
+
+    pub fn contains(&self, m: u32) -> bool {
+        m < Self::CAPACITY && self.0[(m / 64) as usize] & (1 << (m % 64)) != 0
+    }
+
+    /// Marked minutes before minute `m`.
+    pub fn count_below(&self, m: u32) -> u32 {
+        let m = m.min(Self::CAPACITY);
+        let (full, rest) = ((m / 64) as usize, m % 64);
+        let mut n: u32 = self.0[..full].iter().map(|w| w.count_ones()).sum();
+        if rest > 0 {
+            n += (self.0[full] & ((1u64 << rest) - 1)).count_ones();
+        }
+        n
+    }
+
+    pub fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+
+    /// Both sets' minutes.
+    pub fn union(&self, other: &MinuteSet) -> MinuteSet {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a |= b;
+        }
+        out
+    }
+
+    /// Minutes in both sets.
+    pub fn intersect(&self, other: &MinuteSet) -> MinuteSet {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a &= b;
+        }
+        out
+    }
+
+    /// Minutes in `self` that are not in `other`.
+    pub fn minus(&self, other: &MinuteSet) -> MinuteSet {
+        let mut out = *self;
+        for (a, b) in out.0.iter_mut().zip(other.0.iter()) {
+            *a &= !b;
+        }
+        out
+    }
+
+    /// Marked minutes as runs `(first, length)`, in order.
+    pub fn runs(&self) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for m in self.iter() {
+            match out.last_mut() {
+                Some((first, len)) if *first + *len == m => *len += 1,
+                _ => out.push((m, 1)),
+            }
+        }
+        out
+    }
+
+    /// Marked minutes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, w)| {
+            let base = i as u32 * 64;
+            (0..64u32)
+                .filter(move |b| w & (1 << b) != 0)
+                .map(move |b| base + b)
+        })
+    }
+}
+
+/// Whose spending an entry counts: a person under one rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub person: Person,
+    /// The rule id (budgets are the rule's, across its platforms).
+    pub rule: Arc<str>,
+}
+
+/// One person's spending under one rule on one day.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// A keyed hash of (person, rule): the name under which the entry is
+    /// saved to the snapshot file and to Redis (never the person).
+    pub tag: [u8; 16],
+    pub day: Day,
+    /// Minutes counted by this process.
+    pub minutes: MinuteSet,
+    /// Minutes other replicas counted (from Redis).
+    pub remote: MinuteSet,
+    /// Body bytes counted by this process today.
+    pub bytes: u64,
+    /// Of `bytes`, those already added to Redis.
+    pub pushed_bytes: u64,
+    /// Minutes already set in Redis.
+    pub pushed: MinuteSet,
+    /// The day's total in Redis when last read (every replica's bytes).
+    pub remote_bytes: u64,
+    /// The exhaustion of this entry's day was counted already.
+    pub noted: bool,
+    /// Last time the entry was charged or looked up.
+    pub touched: Timestamp,
+}
+
+impl Entry {
+    fn new(tag: [u8; 16], day: Day, now: Timestamp) -> Entry {
+        Entry {
+            tag,
+            day,
+            minutes: MinuteSet::default(),
+            remote: MinuteSet::default(),
+            bytes: 0,
+            pushed_bytes: 0,
+            pushed: MinuteSet::default(),
+            remote_bytes: 0,
+            noted: false,
+            touched: now,
+        }
+    }
+
+    /// Complete minutes and bytes spent at `now` (the minute in progress
+    /// is not counted until it is over), every replica's included.
+    pub fn spent(&self, now: Timestamp) -> Spent {
+        let minute = if now >= self.day.end {
+            MinuteSet::CAPACITY
+        } else {
+            self.day.minute_of(now)
+        };
+        let unpushed = self.bytes.saturating_sub(self.pushed_bytes);
+        Spent {
+            minutes: self.minutes.union(&self.remote).count_below(minute),
+            bytes: self.bytes.max(self.remote_bytes.saturating_add(unpushed)),
+        }
+    }
+}
+
+/// An entry saved in the snapshot file, waiting for its person to come
+/// back (it is found by its tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub day: jiff::civil::Date,
+    pub minutes: MinuteSet,
+    pub bytes: u64,
+}
+
+struct Shard {
+    entries: HashMap<Key, Entry>,
+    sessions: Sessionizer<Key>,
+    scratch: Vec<Session<Key>>,
+}
+
+/// Turns (person, rule) into the tag entries are saved under.
+pub type Tagger = Box<dyn Fn(&Person, &str) -> [u8; 16] + Send + Sync>;
+
+/// Every person's spending under every budgeted rule, today.
+pub struct Ledger {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+    tagger: Tagger,
+    /// Entries read from the snapshot file whose person has not come back
+    /// yet, by tag.
+    restored: Mutex<HashMap<[u8; 16], Restored>>,
+}
+
+/// What the ledger says about a person's budget at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub spent: Spent,
+    pub day: Day,
+    /// The exhaustion of this day was counted before.
+    pub noted: bool,
+}
+
+impl Ledger {
+    /// A ledger holding at most `capacity` entries (at least one per shard).
+    pub fn new(capacity: usize, tagger: Tagger) -> Ledger {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    entries: HashMap::new(),
+                    sessions: Sessionizer::new(SessionRules::default()),
+                    scratch: Vec::new(),
+                })
+            })
+            .collect();
+        Ledger {
+            shards,
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            hasher: Default::default(),
+            tagger,
+            restored: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn shard(&self, key: &Key) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(key) as usize) & (SHARDS - 1);
+        // A panic while holding a shard leaves consistent maps: keep going.
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where `key` stands at `now` under `budget`; `None` when the ledger
+    /// is full and cannot track the person.
+    pub fn standing(&self, key: &Key, budget: &Budget, now: Timestamp) -> Option<Standing> {
+        let mut shard = self.shard(key);
+        let e = self.entry(&mut shard, key, budget, now)?;
+        e.touched = now;
+        Some(Standing {
+            spent: e.spent(now),
+            day: e.day,
+            noted: e.noted,
+        })
+    }
+
+    /// Charges `key` at `at`: a time hit when `hit`, and `bytes` of
+    /// volume. Returns where it stands afterwards.
+    pub fn charge(
+        &self,
+        key: &Key,
+        budget: &Budget,
+        at: Timestamp,
+        hit: bool,
+        bytes: u64,
+    ) -> Option<Standing> {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        let span = if hit {
+            shard.sessions.observe_span(key, at, &mut shard.scratch)
+        } else {
+            None
+        };
+        // Closed sessions are already marked: only the open ones matter.
+        shard.scratch.clear();
+        let e = self.entry(shard, key, budget, at)?;
+        if let Some((from, to)) = span {
+            if to >= e.day.start && from < e.day.end {
+                let first = if from < e.day.start {
+                    0
+                } else {
+                    e.day.minute_of(from)
+                };
+                e.minutes.mark(first, e.day.minute_of(to));
+            }
+        }
+        e.bytes = e.bytes.saturating_add(bytes);
+        e.touched = at;
+        Some(Standing {
+            spent: e.spent(at),
+            day: e.day,
+            noted: e.noted,
+        })
+    }
+
+    /// Marks `key`'s exhaustion on `day` as counted; true the first time.
+    pub fn note_exhausted(&self, key: &Key, day: &Day) -> bool {
+        let mut shard = self.shard(key);
+        match shard.entries.get_mut(key) {
+            Some(e) if e.day == *day && !e.noted => {
+                e.noted = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The entry of `key` for the day containing `now`: made (from the
+    /// snapshot, if it has one) or started afresh on a new day.
+    fn entry<'s>(
+        &self,
+        shard: &'s mut Shard,
+        key: &Key,
+        budget: &Budget,
+        now: Timestamp,
+    ) -> Option<&'s mut Entry> {
+        if !shard.entries.contains_key(key) {
+            if shard.entries.len() >= self.per_shard {
+                shard.entries.retain(|_, e| e.day.end > now);
+                if shard.entries.len() >= self.per_shard {
+                    return None;
+                }
+            }
+            let tag = (self.tagger)(&key.person, &key.rule);
+            let day = budget.day(now);
+            let mut e = Entry::new(tag, day, now);
+            let restored = self.lock_restored().remove(&tag);
+            if let Some(r) = restored.filter(|r| r.day == day.date) {
+                e.minutes = r.minutes;
+                e.bytes = r.bytes;
+                // Counted by an earlier run: if Redis is used, that run
+                // wrote them there already (or Redis has only its share,
+                // and the larger count wins; see `Entry::spent`).
+                e.pushed = r.minutes;
+                e.pushed_bytes = r.bytes;
+            }
+            shard.entries.insert(key.clone(), e);
+        }
+        // Inserted above when missing.
+        let e = shard.entries.get_mut(key).expect("entry present");
+        if now < e.day.start || now >= e.day.end {
+            // Another day: the budget renews.
+            let tag = e.tag;
+            *e = Entry::new(tag, budget.day(now), now);
+        }
+        Some(e)
+    }
+
+    fn lock_restored(&self) -> MutexGuard<'_, HashMap<[u8; 16], Restored>> {
+        self.restored.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds entries read from the snapshot file (their persons are known
+    /// again when they come back).
+    pub fn restore(&self, entries: impl IntoIterator<Item = ([u8; 16], Restored)>) {
+        let mut r = self.lock_restored();
+        for (tag, e) in entries {
+            if r.len() >= self.per_shard * SHARDS {
+                break;
+            }
+            r.insert(tag, e);
+        }
+    }
+
+    /// Drops entries and restored entries of days over at `now`, and
+    /// sessions idle for long; keeps memory bounded when traffic stops.
+    pub fn prune(&self, now: Timestamp) {
+        for s in self.shards.iter() {
+            let mut guard = s.lock().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *guard;
+            shard.entries.retain(|_, e| e.day.end > now);
+            shard.sessions.expire(now, &mut shard.scratch);
+            shard.scratch.clear();
+        }
+        let today = |d: &jiff::civil::Date| {
+            // A restored entry older than yesterday (in any zone) is over.
+            let t = now.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+            t.yesterday().is_ok_and(|y| *d >= y)
+        };
+        self.lock_restored().retain(|_, r| today(&r.day));
+    }
+
+    /// Entries tracked now (restored ones waiting not included).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).entries.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` on every entry (and the restored ones, as `None` keys),
+    /// one shard at a time.
+    pub fn for_each(&self, mut f: impl FnMut(Option<&Key>, &mut Entry)) {
+        for s in self.shards.iter() {
+            let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, e) in shard.entries.iter_mut() {
+                f(Some(k), e);
+            }
+        }
+    }
+
+    /// The restored entries still waiting for their person.
+    pub fn waiting(&self) -> Vec<([u8; 16], Restored)> {
+        self.lock_restored()
+            .iter()
+            .map(|(t, r)| (*t, r.clone()))
+            .collect()
+    }
+
+    /// Runs `f` on the entry of `key`, if tracked.
+    pub fn with_entry<T>(&self, key: &Key, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+        let mut shard = self.shard(key);
+        shard.entries.get_mut(key).map(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::tz::TimeZone;
+
+    fn budget() -> Budget {
+        Budget {
+            minutes: Some(30),
+            megabytes: Some(1),
+            tz: TimeZone::get("Europe/Berlin").unwrap(),
+            tz_name: "Europe/Berlin".into(),
+        }
+    }
+
+    fn key(who: &str) -> Key {
+        Key {
+            person: Person::User(who.into()),
+            rule: Arc::from("video"),
+        }
+    }
+
+    fn at(hm: &str) -> Timestamp {
+        format!("2026-11-25T{hm}+01:00").parse().unwrap()
+    }
+
+    fn ledger(capacity: usize) -> Ledger {
+        Ledger::new(
+            capacity,
+            Box::new(|p, r| {
+                let mut t = [0u8; 16];
+                let s = format!("{p:?}{r}");
+                for (i, b) in s.bytes().enumerate() {
+                    t[i % 16] ^= b;
+                }
+                t
+            }),
+        )
+    }
+
+    #[test]
+    fn minutes_count_once_complete_and_gaps_within_the_idle_gap_count() {
+        let l = ledger(100);
+        let b = budget();
+        let k = key("alice");
+        let charge = |t: &str| l.charge(&k, &b, at(t), true, 0).unwrap();
+        // 10:00:20: the minute in progress is not counted yet.
+        assert_eq!(charge("10:00:20").spent.minutes, 0);
+        assert_eq!(charge("10:00:50").spent.minutes, 0);
+        // 10:01:05: 10:00 is over and counts.
+        assert_eq!(charge("10:01:05").spent.minutes, 1);
+        // 10:04:00 after a gap of three minutes: 10:01-10:03 count too.
+        assert_eq!(charge("10:04:00").spent.minutes, 4);
+        // After a gap longer than 5 minutes, the gap does not count.
+        assert_eq!(charge("10:20:00").spent.minutes, 5);
+        assert_eq!(l.standing(&k, &b, at("10:21:00")).unwrap().spent.minutes, 6);
+        // Another person is another entry.
+        assert_eq!(
+            l.standing(&key("bob"), &b, at("10:21:00"))
+                .unwrap()
+                .spent
+                .minutes,
+            0
+        );
+    }
+
+    #[test]
+    fn bytes_add_up_and_a_new_day_renews_the_budget() {
+        let l = ledger(100);
+        let b = budget();
+        let k = key("alice");
+        l.charge(&k, &b, at("10:00:00"), true, 600_000);
+        let s = l.charge(&k, &b, at("11:00:00"), false, 500_000).unwrap();
+        assert_eq!(s.spent.bytes, 1_100_000);
+        assert!(l.note_exhausted(&k, &s.day));
+        assert!(!l.note_exhausted(&k, &s.day), "counted once a day");
+        let tomorrow: Timestamp = "2026-11-26T08:00:00+01:00".parse().unwrap();
+        let s = l.standing(&k, &b, tomorrow).unwrap();
+        assert_eq!(s.spent, Spent::default());
+        assert!(!s.noted);
+        assert_eq!(s.day.date.to_string(), "2026-11-26");
+    }
+
+    #[test]
+    fn a_full_ledger_drops_past_days_then_stops_tracking_new_people() {
+        let l = ledger(32);
+        let b = budget();
+        let tracked = |l: &Ledger, range: std::ops::Range<i32>, t: Timestamp| {
+            range
+                .filter(|i| l.standing(&key(&format!("u{i}")), &b, t).is_some())
+                .count()
+        };
+        // 200 people, room for 32 (two per shard): the rest are untracked.
+        let today = tracked(&l, 0..200, at("10:00:00"));
+        assert!((16..=32).contains(&today), "{today}");
+        assert!(l.len() <= 32);
+        // Tomorrow, yesterday's entries make room for new people.
+        let tomorrow: Timestamp = "2026-11-26T08:00:00+01:00".parse().unwrap();
+        assert!(tracked(&l, 200..400, tomorrow) >= 16);
+        assert!(l.len() <= 32);
+        l.prune(tomorrow);
+        assert!(l.len() <= 32);
+    }
+
+    #[test]
+    fn a_restored_entry_is_found_again_by_its_tag_on_its_day_only() {
+        let l = ledger(100);
+        let b = budget();
+        let k = key("alice");
+        let tag = (l.tagger)(&k.person, &k.rule);
+        let mut minutes = MinuteSet::default();
+        minutes.mark(600, 624);
+        l.restore([(
+            tag,
+            Restored {
+                day: "2026-11-25".parse().unwrap(),
+                minutes,
+                bytes: 42,
+            },
+        )]);
+        let s = l.standing(&k, &b, at("12:00")).unwrap();
+        assert_eq!(
+            s.spent,
+            Spent {
+                minutes: 25,
+                bytes: 42
+            }
+        );
+        assert!(l.waiting().is_empty());
+        // Yesterday's entry is not today's budget.
+        let l = ledger(100);
+        l.restore([(
+            tag,
+            Restored {
+                day: "2026-11-24".parse().unwrap(),
+                minutes,
+                bytes: 42,
+            },
+        )]);
+        assert_eq!(
+            l.standing(&k, &b, at("12:00")).unwrap().spent,
+            Spent::default()
+        );
+    }
+
+    #[test]
+    fn minute_sets_mark_count_and_run() {
+        let mut m = MinuteSet::default();
+        m.mark(0, 2);
+        m.mark(63, 65);
+        m.mark(1499, 1499);
+        assert_eq!(m.count(), 7);
+        assert_eq!(m.count_below(64), 4);
+        assert_eq!(m.count_below(2000), 7);
+        assert_eq!(m.runs(), vec![(0, 3), (63, 3), (1499, 1)]);
+        let mut n = MinuteSet::default();
+        n.mark(2, 3);
+        assert_eq!(m.union(&n).count(), 8);
+        assert_eq!(n.minus(&m).runs(), vec![(3, 1)]);
+        assert!(m.contains(1499) && !m.contains(1500) && !m.contains(9999));
+    }
+}
