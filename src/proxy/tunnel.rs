@@ -121,21 +121,19 @@ pub async fn handle_connect(
         resolved_by_parent,
         original: None,
     };
-    let st = state.clone();
-    state.spawn_tunnel(async move {
-        let parts = TunnelParts {
-            policy,
-            pending,
-            on_upgrade,
-            upstream: opened.map(|o| o.stream),
-            admitted,
-            admission,
-            signals,
-            identity,
-            peer,
-        };
-        run_tunnel(st, parts).await;
-    });
+    let parts = TunnelParts {
+        policy,
+        pending,
+        on_upgrade,
+        upstream: opened.map(|o| o.stream),
+        admitted,
+        admission,
+        signals,
+        identity,
+        peer,
+    };
+    // Spawned as it is: a block awaiting it would hold its parts twice.
+    state.spawn_tunnel(run_tunnel(state.clone(), parts));
     responses::connect_established()
 }
 
@@ -264,7 +262,9 @@ async fn run_tunnel(state: Arc<ProxyState>, parts: TunnelParts) {
                 identity,
                 peer,
             };
-            return conn::run(state, inspector, t).await;
+            // Boxed: inline, the decrypting path would make every tunnel's
+            // task as large as its own state (about 22 KiB), inspected or not.
+            return Box::pin(conn::run(state, inspector, t)).await;
         }
     }
     let Some(mut upstream) = upstream.filter(|_| !admission.refuses()) else {
