@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -541,18 +541,20 @@ pub async fn serve<H, Fut>(
     }
 }
 
-/// Bytes hyper read but did not use, then bytes it never got to read.
+/// Bytes hyper read but did not use, then bytes it never got to read, in
+/// an allocation of their own. `unread` is a view into hyper's read buffer
+/// (8 KiB or more), and a view, even an empty one, keeps the whole buffer
+/// alive: kept as it is, every parked connection and every tunnel would
+/// hold the buffer parking is meant to free.
 fn join(unread: Bytes, rest: Bytes) -> Bytes {
-    match (unread.is_empty(), rest.is_empty()) {
-        (_, true) => unread,
-        (true, false) => rest,
-        (false, false) => {
-            let mut b = BytesMut::with_capacity(unread.len() + rest.len());
-            b.extend_from_slice(&unread);
-            b.extend_from_slice(&rest);
-            b.freeze()
-        }
+    if unread.is_empty() && rest.is_empty() {
+        return Bytes::new();
     }
+    let mut b = Vec::with_capacity(unread.len() + rest.len());
+    b.extend_from_slice(&unread);
+    b.extend_from_slice(&rest);
+    // Length equals capacity: the `Bytes` owns exactly these bytes.
+    Bytes::from(b)
 }
 
 struct Decrement<'a>(&'a AtomicU64);
@@ -591,7 +593,10 @@ where
         if connect || req.headers().contains_key(http::header::UPGRADE) {
             req.extensions_mut().insert(UpgradeSlot(shared.clone()));
         }
-        let fut = handle(req);
+        // Boxed where it is made and awaited through the box: the block
+        // below awaiting it by value would hold it twice and copy it
+        // (several KiB) on every request.
+        let fut = Box::pin(handle(req));
         let shared = shared.clone();
         let boxed: Answer = Box::pin(async move {
             let resp = fut.await;
@@ -718,6 +723,26 @@ pub fn refusing_semaphore() -> Arc<tokio::sync::Semaphore> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_kept_at_a_park_or_an_upgrade_never_hold_hyper_s_read_buffer() {
+        // hyper hands back its read buffer as a view; here 8 KiB, of which
+        // the request used everything (nothing left) or all but 3 bytes.
+        for left in [0, 3] {
+            let read_buf = Bytes::from(vec![b'x'; 8192]);
+            let unread = read_buf.slice(8192 - left..);
+            let kept = join(unread, Bytes::new());
+            assert_eq!(kept.len(), left);
+            assert!(
+                read_buf.is_unique(),
+                "{left} bytes kept must not pin the 8 KiB buffer"
+            );
+            let mut want = vec![b'x'; left];
+            want.extend_from_slice(b"ab");
+            assert_eq!(join(kept, Bytes::from_static(b"ab")), want);
+        }
+        assert!(join(Bytes::new(), Bytes::new()).is_empty());
+    }
 
     #[test]
     fn a_client_gets_at_most_its_limit_and_slots_come_back() {

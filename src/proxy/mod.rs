@@ -303,6 +303,10 @@ impl ProxyState {
         F: Future<Output = ()> + Send + 'static,
     {
         let gauge = TunnelGauge::new(&self.gauges);
+        // Boxed: a block awaiting `task` itself would hold it twice (as
+        // what it captured and as what it awaits), and every open tunnel
+        // would pay for both copies for as long as it lives.
+        let task = Box::pin(task);
         self.tracker.spawn(async move {
             let _gauge = gauge;
             task.await;

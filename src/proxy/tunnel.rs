@@ -121,23 +121,21 @@ pub async fn handle_connect(
         resolved_by_parent,
         original: None,
     };
-    let st = state.clone();
-    state.spawn_tunnel(async move {
-        let parts = TunnelParts {
-            on_upgrade,
-            upstream: opened.map(|o| o.stream),
-            tunnel: Tunnel {
-                policy,
-                pending,
-                admitted,
-                admission,
-                signals,
-                identity,
-                peer,
-            },
-        };
-        run_tunnel(st, parts).await;
-    });
+    let parts = TunnelParts {
+        on_upgrade,
+        upstream: opened.map(|o| o.stream),
+        tunnel: Tunnel {
+            policy,
+            pending,
+            admitted,
+            admission,
+            signals,
+            identity,
+            peer,
+        },
+    };
+    // Spawned as it is: a block awaiting it would hold its parts twice.
+    state.spawn_tunnel(run_tunnel(state.clone(), parts));
     responses::connect_established()
 }
 
@@ -312,7 +310,9 @@ where
                 identity,
                 peer,
             };
-            conn::run(state, inspector, t).await;
+            // Boxed: inline, the decrypting path would make every tunnel's
+            // task as large as its own state (about 22 KiB), inspected or not.
+            Box::pin(conn::run(state, inspector, t)).await;
             return None;
         }
     }

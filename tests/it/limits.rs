@@ -76,6 +76,33 @@ async fn a_request_head_split_around_a_park_is_read_whole() {
 }
 
 #[tokio::test]
+async fn bytes_sent_in_the_same_write_as_the_connect_reach_the_origin_once() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let mut s = connect_from("127.0.0.1", proxy.addr).await;
+    // The CONNECT and the tunnel's first request in one write: the server
+    // connection reads both, and must hand the second to the tunnel (kept
+    // in a buffer of its own, not a view of the server's read buffer).
+    let inner = "GET /hello HTTP/1.1\r\nHost: example.org\r\n\r\n";
+    let connect = format!("CONNECT 127.0.0.1:{} HTTP/1.1\r\n\r\n", origin.port());
+    s.write_all(format!("{connect}{inner}").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(status_of(&read_head(&mut s).await), 200);
+    let resp = read_response(&mut s).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(resp.ends_with("hello from origin"), "{resp}");
+    // The same tunnel carries the next request too.
+    s.write_all(inner.as_bytes()).await.unwrap();
+    let again = read_response(&mut s).await;
+    assert!(again.ends_with("hello from origin"), "{again}");
+    assert_eq!(origin.connections(), 1, "one tunnel, one origin connection");
+    drop(s);
+    let log = proxy.exactly_log_lines(1).await;
+    assert_eq!(log[0]["kind"], "tunnel", "{}", log[0]);
+}
+
+#[tokio::test]
 async fn a_head_sent_a_byte_at_a_time_is_cut_off_at_the_header_read_timeout() {
     let proxy = TestProxy::start_in(PolicyDir::new(BASIC_POLICY), |cfg| {
         cfg.proxy.header_read_timeout = Duration::from_secs(2);
