@@ -946,6 +946,24 @@ fn realistic_log(dir: &Path) -> PathBuf {
                         .set("mode", json!("report")),
                     );
                 }
+                // A warn rule on Facebook for engineering: some continue.
+                if *g == "engineering" && i < 20 && rnd(3) == 0 {
+                    let at = |m: u64| format!("{date}T14:{m:02}:00Z");
+                    let warned = |time: &str, outcome: &str| {
+                        Line::tunnel(time, &user, &[g, "staff"], "facebook")
+                            .set("kind", json!("request"))
+                            .set("method", json!("GET"))
+                            .set("action", json!("warn"))
+                            .set("rule", json!("warn-facebook"))
+                            .set("warn", json!(outcome))
+                    };
+                    let m = rnd(50);
+                    lines.push(warned(&at(m), "shown"));
+                    if rnd(2) == 0 {
+                        lines.push(warned(&at(m + 1), "continued").set("status", json!(303)));
+                        lines.push(warned(&at(m + 2), "acknowledged"));
+                    }
+                }
             }
         }
         for i in 0..6 {
@@ -1076,6 +1094,7 @@ fn html_report_reads_on_a_laptop_screen_in_chromium() {
         "id=\"t-maturity\"",
         "id=\"t-adoption\"",
         "id=\"t-contribution\"",
+        "id=\"t-warnings\"",
         "id=\"t-refused_by_rule\"",
         "id=\"t-refused\"",
         "What people ask for",
