@@ -343,6 +343,24 @@ rules:
     );
     assert_eq!(doc["activity_unseen"][0]["tunnels"], 2);
     assert_eq!(doc["changed"], 5);
+
+    // A strict rule (`unknown: block`) refuses s3's request too, and counts
+    // it as a write action.
+    std::fs::write(
+        candidate.path().join("policy.yaml"),
+        std::fs::read_to_string(candidate.path().join("policy.yaml"))
+            .unwrap()
+            .replace("action: read_only", "action: read_only\n    unknown: block"),
+    )
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(
+        doc["refused_writes"],
+        json!([{"group": "sales", "platform": "linkedin", "rule": "sales-read-only",
+                "requests": 6, "users": 3, "activities": {"post": 3, "comment": 2, "unknown": 1}}]),
+        "{doc}"
+    );
+    assert_eq!(doc["changed"], 6);
 }
 
 #[test]
