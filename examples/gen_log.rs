@@ -14,6 +14,7 @@
 //! tracking pixel on other sites too: embedded, not demand), Instagram to
 //! sales, most platforms to finance, which may read LinkedIn but not
 //! write there, and engineering has Instagram under a rule in report mode.
+//! Reddit shows support a warning once a day; most of them continue.
 //! LinkedIn, X, Facebook and Reddit are inspected (requests carry their
 //! activity); the others are tunnels. Working hours are Europe/Berlin
 //! (the period crosses the change to summer time on 2026-03-29), weekends
@@ -82,6 +83,7 @@ const LI: usize = 0;
 const FB: usize = 3;
 const IG: usize = 4;
 const TT: usize = 5;
+const RD: usize = 6;
 
 /// (department, share of persons, adoption per platform in PLATFORMS
 /// order, share of writers among adopters)
@@ -181,6 +183,9 @@ enum What {
     Other,
     /// A client in no group asking without credentials.
     NoGroup,
+    /// A warn rule's warning page (`false`) or the Continue past it
+    /// (`true`); the requests after it are acknowledged.
+    Warn(bool),
 }
 
 const ACTIVITIES: [&str; 10] = [
@@ -274,6 +279,16 @@ fn decide(
             200,
         ),
         _ if platform == IG && dept == "sales" => block("sales-no-instagram"),
+        _ if platform == RD && dept == "support" => (
+            "warn",
+            "enforce",
+            "support-reddit-warn",
+            "rule-matched",
+            match what {
+                What::Warn(true) => 303,
+                _ => 200,
+            },
+        ),
         _ if dept == "finance" && matches!(platform, 2..=4) => block("finance-no-social"),
         What::Request(a, _) if dept == "finance" && platform == LI && (2..=8).contains(&a) => {
             block("finance-linkedin-read-only")
@@ -367,8 +382,29 @@ fn day_events(people: &[Person], day: i64, scale: f64, rng: &mut Rng, out: &mut 
             }
             if rng.chance(chance) {
                 let sessions = 1 + rng.below(2);
-                for _ in 0..sessions {
+                for s in 0..sessions {
                     let mut ms = local_start(day, pick_hour(rng), rng.below(60));
+                    // The day's first visit meets the warning; most go on.
+                    if platform == RD && DEPTS[p.dept].0 == "support" && !p.guest && s == 0 {
+                        out.push(Event {
+                            ms,
+                            person,
+                            platform: platform as u8,
+                            what: What::Warn(false),
+                            bytes: 3000,
+                        });
+                        if !rng.chance(0.7) {
+                            break;
+                        }
+                        out.push(Event {
+                            ms: ms + 20_000,
+                            person,
+                            platform: platform as u8,
+                            what: What::Warn(true),
+                            bytes: 400,
+                        });
+                        ms += 40_000;
+                    }
                     for h in 0..hits(rng, 5.0).max(1) {
                         let what = if !inspected {
                             What::Tunnel
@@ -557,6 +593,21 @@ fn write_line(w: &mut impl Write, p: &Person, e: &Event) -> std::io::Result<()> 
             "null".to_owned(),
             false,
         ),
+        What::Warn(_) => (
+            "request",
+            "GET",
+            site.to_owned(),
+            true,
+            "\"primary\"",
+            "\"read\"".to_owned(),
+            true,
+        ),
+    };
+    let warn = match (action, e.what) {
+        (_, What::Warn(false)) => r#","warn":"shown""#,
+        (_, What::Warn(true)) => r#","warn":"continued""#,
+        ("warn", _) => r#","warn":"acknowledged""#,
+        _ => "",
     };
     let (plat_json, cat_json) = if plat {
         (format!("\"{platform}\""), format!("\"{category}\""))
@@ -575,7 +626,7 @@ fn write_line(w: &mut impl Write, p: &Person, e: &Event) -> std::io::Result<()> 
     };
     writeln!(
         w,
-        r#"{{"time":"{t}","kind":"{kind}","client":"{}","user":{user},"auth":"{auth}","groups":[{groups}],"group":{group},"method":"{method}","host":"{host}","port":443,"platform":{plat_json},"category":{cat_json},"class":{class},"activity":{activity},"foreground":{},"action":"{action}","mode":"{mode}","rule":"{rule}","reason":"{reason}","status":{status},"bytes_up":{up},"bytes_down":{down},"duration_ms":{}}}"#,
+        r#"{{"time":"{t}","kind":"{kind}","client":"{}","user":{user},"auth":"{auth}","groups":[{groups}],"group":{group},"method":"{method}","host":"{host}","port":443,"platform":{plat_json},"category":{cat_json},"class":{class},"activity":{activity},"foreground":{},"action":"{action}","mode":"{mode}","rule":"{rule}","reason":"{reason}","status":{status}{warn},"bytes_up":{up},"bytes_down":{down},"duration_ms":{}}}"#,
         p.client,
         foreground,
         e.bytes % 60_000,

@@ -556,7 +556,7 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
         asks.push(Line {
             head: w.platform.clone(),
             text: format!(
-                "{continued} of {warned} people warned continued ({})",
+                "{continued} of {warned} warned people went on past the warning ({})",
                 pct(continued as f64 / warned as f64)
             ),
             tone: "",

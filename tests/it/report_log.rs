@@ -423,6 +423,56 @@ fn readers_contributors_and_activities_match_hand_computed_numbers() {
 }
 
 #[test]
+fn a_write_held_at_a_warning_is_no_contribution_and_one_past_it_is() {
+    // Marketing on LinkedIn under a warn rule: m1..m3 continued and posted
+    // (acknowledged); m4 and m5 posted while held at the warning, so
+    // nothing was written: neither contributors nor use.
+    let g: &[&str] = &["marketing"];
+    let warned = |n: u32, who: &str, outcome: &str| {
+        Line::tunnel(&format!("2026-03-02T10:{n:02}:00Z"), who, g, "linkedin")
+            .act("post", false)
+            .set("action", json!("warn"))
+            .set("rule", json!("marketing-warn"))
+            .set("warn", json!(outcome))
+    };
+    let mut lines = Vec::new();
+    for (n, who) in ["p:m1", "p:m2", "p:m3"].iter().enumerate() {
+        lines.push(warned(n as u32, who, "acknowledged"));
+    }
+    for (n, who) in ["p:m4", "p:m5"].iter().enumerate() {
+        lines.push(warned(10 + n as u32, who, "held"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "a.log", &lines);
+    let mut a = args(vec![log]);
+    a.k = 1;
+    let r = json_of(&a);
+    let c = row(&r["strategy"]["contribution"], "marketing", "linkedin");
+    assert_eq!(
+        (
+            c["contributors"].as_u64(),
+            c["posts"].as_u64(),
+            c["readers"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "{c}"
+    );
+    // Every member was seen; the held posts are no refusal either (and no
+    // page was opened): the adoption table has nothing to show, no row.
+    assert_eq!(r["strategy"]["platforms"], json!([]));
+    let groups = &r["strategy"]["groups"];
+    assert_eq!(row_of(groups, "marketing")["active_members"], 5);
+}
+
+fn row_of<'a>(rows: &'a Value, group: &str) -> &'a Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"] == group)
+        .unwrap_or_else(|| panic!("no row for {group}: {rows}"))
+}
+
+#[test]
 fn all_means_members_of_groups_and_blocked_demand_counts_only_primary_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let mut lines = scenario(5);
@@ -946,6 +996,24 @@ fn realistic_log(dir: &Path) -> PathBuf {
                         .set("mode", json!("report")),
                     );
                 }
+                // A warn rule on Facebook for engineering: some continue.
+                if *g == "engineering" && i < 20 && rnd(3) == 0 {
+                    let at = |m: u64| format!("{date}T14:{m:02}:00Z");
+                    let warned = |time: &str, outcome: &str| {
+                        Line::tunnel(time, &user, &[g, "staff"], "facebook")
+                            .set("kind", json!("request"))
+                            .set("method", json!("GET"))
+                            .set("action", json!("warn"))
+                            .set("rule", json!("warn-facebook"))
+                            .set("warn", json!(outcome))
+                    };
+                    let m = rnd(50);
+                    lines.push(warned(&at(m), "shown"));
+                    if rnd(2) == 0 {
+                        lines.push(warned(&at(m + 1), "continued").set("status", json!(303)));
+                        lines.push(warned(&at(m + 2), "acknowledged"));
+                    }
+                }
             }
         }
         for i in 0..6 {
@@ -1076,6 +1144,7 @@ fn html_report_reads_on_a_laptop_screen_in_chromium() {
         "id=\"t-maturity\"",
         "id=\"t-adoption\"",
         "id=\"t-contribution\"",
+        "id=\"t-warnings\"",
         "id=\"t-refused_by_rule\"",
         "id=\"t-refused\"",
         "What people ask for",

@@ -343,4 +343,82 @@ rules:
     );
     assert_eq!(doc["activity_unseen"][0]["tunnels"], 2);
     assert_eq!(doc["changed"], 5);
+
+    // A strict rule (`unknown: block`) refuses s3's request too, and counts
+    // it as a write action.
+    std::fs::write(
+        candidate.path().join("policy.yaml"),
+        std::fs::read_to_string(candidate.path().join("policy.yaml"))
+            .unwrap()
+            .replace("action: read_only", "action: read_only\n    unknown: block"),
+    )
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(
+        doc["refused_writes"],
+        json!([{"group": "sales", "platform": "linkedin", "rule": "sales-read-only",
+                "requests": 6, "users": 3, "activities": {"post": 3, "comment": 2, "unknown": 1}}]),
+        "{doc}"
+    );
+    assert_eq!(doc["changed"], 6);
+}
+
+#[test]
+fn simulate_counts_a_write_past_an_acknowledged_warning_but_not_one_held_at_it() {
+    use crate::report_log::{write_log, Line};
+    use serde_json::json;
+    // Under a warn rule: s1 had continued, so its post went through; s2's
+    // post was held at the warning (socialgate answered, nothing was
+    // written).
+    let g: &[&str] = &["sales"];
+    let warned = |time: &str, who: &str, outcome: &str| {
+        Line::tunnel(time, who, g, "linkedin")
+            .act("post", false)
+            .set("action", json!("warn"))
+            .set("rule", json!("sales-warn"))
+            .set("warn", json!(outcome))
+    };
+    let lines = vec![
+        warned("2026-03-02T10:00:00Z", "p:s1", "acknowledged"),
+        warned("2026-03-02T10:01:00Z", "p:s2", "held"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "access.log", &lines);
+    let candidate = PolicyDir::new(
+        r#"
+version: 1
+groups:
+  sales:
+    networks: [10.99.0.0/16]
+rules:
+  - id: sales-read-only
+    groups: [sales]
+    platforms: [linkedin]
+    action: read_only
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_socialgate"))
+        .args(["simulate", "--k", "1", "--format", "json", "--log"])
+        .arg(&log)
+        .arg("--policy")
+        .arg(candidate.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Both change from warned to refused ...
+    assert_eq!(doc["changed"], 2, "{doc}");
+    assert_eq!(doc["changes"][0]["from"], "warned", "{doc}");
+    assert_eq!(doc["changes"][0]["to"], "refused", "{doc}");
+    // ... but only s1's post had passed: one write the candidate refuses.
+    assert_eq!(
+        doc["refused_writes"],
+        json!([{"group": "sales", "platform": "linkedin", "rule": "sales-read-only",
+                "requests": 1, "users": 1, "activities": {"post": 1}}]),
+        "{doc}"
+    );
 }
