@@ -164,6 +164,10 @@ pub struct ProxyState {
     pub conns: TaskTracker,
     /// Open connections per client address (`--max-connections-per-client`).
     pub client_slots: Arc<conn::ClientSlots>,
+    /// Places in `--max-connections`, shared by every listener (proxy and
+    /// transparent, however many addresses each has): a place is held until
+    /// the connection, or the tunnel it became, closes.
+    pub permits: Arc<Semaphore>,
     /// Bounds the 429 answers to connections over the per-client cap.
     pub refusing: Arc<Semaphore>,
     /// When the per-client cap was last reported (seconds since start), so
@@ -214,6 +218,7 @@ impl ProxyState {
             metrics.clone(),
         );
         let client_slots = conn::ClientSlots::new(config.max_connections_per_client);
+        let permits = Arc::new(Semaphore::new(config.max_connections));
         let resolver = upstream::Resolver::new(
             config.resolve.clone(),
             config.connect_timeout,
@@ -255,6 +260,7 @@ impl ProxyState {
             stopping: tokio::sync::watch::channel(false).0,
             conns: TaskTracker::new(),
             client_slots,
+            permits,
             refusing: conn::refusing_semaphore(),
             limit_warned: Default::default(),
             accept_warned: Default::default(),
@@ -317,6 +323,53 @@ impl ProxyState {
 /// How long a listener waits after a failed accept (EMFILE and friends).
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// What one turn of a listener's accept loop got.
+pub(crate) enum Accepted {
+    /// A connection with its places in `--max-connections` and
+    /// `--max-connections-per-client`.
+    Client(conn::Client),
+    /// A connection from a client already at `--max-connections-per-client`
+    /// (it holds no place; the listener says no in its own way).
+    OverClientLimit(tokio::net::TcpStream, SocketAddr),
+}
+
+/// Waits for a place in `--max-connections` (shared by every listener),
+/// then for the next connection on `listener` (named in metrics and
+/// warnings), and checks the client's cap. A failed accept (EMFILE) backs
+/// off and tries again. `None` once `shutdown` resolves.
+pub(crate) async fn accept<S>(
+    listener: &TcpListener,
+    state: &ProxyState,
+    name: &'static str,
+    shutdown: &mut S,
+) -> Option<Accepted>
+where
+    S: Future<Output = ()> + Unpin,
+{
+    let permit = tokio::select! {
+        p = state.permits.clone().acquire_owned() => p.ok()?,
+        _ = &mut *shutdown => return None,
+    };
+    let (stream, peer) = loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => break x,
+                Err(e) => state.accept_failed(name, &e).await,
+            },
+            _ = &mut *shutdown => return None,
+        }
+    };
+    let Some(slot) = state.client_slots.acquire(peer.ip()) else {
+        return Some(Accepted::OverClientLimit(stream, peer));
+    };
+    let _ = stream.set_nodelay(true);
+    Some(Accepted::Client(conn::Client {
+        stream,
+        peer,
+        held: conn::Held { permit, slot },
+    }))
+}
+
 /// Serves proxy clients on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `drain` for in-flight requests and tunnels.
 /// Returns `None` when everything drained in time, else how many tunnels
@@ -327,38 +380,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Option<u64> {
-    let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let builder = conn::builder(&state.config);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
+    while let Some(accepted) = accept(&listener, &state, "proxy", &mut shutdown).await {
+        let client = match accepted {
+            Accepted::Client(c) => c,
+            Accepted::OverClientLimit(stream, peer) => {
+                conn::refuse_over_client_limit(&state, stream, peer);
+                continue;
+            }
         };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    state.accept_failed("proxy", &e).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let Some(slot) = state.client_slots.acquire(peer.ip()) else {
-            drop(permit);
-            conn::refuse_over_client_limit(&state, stream, peer);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let client = conn::Client {
-            stream,
-            peer,
-            held: conn::Held { permit, slot },
-        };
+        let peer = client.peer;
         let st = state.clone();
         let handle = move |req| {
             let answer = handler::handle(st.clone(), peer, req);

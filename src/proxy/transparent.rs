@@ -36,7 +36,6 @@ use std::time::Duration;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use super::context::Exchange;
 use super::sni::{self, Hello, Peeked};
@@ -58,34 +57,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> Option<u64> {
-    let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let builder = conn::builder(&state.config);
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
+    while let Some(accepted) = super::accept(&listener, &state, "transparent", &mut shutdown).await
+    {
+        let client = match accepted {
+            super::Accepted::Client(c) => c,
+            super::Accepted::OverClientLimit(stream, peer) => {
+                // A redirected client cannot be told why: reset, and count it.
+                state.note_client_limit(peer.ip());
+                reset(stream);
+                continue;
+            }
         };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    state.accept_failed("transparent", &e).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let Some(slot) = state.client_slots.acquire(peer.ip()) else {
-            // A redirected client cannot be told why: reset, and count it.
-            state.note_client_limit(peer.ip());
-            reset(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, peer) = (&client.stream, client.peer);
         let original = match original_destination(&stream) {
             Ok(o) => o,
             Err(e) => {
@@ -97,11 +82,6 @@ pub async fn serve(
                     Err(_) => continue,
                 }
             }
-        };
-        let client = conn::Client {
-            stream,
-            peer,
-            held: conn::Held { permit, slot },
         };
         let st = state.clone();
         let b = builder.clone();

@@ -449,3 +449,56 @@ async fn the_transparent_listener_resets_a_client_over_its_connection_cap() {
     drop(other);
     assert_eq!(slots.open("127.0.0.5".parse().unwrap()), 3);
 }
+
+#[tokio::test]
+async fn max_connections_is_one_limit_shared_by_every_listener() {
+    // Two proxy addresses and a transparent one, and room for two
+    // connections in all: each listener counting on its own would let
+    // three times as many in, and a flood spread over them would pass
+    // the memory and descriptor bounds `--max-connections` stands for.
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_in(PolicyDir::new(BASIC_POLICY), |cfg| {
+        cfg.listen = vec!["127.0.0.1:0".parse().unwrap(); 2];
+        cfg.transparent = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.proxy.max_connections = 2;
+    })
+    .await;
+    let app = proxy.app();
+    let (a, b, t) = (
+        app.proxy_addrs[0],
+        app.proxy_addrs[1],
+        app.transparent_addrs[0],
+    );
+    let mut held = Vec::new();
+    for addr in [a, b] {
+        let mut s = connect_from("127.0.0.1", addr).await;
+        s.write_all(get(&origin, "/hello").as_bytes())
+            .await
+            .unwrap();
+        let r = read_response(&mut s).await;
+        assert_eq!(status_of(&r), 200, "{r}");
+        held.push(s);
+    }
+    assert_eq!(app.state.permits.available_permits(), 0);
+    // A third connection, on the transparent listener: the kernel takes
+    // it into the listen queue, socialgate does not accept it yet.
+    let mut third = connect_from("127.0.0.1", t).await;
+    third
+        .write_all(b"GET / HTTP/1.1\r\nHost: www.linkedin.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "answered while both places were taken: {early:?}"
+    );
+    assert_eq!(proxy.gauges().connections.load(Ordering::SeqCst), 2);
+    // One closes: the waiting connection gets its place and its answer
+    // (straight to the transparent listener: destination-self).
+    drop(held.pop());
+    let mut out = Vec::new();
+    within(third.read_to_end(&mut out)).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&out), 403, "{out}");
+}
