@@ -71,7 +71,7 @@ pub async fn serve(
             }
         };
         let (stream, peer) = (&client.stream, client.peer);
-        let original = match original_destination(&stream) {
+        let original = match original_destination(stream) {
             Ok(o) => o,
             Err(e) => {
                 // No NAT record: the client came to the listener itself,
