@@ -28,7 +28,8 @@ use hyper_util::rt::TokioIo;
 use super::body::{BoxError, ClientFault, Counted, Pending};
 use super::context::{apply_keeping_groups, Exchange};
 use super::headers::{
-    add_via, is_navigation, presentation, strip_alt_svc, strip_hop_by_hop, wants_upgrade,
+    add_via, is_navigation, presentation, strip_alt_svc, strip_hop_by_hop, switches_to_websocket,
+    wants_upgrade,
 };
 use super::inspect::conn::{Inside, Link, Reach};
 use super::responses;
@@ -814,6 +815,15 @@ fn switched(
 ) -> Response<ProxyBody> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         return relay_response(state, resp, pending);
+    }
+    if !switches_to_websocket(resp.headers()) {
+        // Only WebSocket was asked for; bytes of another protocol would
+        // pass unread.
+        return respond_pending(
+            pending,
+            ErrorKind::UpstreamProtocol,
+            "the site switched to a protocol other than the WebSocket asked for",
+        );
     }
     let mut resp = resp;
     let upstream_upgrade = hyper::upgrade::on(&mut resp);

@@ -4,7 +4,8 @@
 //! `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, and
 //! the proxy's own `Proxy-Authorization`/`Proxy-Authenticate`) never cross
 //! the proxy; hyper re-frames the body on each side. A `Via` entry is added.
-//! For an `Upgrade` exchange, `Connection: upgrade` and `Upgrade` are kept.
+//! For a WebSocket upgrade, `Connection: upgrade` and `Upgrade: websocket`
+//! are kept; no other protocol is offered onward (see [`wants_upgrade`]).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -22,8 +23,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// The `Via` entry socialgate adds.
 pub const VIA: &str = "1.1 socialgate";
 
-/// Removes hop-by-hop headers. With `keep_upgrade`, the `Upgrade` header
-/// and `Connection: upgrade` survive so the next hop sees the upgrade.
+/// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade: websocket`
+/// and `Connection: upgrade` are written back so the next hop sees the
+/// upgrade, and only that one ([`wants_upgrade`] said it was offered).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Headers named by Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
@@ -33,13 +35,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    let upgrade = keep_upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten();
     for name in named {
-        if name != header::UPGRADE || upgrade.is_none() {
-            headers.remove(&name);
-        }
+        headers.remove(&name);
     }
     // One pass over the names present (most messages carry none or one of
     // these), instead of a hashed removal per hop-by-hop name.
@@ -55,9 +52,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in present.iter().flatten() {
         headers.remove(name);
     }
-    if let Some(u) = upgrade {
+    if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, u);
+        headers.insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
     }
 }
 
@@ -75,15 +72,40 @@ pub fn add_via(headers: &mut HeaderMap) {
     }
 }
 
-/// True when the request asks to switch protocols (`Connection: upgrade`).
+/// The one protocol a request may switch to through socialgate.
+const WEBSOCKET: &str = "websocket";
+
+/// True when the request asks to switch to WebSocket (`Connection: upgrade`
+/// and `websocket` among the `Upgrade` protocols). Any other protocol
+/// (`h2c`, or one an origin makes up) would turn the connection into bytes
+/// the policy cannot read, around the per-request decisions (`read_only`,
+/// activities, paths): such a request is forwarded as an ordinary one, its
+/// `Upgrade` dropped like any hop-by-hop header, as nginx does unless told.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
+    let tokens = |name| {
+        headers
+            .get_all(name)
+            .into_iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            .map(str::trim)
+    };
+    tokens(header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && tokens(header::UPGRADE).any(is_websocket)
+}
+
+/// True when a `101` switches to what was asked: WebSocket.
+pub fn switches_to_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| is_websocket(v.trim()))
+}
+
+/// `websocket`, in any case, optionally with a version (`websocket/13`).
+fn is_websocket(protocol: &str) -> bool {
+    let name = protocol.split('/').next().unwrap_or_default();
+    name.eq_ignore_ascii_case(WEBSOCKET)
 }
 
 /// Removes `Alt-Svc` from a response: it would invite browsers to HTTP/3
@@ -182,6 +204,31 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade() {
+        let cases = [
+            ("Upgrade", "websocket", true),
+            ("keep-alive, Upgrade", "WebSocket", true),
+            ("upgrade", "websocket/13", true),
+            ("Upgrade", "h2c, websocket", true),
+            ("Upgrade", "h2c", false),
+            ("Upgrade", "websocketx", false),
+            ("Upgrade", "tls/1.2", false),
+            ("keep-alive", "websocket", false),
+        ];
+        for (connection, upgrade, want) in cases {
+            let h = map(&[("connection", connection), ("upgrade", upgrade)]);
+            assert_eq!(wants_upgrade(&h), want, "{connection:?} {upgrade:?}");
+        }
+        // What goes on is WebSocket alone, whatever else was offered.
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "h2c, websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(switches_to_websocket(&map(&[("upgrade", "WebSocket")])));
+        assert!(!switches_to_websocket(&map(&[("upgrade", "h2c")])));
+        assert!(!switches_to_websocket(&HeaderMap::new()));
     }
 
     #[test]

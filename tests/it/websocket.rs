@@ -123,3 +123,74 @@ async fn refuses_a_websocket_upgrade_to_a_blocked_platform() {
         "{head}"
     );
 }
+
+#[tokio::test]
+async fn an_upgrade_to_anything_but_websocket_is_forwarded_as_an_ordinary_request() {
+    // `Upgrade: h2c` (or any protocol an origin agrees to) would turn the
+    // connection into bytes no per-request rule reads: read_only, upload
+    // and path rules would stop at the first request.
+    let origin = RecordingOrigin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let authority = format!("example.org:{}", origin.port());
+    for upgrade in ["h2c", "H2C", "foo/1, h2c", "websocketx"] {
+        let head = format!(
+            "GET http://{authority}/x HTTP/1.1\r\nHost: {authority}\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+             Upgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        );
+        let out = raw_exchange(proxy.addr, head.as_bytes()).await;
+        assert_eq!(status_of(&out), 200, "{upgrade}: {out}");
+    }
+    // Offered together with WebSocket, only WebSocket goes on.
+    let mut s = connect_from("127.0.0.1", proxy.addr).await;
+    let both = handshake(&format!("http://{authority}/ws"), &authority)
+        .replace("Upgrade: websocket", "Upgrade: h2c, websocket");
+    s.write_all(both.as_bytes()).await.unwrap();
+    let _ = read_head(&mut s).await;
+    let got = origin.requests();
+    assert_eq!(got.len(), 5, "{got:#?}");
+    for r in &got[..4] {
+        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            !names.contains(&"upgrade") && !names.contains(&"http2-settings"),
+            "{names:?}"
+        );
+    }
+    let upgrade: Vec<&str> = got[4]
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "upgrade")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(upgrade, ["websocket"]);
+}
+
+#[tokio::test]
+async fn an_origin_that_switches_a_websocket_request_to_another_protocol_gets_502() {
+    // A misbehaving origin: 101 to `h2c` whatever was asked.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = read_head(&mut s).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+                    .await;
+                let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+                let mut sink = [0u8; 256];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await;
+            });
+        }
+    });
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let authority = format!("example.org:{port}");
+    let mut s = connect_from("127.0.0.1", proxy.addr).await;
+    s.write_all(handshake(&format!("http://{authority}/ws"), &authority).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert_eq!(status_of(&head), 502, "{head}");
+    let log = proxy.log_lines(1).await;
+    assert_eq!(log[0]["error"], "upstream-protocol", "{}", log[0]);
+    server.abort();
+}
