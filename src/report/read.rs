@@ -1,10 +1,9 @@
 //! Streaming access-log reader shared by `report` and `simulate`.
 //!
 //! Reads JSON-lines access logs from files, gzip files (by magic bytes, so
-//! rotated `.gz` files work whatever their name) or standard input (`-`) in
-//! blocks of whole lines into reused buffers, parses the blocks of a round
-//! on all cores, and hands each record, in the input's order, to a callback
-//! as a [`Record`] that borrows from its block. A bad line (truncated JSON,
+//! rotated `.gz` files work whatever their name) or standard input (`-`), one
+//! line at a time into a reused buffer, and hands each record to a callback as
+//! a [`Record`] that borrows from that buffer. A bad line (truncated JSON,
 //! wrong types, missing fields, invalid UTF-8) is counted and a few examples
 //! kept as `file:line: problem`; a file that cannot be opened is recorded in
 //! [`ReadStats`]. Neither stops the reading.
@@ -15,10 +14,8 @@
 //! fragment is a line of its own: it is skipped, counted as malformed and
 //! as partial, and the next line reads normally.
 //!
-//! This module holds at most one block per core (about 1 MiB each, or one
-//! line if a line is longer) and their records, whatever the input's size,
-//! and never interprets records (no policy, no aggregation): the callback
-//! runs on the caller's thread, one record at a time.
+//! This module must never hold more than one line in memory, and never
+//! interpret records (no policy, no aggregation).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -195,6 +192,18 @@ where
     }
 }
 
+/// Reads one input (see [`read_logs`]).
+pub fn read_one<F>(path: &Path, stats: &mut ReadStats, f: &mut F)
+where
+    F: FnMut(&Record<'_>),
+{
+    read_one_with(path, stats, &mut |line: &[u8]| {
+        let rec = parse_line(line)?;
+        f(&rec);
+        Ok(rec.unknown_values())
+    });
+}
+
 /// Reads one access-log line (without its newline) as a [`Record`].
 pub fn parse_line(line: &[u8]) -> Result<Record<'_>, serde_json::Error> {
     // One UTF-8 check of the whole line costs less than serde_json's check
@@ -206,12 +215,13 @@ pub fn parse_line(line: &[u8]) -> Result<Record<'_>, serde_json::Error> {
     }
 }
 
-/// Reads one input (see [`read_logs`]): calls `handle` with the record of
-/// each well-formed, non-empty line (trimmed of surrounding blanks), and
-/// counts the rest as malformed with a few examples kept.
-pub fn read_one<H>(path: &Path, stats: &mut ReadStats, handle: &mut H)
+/// Calls `handle` with each non-empty line of one input (trimmed of
+/// surrounding blanks); `handle` returns how many unknown values the line's
+/// record held, or the error that makes the line malformed (kept as an
+/// example).
+fn read_one_with<H>(path: &Path, stats: &mut ReadStats, handle: &mut H)
 where
-    H: FnMut(&Record<'_>),
+    H: FnMut(&[u8]) -> Result<u64, serde_json::Error>,
 {
     let name = path.display().to_string();
     let mut fs = FileStats {
@@ -304,13 +314,6 @@ pub fn open_input(path: &Path) -> Result<Box<dyn BufRead>, String> {
     }
 }
 
-/// Bytes of whole lines read into one block before it is parsed.
-const BLOCK: usize = 1 << 20;
-
-/// Reads one input block by block; the blocks of one round are parsed side
-/// by side (one per core, in scoped threads that borrow them) and their
-/// records handed to `handle` in the input's order on this thread. Memory
-/// stays at `cores` blocks and their records, whatever the input's size.
 fn read_lines<H>(
     mut reader: Box<dyn BufRead>,
     name: &str,
@@ -319,109 +322,25 @@ fn read_lines<H>(
     handle: &mut H,
 ) -> std::io::Result<()>
 where
-    H: FnMut(&Record<'_>),
+    H: FnMut(&[u8]) -> Result<u64, serde_json::Error>,
 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let mut blocks: Vec<Vec<u8>> = (0..cores).map(|_| Vec::with_capacity(BLOCK)).collect();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut line_no: u64 = 0;
     loop {
-        // Fill this round's blocks; a read error ends the input after the
-        // lines read before it are counted.
-        let mut firsts = Vec::with_capacity(cores);
-        let mut failed = None;
-        let mut filled = 0;
-        for block in &mut blocks {
-            firsts.push(line_no);
-            match fill_block(&mut *reader, block) {
-                Ok(0) => break,
-                Ok(n) => {
-                    line_no += n;
-                    filled += 1;
-                }
-                Err((n, e)) => {
-                    line_no += n;
-                    filled += usize::from(n > 0);
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let round = &blocks[..filled];
-        std::thread::scope(|s| {
-            let workers: Vec<_> = round
-                .iter()
-                .zip(&firsts)
-                .skip(1)
-                .map(|(block, &first)| s.spawn(move || parse_block(block, first)))
-                .collect();
-            if let Some(block) = round.first() {
-                consume(parse_block(block, firsts[0]), name, fs, stats, handle);
-            }
-            for w in workers {
-                // A panic in a worker is a bug: surface it, never drop lines.
-                let parsed = w.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-                consume(parsed, name, fs, stats, handle);
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if filled < blocks.len() {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
             return Ok(());
         }
-    }
-}
-
-/// Reads whole lines into `block` until it holds about [`BLOCK`] bytes or
-/// the input ends; returns how many lines it read (0 at the end), or the
-/// error with how many lines were read before it.
-fn fill_block(reader: &mut dyn BufRead, block: &mut Vec<u8>) -> Result<u64, (u64, std::io::Error)> {
-    block.clear();
-    let mut lines = 0;
-    while block.len() < BLOCK {
-        match reader.read_until(b'\n', block) {
-            Ok(0) => break,
-            Ok(_) => lines += 1,
-            Err(e) => return Err((lines, e)),
+        line_no += 1;
+        let line = trim_line(&buf);
+        if line.is_empty() {
+            continue;
         }
-    }
-    Ok(lines)
-}
-
-/// One line of a block: its number in the input, and its record or why it
-/// is malformed. Blank lines are left out.
-type Parsed<'a> = (u64, Result<Record<'a>, serde_json::Error>);
-
-fn parse_block(block: &[u8], first: u64) -> Vec<Parsed<'_>> {
-    let mut out = Vec::with_capacity(block.len() / 256);
-    let mut no = first;
-    for raw in block.split_inclusive(|&b| b == b'\n') {
-        no += 1;
-        let line = trim_line(raw);
-        if !line.is_empty() {
-            out.push((no, parse_line(line)));
-        }
-    }
-    out
-}
-
-/// Counts a parsed block's lines and hands its records on, in order.
-fn consume<H>(
-    parsed: Vec<Parsed<'_>>,
-    name: &str,
-    fs: &mut FileStats,
-    stats: &mut ReadStats,
-    handle: &mut H,
-) where
-    H: FnMut(&Record<'_>),
-{
-    for (line_no, rec) in parsed {
         fs.lines += 1;
-        match rec {
-            Ok(rec) => {
+        match handle(line) {
+            Ok(unknown) => {
                 fs.records += 1;
-                fs.unknown_values += rec.unknown_values();
-                handle(&rec);
+                fs.unknown_values += unknown;
             }
             Err(e) => {
                 fs.malformed += 1;
@@ -642,9 +561,8 @@ mod tests {
     }
 
     #[test]
-    fn blocks_parsed_side_by_side_keep_the_input_order_and_line_numbers() {
-        // About 9 MiB: several rounds of 1 MiB blocks on any number of
-        // cores, with blank and malformed lines at known places.
+    fn a_large_input_keeps_its_order_and_line_numbers() {
+        // About 9 MiB, with blank and malformed lines at known places.
         let n = 20_000;
         let mut text = String::new();
         let mut line = 0;
@@ -664,7 +582,7 @@ mod tests {
                 assert_eq!(line, 12_345 + 3 + 1);
             }
         }
-        assert!(text.len() > 8 * BLOCK);
+        assert!(text.len() > 8 << 20);
         let (hosts, stats) = read_str(&text);
         let want: Vec<String> = (0..n).map(|i| format!("h{i}.example")).collect();
         assert!(hosts == want, "records come in the input's order");
