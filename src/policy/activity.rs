@@ -587,13 +587,16 @@ impl<'s, 'r> Ops<'s, 'r> {
     }
 
     fn content_type(&mut self) -> &'r str {
-        let headers = self.seen.headers;
-        *self.content_type.get_or_insert_with(|| {
-            headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-        })
+        if let Some(ct) = self.content_type {
+            return ct;
+        }
+        let headers: &'r HeaderMap = self.seen.headers;
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.content_type = Some(ct);
+        ct
     }
 
     fn value(&mut self, i: usize) -> Value {
