@@ -136,6 +136,37 @@ pub fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// The standard methods, each a bit for [`Signature::method_bits`].
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The bit of a standard method, spelled in any case (`post` is POST to a
+/// signature); 0 for any other method.
+fn method_bit(method: &str) -> u16 {
+    STANDARD_METHODS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(method))
+        .map_or(0, |i| 1 << i)
+}
+
+/// [`method_bit`] of a request's method, without a string comparison for
+/// the methods `http` knows by name.
+fn request_method_bit(method: &Method) -> u16 {
+    match *method {
+        Method::GET => 1,
+        Method::HEAD => 1 << 1,
+        Method::POST => 1 << 2,
+        Method::PUT => 1 << 3,
+        Method::DELETE => 1 << 4,
+        Method::PATCH => 1 << 5,
+        Method::OPTIONS => 1 << 6,
+        Method::CONNECT => 1 << 7,
+        Method::TRACE => 1 << 8,
+        _ => method_bit(method.as_str()),
+    }
+}
+
 /// What a platform's unmatched non-safe request is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Unmatched {
@@ -186,7 +217,9 @@ impl OpSource {
 pub struct Operation {
     /// Indices into the platform's [`PlatformSignatures::sources`].
     pub from: Vec<usize>,
-    pub pattern: Regex,
+    /// Its pattern in the platform's [`PlatformSignatures::operations`]
+    /// (signatures with the same pattern share one).
+    pub pattern: usize,
 }
 
 /// One compiled signature.
@@ -200,6 +233,9 @@ pub struct Signature {
     /// Upper-case methods; empty means any. Compared without regard to
     /// case, so `post` cannot slip past a POST signature.
     pub methods: Vec<String>,
+    /// The standard methods among `methods`, as [`method_bit`]s: a request
+    /// with a standard method is checked with one AND.
+    pub method_bits: u16,
     /// Host suffixes (label boundaries); empty means any host of the platform.
     pub hosts: Vec<String>,
     pub operation: Option<Operation>,
@@ -220,61 +256,149 @@ pub struct PlatformSignatures {
     /// The distinct path patterns of its signatures, in file order,
     /// matched together in one pass.
     pub paths: Option<PathSet>,
+    /// The distinct operation patterns of its signatures, matched together
+    /// once per operation source a request names.
+    pub operations: Option<MatchSet>,
     pub signatures: Vec<Signature>,
 }
 
-/// Most distinct path patterns one platform may have (a bit each in the
-/// mask [`PathSet::matches`] returns).
+/// Most distinct path patterns (and, separately, operation patterns) one
+/// platform may have: a bit each in the mask [`MatchSet::matches`] returns.
 pub const MAX_PATHS: usize = 64;
 /// Most distinct operation sources one platform's signatures may read.
 pub const MAX_SOURCES: usize = 8;
+/// The most memory one platform's built DFA may take; a set that needs more
+/// is matched by the regex crate's lazy engine instead (same answers, slower).
+const DFA_SIZE_LIMIT: usize = 1 << 20;
 
-/// A platform's path patterns, matched in one pass over the path (the
-/// regex crate's own engine, multi-pattern, with overlapping matches).
+/// Several patterns matched together in one pass over a string (a path, or
+/// an operation name), reporting every pattern that matches, not just the
+/// first (overlapping matches, `MatchKind::All`).
+///
+/// Built once per platform as a full DFA: one table lookup per byte, and a
+/// set whose patterns all start with `^` stops at the first byte that no
+/// pattern can continue (a path outside every signature's prefix costs a few
+/// bytes). A set whose DFA would exceed [`DFA_SIZE_LIMIT`], or that the DFA
+/// cannot express (Unicode word boundaries), is matched by the regex crate's
+/// own engine, which gives the same answers.
 #[derive(Debug, Clone)]
-pub struct PathSet {
-    re: regex_automata::meta::Regex,
+pub struct MatchSet {
+    dfa: Option<regex_automata::dfa::dense::DFA<Vec<u32>>>,
+    /// Every pattern begins with `^`: search anchored, stop when none can match.
+    anchored: bool,
+    meta: regex_automata::meta::Regex,
 }
 
+/// The name the first version gave a platform's path patterns.
+pub type PathSet = MatchSet;
+
 thread_local! {
-    /// The match set each thread reuses: matching allocates nothing.
+    /// The match set each thread reuses when the lazy engine is used:
+    /// matching allocates nothing.
     static MATCHED: std::cell::RefCell<regex_automata::PatternSet> =
         std::cell::RefCell::new(regex_automata::PatternSet::new(MAX_PATHS));
 }
 
-impl PathSet {
-    fn new(patterns: &[String]) -> Result<PathSet, String> {
+impl MatchSet {
+    fn new(patterns: &[String]) -> Result<MatchSet, String> {
+        use regex_automata::dfa::{dense, StartKind};
+        use regex_automata::MatchKind;
         if patterns.len() > MAX_PATHS {
             return Err(format!(
-                "{} distinct path patterns; at most {MAX_PATHS} per platform",
+                "{} distinct patterns; at most {MAX_PATHS} per platform",
                 patterns.len()
             ));
         }
         // Every pattern that matches, not just the leftmost-first one (as
         // `regex::RegexSet` builds it).
-        regex_automata::meta::Builder::new()
-            .configure(
-                regex_automata::meta::Config::new().match_kind(regex_automata::MatchKind::All),
-            )
+        let meta = regex_automata::meta::Builder::new()
+            .configure(regex_automata::meta::Config::new().match_kind(MatchKind::All))
             .build_many(patterns)
-            .map(|re| PathSet { re })
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let nfa = regex_automata::nfa::thompson::Compiler::new()
+            .build_many(patterns)
+            .map_err(|e| e.to_string())?;
+        let anchored = nfa.is_always_start_anchored();
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::Config::new()
+                    .match_kind(MatchKind::All)
+                    .start_kind(if anchored {
+                        StartKind::Anchored
+                    } else {
+                        StartKind::Unanchored
+                    })
+                    // Paths and names are short: a memchr call per
+                    // state costs more than the bytes it would skip.
+                    .accelerate(false)
+                    .dfa_size_limit(Some(DFA_SIZE_LIMIT))
+                    .determinize_size_limit(Some(4 * DFA_SIZE_LIMIT)),
+            )
+            .build_from_nfa(&nfa)
+            .ok();
+        Ok(MatchSet {
+            dfa,
+            anchored,
+            meta,
+        })
     }
 
-    /// Bit `i` is set when pattern `i` matches `path`.
-    pub fn matches(&self, path: &str) -> u64 {
+    /// Bit `i` is set when pattern `i` matches `hay`.
+    pub fn matches(&self, hay: &str) -> u64 {
+        if let Some(bits) = self.dfa.as_ref().and_then(|dfa| self.walk(dfa, hay)) {
+            return bits;
+        }
         MATCHED.with(|m| {
             let mut m = m.borrow_mut();
             m.clear();
-            self.re
-                .which_overlapping_matches(&regex_automata::Input::new(path), &mut m);
-            if m.is_empty() {
-                return 0;
-            }
-            (0..self.re.pattern_len())
-                .filter(|&i| m.contains(regex_automata::PatternID::new_unchecked(i)))
-                .fold(0u64, |acc, i| acc | 1 << i)
+            self.meta
+                .which_overlapping_matches(&regex_automata::Input::new(hay), &mut m);
+            m.iter().fold(0u64, |acc, p| acc | 1 << p.as_usize())
         })
+    }
+
+    /// The DFA's walk over `hay`, a transition per byte, collecting the
+    /// patterns of every match state it passes (what an overlapping search
+    /// reports, without its per-call bookkeeping). `None` if the DFA cannot
+    /// answer (a quit state: not built here, but then the lazy engine does).
+    fn walk(&self, dfa: &regex_automata::dfa::dense::DFA<Vec<u32>>, hay: &str) -> Option<u64> {
+        use regex_automata::dfa::Automaton;
+        let anchored = if self.anchored {
+            regex_automata::Anchored::Yes
+        } else {
+            regex_automata::Anchored::No
+        };
+        let mut sid = dfa
+            .start_state(&regex_automata::util::start::Config::new().anchored(anchored))
+            .ok()?;
+        let mut bits = 0u64;
+        let collect = |sid, bits: &mut u64| {
+            for i in 0..dfa.match_len(sid) {
+                *bits |= 1 << dfa.match_pattern(sid, i).as_usize();
+            }
+        };
+        for &b in hay.as_bytes() {
+            sid = dfa.next_state(sid, b);
+            if dfa.is_special_state(sid) {
+                if dfa.is_dead_state(sid) {
+                    return Some(bits);
+                } else if dfa.is_match_state(sid) {
+                    collect(sid, &mut bits);
+                } else if dfa.is_quit_state(sid) {
+                    return None;
+                }
+            }
+        }
+        sid = dfa.next_eoi_state(sid);
+        if dfa.is_match_state(sid) {
+            collect(sid, &mut bits);
+        }
+        Some(bits)
+    }
+
+    /// Whether the full DFA is used (false: the lazy engine).
+    pub fn is_dfa(&self) -> bool {
+        self.dfa.is_some()
     }
 }
 
@@ -340,12 +464,13 @@ impl Signatures {
             if matched == 0 {
                 return Classify::Done(unmatched(seen, p.unmatched));
             }
-            let mut ops = Ops::new(seen, &p.sources);
+            let mut ops = Ops::new(seen, &p.sources, p.operations.as_ref());
+            let method = request_method_bit(seen.method);
             for sig in &p.signatures {
                 if matched & (1 << sig.path) == 0 {
                     continue;
                 }
-                match sig.check(seen, &mut ops) {
+                match sig.check(seen, method, &mut ops) {
                     Check::Match => {
                         return Classify::Done(Classified {
                             activity: sig.activity,
@@ -364,12 +489,14 @@ impl Signatures {
 /// A request no signature matched: a safe method reads, a multipart body
 /// uploads, anything else is what the platform says.
 fn unmatched(seen: &Seen<'_>, unmatched: Unmatched) -> Classified {
-    let multipart = seen
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| starts_with_ignore_case(ct, "multipart/"));
-    let activity = if !is_safe(seen.method) && multipart {
+    // A safe method reads whatever its body: the header is not looked up.
+    let multipart = || {
+        seen.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| starts_with_ignore_case(ct, "multipart/"))
+    };
+    let activity = if !is_safe(seen.method) && multipart() {
         Activity::Upload
     } else {
         Activity::of_method(seen.method, unmatched)
@@ -387,20 +514,25 @@ enum Check {
 }
 
 impl Signature {
-    fn check(&self, seen: &Seen<'_>, ops: &mut Ops<'_, '_>) -> Check {
-        if !self.methods.is_empty()
-            && !self
-                .methods
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(seen.method.as_str()))
-        {
-            return Check::NoMatch;
+    /// `method` is the request's [`request_method_bit`].
+    fn check(&self, seen: &Seen<'_>, method: u16, ops: &mut Ops<'_, '_>) -> Check {
+        if !self.methods.is_empty() {
+            let listed = if method != 0 {
+                self.method_bits & method != 0
+            } else {
+                self.methods
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(seen.method.as_str()))
+            };
+            if !listed {
+                return Check::NoMatch;
+            }
         }
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| on_label_boundary(seen.host, h)) {
             return Check::NoMatch;
         }
         if let Some(prefix) = &self.content_type {
-            if !starts_with_ignore_case(ops.content_type, prefix) {
+            if !starts_with_ignore_case(ops.content_type(), prefix) {
                 return Check::NoMatch;
             }
         }
@@ -412,7 +544,7 @@ impl Signature {
                 Value::Absent => {}
                 Value::InBody => return Check::NeedBody,
                 // The first source that names the operation decides.
-                Value::Found(v) if op.pattern.is_match(v) => return Check::Match,
+                Value::Found(matched) if matched & (1 << op.pattern) != 0 => return Check::Match,
                 Value::Found(_) => return Check::NoMatch,
             }
         }
@@ -421,38 +553,53 @@ impl Signature {
 }
 
 /// An operation source's value for one request.
-enum Value<'v> {
+enum Value {
     Absent,
     /// In the body, which has not been peeked at yet.
     InBody,
-    Found(&'v str),
+    /// The operation patterns (bits of the platform's
+    /// [`PlatformSignatures::operations`]) the value matched.
+    Found(u64),
 }
 
-/// The operation sources of one request, each read at most once.
+/// The operation sources of one request, each read and matched at most
+/// once, however many signatures name it.
 struct Ops<'s, 'r> {
     seen: &'s Seen<'r>,
     sources: &'s [OpSource],
-    content_type: &'r str,
-    /// `None` until read; then the value, if the source had one.
-    values: [Option<Option<std::borrow::Cow<'r, str>>>; MAX_SOURCES],
+    operations: Option<&'s MatchSet>,
+    /// Looked up when a signature first needs it.
+    content_type: Option<&'r str>,
+    /// `None` until read; then the patterns its value matched, if the
+    /// source had a value.
+    values: [Option<Option<u64>>; MAX_SOURCES],
 }
 
 impl<'s, 'r> Ops<'s, 'r> {
-    fn new(seen: &'s Seen<'r>, sources: &'s [OpSource]) -> Self {
-        let content_type = seen
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+    fn new(seen: &'s Seen<'r>, sources: &'s [OpSource], operations: Option<&'s MatchSet>) -> Self {
         Ops {
             seen,
             sources,
-            content_type,
+            operations,
+            content_type: None,
             values: Default::default(),
         }
     }
 
-    fn value(&mut self, i: usize) -> Value<'_> {
+    fn content_type(&mut self) -> &'r str {
+        if let Some(ct) = self.content_type {
+            return ct;
+        }
+        let headers: &'r HeaderMap = self.seen.headers;
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.content_type = Some(ct);
+        ct
+    }
+
+    fn value(&mut self, i: usize) -> Value {
         if self.values[i].is_none() {
             let seen = self.seen;
             let read = match &self.sources[i] {
@@ -465,25 +612,26 @@ impl<'s, 'r> Ops<'s, 'r> {
                 source @ (OpSource::Form(name) | OpSource::Json(name)) => {
                     let fits = match source {
                         OpSource::Form(_) => starts_with_ignore_case(
-                            self.content_type,
+                            self.content_type(),
                             "application/x-www-form-urlencoded",
                         ),
-                        _ => is_json(self.content_type),
+                        _ => is_json(self.content_type()),
                     };
                     match (fits, seen.body) {
                         (false, _) | (_, Body::None) => None,
                         (true, Body::NotYet) => return Value::InBody,
                         (true, Body::Peeked { bytes, .. }) => match source {
                             OpSource::Form(_) => form_value(bytes, name),
-                            _ => json_value(bytes, name).map(std::borrow::Cow::Owned),
+                            _ => json_value(bytes, name),
                         },
                     }
                 }
             };
-            self.values[i] = Some(read);
+            let operations = self.operations;
+            self.values[i] = Some(read.map(|v| operations.map_or(0, |set| set.matches(&v))));
         }
-        match &self.values[i] {
-            Some(Some(v)) => Value::Found(v),
+        match self.values[i] {
+            Some(Some(matched)) => Value::Found(matched),
             _ => Value::Absent,
         }
     }
@@ -510,75 +658,227 @@ fn is_json(content_type: &str) -> bool {
 /// The first value of `name` in an urlencoded string (a query or a form
 /// body). Pairs are told apart on `&` and `=` as `form_urlencoded` does, and
 /// only the pair whose key matches is decoded (by `form_urlencoded`): the
-/// other keys of a long query cost a comparison, not a decode. A cut-off
-/// last pair in a peeked body is simply not found whole.
+/// other keys of a long query cost a length check or a comparison, not a
+/// decode. A cut-off last pair in a peeked body is simply not found whole.
 fn form_value<'b>(bytes: &'b [u8], name: &str) -> Option<std::borrow::Cow<'b, str>> {
-    bytes.split(|b| *b == b'&').find_map(|pair| {
-        let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
-        let matches = if key.iter().any(|b| matches!(b, b'%' | b'+')) {
-            form_urlencoded::parse(key)
-                .next()
-                .is_some_and(|(k, _)| k == name)
-        } else {
-            key == name.as_bytes()
+    let mut rest = bytes;
+    loop {
+        let (pair, next) = match memchr::memchr(b'&', rest) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
         };
-        if !matches {
-            return None;
+        if let Some(v) = pair_value(pair, name) {
+            return Some(v);
         }
-        let value = pair.splitn(2, |b| *b == b'=').nth(1).unwrap_or_default();
-        match std::str::from_utf8(value) {
-            // Nothing to decode: the bytes are the value.
-            Ok(v) if !value.iter().any(|b| matches!(b, b'%' | b'+')) => {
-                Some(std::borrow::Cow::Borrowed(v))
-            }
-            _ => form_urlencoded::parse(pair).next().map(|(_, v)| v),
-        }
-    })
+        rest = next?;
+    }
 }
 
-/// A top-level string value of a JSON object. When the peek did not hold
-/// the whole body, the key is still found if it comes before the cut
-/// (serde_json reads the object in order and stops there).
-fn json_value(bytes: &[u8], key: &str) -> Option<String> {
-    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-    use std::fmt;
-
-    /// Walks the top-level object; the first string under `key` is the
-    /// answer. The rest is skipped without building values, so a complete
-    /// body costs no error; a truncated one ends in an error that is
-    /// ignored, with the answer already kept if it came before the cut.
-    struct Find<'k> {
-        key: &'k str,
-        found: Option<String>,
+/// The value of one `key=value` pair when its key, decoded, is `name`.
+fn pair_value<'b>(pair: &'b [u8], name: &str) -> Option<std::borrow::Cow<'b, str>> {
+    let eq = memchr::memchr(b'=', pair);
+    let key = &pair[..eq.unwrap_or(pair.len())];
+    // Decoding never lengthens a key (`%41` is one byte, `+` one), so a
+    // shorter key cannot be the name.
+    if key.len() < name.len() {
+        return None;
     }
-    impl<'de> Visitor<'de> for &mut Find<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
+    let matches = if memchr::memchr2(b'%', b'+', key).is_some() {
+        form_urlencoded::parse(key)
+            .next()
+            .is_some_and(|(k, _)| k == name)
+    } else {
+        key == name.as_bytes()
+    };
+    if !matches {
+        return None;
+    }
+    let value = eq.map_or(&[][..], |i| &pair[i + 1..]);
+    if memchr::memchr2(b'%', b'+', value).is_none() {
+        // Nothing to decode: the bytes are the value.
+        if let Ok(v) = std::str::from_utf8(value) {
+            return Some(std::borrow::Cow::Borrowed(v));
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if self.found.is_none() && k == self.key {
-                    if let serde_json::Value::String(s) = map.next_value()? {
-                        self.found = Some(s);
+    }
+    form_urlencoded::parse(pair).next().map(|(_, v)| v)
+}
+
+/// A top-level string value of a JSON object: the first string under `key`
+/// (a key whose value is not a string is passed over, as a later one with a
+/// string value still counts). When the peek did not hold the whole body,
+/// the key is still found if it comes before the cut.
+///
+/// A scan, not a parse: it walks the object's keys, skipping each value
+/// (strings, nested objects and arrays, scalars) without building it, and
+/// decodes only the key and value it returns (serde_json does that when
+/// they hold escapes). It stops (not found) at the first byte that cannot
+/// continue a JSON object. On valid JSON, and on any prefix of it, it gives
+/// the same answer as walking the object with serde_json (a test checks
+/// that on generated documents); it costs one pass over the bytes up to the
+/// key and allocates nothing unless the value holds escapes.
+fn json_value<'b>(bytes: &'b [u8], key: &str) -> Option<std::borrow::Cow<'b, str>> {
+    let mut s = JsonScan { b: bytes, i: 0 };
+    s.ws();
+    if !s.eat(b'{') {
+        return None;
+    }
+    s.ws();
+    if s.eat(b'}') {
+        return None;
+    }
+    loop {
+        s.ws();
+        let (k, k_escaped) = s.string()?;
+        s.ws();
+        if !s.eat(b':') {
+            return None;
+        }
+        s.ws();
+        if s.peek()? == b'"' {
+            let (v, v_escaped) = s.string()?;
+            if json_key_is(k, k_escaped, key) {
+                // The key's first string value: the answer, whatever follows.
+                return json_str(v, v_escaped);
+            }
+        } else {
+            s.skip_value()?;
+        }
+        s.ws();
+        match s.next()? {
+            b',' => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Whether a raw JSON string (between its quotes) is `key`.
+fn json_key_is(raw: &[u8], escaped: bool, key: &str) -> bool {
+    if escaped {
+        json_str(raw, true).is_some_and(|k| k == key)
+    } else {
+        raw == key.as_bytes()
+    }
+}
+
+/// A raw JSON string (between its quotes), decoded.
+fn json_str(raw: &[u8], escaped: bool) -> Option<std::borrow::Cow<'_, str>> {
+    if escaped {
+        // The quotes are around `raw` in the body; serde_json decodes it.
+        let mut quoted = Vec::with_capacity(raw.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(raw);
+        quoted.push(b'"');
+        serde_json::from_slice::<String>(&quoted)
+            .ok()
+            .map(std::borrow::Cow::Owned)
+    } else {
+        std::str::from_utf8(raw)
+            .ok()
+            .map(std::borrow::Cow::Borrowed)
+    }
+}
+
+/// A cursor over a JSON body for [`json_value`].
+struct JsonScan<'b> {
+    b: &'b [u8],
+    i: usize,
+}
+
+impl<'b> JsonScan<'b> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        let hit = self.peek() == Some(c);
+        self.i += hit as usize;
+        hit
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    /// A string at the cursor: its raw bytes between the quotes, and
+    /// whether they hold an escape. `None` when it is cut off, holds a
+    /// control byte or a bad escape.
+    fn string(&mut self) -> Option<(&'b [u8], bool)> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+            if self.b[self.i..at].iter().any(|c| *c < 0x20) {
+                return None;
+            }
+            self.i = at + 1;
+            if self.b[at] == b'"' {
+                return Some((&self.b[start..at], escaped));
+            }
+            escaped = true;
+            match self.next()? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                b'u' => {
+                    let hex = self.b.get(self.i..self.i + 4)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
                     }
-                } else {
-                    map.next_value::<IgnoredAny>()?;
+                    self.i += 4;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Skips the value at the cursor: a string, an object or array (its
+    /// brackets counted, strings inside skipped whole), or a scalar.
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
                 }
             }
-            Ok(())
+            _ => {
+                let start = self.i;
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.i += 1;
+                }
+                // A scalar cut by the end of the peek may be incomplete.
+                (self.i > start && self.i < self.b.len()).then_some(())
+            }
         }
     }
-    impl<'de> DeserializeSeed<'de> for &mut Find<'_> {
-        type Value = ();
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-    let mut find = Find { key, found: None };
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let _ = (&mut find).deserialize(&mut de);
-    find.found
 }
 
 // ---------------------------------------------------------------------------
@@ -645,6 +945,7 @@ pub(super) fn compile(
             }
         };
         let mut patterns = Vec::new();
+        let mut op_patterns: Vec<String> = Vec::new();
         let mut signatures = Vec::new();
         let mut sources = Vec::new();
         for (i, rs) in rp.signatures.into_iter().enumerate() {
@@ -658,13 +959,10 @@ pub(super) fn compile(
             }
             match compile_signature(&rs, &path, index as u16, policy, &mut sources, &mut err) {
                 Some(mut sig) => {
-                    sig.path = match patterns.iter().position(|p| *p == rs.path) {
-                        Some(i) => i,
-                        None => {
-                            patterns.push(rs.path.clone());
-                            patterns.len() - 1
-                        }
-                    };
+                    sig.path = index_of(&mut patterns, &rs.path);
+                    if let (Some(op), Some(raw)) = (&mut sig.operation, &rs.operation) {
+                        op.pattern = index_of(&mut op_patterns, &raw.pattern);
+                    }
                     signatures.push(sig);
                 }
                 None => continue,
@@ -679,7 +977,22 @@ pub(super) fn compile(
                     err(
                         format!("{base}.signatures"),
                         format!("the path patterns do not compile together: {e}"),
-                        "simplify the patterns",
+                        "use fewer distinct path patterns (signatures with the same path share one)",
+                    );
+                    None
+                }
+            }
+        };
+        let operations = if op_patterns.is_empty() {
+            None
+        } else {
+            match MatchSet::new(&op_patterns) {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    err(
+                        format!("{base}.signatures"),
+                        format!("the operation patterns do not compile together: {e}"),
+                        "use fewer distinct operation patterns (one pattern with alternatives, `^(A|B)$`, counts once)",
                     );
                     None
                 }
@@ -696,10 +1009,22 @@ pub(super) fn compile(
             sources,
             safe_methods,
             paths,
+            operations,
             signatures,
         };
     }
     out
+}
+
+/// The index of `pattern` in `patterns`, added at the end when new.
+fn index_of(patterns: &mut Vec<String>, pattern: &str) -> usize {
+    match patterns.iter().position(|p| p == pattern) {
+        Some(i) => i,
+        None => {
+            patterns.push(pattern.to_string());
+            patterns.len() - 1
+        }
+    }
 }
 
 fn compile_signature(
@@ -810,7 +1135,9 @@ fn compile_signature(
                 }
             }
             match Regex::new(&op.pattern) {
-                Ok(pattern) => Some(Operation { from, pattern }),
+                // `pattern` is set by the caller, which dedupes the
+                // platform's operation patterns.
+                Ok(_) => Some(Operation { from, pattern: 0 }),
                 Err(e) => {
                     err(
                         format!("{path}.operation.pattern"),
@@ -844,6 +1171,7 @@ fn compile_signature(
         path: 0,
         id: Arc::from(rs.id.as_str()),
         activity,
+        method_bits: methods.iter().fold(0, |acc, m| acc | method_bit(m)),
         methods,
         hosts,
         operation,
@@ -1003,6 +1331,20 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_platform_is_matched_by_a_built_dfa() {
+        let p = shipped();
+        for (i, sigs) in p.activities.platforms.iter().enumerate() {
+            for set in [&sigs.paths, &sigs.operations].into_iter().flatten() {
+                assert!(
+                    set.is_dfa(),
+                    "platform {} falls back to the lazy engine",
+                    p.platforms[i].id
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_body_is_read_only_when_a_signature_needs_it_and_never_past_the_limit() {
         let p = shipped();
         let json = [("content-type", "application/json")];
@@ -1141,6 +1483,300 @@ platforms:
         assert_eq!(json_value(b"[1,2]", "operationName"), None);
         assert_eq!(json_value(br#"{"operationName":5}"#, "operationName"), None);
         assert_eq!(json_value(b"\xff\xfe", "operationName"), None);
+    }
+
+    /// The first version's JSON lookup (serde_json walking the object): the
+    /// reference the scan is checked against.
+    fn json_value_serde(bytes: &[u8], key: &str) -> Option<String> {
+        use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+        use std::fmt;
+        struct Find<'k> {
+            key: &'k str,
+            found: Option<String>,
+        }
+        impl<'de> Visitor<'de> for &mut Find<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if self.found.is_none() && k == self.key {
+                        if let serde_json::Value::String(s) = map.next_value()? {
+                            self.found = Some(s);
+                        }
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(())
+            }
+        }
+        impl<'de> DeserializeSeed<'de> for &mut Find<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        let mut find = Find { key, found: None };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let _ = (&mut find).deserialize(&mut de);
+        find.found
+    }
+
+    #[test]
+    fn json_scan_edges_agree_with_serde() {
+        let k = "operationName";
+        #[rustfmt::skip]
+        let table: &[(&[u8], Option<&str>)] = &[
+            (br#"{"operationName":"A"}"#, Some("A")),
+            (b" \r\n\t{ \"operationName\" :\n \"A\" }", Some("A")),
+            // Escapes in the value and in the key are decoded.
+            (br#"{"operationName":"Get\u0041\n\"x\""}"#, Some("GetA\n\"x\"")),
+            (br#"{"operation\u004eame":"B"}"#, Some("B")),
+            // The first string value counts; a non-string one is passed over.
+            (br#"{"operationName":5,"operationName":"Late"}"#, Some("Late")),
+            (br#"{"operationName":"First","operationName":"Second"}"#, Some("First")),
+            (br#"{"operationName":null}"#, None),
+            // Nested keys, keys inside strings and arrays do not count.
+            (br#"{"v":{"operationName":"Fake"},"w":["operationName","x"],"s":"\"operationName\":\"y\"","operationName":"Real"}"#, Some("Real")),
+            (br#"{"v":[{"a":[[]]},"]}",{}],"operationName":"Deep"}"#, Some("Deep")),
+            (br#"{"n":-1.5e+3,"t":true,"f":false,"z":null,"operationName":"S"}"#, Some("S")),
+            // Not an object; empty; garbage; a bad escape; a raw control byte.
+            (b"[1,2]", None), (b"{}", None), (b"", None), (b"\xff\xfe", None),
+            (br#"{"operationName":"a\qb"}"#, None),
+            (b"{\"operationName\":\"a\x01b\"}", None),
+            (br#"{"a" "operationName":"X"}"#, None),
+            (br#"{"a":1 "operationName":"X"}"#, None),
+            // Cut inside the value, after it, inside a number before it.
+            (br#"{"operationName":"Creat"#, None),
+            (br#"{"operationName":"CreateTweet""#, Some("CreateTweet")),
+            (br#"{"a":12"#, None),
+            (br#"{"a":"\u00"#, None),
+        ];
+        for (body, want) in table {
+            let got = json_value(body, k);
+            assert_eq!(got.as_deref(), *want, "{:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                json_value_serde(body, k).as_deref(),
+                *want,
+                "the reference disagrees on {:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    /// Any JSON value, nested a few levels, with keys that sometimes are
+    /// the one looked for.
+    fn json_doc() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("operationName".to_string()),
+            Just("operation\"Name".to_string()),
+            "[a-zA-Z\\\\\"é\u{1F600}\n ]{0,6}",
+        ];
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            any::<f64>().prop_map(|n| serde_json::json!(n)),
+            "[ -~é\u{1F600}\t\n\\\\\"]{0,12}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|kv| {
+                    // Keys may repeat: serialise pairs in order, as text,
+                    // below; a Map would keep only one.
+                    serde_json::Value::Array(
+                        kv.into_iter()
+                            .map(|(k, v)| serde_json::json!({ "k": k, "v": v }))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    /// A top-level object of `pairs`, repeated keys kept, as JSON text.
+    fn object_text(pairs: &[(String, serde_json::Value)], pretty: bool) -> String {
+        let ser = |v: &serde_json::Value| {
+            if pretty {
+                serde_json::to_string_pretty(v).unwrap()
+            } else {
+                serde_json::to_string(v).unwrap()
+            }
+        };
+        let body: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}:{}", ser(&serde_json::Value::String(k.clone())), ser(v)))
+            .collect();
+        if pretty {
+            format!("{{\n  {}\n}}", body.join(",\n  "))
+        } else {
+            format!("{{{}}}", body.join(","))
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 2000, ..Default::default() })]
+        /// On valid JSON and on every prefix of it (a peek cut anywhere), the
+        /// scan finds what serde_json walking the object finds.
+        #[test]
+        fn json_scan_agrees_with_serde_on_documents_and_their_prefixes(
+            pairs in proptest::collection::vec(
+                (proptest::prop_oneof![
+                    proptest::strategy::Just("operationName".to_string()),
+                    "[a-zA-Z\\\\\"]{0,4}",
+                    proptest::strategy::Just("operation\\u004eame".to_string()),
+                ], json_doc()),
+                0..6,
+            ),
+            pretty in proptest::bool::ANY,
+        ) {
+            let text = object_text(&pairs, pretty);
+            let bytes = text.as_bytes();
+            for cut in 0..=bytes.len() {
+                let part = &bytes[..cut];
+                proptest::prop_assert_eq!(
+                    json_value(part, "operationName").map(|c| c.into_owned()),
+                    json_value_serde(part, "operationName"),
+                    "{:?}", String::from_utf8_lossy(part)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn form_values_decode_only_the_pair_asked_for() {
+        #[rustfmt::skip]
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("queryId=a.b&x=1", "queryId", Some("a.b")),
+            ("x=1&queryId=a.b", "queryId", Some("a.b")),
+            ("queryIdx=1&queryId=2", "queryId", Some("2")),
+            ("query=1&queryId", "queryId", Some("")),
+            ("q%75eryId=enc", "queryId", Some("enc")),
+            ("queryId=a%2Eb+c", "queryId", Some("a.b c")),
+            ("a+b=sp", "a b", Some("sp")),
+            ("a+b=sp", "a+b", None),
+            ("&&queryId=x&", "queryId", Some("x")),
+            ("queryid=x", "queryId", None),
+            ("QUERYID=x", "queryId", None),
+            ("", "queryId", None),
+            ("queryId=%ff", "queryId", Some("\u{FFFD}")),
+            ("queryId=a=b", "queryId", Some("a=b")),
+        ];
+        for (q, name, want) in table {
+            assert_eq!(
+                form_value(q.as_bytes(), name).as_deref(),
+                *want,
+                "{q} {name}"
+            );
+            // The reference: the first pair form_urlencoded decodes to `name`.
+            let reference = form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned());
+            assert_eq!(reference.as_deref(), *want, "reference on {q} {name}");
+        }
+    }
+
+    #[test]
+    fn match_sets_built_as_a_dfa_answer_as_the_lazy_engine_does() {
+        let sets: &[&[&str]] = &[
+            // Anchored: the search stops when no pattern can continue.
+            &[
+                "^/api/graphql/?$",
+                "^/",
+                "^/chat",
+                "^/login(/device-based/regular)?/login\\.php$|^/login/",
+            ],
+            &[
+                "^/i/api/graphql/[^/]+/Create(Note)?Tweet$",
+                "^/i/api/graphql/[^/]+/CreateRetweet$",
+                "^/(i/api/)?1\\.1/jot/",
+            ],
+            // Unanchored (operation names), mixed, case-insensitive, Unicode.
+            &[
+                "^ComposerStoryCreateMutation$",
+                "Mutation$",
+                "Query$",
+                "^(Get|Fetch|Search|Load)",
+            ],
+            &["upload", "^/x", "(?i)^/API/", "é+$", "^/\\w+$"],
+        ];
+        let hays = [
+            "/",
+            "",
+            "/api/graphql",
+            "/api/graphql/",
+            "/api/graphqlx",
+            "/chat/x",
+            "/login/",
+            "/login/device-based/regular/login.php",
+            "/login/login.php",
+            "/login",
+            "/i/api/graphql/abc/CreateTweet",
+            "/i/api/graphql/a/b/CreateTweet",
+            "/i/api/graphql//CreateTweet",
+            "/i/api/graphql/é/CreateNoteTweet",
+            "/1.1/jot/x",
+            "/i/api/1.1/jot/",
+            "ComposerStoryCreateMutation",
+            "XComposerStoryCreateMutation",
+            "AMutation",
+            "Mutation\n",
+            "CometQuery",
+            "GetX",
+            "getX",
+            "/upload",
+            "x/upload/y",
+            "/Api/x",
+            "/café",
+            "/abc_1",
+            "/ab/c",
+        ];
+        for patterns in sets {
+            let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            let set = MatchSet::new(&patterns).unwrap();
+            assert!(set.is_dfa(), "{patterns:?} should build as a DFA");
+            let mut lazy = set.clone();
+            lazy.dfa = None;
+            for h in hays {
+                let want = patterns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| Regex::new(p).unwrap().is_match(h))
+                    .fold(0u64, |acc, (i, _)| acc | 1 << i);
+                assert_eq!(set.matches(h), want, "DFA: {patterns:?} on {h:?}");
+                assert_eq!(lazy.matches(h), want, "lazy: {patterns:?} on {h:?}");
+            }
+        }
+        // A Unicode word boundary is beyond a built DFA: the lazy engine
+        // answers, the same way.
+        let set = MatchSet::new(&["\\bpost\\b".to_string(), "^/".to_string()]).unwrap();
+        assert!(!set.is_dfa());
+        assert_eq!(set.matches("/a post here"), 0b11);
+        assert_eq!(set.matches("/apostle"), 0b10);
+    }
+
+    #[test]
+    fn operation_patterns_past_the_limit_are_refused_with_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for f in ["catalog.yaml", "policy.yaml"] {
+            std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap();
+        }
+        let mut yaml = "version: 1\nplatforms:\n  x:\n    signatures:\n".to_string();
+        for i in 0..=MAX_PATHS {
+            yaml.push_str(&format!(
+                "      - {{id: s{i}, activity: post, path: \"^/api$\", source: s, checked: \"2026-11-26\", operation: {{from: [\"query:op\"], pattern: \"^op{i}$\"}}}}\n"
+            ));
+        }
+        std::fs::write(dir.path().join("activities.yaml"), yaml).unwrap();
+        let errs = crate::policy::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(errs.contains("platforms.x.signatures"), "{errs}");
+        assert!(errs.contains("operation patterns"), "{errs}");
+        assert!(errs.contains("at most 64"), "{errs}");
     }
 
     #[test]

@@ -65,6 +65,13 @@ impl Target<'_> {
     }
 }
 
+/// Whether [`gate`] has anything to do: a warning to check against the
+/// acknowledgements, or the Continue link. Without either, [`gate`] lets
+/// the exchange go on as it is, so the caller skips it (and its future).
+pub fn applies<B>(adm: &Admission, req: &Request<B>) -> bool {
+    !adm.refuses() && (req.uri().path() == CONTINUE_PATH || adm.warning == Some(Warning::Unchecked))
+}
+
 /// Lets the exchange go on (with its admission, the warn stage settled),
 /// or answers it here (recorded).
 pub async fn gate<B>(
