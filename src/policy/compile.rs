@@ -314,6 +314,12 @@ impl Compiler<'_> {
             timezone_name: tz_name.clone(),
             organization: raw.settings.organization.as_deref().map(Arc::from),
             help: raw.settings.help.as_deref().map(Arc::from),
+            transparency_host: match raw.settings.transparency_host.as_deref() {
+                None => TRANSPARENCY_HOST.to_string(),
+                Some(h) => self
+                    .domain("settings.transparency_host", h)
+                    .unwrap_or_else(|| TRANSPARENCY_HOST.to_string()),
+            },
         };
 
         let auth = self.auth(&raw.auth, hasher);
@@ -335,6 +341,8 @@ impl Compiler<'_> {
                 .as_deref()
                 .map(|p| resolve_path(self.dir, p)),
             log_paths: raw.logging.log_paths.unwrap_or(false),
+            retention: raw.logging.retention.as_deref().map(Arc::from),
+            reveal: raw.logging.reveal.as_deref().map(Arc::from),
         };
 
         let pac = self.pac(&raw.pac);
@@ -580,6 +588,11 @@ impl Compiler<'_> {
                 users: r.users.iter().cloned().collect(),
                 platforms: mask,
                 has_domains: !r.domains.is_empty(),
+                domains: r
+                    .domains
+                    .iter()
+                    .filter_map(|d| normalize_host(d).ok().map(|h| h.to_string()))
+                    .collect(),
                 include_embedded: r.include_embedded,
                 schedule,
                 activities,
@@ -637,6 +650,7 @@ impl Compiler<'_> {
         // here (in catalog.yaml) whether or not the policy uses them.
         let policy_file = std::mem::replace(&mut self.file, catalog_path.to_path_buf());
         let mut sensitive: Vec<(Arc<str>, Vec<String>)> = Vec::new();
+        let mut names: HashMap<Arc<str>, Arc<str>> = HashMap::new();
         for (id, cat) in &catalog.never_inspect {
             let base = format!("never_inspect.{id}");
             if !valid_id(id) {
@@ -659,17 +673,21 @@ impl Compiler<'_> {
                 .enumerate()
                 .filter_map(|(j, d)| self.domain(&format!("{base}.domains[{j}]"), d))
                 .collect();
+            names.insert(Arc::from(id.as_str()), Arc::from(cat.name.as_str()));
             sensitive.push((Arc::from(id.as_str()), domains));
         }
         self.file = policy_file;
 
         let mut never_domains: DomainTable<NeverHit> = DomainTable::new();
         let mut never_platform_categories = Vec::new();
+        let mut never_names: Vec<Arc<str>> = Vec::new();
+        let mut never_listed: Vec<String> = Vec::new();
         let never = raw.never.as_ref();
         match never.and_then(|n| n.categories.as_ref()) {
             // Default: every never-inspect category of the catalog.
             None => {
                 for (id, domains) in &sensitive {
+                    never_names.extend(names.get(id).cloned());
                     for d in domains {
                         never_domains.insert(d, NeverHit::Category(id.clone()));
                     }
@@ -678,6 +696,7 @@ impl Compiler<'_> {
             Some(list) => {
                 for (i, c) in list.iter().enumerate() {
                     if let Some((id, domains)) = sensitive.iter().find(|(id, _)| &**id == c) {
+                        never_names.extend(names.get(id).cloned());
                         for d in domains {
                             never_domains.insert(d, NeverHit::Category(id.clone()));
                         }
@@ -708,6 +727,7 @@ impl Compiler<'_> {
             .enumerate()
         {
             if let Some(name) = self.domain(&format!("inspection.never.domains[{i}]"), d) {
+                never_listed.push(name.clone());
                 if never_domains.get_exact_mut(&name).is_none() {
                     never_domains.insert(&name, NeverHit::Listed);
                 }
@@ -755,6 +775,8 @@ impl Compiler<'_> {
             default: raw.default.unwrap_or(false),
             never_domains,
             never_platform_categories,
+            never_names,
+            never_listed,
             learn_pinned: raw.learn_pinned.unwrap_or(true),
             pinned_for: Duration::from_secs(3600 * u64::from(hours.clamp(1, 720))),
             leaf_validity: Duration::from_secs(86_400 * u64::from(days.clamp(1, 90))),
@@ -980,6 +1002,7 @@ impl Compiler<'_> {
             megabytes: raw.megabytes,
             tz,
             tz_name,
+            last_day: Default::default(),
         })
     }
 

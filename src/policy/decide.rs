@@ -355,13 +355,7 @@ fn decide_inner(
     let mut unseen_inspect: Option<bool> = None;
     for (idx, rule) in policy.rules.iter().enumerate() {
         // Who.
-        let mut rule_group = None;
-        let who = if rule.groups.is_empty() && rule.users.is_empty() {
-            true
-        } else {
-            rule_group = rule.groups.iter().find(|g| group_ids.contains(g)).copied();
-            rule_group.is_some() || facts.user.is_some_and(|u| rule.users.contains(u))
-        };
+        let (who, rule_group) = rule.applies_to(group_ids, facts.user);
         if !who {
             note(&mut trace, rule, false, || {
                 "not for this client's groups or user".into()

@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod admit;
 pub mod advice;
+pub mod applies;
 pub mod budget;
 pub mod cases;
 pub mod compile;
@@ -141,6 +142,8 @@ pub struct Rule {
     pub platforms: Option<Vec<bool>>,
     /// True when the rule lists extra domains (kept in `Policy::rule_domains`).
     pub has_domains: bool,
+    /// Those domains, as compiled (for the transparency page).
+    pub domains: Vec<String>,
     pub include_embedded: bool,
     pub schedule: Option<Schedule>,
     /// The activities the rule is about; `None` means any.
@@ -170,6 +173,18 @@ impl Rule {
         }
     }
 
+    /// Whether the rule is for someone in `groups` (indices) or signed in
+    /// as `user`, and the group it is for them through, if any. A rule
+    /// with no `groups` and no `users` is for everyone.
+    pub fn applies_to(&self, groups: &[u16], user: Option<&str>) -> (bool, Option<u16>) {
+        if self.groups.is_empty() && self.users.is_empty() {
+            return (true, None);
+        }
+        let group = self.groups.iter().find(|g| groups.contains(g)).copied();
+        let who = group.is_some() || user.is_some_and(|u| self.users.contains(u));
+        (who, group)
+    }
+
     /// True when the rule names no platform, category or domain.
     pub fn matches_any_destination(&self) -> bool {
         self.platforms.is_none() && !self.has_domains
@@ -191,7 +206,12 @@ pub struct Settings {
     pub timezone_name: String,
     pub organization: Option<Arc<str>>,
     pub help: Option<Arc<str>>,
+    /// The host the transparency page answers on (normalised).
+    pub transparency_host: String,
 }
+
+/// The transparency page's default host name.
+pub const TRANSPARENCY_HOST: &str = "socialgate.local";
 
 /// A header carrying the user name, trusted only from listed gateways.
 #[derive(Debug, Clone)]
@@ -245,6 +265,11 @@ pub struct Inspection {
     pub never_domains: DomainTable<NeverHit>,
     /// Platform categories never decrypted.
     pub never_platform_categories: Vec<Arc<str>>,
+    /// The names of the catalog's never-inspect categories in force (for
+    /// the transparency page), e.g. `Banking and finance`.
+    pub never_names: Vec<Arc<str>>,
+    /// `inspection.never.domains`, as compiled.
+    pub never_listed: Vec<String>,
     /// Pass a host through for `pinned_for` after a client refused our leaf.
     pub learn_pinned: bool,
     pub pinned_for: Duration,
@@ -276,6 +301,10 @@ pub struct Logging {
     pub pseudonymize: bool,
     pub key_file: Option<PathBuf>,
     pub log_paths: bool,
+    /// How long logs are kept, in the admin's words (transparency page).
+    pub retention: Option<Arc<str>>,
+    /// Who may reveal a pseudonym, in the admin's words.
+    pub reveal: Option<Arc<str>>,
 }
 
 /// What the PAC file (`/proxy.pac`) sends DIRECT; plain host names and

@@ -103,6 +103,11 @@ pub struct RawSettings {
     /// Help/contact text shown on refusal pages.
     #[serde(default)]
     pub help: Option<String>,
+    /// The name of the page that shows people what applies to them and what
+    /// is recorded (the proxy answers it itself; every refusal page links
+    /// to it): a host name; default `socialgate.local`.
+    #[serde(default)]
+    pub transparency_host: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -238,6 +243,14 @@ pub struct RawLogging {
     /// Log URL paths of social-platform requests (default false).
     #[serde(default)]
     pub log_paths: Option<bool>,
+    /// How long access logs are kept, as people should read it on the
+    /// transparency page, e.g. `90 days, then deleted`.
+    #[serde(default)]
+    pub retention: Option<String>,
+    /// Who may reveal the person behind a pseudonym, for the transparency
+    /// page, e.g. `the security officer, with the works council`.
+    #[serde(default)]
+    pub reveal: Option<String>,
 }
 
 /// What `/proxy.pac` sends DIRECT instead of through the proxy.

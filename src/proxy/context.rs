@@ -191,7 +191,7 @@ impl Exchange {
         let person = crate::warn::Person::of(identity.user.as_deref(), self.peer.ip());
         let (admission, charge) = state
             .budgets
-            .settle(&self.policy, entry, &person, admission);
+            .settle(&self.policy, entry, person, admission);
         self.charge = charge;
         state.metrics.observe_decision_time(t0.elapsed());
         admission
