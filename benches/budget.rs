@@ -31,7 +31,11 @@ rules:
 fn bench(c: &mut Criterion) {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(shipped.join("catalog.yaml"), dir.path().join("catalog.yaml")).unwrap();
+    std::fs::copy(
+        shipped.join("catalog.yaml"),
+        dir.path().join("catalog.yaml"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
     let policy = Arc::new(load_dir(dir.path()).expect("benchmark policy compiles"));
     let budgets = Budgets::new(&[7; 32], Metrics::new(), Clock::default());
@@ -60,7 +64,12 @@ fn bench(c: &mut Criterion) {
     assert!(admitted.decision.budget.is_some(), "the rule has a budget");
     // Everyone has spent a little already.
     for &p in &people {
-        let (_, charge) = budgets.settle(&policy, Entry::Request, Person::Address(p), admitted.clone());
+        let (_, charge) = budgets.settle(
+            &policy,
+            Entry::Request,
+            Person::Address(p),
+            admitted.clone(),
+        );
         let mut charge = charge.expect("within budget");
         charge.hit();
         charge.account(50_000);
@@ -75,12 +84,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % people.len();
             let person = Person::Address(people[i]);
-            let (adm, charge) = budgets.settle(
-                black_box(&policy),
-                Entry::Request,
-                person,
-                admitted.clone(),
-            );
+            let (adm, charge) =
+                budgets.settle(black_box(&policy), Entry::Request, person, admitted.clone());
             black_box((adm, charge))
         })
     });
@@ -88,12 +93,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % people.len();
             let person = Person::Address(people[i]);
-            let (adm, charge) = budgets.settle(
-                black_box(&policy),
-                Entry::Request,
-                person,
-                admitted.clone(),
-            );
+            let (adm, charge) =
+                budgets.settle(black_box(&policy), Entry::Request, person, admitted.clone());
             let mut charge = charge.expect("within budget");
             charge.hit();
             charge.account(black_box(20_000));
@@ -105,12 +106,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % users.len();
             let person = Person::of(Some(&users[i]), people[i]);
-            let (adm, charge) = budgets.settle(
-                black_box(&policy),
-                Entry::Request,
-                person,
-                admitted.clone(),
-            );
+            let (adm, charge) =
+                budgets.settle(black_box(&policy), Entry::Request, person, admitted.clone());
             let mut charge = charge.expect("within budget");
             charge.hit();
             charge.account(black_box(20_000));

@@ -528,6 +528,31 @@ impl Ledger {
             .collect()
     }
 
+    /// What `person` has spent of `rule`'s budget today, without tracking
+    /// them if they are not yet (the transparency page asks this): what
+    /// the ledger holds, else what the snapshot file brought back, else
+    /// nothing.
+    pub fn peek(&self, person: &Person, rule: &Arc<str>, budget: &Budget, now: Timestamp) -> Spent {
+        let key = Key::new(person.clone(), rule.clone());
+        let day = budget.day(now);
+        let held = self.with_entry(&key, |e| (e.day.date == day.date).then(|| e.spent(now)));
+        match held {
+            Some(Some(spent)) => spent,
+            Some(None) => Spent::default(),
+            None => {
+                let tag = (self.tagger)(person, rule);
+                self.lock_restored()
+                    .get(&tag)
+                    .filter(|r| r.day == day.date)
+                    .map(|r| Spent {
+                        minutes: r.minutes.count_below(day.minute_of(now)),
+                        bytes: r.bytes,
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+
     /// Runs `f` on the entry of `key`, if tracked.
     pub fn with_entry<T>(&self, key: &Key, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let mut shard = self.shard(key);

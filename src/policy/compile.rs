@@ -348,6 +348,7 @@ impl Compiler<'_> {
         let pac = self.pac(&raw.pac);
         let warn = self.warn(&raw.warn);
         let state = self.state(&raw.state);
+        let requests = self.requests(&raw.requests);
         let inspection = self.inspection(&raw.inspection, &catalog, catalog_path, &categories);
 
         // Groups.
@@ -555,6 +556,13 @@ impl Compiler<'_> {
                 },
                 None => (timezone.clone(), tz_name.clone()),
             };
+            if r.request_access && (action != Action::Block || read_only.is_some()) {
+                self.err(
+                    format!("{base}.request_access"),
+                    format!("`request_access` needs `action: block`; this rule is `{}`", r.action),
+                    "remove `request_access`, or make the rule `action: block` (only a block page offers Request access)",
+                );
+            }
             let budget = r.budget.as_ref().and_then(|b| {
                 self.budget(&base, b, &r.action, (rule_tz.clone(), rule_tz_name.clone()))
             });
@@ -602,6 +610,7 @@ impl Compiler<'_> {
                 message: r.message.as_deref().map(Arc::from),
                 inspect: r.inspect,
                 budget,
+                request_access: r.request_access,
             });
         }
         if rules.len() > u16::MAX as usize {
@@ -632,6 +641,7 @@ impl Compiler<'_> {
             pac,
             warn,
             state,
+            requests,
             inspection,
             cases: Vec::new(),
             activities: Default::default(),
@@ -1079,6 +1089,48 @@ impl Compiler<'_> {
     }
 
     /// `state:`: a Redis URL, checked but not connected to.
+    fn requests(&mut self, raw: &RawRequests) -> Requests {
+        let webhook = raw.webhook.as_deref().and_then(|u| {
+            let hint = "write an absolute http:// or https:// URL, e.g. https://tickets.example.internal/hooks/socialgate, or remove `webhook` to keep requests in the access log only";
+            let uri = match u.parse::<http::Uri>() {
+                Ok(uri) => uri,
+                Err(e) => {
+                    self.err("requests.webhook", format!("{u:?} is not a URL: {e}"), hint);
+                    return None;
+                }
+            };
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+            let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+            if !scheme_ok || !host_ok {
+                self.err(
+                    "requests.webhook",
+                    format!("{u:?} is not an http:// or https:// URL with a host"),
+                    hint,
+                );
+                return None;
+            }
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                self.err(
+                    "requests.webhook",
+                    "the URL carries a user name or password",
+                    "put a secret in the URL's path or query instead (the URL is never logged)",
+                );
+                return None;
+            }
+            Some(uri)
+        });
+        Requests {
+            webhook,
+            recipient: Arc::from(
+                raw.recipient
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or(DEFAULT_RECIPIENT),
+            ),
+        }
+    }
+
     fn state(&mut self, raw: &RawState) -> State {
         let redis = raw.redis.as_deref().and_then(|u| {
             RedisUrl::parse(u)

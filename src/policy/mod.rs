@@ -32,8 +32,8 @@ use ipnet::IpNet;
 
 pub use admit::{
     admit, admit_in_groups, admit_traced, budget_stage, destination_check, destination_stage,
-    inspect_stage, is_local_name, next_change_after, port_stage, sni_stage, warn_stage, Admission,
-    Entry, Facts, Inspect, InspectWhy, Stage, TlsHello, Warning,
+    inspect_stage, is_local_name, is_own_page, next_change_after, port_stage, sni_stage,
+    warn_stage, Admission, Entry, Facts, Inspect, InspectWhy, Stage, TlsHello, Warning,
 };
 pub use budget::{Budget, BudgetState, BudgetView, Spent, SpentFact};
 pub use cases::{run_cases, CaseOutcome};
@@ -161,6 +161,8 @@ pub struct Rule {
     /// A daily budget per person: the rule allows until it is spent, then
     /// `action` (block or warn) applies.
     pub budget: Option<budget::Budget>,
+    /// Its block page offers "Request access".
+    pub request_access: bool,
 }
 
 impl Rule {
@@ -355,6 +357,18 @@ impl Default for Warn {
     }
 }
 
+/// Access requests (`requests:`).
+#[derive(Debug, Clone)]
+pub struct Requests {
+    /// POSTed each access request as JSON (http or https, validated).
+    pub webhook: Option<http::Uri>,
+    /// Who gets the requests, in the admin's words.
+    pub recipient: Arc<str>,
+}
+
+/// Whom an access request goes to, when `requests.recipient` is not set.
+pub const DEFAULT_RECIPIENT: &str = "the people who look after this proxy's policy";
+
 /// Where state shared by replicas lives (`state:`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
@@ -453,6 +467,8 @@ pub struct Policy {
     pub warn: Warn,
     /// Where shared state lives.
     pub state: State,
+    /// Where access requests go, and what the person is told.
+    pub requests: Requests,
     /// TLS inspection: what may be decrypted, and with which CA.
     pub inspection: Inspection,
     /// Test cases from `tests.yaml`, if present.

@@ -84,6 +84,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub inspection: RawInspection,
     #[serde(default)]
+    pub requests: RawRequests,
+    #[serde(default)]
     pub groups: IndexMap<String, RawGroup>,
     #[serde(default)]
     pub defaults: RawDefaults,
@@ -281,6 +283,22 @@ pub struct RawWarn {
     pub link_expiry: Option<String>,
 }
 
+/// Access requests (`rules[].request_access`): where they go besides the
+/// access log, and what the person is told.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequests {
+    /// An http:// or https:// URL that each request is POSTed to as JSON
+    /// (in the background, retried with back-off); default: the access
+    /// log only.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Who gets the requests, as the person should read it after sending
+    /// one, e.g. `your team lead and the IT desk`.
+    #[serde(default)]
+    pub recipient: Option<String>,
+}
+
 /// Where state shared by replicas lives (warn acknowledgements).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -378,6 +396,11 @@ pub struct RawRule {
     /// `inspection.default`. Needs the company CA (`socialgate ca init`).
     #[serde(default)]
     pub inspect: Option<bool>,
+    /// The block page offers "Request access": the person writes one line
+    /// of reason, recorded as an `access-request` event (and posted to
+    /// `requests.webhook`). Only for `action: block`.
+    #[serde(default)]
+    pub request_access: bool,
 }
 
 /// A rule's daily budget per person; at least one of the two.

@@ -35,6 +35,7 @@ pub mod handler;
 pub mod headers;
 pub mod identify;
 pub mod inspect;
+pub mod me;
 pub mod parent;
 pub mod responses;
 pub mod sni;

@@ -34,6 +34,7 @@ mod safety;
 mod schema;
 mod smuggling;
 mod streaming;
+mod transparency;
 mod transparent;
 mod under_load;
 mod warn;

@@ -563,7 +563,7 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     assert!(schema.fields["error"].optional && !schema.fields["status"].optional);
     assert_eq!(schema.reasons["default-other"], "`default:other`");
     assert_eq!(schema.reasons["rule-matched"], "the rule id");
-    assert_eq!(schema.reasons.len(), 15);
+    assert_eq!(schema.reasons.len(), 16);
     assert!(schema.errors.contains("upstream-connect") && schema.errors.len() >= 11);
 
     // And the check refuses what the docs do not allow.
