@@ -280,7 +280,8 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
         let entry = match rec.kind.known() {
             Some(crate::event::Kind::Tunnel) => Entry::Connect,
             Some(crate::event::Kind::Request) => Entry::Request,
-            None => {
+            // Filtered out by the reader; never traffic.
+            Some(crate::event::Kind::AccessRequest) | None => {
                 sim.skipped += 1;
                 return;
             }

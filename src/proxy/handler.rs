@@ -163,7 +163,7 @@ async fn forward(
     }
     // socialgate's own page: answered here, never forwarded or resolved.
     if me::asks_for(&ex.policy, &host) {
-        return Box::pin(me::answer(state, ex, &req)).await;
+        return Box::pin(me::answer(state, ex, req)).await;
     }
 
     // Recognise what the request does (peeking at its body only where a

@@ -46,6 +46,15 @@ pub struct RequestView<'a> {
     pub presentation: Presentation,
     pub host: &'a str,
     pub connect: bool,
+    /// The "Request access" form, when the deciding rule offers it.
+    pub access: Option<AccessOffer>,
+}
+
+/// A block page's "Request access" form: where it posts, and its token.
+pub struct AccessOffer {
+    /// `http://socialgate.local/request-access`.
+    pub action: String,
+    pub token: String,
 }
 
 /// The response for a refused request.
@@ -63,7 +72,7 @@ pub fn refusal(decision: &Decision, policy: &Policy, req: &RequestView<'_>) -> R
     let (content_type, body) = match presentation {
         Presentation::Html => (
             "text/html; charset=utf-8",
-            html_page(decision, policy, req.host, status),
+            html_page(decision, policy, req.host, status, req.access.as_ref()),
         ),
         Presentation::Json => ("application/json", json_body(decision, policy, req.host)),
         Presentation::Text => (
@@ -299,7 +308,13 @@ fn json_body(d: &Decision, policy: &Policy, host: &str) -> String {
     .to_string()
 }
 
-fn html_page(d: &Decision, policy: &Policy, host: &str, status: StatusCode) -> String {
+fn html_page(
+    d: &Decision,
+    policy: &Policy,
+    host: &str,
+    status: StatusCode,
+    access: Option<&AccessOffer>,
+) -> String {
     let title = match status {
         StatusCode::PROXY_AUTHENTICATION_REQUIRED => "Sign-in needed",
         _ => "This site is not available",
@@ -333,8 +348,24 @@ fn html_page(d: &Decision, policy: &Policy, host: &str, status: StatusCode) -> S
         .map(|h| format!("<p class=\"help\">{}</p>", escape(h)))
         .unwrap_or_default();
     let budget = Spent::of(d, policy).map(|b| b.html()).unwrap_or_default();
+    let form = access
+        .map(|a| {
+            format!(
+                r#"<form class="request" method="post" action="{action}">
+<input type="hidden" name="t" value="{token}">
+<label for="why">Need it for work? Say why in one line, and your request goes to {recipient}.</label>
+<input id="why" name="reason" maxlength="{max}" required placeholder="e.g. I run the brand account for the spring campaign">
+<button type="submit">Request access</button>
+</form>"#,
+                action = escape(&a.action),
+                token = escape(&a.token),
+                recipient = escape(&policy.requests.recipient),
+                max = crate::requests::MAX_REASON_CHARS,
+            )
+        })
+        .unwrap_or_default();
     let body = format!(
-        "<p>Access to {what} is not allowed: {reason}.</p>\n{message}\n{budget}\n<table>{rows}</table>\n{help}\n{about}",
+        "<p>Access to {what} is not allowed: {reason}.</p>\n{message}\n{budget}\n<table>{rows}</table>\n{form}\n{help}\n{about}",
         reason = escape(d.reason.explain()),
         about = about_link(policy),
     );
@@ -361,7 +392,9 @@ h1{{font-size:1.5rem;margin:0 0 .5rem}} .org{{color:#5b6475;font-size:.9rem;text
 table{{border-collapse:collapse;margin:1.2rem 0;width:100%}} th{{text-align:left;color:#5b6475;font-weight:500;padding:.3rem 1rem .3rem 0;width:9rem}}
 td{{padding:.3rem 0;font-family:ui-monospace,Menlo,monospace;font-size:.95rem;overflow-wrap:anywhere}}
 h2{{font-size:1.15rem;margin:1.8rem 0 .4rem}} h3{{font-size:1rem;margin:1.2rem 0 .2rem}} .rule{{border-top:1px solid #e3e6ec;padding-top:.4rem}}
-ul.plain{{padding-left:1.2rem;margin:.4rem 0}} .about{{color:#5b6475;font-size:.9rem;margin-top:1.5rem}} .msg{{background:#fff6e5;border-left:4px solid #f0a020;padding:.6rem 1rem}}
+ul.plain{{padding-left:1.2rem;margin:.4rem 0}} form.request{{margin:1.2rem 0;display:flex;flex-wrap:wrap;gap:.5rem;align-items:center}}
+form.request label{{flex-basis:100%}} form.request input[name=reason]{{flex:1 1 16rem;min-width:0;padding:.5rem;border:1px solid #c5cad6;border-radius:6px;font:inherit}}
+form.request button{{background:#2457c5;color:#fff;border:0;border-radius:6px;padding:.6rem 1.2rem;font-weight:600;font:inherit}} .about{{color:#5b6475;font-size:.9rem;margin-top:1.5rem}} .msg{{background:#fff6e5;border-left:4px solid #f0a020;padding:.6rem 1rem}}
 .help{{color:#2a3a5e}} .budget{{background:#eef3ff;border-left:4px solid #2457c5;padding:.6rem 1rem}}
 .actions{{margin:1.5rem 0 .5rem}} a.continue{{display:inline-block;background:#2457c5;color:#fff;text-decoration:none;border-radius:6px;padding:.6rem 1.2rem;font-weight:600}}
 a.continue:hover{{background:#1b449d}} .note{{color:#5b6475;font-size:.9rem}}
@@ -593,6 +626,62 @@ pub fn continue_refused(
         .header(WARN_HEADER, label)
         .body(full(body))
         .expect("valid continue refusal")
+}
+
+/// After an access request: it was sent, and to whom.
+pub fn access_requested(
+    policy: &Policy,
+    site: &str,
+    platform: Option<&str>,
+    rule: &str,
+    reason: &str,
+) -> Response<ProxyBody> {
+    let what = match platform {
+        Some(p) => format!("{} ({})", escape(p), escape(site)),
+        None => escape(site),
+    };
+    let body = format!(
+        r#"<p>Your request for access to {what} was sent to {recipient}.</p>
+<table><tr><th>Rule</th><td>{rule}</td></tr><tr><th>Your reason</th><td>{reason}</td></tr></table>
+<p class="note">It is recorded like the rest of your traffic (see below), and counted with others' requests to show how much the site is needed. The site stays blocked until the policy changes.</p>
+{about}"#,
+        recipient = escape(&policy.requests.recipient),
+        rule = escape(rule),
+        reason = escape(reason),
+        about = about_link(policy),
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .header(RULE_HEADER, header_value(rule))
+        .body(full(page(policy, "Request sent", &body)))
+        .expect("valid access-request page")
+}
+
+/// An access request that cannot be taken (`problem`, `advice`): 403 for
+/// a bad or expired form, 400 for a missing reason.
+pub fn access_refused(
+    policy: &Policy,
+    status: StatusCode,
+    problem: &str,
+    advice: &str,
+) -> Response<ProxyBody> {
+    let body = format!(
+        "<p>This access request cannot be sent: {}.</p>\n<p>{}</p>\n{}",
+        escape(problem),
+        escape(advice),
+        about_link(policy)
+    );
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .header(ERROR_HEADER, "access-request")
+        .body(full(page(policy, "Request not sent", &body)))
+        .expect("valid access-request refusal")
 }
 
 /// `http://NAME/`: socialgate's own page about what applies to a person.

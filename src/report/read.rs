@@ -199,7 +199,10 @@ where
 {
     read_one_with(path, stats, &mut |line: &[u8]| {
         let rec = parse_line(line)?;
-        f(&rec);
+        // An access request is no traffic: not a request, refusal or use.
+        if rec.kind != Lenient::Known(Kind::AccessRequest) {
+            f(&rec);
+        }
         Ok(rec.unknown_values())
     });
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_requests;
 mod activities;
 mod admin_ops;
 mod agreement;
