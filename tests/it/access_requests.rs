@@ -306,3 +306,100 @@ async fn bad_request_settings_are_refused_with_where_and_how() {
         assert!(err.contains(want), "{extra}: {err}");
     }
 }
+
+/// One access-request record as the proxy writes it.
+fn request_line(
+    at: &str,
+    user: &str,
+    client: &str,
+    group: &str,
+    host: &str,
+    platform: &str,
+) -> String {
+    serde_json::json!({
+        "time": at, "kind": "access-request", "client": client, "user": user, "auth": "basic",
+        "groups": [group], "group": group, "method": "POST", "host": host, "port": 80,
+        "platform": platform, "category": "video", "class": null, "activity": null,
+        "foreground": false, "action": "block", "mode": "enforce", "rule": "no-video",
+        "reason": "rule-matched", "request_reason": "for work", "status": 200,
+        "bytes_up": 0, "bytes_down": 0, "duration_ms": 1
+    })
+    .to_string()
+}
+
+#[test]
+fn simulate_shows_which_access_requests_a_candidate_would_grant() {
+    // Three marketing people asked for TikTok, one staff member for
+    // YouTube; the candidate allows TikTok for marketing only.
+    let mut lines: Vec<String> = ["p:m1", "p:m2", "p:m3"]
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            request_line(
+                &format!("2026-03-02T10:0{i}:00Z"),
+                u,
+                "10.2.0.9",
+                "marketing",
+                "www.tiktok.com",
+                "tiktok",
+            )
+        })
+        .collect();
+    lines.push(request_line(
+        "2026-03-02T10:05:00Z",
+        "p:s1",
+        "10.1.0.9",
+        "staff",
+        "www.youtube.com",
+        "youtube",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let candidate = PolicyDir::new(
+        r#"
+version: 1
+groups:
+  marketing: {networks: [10.2.0.0/16]}
+  staff: {networks: [10.0.0.0/8]}
+rules:
+  - {id: marketing-tiktok, groups: [marketing], platforms: [tiktok], action: allow}
+  - {id: no-video, groups: [staff], categories: [video], action: block}
+"#,
+    );
+    let run = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_socialgate"))
+            .args(["simulate", "--k", "2", "--format", format, "--log"])
+            .arg(&log)
+            .arg("--policy")
+            .arg(candidate.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&run("json")).unwrap();
+    assert_eq!(json["access_requests"], 4, "{json}");
+    assert_eq!(
+        json["replayed"], 0,
+        "access requests are no traffic: {json}"
+    );
+    assert_eq!(
+        json["would_grant"],
+        serde_json::json!([{"group": "marketing", "platform": "tiktok", "rule": "no-video",
+            "requests": 3, "users": 3, "activities": {}}]),
+        "{json}"
+    );
+    let text = run("text");
+    assert!(
+        text.contains("access requests: 4; the candidate would grant 3 of them:")
+            && text.contains(
+                "3 requests by 3 users of marketing for tiktok (refused then by `no-video`)"
+            ),
+        "{text}"
+    );
+}
