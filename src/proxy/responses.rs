@@ -901,6 +901,13 @@ fn rule_today(policy: &Policy, r: &RuleToday<'_>) -> String {
         (false, crate::policy::Action::Block) => "refused",
         (false, crate::policy::Action::Warn) => "a warning first; you may continue",
     };
+    let does = match (&rule.budget, rule.action) {
+        (Some(_), crate::policy::Action::Warn) => {
+            "allowed until your daily budget is spent, then a warning first"
+        }
+        (Some(_), _) => "allowed until your daily budget is spent, then refused",
+        (None, _) => does,
+    };
     let does = if rule.mode == crate::policy::Mode::Report {
         format!("trial run: traffic passes, and what the rule would do is recorded ({does})")
     } else {

@@ -102,6 +102,7 @@ async fn each_person_sees_their_own_identity_rules_budget_and_what_is_recorded()
         "later today, from 12:00 (Europe/Berlin)",
         "Mon–Fri 12:00–13:00 (Europe/Berlin)",
         "1 minute a day: 1 minute left; renews at 00:00 on Thursday (Europe/Berlin)",
+        "allowed until your daily budget is spent, then refused",
         "90 days, then deleted",
         "the security officer, with the works council",
         "as a pseudonym",
