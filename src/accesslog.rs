@@ -720,7 +720,9 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
         Verdict::of_record(ev.action, ev.mode, ev.warn),
         Verdict::Refused | Verdict::Warned
     );
-    let code = if refused {
+    let code = if ev.kind == Kind::AccessRequest {
+        "NONE_NONE"
+    } else if refused {
         "TCP_DENIED"
     } else if ev.error.is_some() && ev.status >= 500 {
         "TCP_MISS_ABORTED"
@@ -731,7 +733,7 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     };
     let url = match ev.kind {
         Kind::Tunnel => format!("{}:{}", host_for_url(&ev.host), ev.port),
-        Kind::Request => {
+        Kind::Request | Kind::AccessRequest => {
             // A request inside an inspected tunnel is an https:// URL.
             let (scheme, default_port) = match ev.tls {
                 Some(crate::event::Tls::Intercepted) => ("https", 443),
@@ -827,6 +829,7 @@ mod tests {
             parent: None,
             parent_status: None,
             original_dst: None,
+            request_reason: None,
             pseudonymize: true,
         }
     }

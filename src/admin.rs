@@ -114,7 +114,12 @@ async fn handle(
         (&Method::GET, "/proxy.pac" | "/wpad.dat") => text(
             StatusCode::OK,
             "application/x-ns-proxy-autoconfig",
-            pac_file(&state.pac_proxy, &policy.pac, &policy.source.hash),
+            pac_file(
+                &state.pac_proxy,
+                &policy.pac,
+                &policy.settings.transparency_host,
+                &policy.source.hash,
+            ),
         ),
         (&Method::POST, "/reload") => match state.proxy.policy.reload_async("admin").await {
             Ok(p) => text(StatusCode::OK, "text/plain; charset=utf-8", format!("reloaded; policy hash {}\n", p.source.hash)),
@@ -138,8 +143,10 @@ async fn handle(
 /// policy's `pac:` section sends direct: plain host names and `localhost`
 /// always, then `direct_domains` (each with its subdomains) by name, then
 /// `direct_networks` by the address the host resolves to (only when some
-/// are listed, since resolving costs the client a DNS lookup).
-pub fn pac_file(proxy: &str, pac: &Pac, policy_hash: &str) -> String {
+/// are listed, since resolving costs the client a DNS lookup). The
+/// transparency page's name (`own`) always goes to the proxy, first: it
+/// exists nowhere else (and `.local` is direct by default).
+pub fn pac_file(proxy: &str, pac: &Pac, own: &str, policy_hash: &str) -> String {
     use std::fmt::Write;
     // Names and addresses were validated (the policy compiler, and
     // --pac-proxy's parser): letters, digits, '-', '.', ':', '[', ']' only,
@@ -148,6 +155,7 @@ pub fn pac_file(proxy: &str, pac: &Pac, policy_hash: &str) -> String {
         "// socialgate proxy auto-configuration (policy {policy_hash})\n\
          function FindProxyForURL(url, host) {{\n  \
          host = host.toLowerCase();\n  \
+         if (host === \"{own}\") {{\n    return \"PROXY {proxy}\";\n  }}\n  \
          if (isPlainHostName(host) || host === \"localhost\") {{\n    return \"DIRECT\";\n  }}\n"
     );
     if !pac.direct_domains.is_empty() {

@@ -289,17 +289,22 @@ impl App {
         };
         let (recorder, writer) = match &cfg.log {
             Some(log) => {
-                let (r, w) =
-                    Recorder::start(log.clone(), users, observers, Some(on_drop), Some(on_fault))
-                        .with_context(|| {
-                        format!(
-                            "cannot open the access log {}",
-                            log.path
-                                .as_ref()
-                                .map(|p| p.display().to_string())
-                                .unwrap_or_else(|| "(stdout)".into())
-                        )
-                    })?;
+                let (r, w) = Recorder::start(
+                    log.clone(),
+                    users.clone(),
+                    observers,
+                    Some(on_drop),
+                    Some(on_fault),
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot open the access log {}",
+                        log.path
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_else(|| "(stdout)".into())
+                    )
+                })?;
                 (r, Some(w))
             }
             None => (Recorder::without_log(observers), None),
@@ -327,6 +332,7 @@ impl App {
             proxy::DerivedKeys {
                 warn: warn_key,
                 budget: pseudonymizer_budget_key,
+                users,
             },
             inspector,
         )

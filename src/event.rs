@@ -23,6 +23,12 @@ pub enum Kind {
     Request,
     /// A CONNECT tunnel, from the CONNECT line to the close of both sides.
     Tunnel,
+    /// A person asked for access from a block page (`request_access`): the
+    /// record names the site, platform, rule and group asked about, and
+    /// carries the reason they gave. Not traffic: reports and `simulate`
+    /// count it apart.
+    #[serde(rename = "access-request")]
+    AccessRequest,
 }
 
 /// What socialgate did with a tunnel's TLS.
@@ -156,6 +162,11 @@ pub struct Event {
     /// socket's original destination, `IP:PORT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_dst: Option<std::net::SocketAddr>,
+    /// An access request's reason, as the person wrote it (one line, at
+    /// most 200 characters, control characters removed); only on
+    /// `kind: access-request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_reason: Option<String>,
     /// Whether the writer pseudonymises `user`: taken from the policy
     /// snapshot the exchange was decided on, not from the one current when
     /// the line is written. Not part of the log line.

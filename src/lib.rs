@@ -68,6 +68,7 @@ pub mod proxy;
 pub mod pseudonym;
 pub mod reload;
 pub mod report;
+pub mod requests;
 pub mod simulate;
 pub mod warn;
 pub mod yaml;

@@ -37,9 +37,9 @@ pub struct Gauges {
 #[derive(Default)]
 struct FixedHandles {
     /// By kind (request, tunnel) and status class (1xx..5xx, other).
-    requests: [[std::sync::OnceLock<prometheus::IntCounter>; 6]; 2],
+    requests: [[std::sync::OnceLock<prometheus::IntCounter>; 6]; 3],
     /// By kind.
-    request_seconds: [std::sync::OnceLock<Histogram>; 2],
+    request_seconds: [std::sync::OnceLock<Histogram>; 3],
     /// By error kind, in `ErrorKind::ALL` order.
     errors: [std::sync::OnceLock<prometheus::IntCounter>; crate::outcome::ErrorKind::ALL.len()],
 }
@@ -75,7 +75,7 @@ fn addr(s: Option<&Arc<str>>) -> usize {
     s.map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize)
 }
 
-const KINDS: [&str; 2] = ["request", "tunnel"];
+const KINDS: [&str; 3] = ["request", "tunnel", "access-request"];
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Every metric socialgate exports (docs/metrics.md lists them).
@@ -97,6 +97,8 @@ pub struct Metrics {
     warnings: IntCounterVec,
     warn_store_errors: IntCounterVec,
     budgets_exhausted: IntCounterVec,
+    access_requests: IntCounterVec,
+    access_request_webhook: IntCounterVec,
     budget_untracked: IntCounter,
     budget_store_errors: IntCounterVec,
     log_failures: IntCounterVec,
@@ -250,6 +252,18 @@ impl Metrics {
             "Daily budgets that ran out: a person spent a rule's budget (once per person, rule and day on each replica), by rule.",
             &["rule"],
         );
+        let access_requests = counter_vec(
+            &r,
+            "socialgate_access_requests_total",
+            "Access requests people sent from block pages (rules with request_access), by the rule they asked about; each is an access-request record in the access log.",
+            &["rule"],
+        );
+        let access_request_webhook = counter_vec(
+            &r,
+            "socialgate_access_request_webhook_total",
+            "Access requests posted to requests.webhook, by result: delivered (a 2xx answer) or failed (no 2xx after every retry, or too many waiting; the access log still has them).",
+            &["result"],
+        );
         let budget_untracked = IntCounter::new(
             "socialgate_budget_untracked_total",
             "Decisions under a budget made without it because the budget ledger was full (it holds 100,000 person-rule entries a day).",
@@ -351,6 +365,8 @@ impl Metrics {
             warnings,
             warn_store_errors,
             budgets_exhausted,
+            access_requests,
+            access_request_webhook,
             budget_untracked,
             budget_store_errors,
             log_failures,
@@ -407,6 +423,13 @@ impl Metrics {
     /// A person's daily budget under `rule` ran out.
     pub fn budget_exhausted(&self, rule: &str) {
         self.budgets_exhausted.with_label_values(&[rule]).inc();
+    }
+
+    /// An access request's webhook post ended: `delivered` or `failed`.
+    pub fn access_request_webhook(&self, result: &str) {
+        self.access_request_webhook
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// A decision under a budget was made without it (the ledger is full).
@@ -474,6 +497,7 @@ impl Metrics {
         let kind = match ev.kind {
             Kind::Request => 0,
             Kind::Tunnel => 1,
+            Kind::AccessRequest => 2,
         };
         let class = match ev.status {
             100..=199 => 0,
@@ -516,6 +540,11 @@ impl Observer for Metrics {
         // their bytes; the tunnel record itself is their container.
         let container = ev.kind == Kind::Tunnel && ev.tls == Some(Tls::Intercepted);
         self.requests_and_durations(ev);
+        if ev.kind == Kind::AccessRequest {
+            // Not a decision: counted apart, by the rule asked about.
+            self.access_requests.with_label_values(&[&ev.rule]).inc();
+            return;
+        }
         if container {
             return;
         }

@@ -26,7 +26,7 @@ use clap::Args;
 
 use crate::outcome::{Activity, Lenient, Reason, Verdict, WarnOutcome};
 use crate::policy::{admit_in_groups, load_dir, normalize_host, Decision, Entry, Facts, Warning};
-use crate::report::read::{read_logs, ReadStats, Record};
+use crate::report::read::{read_logs_and_requests, ReadStats, Record};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -236,6 +236,11 @@ pub struct Simulation {
     /// Tunnels a candidate rule about activities could not judge (not
     /// inspected): the site-level rules decided.
     unseen: BTreeMap<RuleKey, Change>,
+    /// Access requests in the logs (`kind: access-request`).
+    pub access_requests: u64,
+    /// Those the candidate would grant (it allows the site for that
+    /// person), by group, platform and the rule that refused then.
+    granted: BTreeMap<RuleKey, Change>,
 }
 
 /// Replays `args.logs` under the policy in `args.policy`.
@@ -259,112 +264,174 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
     };
     let mut sim = Simulation::default();
     let mut read = ReadStats::default();
-    read_logs(&args.logs, &mut read, |rec: &Record<'_>| {
-        // Its requests are replayed one by one.
-        if rec.is_inspected_tunnel() {
-            sim.skipped += 1;
+    let mut access_requests = 0u64;
+    let mut granted: BTreeMap<RuleKey, Change> = BTreeMap::new();
+    let grants = |rec: &Record<'_>| {
+        access_requests += 1;
+        let (Ok(client), Ok(host)) = (rec.client.parse(), normalize_host(&rec.host)) else {
             return;
-        }
-        let Some(old) = replay_verdict(rec).filter(|_| !not_replayable(&rec.reason)) else {
-            sim.skipped += 1;
-            return;
-        };
-        let Ok(client) = rec.client.parse() else {
-            sim.skipped += 1;
-            return;
-        };
-        let Ok(host) = normalize_host(&rec.host) else {
-            sim.skipped += 1;
-            return;
-        };
-        let entry = match rec.kind.known() {
-            Some(crate::event::Kind::Tunnel) => Entry::Connect,
-            Some(crate::event::Kind::Request) => Entry::Request,
-            None => {
-                sim.skipped += 1;
-                return;
-            }
         };
         let facts = Facts {
-            entry,
+            entry: Entry::Request,
             client,
             user: rec.user.as_deref(),
             host: &host,
-            port: rec.port,
+            port: 80,
             resolved: None,
-            sni: rec.sni.as_deref(),
+            sni: None,
             listeners: &[],
-            // What the proxy saw then: a logged request carries its activity.
-            activity: rec.activity.as_ref().and_then(|a| a.known()).copied(),
+            activity: None,
             resolved_by_parent: false,
             original: None,
             acknowledged: None,
             hello: None,
             spent: None,
         };
-        let mut groups = policy.groups_of(client, facts.user);
-        if !exact {
-            for name in &rec.groups {
-                if let Some(i) = policy.groups.iter().position(|g| &*g.name == name.as_ref()) {
-                    if !groups.contains(&(i as u16)) {
-                        groups.push(i as u16);
-                    }
-                }
-            }
-            groups.sort_unstable();
-        }
+        let groups = groups_for(&policy, rec, client, exact);
         let adm = admit_in_groups(&policy, &facts, &groups, rec.time);
-        let unshown = adm.warning == Some(Warning::Unshown);
-        let d: Decision = adm.decision;
-        sim.replayed += 1;
-        let new = Verdict::of_record(d.action, d.mode, unshown.then_some(WarnOutcome::Unshown));
-        let group = || {
-            d.group
-                .as_deref()
-                .or(rec.group.as_deref())
-                .unwrap_or("(no group)")
-                .to_string()
-        };
-        let platform = || {
-            rec.platform
-                .as_deref()
-                .unwrap_or("(other sites)")
-                .to_string()
-        };
+        if Verdict::of(adm.decision.action, adm.decision.mode) != Verdict::Passed {
+            return;
+        }
         let person = match &rec.user {
             Some(u) => u.to_string(),
             None => format!("ip:{}", rec.client),
         };
-        if let Some(rule) = &d.activity_unseen {
-            sim.unseen
-                .entry((group(), platform(), rule.to_string()))
-                .or_default()
-                .add(&person, None);
-        }
-        if old == new {
-            return;
-        }
-        sim.changed += 1;
-        // A write that went through then (an acknowledged warning included)
-        // and that the candidate refuses.
-        let passed = matches!(
-            rec.verdict(),
-            Some(Verdict::Passed | Verdict::WouldRefuse | Verdict::WouldWarn)
+        let key = (
+            rec.group.as_deref().unwrap_or("(no group)").to_string(),
+            rec.platform
+                .as_deref()
+                .unwrap_or("(other sites)")
+                .to_string(),
+            rec.rule.to_string(),
         );
-        if new == Verdict::Refused && passed && facts.activity.is_some_and(is_write_action) {
-            sim.writes
-                .entry((group(), platform(), d.rule.to_string()))
+        granted.entry(key).or_default().add(&person, None);
+    };
+    read_logs_and_requests(
+        &args.logs,
+        &mut read,
+        |rec: &Record<'_>| {
+            // Its requests are replayed one by one.
+            if rec.is_inspected_tunnel() {
+                sim.skipped += 1;
+                return;
+            }
+            let Some(old) = replay_verdict(rec).filter(|_| !not_replayable(&rec.reason)) else {
+                sim.skipped += 1;
+                return;
+            };
+            let Ok(client) = rec.client.parse() else {
+                sim.skipped += 1;
+                return;
+            };
+            let Ok(host) = normalize_host(&rec.host) else {
+                sim.skipped += 1;
+                return;
+            };
+            let entry = match rec.kind.known() {
+                Some(crate::event::Kind::Tunnel) => Entry::Connect,
+                Some(crate::event::Kind::Request) => Entry::Request,
+                // Filtered out by the reader; never traffic.
+                Some(crate::event::Kind::AccessRequest) | None => {
+                    sim.skipped += 1;
+                    return;
+                }
+            };
+            let facts = Facts {
+                entry,
+                client,
+                user: rec.user.as_deref(),
+                host: &host,
+                port: rec.port,
+                resolved: None,
+                sni: rec.sni.as_deref(),
+                listeners: &[],
+                // What the proxy saw then: a logged request carries its activity.
+                activity: rec.activity.as_ref().and_then(|a| a.known()).copied(),
+                resolved_by_parent: false,
+                original: None,
+                acknowledged: None,
+                hello: None,
+                spent: None,
+            };
+            let groups = groups_for(&policy, rec, client, exact);
+            let adm = admit_in_groups(&policy, &facts, &groups, rec.time);
+            let unshown = adm.warning == Some(Warning::Unshown);
+            let d: Decision = adm.decision;
+            sim.replayed += 1;
+            let new = Verdict::of_record(d.action, d.mode, unshown.then_some(WarnOutcome::Unshown));
+            let group = || {
+                d.group
+                    .as_deref()
+                    .or(rec.group.as_deref())
+                    .unwrap_or("(no group)")
+                    .to_string()
+            };
+            let platform = || {
+                rec.platform
+                    .as_deref()
+                    .unwrap_or("(other sites)")
+                    .to_string()
+            };
+            let person = match &rec.user {
+                Some(u) => u.to_string(),
+                None => format!("ip:{}", rec.client),
+            };
+            if let Some(rule) = &d.activity_unseen {
+                sim.unseen
+                    .entry((group(), platform(), rule.to_string()))
+                    .or_default()
+                    .add(&person, None);
+            }
+            if old == new {
+                return;
+            }
+            sim.changed += 1;
+            // A write that went through then (an acknowledged warning included)
+            // and that the candidate refuses.
+            let passed = matches!(
+                rec.verdict(),
+                Some(Verdict::Passed | Verdict::WouldRefuse | Verdict::WouldWarn)
+            );
+            if new == Verdict::Refused && passed && facts.activity.is_some_and(is_write_action) {
+                sim.writes
+                    .entry((group(), platform(), d.rule.to_string()))
+                    .or_default()
+                    .add(&person, facts.activity);
+            }
+            let key = (group(), platform(), old, new, d.rule.to_string());
+            sim.changes
+                .entry(key)
                 .or_default()
                 .add(&person, facts.activity);
-        }
-        let key = (group(), platform(), old, new, d.rule.to_string());
-        sim.changes
-            .entry(key)
-            .or_default()
-            .add(&person, facts.activity);
-    });
+        },
+        grants,
+    );
     sim.read = read;
+    sim.access_requests = access_requests;
+    sim.granted = granted;
     Ok(sim)
+}
+
+/// The candidate's groups for a recorded person: from the address and the
+/// (pseudonymised) user, and, without the key, the groups the record names.
+fn groups_for(
+    policy: &crate::policy::Policy,
+    rec: &Record<'_>,
+    client: std::net::IpAddr,
+    exact: bool,
+) -> Vec<u16> {
+    let mut groups = policy.groups_of(client, rec.user.as_deref());
+    if !exact {
+        for name in &rec.groups {
+            if let Some(i) = policy.groups.iter().position(|g| &*g.name == name.as_ref()) {
+                if !groups.contains(&(i as u16)) {
+                    groups.push(i as u16);
+                }
+            }
+        }
+        groups.sort_unstable();
+    }
+    groups
 }
 
 fn users_json(c: &Change, k: usize) -> serde_json::Value {
@@ -446,6 +513,8 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 "changes": changes,
                 "refused_writes": by_rule(&sim.writes, "requests"),
                 "activity_unseen": by_rule(&sim.unseen, "tunnels"),
+                "access_requests": sim.access_requests,
+                "would_grant": by_rule(&sim.granted, "requests"),
             });
             writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
         }
@@ -509,6 +578,22 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                     writeln!(
                         out,
                         "  {} tunnels by {} of {g} to {p}, rule `{rule}`: inspect {p} (`inspect: true`) to see what they do",
+                        c.requests,
+                        persons(c.persons.len(), args.k),
+                    )?;
+                }
+            }
+            if sim.access_requests > 0 {
+                let n: u64 = sim.granted.values().map(|c| c.requests).sum();
+                writeln!(
+                    out,
+                    "access requests: {}; the candidate would grant {n} of them:",
+                    sim.access_requests
+                )?;
+                for ((g, p, rule), c) in &sim.granted {
+                    writeln!(
+                        out,
+                        "  {} requests by {} of {g} for {p} (refused then by `{rule}`)",
                         c.requests,
                         persons(c.persons.len(), args.k),
                     )?;

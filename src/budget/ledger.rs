@@ -75,6 +75,21 @@ impl MinuteSet {
         n
     }
 
+    /// Minutes before minute `m` in this set or `other`.
+    pub fn count_below_with(&self, other: &MinuteSet, m: u32) -> u32 {
+        let m = m.min(Self::CAPACITY);
+        let (full, rest) = ((m / 64) as usize, m % 64);
+        let mut n: u32 = self.0[..full]
+            .iter()
+            .zip(&other.0[..full])
+            .map(|(a, b)| (a | b).count_ones())
+            .sum();
+        if rest > 0 {
+            n += ((self.0[full] | other.0[full]) & ((1u64 << rest) - 1)).count_ones();
+        }
+        n
+    }
+
     pub fn count(&self) -> u32 {
         self.0.iter().map(|w| w.count_ones()).sum()
     }
@@ -134,12 +149,63 @@ impl MinuteSet {
 }
 
 /// Whose spending an entry counts: a person under one rule.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct Key {
     pub person: Person,
     /// The rule id (budgets are the rule's, across its platforms).
     pub rule: Arc<str>,
+    /// Hash of the two with a per-process random key (SipHash), worked out
+    /// once: the shard, the entry map and the sessions all index by it.
+    hash: u64,
 }
+
+impl Key {
+    pub fn new(person: Person, rule: Arc<str>) -> Key {
+        static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let hash = KEYS
+            .get_or_init(Default::default)
+            .hash_one((&person, &*rule));
+        Key { person, rule, hash }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.hash == other.hash && self.person == other.person && self.rule == other.rule
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hashes a [`Key`] by the hash it carries (already keyed and mixed).
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Key`; anything else still hashes.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ByKey = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// One person's spending under one rule on one day.
 #[derive(Debug, Clone)]
@@ -150,20 +216,28 @@ pub struct Entry {
     pub day: Day,
     /// Minutes counted by this process.
     pub minutes: MinuteSet,
-    /// Minutes other replicas counted (from Redis).
-    pub remote: MinuteSet,
     /// Body bytes counted by this process today.
     pub bytes: u64,
-    /// Of `bytes`, those already added to Redis.
-    pub pushed_bytes: u64,
-    /// Minutes already set in Redis.
-    pub pushed: MinuteSet,
-    /// The day's total in Redis when last read (every replica's bytes).
-    pub remote_bytes: u64,
     /// The exhaustion of this entry's day was counted already.
     pub noted: bool,
     /// Last time the entry was charged or looked up.
     pub touched: Timestamp,
+    /// What is shared with other replicas through Redis; `None` until the
+    /// entry is first synced (kept apart so that an entry stays small).
+    pub shared: Option<Box<Shared>>,
+}
+
+/// An entry's part in Redis (see `super::store`).
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// Minutes every replica counted (read back from Redis).
+    pub remote: MinuteSet,
+    /// Of `Entry::minutes`, those already set in Redis.
+    pub pushed: MinuteSet,
+    /// Of `Entry::bytes`, those already added to Redis.
+    pub pushed_bytes: u64,
+    /// The day's total in Redis when last read (every replica's bytes).
+    pub remote_bytes: u64,
 }
 
 impl Entry {
@@ -172,13 +246,23 @@ impl Entry {
             tag,
             day,
             minutes: MinuteSet::default(),
-            remote: MinuteSet::default(),
             bytes: 0,
-            pushed_bytes: 0,
-            pushed: MinuteSet::default(),
-            remote_bytes: 0,
             noted: false,
             touched: now,
+            shared: None,
+        }
+    }
+
+    /// The Redis part, made on first use.
+    pub fn shared_mut(&mut self) -> &mut Shared {
+        self.shared.get_or_insert_with(Default::default)
+    }
+
+    /// Every minute known to be counted: here, and by other replicas.
+    pub fn all_minutes(&self) -> MinuteSet {
+        match &self.shared {
+            Some(s) => self.minutes.union(&s.remote),
+            None => self.minutes,
         }
     }
 
@@ -190,10 +274,18 @@ impl Entry {
         } else {
             self.day.minute_of(now)
         };
-        let unpushed = self.bytes.saturating_sub(self.pushed_bytes);
-        Spent {
-            minutes: self.minutes.union(&self.remote).count_below(minute),
-            bytes: self.bytes.max(self.remote_bytes.saturating_add(unpushed)),
+        match &self.shared {
+            None => Spent {
+                minutes: self.minutes.count_below(minute),
+                bytes: self.bytes,
+            },
+            Some(s) => {
+                let unpushed = self.bytes.saturating_sub(s.pushed_bytes);
+                Spent {
+                    minutes: self.minutes.count_below_with(&s.remote, minute),
+                    bytes: self.bytes.max(s.remote_bytes.saturating_add(unpushed)),
+                }
+            }
         }
     }
 }
@@ -208,8 +300,8 @@ pub struct Restored {
 }
 
 struct Shard {
-    entries: HashMap<Key, Entry>,
-    sessions: Sessionizer<Key>,
+    entries: HashMap<Key, Entry, ByKey>,
+    sessions: Sessionizer<Key, ByKey>,
     scratch: Vec<Session<Key>>,
 }
 
@@ -220,7 +312,6 @@ pub type Tagger = Box<dyn Fn(&Person, &str) -> [u8; 16] + Send + Sync>;
 pub struct Ledger {
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
     tagger: Tagger,
     /// Entries read from the snapshot file whose person has not come back
     /// yet, by tag.
@@ -242,8 +333,8 @@ impl Ledger {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    entries: HashMap::new(),
-                    sessions: Sessionizer::new(SessionRules::default()),
+                    entries: HashMap::default(),
+                    sessions: Sessionizer::with_hasher(SessionRules::default()),
                     scratch: Vec::new(),
                 })
             })
@@ -251,14 +342,15 @@ impl Ledger {
         Ledger {
             shards,
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            hasher: Default::default(),
             tagger,
             restored: Mutex::new(HashMap::new()),
         }
     }
 
     fn shard(&self, key: &Key) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(key) as usize) & (SHARDS - 1);
+        // Middle bits: the maps inside use the low ones (buckets) and the
+        // top seven (tags).
+        let i = (key.hash >> 32) as usize & (SHARDS - 1);
         // A panic while holding a shard leaves consistent maps: keep going.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -353,8 +445,11 @@ impl Ledger {
                 // Counted by an earlier run: if Redis is used, that run
                 // wrote them there already (or Redis has only its share,
                 // and the larger count wins; see `Entry::spent`).
-                e.pushed = r.minutes;
-                e.pushed_bytes = r.bytes;
+                e.shared = Some(Box::new(Shared {
+                    pushed: r.minutes,
+                    pushed_bytes: r.bytes,
+                    ..Shared::default()
+                }));
             }
             shard.entries.insert(key.clone(), e);
         }
@@ -433,6 +528,31 @@ impl Ledger {
             .collect()
     }
 
+    /// What `person` has spent of `rule`'s budget today, without tracking
+    /// them if they are not yet (the transparency page asks this): what
+    /// the ledger holds, else what the snapshot file brought back, else
+    /// nothing.
+    pub fn peek(&self, person: &Person, rule: &Arc<str>, budget: &Budget, now: Timestamp) -> Spent {
+        let key = Key::new(person.clone(), rule.clone());
+        let day = budget.day(now);
+        let held = self.with_entry(&key, |e| (e.day.date == day.date).then(|| e.spent(now)));
+        match held {
+            Some(Some(spent)) => spent,
+            Some(None) => Spent::default(),
+            None => {
+                let tag = (self.tagger)(person, rule);
+                self.lock_restored()
+                    .get(&tag)
+                    .filter(|r| r.day == day.date)
+                    .map(|r| Spent {
+                        minutes: r.minutes.count_below(day.minute_of(now)),
+                        bytes: r.bytes,
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+
     /// Runs `f` on the entry of `key`, if tracked.
     pub fn with_entry<T>(&self, key: &Key, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let mut shard = self.shard(key);
@@ -451,14 +571,12 @@ mod tests {
             megabytes: Some(1),
             tz: TimeZone::get("Europe/Berlin").unwrap(),
             tz_name: "Europe/Berlin".into(),
+            last_day: Default::default(),
         }
     }
 
     fn key(who: &str) -> Key {
-        Key {
-            person: Person::User(who.into()),
-            rule: Arc::from("video"),
-        }
+        Key::new(Person::User(who.into()), Arc::from("video"))
     }
 
     fn at(hm: &str) -> Timestamp {
@@ -599,5 +717,7 @@ mod tests {
         assert_eq!(m.union(&n).count(), 8);
         assert_eq!(n.minus(&m).runs(), vec![(3, 1)]);
         assert!(m.contains(1499) && !m.contains(1500) && !m.contains(9999));
+        assert_eq!(m.count_below_with(&n, 64), 5);
+        assert_eq!(m.count_below_with(&n, 3), 3);
     }
 }

@@ -117,7 +117,7 @@ impl Budgets {
         self: &Arc<Self>,
         policy: &Arc<Policy>,
         entry: Entry,
-        person: &Person,
+        person: Person,
         adm: Admission,
     ) -> (Admission, Option<Charge>) {
         let Some(view) = adm.decision.budget else {
@@ -131,10 +131,7 @@ impl Budgets {
             return (adm, None);
         };
         let now = self.clock.now();
-        let key = Key {
-            person: person.clone(),
-            rule: rule.id.clone(),
-        };
+        let key = Key::new(person, rule.id.clone());
         let standing = self.ledger.standing(&key, budget, now);
         if standing.is_none() {
             self.ledger_full();
@@ -417,6 +414,7 @@ mod tests {
             megabytes: Some(500),
             tz: jiff::tz::TimeZone::get("Europe/Berlin").unwrap(),
             tz_name: "Europe/Berlin".into(),
+            last_day: Default::default(),
         };
         let renews: Timestamp = "2026-11-26T00:00:00+01:00".parse().unwrap();
         let left = BudgetState::Left {

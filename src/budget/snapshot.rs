@@ -64,13 +64,13 @@ pub fn save(budgets: &Budgets, path: &Path) -> std::io::Result<usize> {
     let now = budgets.now();
     let mut entries = Vec::new();
     budgets.ledger.for_each(|_, e| {
-        let minutes = e.minutes.union(&e.remote);
+        let minutes = e.all_minutes();
         if e.day.end > now && (!minutes.is_empty() || e.bytes > 0) {
             entries.push(FileEntry {
                 tag: hex(&e.tag),
                 date: e.day.date,
                 minutes: minutes.runs(),
-                bytes: e.bytes.max(e.remote_bytes),
+                bytes: e.spent(now).bytes,
             });
         }
     });
@@ -179,6 +179,7 @@ mod tests {
             megabytes: None,
             tz: jiff::tz::TimeZone::get("Europe/Berlin").unwrap(),
             tz_name: "Europe/Berlin".into(),
+            last_day: Default::default(),
         }
     }
 
@@ -193,10 +194,7 @@ mod tests {
         let clock = noon();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("budgets.json");
-        let key = Key {
-            person: Person::User("alice".into()),
-            rule: "video".into(),
-        };
+        let key = Key::new(Person::User("alice".into()), "video".into());
         let a = Budgets::new(&[3; 32], crate::metrics::Metrics::new(), clock.clone());
         let b = budget();
         let now = clock.now();

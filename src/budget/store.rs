@@ -150,8 +150,13 @@ impl Store {
             if work.len() >= MAX_BATCH || e.day.end <= now {
                 return;
             }
-            let minutes = e.minutes.minus(&e.pushed);
-            let bytes = e.bytes.saturating_sub(e.pushed_bytes);
+            let (minutes, bytes) = match &e.shared {
+                Some(s) => (
+                    e.minutes.minus(&s.pushed),
+                    e.bytes.saturating_sub(s.pushed_bytes),
+                ),
+                None => (e.minutes, e.bytes),
+            };
             let read = now.duration_since(e.touched) <= READ_WINDOW;
             if minutes.is_empty() && bytes == 0 && !read {
                 return;
@@ -209,18 +214,19 @@ impl Store {
                 if e.day.date != w.date {
                     return;
                 }
-                e.pushed = e.pushed.union(&w.minutes);
-                e.pushed_bytes = e.pushed_bytes.saturating_add(w.bytes);
+                let known = e.all_minutes();
+                let s = e.shared_mut();
+                s.pushed = s.pushed.union(&w.minutes);
+                s.pushed_bytes = s.pushed_bytes.saturating_add(w.bytes);
                 if let Some((minutes, bytes)) = remote {
-                    changed |= !minutes.minus(&e.minutes.union(&e.remote)).is_empty()
-                        || bytes > e.remote_bytes;
+                    changed |= !minutes.minus(&known).is_empty() || bytes > s.remote_bytes;
                     // Lost from Redis (a restart): written again next time.
-                    e.pushed = e.pushed.intersect(&minutes);
-                    if bytes < e.pushed_bytes {
-                        e.pushed_bytes = 0;
+                    s.pushed = s.pushed.intersect(&minutes);
+                    if bytes < s.pushed_bytes {
+                        s.pushed_bytes = 0;
                     }
-                    e.remote = minutes;
-                    e.remote_bytes = bytes;
+                    s.remote = minutes;
+                    s.remote_bytes = bytes;
                 }
             });
         }

@@ -406,6 +406,12 @@ pub fn destination_stage(
 /// destination. `None` when nothing refuses (yet: an unresolved name is
 /// checked once its addresses are known).
 pub fn destination_check(policy: &Policy, facts: &Facts<'_>) -> Option<Reason> {
+    // socialgate's own page: answered by the proxy over plain HTTP before
+    // admission, so any other way to it (a CONNECT, a server name, a
+    // redirected connection) stops here, before the name is resolved.
+    if is_own_page(policy, facts.host) {
+        return Some(Reason::OwnPage);
+    }
     let literal = match facts.host {
         Host::Ip(ip) => Some([*ip]),
         _ => None,
@@ -440,6 +446,11 @@ pub fn destination_check(policy: &Policy, facts: &Facts<'_>) -> Option<Reason> {
         None => true,
     };
     (!same_address || orig.port() != facts.port).then_some(Reason::DestinationMismatch)
+}
+
+/// True when `host` is socialgate's own page (`settings.transparency_host`).
+pub fn is_own_page(policy: &Policy, host: &Host) -> bool {
+    host.name() == Some(policy.settings.transparency_host.as_str())
 }
 
 /// A host that only means something inside a network, so a parent proxy
@@ -483,6 +494,10 @@ fn destination_note(facts: &Facts<'_>, refused: Option<Reason>) -> String {
         .map(|o| format!("; the connection was going to {o}"))
         .unwrap_or_default();
     match (refused, &addrs) {
+        (Some(Reason::OwnPage), _) => format!(
+            "{} is socialgate's own page (settings.transparency_host): answered at http://{}/, never resolved or connected to",
+            facts.host, facts.host
+        ),
         (Some(Reason::DestinationMismatch), Some(a)) => format!(
             "{} ({}:{} is {}{original})",
             Reason::DestinationMismatch.explain(),

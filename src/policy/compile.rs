@@ -314,6 +314,12 @@ impl Compiler<'_> {
             timezone_name: tz_name.clone(),
             organization: raw.settings.organization.as_deref().map(Arc::from),
             help: raw.settings.help.as_deref().map(Arc::from),
+            transparency_host: match raw.settings.transparency_host.as_deref() {
+                None => TRANSPARENCY_HOST.to_string(),
+                Some(h) => self
+                    .domain("settings.transparency_host", h)
+                    .unwrap_or_else(|| TRANSPARENCY_HOST.to_string()),
+            },
         };
 
         let auth = self.auth(&raw.auth, hasher);
@@ -335,11 +341,14 @@ impl Compiler<'_> {
                 .as_deref()
                 .map(|p| resolve_path(self.dir, p)),
             log_paths: raw.logging.log_paths.unwrap_or(false),
+            retention: raw.logging.retention.as_deref().map(Arc::from),
+            reveal: raw.logging.reveal.as_deref().map(Arc::from),
         };
 
         let pac = self.pac(&raw.pac);
         let warn = self.warn(&raw.warn);
         let state = self.state(&raw.state);
+        let requests = self.requests(&raw.requests);
         let inspection = self.inspection(&raw.inspection, &catalog, catalog_path, &categories);
 
         // Groups.
@@ -547,6 +556,13 @@ impl Compiler<'_> {
                 },
                 None => (timezone.clone(), tz_name.clone()),
             };
+            if r.request_access && (action != Action::Block || read_only.is_some()) {
+                self.err(
+                    format!("{base}.request_access"),
+                    format!("`request_access` needs `action: block`; this rule is `{}`", r.action),
+                    "remove `request_access`, or make the rule `action: block` (only a block page offers Request access)",
+                );
+            }
             let budget = r.budget.as_ref().and_then(|b| {
                 self.budget(&base, b, &r.action, (rule_tz.clone(), rule_tz_name.clone()))
             });
@@ -580,6 +596,11 @@ impl Compiler<'_> {
                 users: r.users.iter().cloned().collect(),
                 platforms: mask,
                 has_domains: !r.domains.is_empty(),
+                domains: r
+                    .domains
+                    .iter()
+                    .filter_map(|d| normalize_host(d).ok().map(|h| h.to_string()))
+                    .collect(),
                 include_embedded: r.include_embedded,
                 schedule,
                 activities,
@@ -589,6 +610,7 @@ impl Compiler<'_> {
                 message: r.message.as_deref().map(Arc::from),
                 inspect: r.inspect,
                 budget,
+                request_access: r.request_access,
             });
         }
         if rules.len() > u16::MAX as usize {
@@ -619,6 +641,7 @@ impl Compiler<'_> {
             pac,
             warn,
             state,
+            requests,
             inspection,
             cases: Vec::new(),
             activities: Default::default(),
@@ -637,6 +660,7 @@ impl Compiler<'_> {
         // here (in catalog.yaml) whether or not the policy uses them.
         let policy_file = std::mem::replace(&mut self.file, catalog_path.to_path_buf());
         let mut sensitive: Vec<(Arc<str>, Vec<String>)> = Vec::new();
+        let mut names: HashMap<Arc<str>, Arc<str>> = HashMap::new();
         for (id, cat) in &catalog.never_inspect {
             let base = format!("never_inspect.{id}");
             if !valid_id(id) {
@@ -659,17 +683,21 @@ impl Compiler<'_> {
                 .enumerate()
                 .filter_map(|(j, d)| self.domain(&format!("{base}.domains[{j}]"), d))
                 .collect();
+            names.insert(Arc::from(id.as_str()), Arc::from(cat.name.as_str()));
             sensitive.push((Arc::from(id.as_str()), domains));
         }
         self.file = policy_file;
 
         let mut never_domains: DomainTable<NeverHit> = DomainTable::new();
         let mut never_platform_categories = Vec::new();
+        let mut never_names: Vec<Arc<str>> = Vec::new();
+        let mut never_listed: Vec<String> = Vec::new();
         let never = raw.never.as_ref();
         match never.and_then(|n| n.categories.as_ref()) {
             // Default: every never-inspect category of the catalog.
             None => {
                 for (id, domains) in &sensitive {
+                    never_names.extend(names.get(id).cloned());
                     for d in domains {
                         never_domains.insert(d, NeverHit::Category(id.clone()));
                     }
@@ -678,6 +706,7 @@ impl Compiler<'_> {
             Some(list) => {
                 for (i, c) in list.iter().enumerate() {
                     if let Some((id, domains)) = sensitive.iter().find(|(id, _)| &**id == c) {
+                        never_names.extend(names.get(id).cloned());
                         for d in domains {
                             never_domains.insert(d, NeverHit::Category(id.clone()));
                         }
@@ -708,6 +737,7 @@ impl Compiler<'_> {
             .enumerate()
         {
             if let Some(name) = self.domain(&format!("inspection.never.domains[{i}]"), d) {
+                never_listed.push(name.clone());
                 if never_domains.get_exact_mut(&name).is_none() {
                     never_domains.insert(&name, NeverHit::Listed);
                 }
@@ -755,6 +785,8 @@ impl Compiler<'_> {
             default: raw.default.unwrap_or(false),
             never_domains,
             never_platform_categories,
+            never_names,
+            never_listed,
             learn_pinned: raw.learn_pinned.unwrap_or(true),
             pinned_for: Duration::from_secs(3600 * u64::from(hours.clamp(1, 720))),
             leaf_validity: Duration::from_secs(86_400 * u64::from(days.clamp(1, 90))),
@@ -980,6 +1012,7 @@ impl Compiler<'_> {
             megabytes: raw.megabytes,
             tz,
             tz_name,
+            last_day: Default::default(),
         })
     }
 
@@ -1056,6 +1089,48 @@ impl Compiler<'_> {
     }
 
     /// `state:`: a Redis URL, checked but not connected to.
+    fn requests(&mut self, raw: &RawRequests) -> Requests {
+        let webhook = raw.webhook.as_deref().and_then(|u| {
+            let hint = "write an absolute http:// or https:// URL, e.g. https://tickets.example.internal/hooks/socialgate, or remove `webhook` to keep requests in the access log only";
+            let uri = match u.parse::<http::Uri>() {
+                Ok(uri) => uri,
+                Err(e) => {
+                    self.err("requests.webhook", format!("{u:?} is not a URL: {e}"), hint);
+                    return None;
+                }
+            };
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+            let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+            if !scheme_ok || !host_ok {
+                self.err(
+                    "requests.webhook",
+                    format!("{u:?} is not an http:// or https:// URL with a host"),
+                    hint,
+                );
+                return None;
+            }
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                self.err(
+                    "requests.webhook",
+                    "the URL carries a user name or password",
+                    "put a secret in the URL's path or query instead (the URL is never logged)",
+                );
+                return None;
+            }
+            Some(uri)
+        });
+        Requests {
+            webhook,
+            recipient: Arc::from(
+                raw.recipient
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or(DEFAULT_RECIPIENT),
+            ),
+        }
+    }
+
     fn state(&mut self, raw: &RawState) -> State {
         let redis = raw.redis.as_deref().and_then(|u| {
             RedisUrl::parse(u)

@@ -49,11 +49,15 @@ pub enum Reason {
     Ech,
     /// The deciding rule's daily budget is spent: its action applies.
     BudgetExhausted,
+    /// socialgate's own page (`settings.transparency_host`): answered by
+    /// the proxy itself over plain HTTP, never forwarded, resolved or
+    /// tunnelled to.
+    OwnPage,
 }
 
 impl Reason {
     /// Every reason, in declaration order (`ALL[r as usize] == r`).
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::RuleMatched,
         Reason::DefaultCatalog,
         Reason::DefaultEmbedded,
@@ -69,6 +73,7 @@ impl Reason {
         Reason::DestinationMismatch,
         Reason::Ech,
         Reason::BudgetExhausted,
+        Reason::OwnPage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +93,7 @@ impl Reason {
             Reason::DestinationMismatch => "destination-mismatch",
             Reason::Ech => "ech",
             Reason::BudgetExhausted => "budget-exhausted",
+            Reason::OwnPage => "own-page",
         }
     }
 
@@ -105,6 +111,7 @@ impl Reason {
             Reason::PortNotAllowed => "builtin:tunnel",
             Reason::SniMismatch | Reason::Ech => "builtin:sni",
             Reason::BadRequest => "builtin:request",
+            Reason::OwnPage => "builtin:own-page",
         }
     }
 
@@ -133,6 +140,7 @@ impl Reason {
             Reason::DestinationMismatch => "the site the request names is not where the connection was going",
             Reason::Ech => "the encrypted connection hides the site it goes to behind a public name (Encrypted Client Hello)",
             Reason::BudgetExhausted => "your daily budget for this site under a policy rule is used up",
+            Reason::OwnPage => "this name is socialgate's own page about what applies to you: the proxy answers it itself, over plain HTTP only, and never connects anywhere for it",
         }
     }
 }
@@ -355,13 +363,7 @@ fn decide_inner(
     let mut unseen_inspect: Option<bool> = None;
     for (idx, rule) in policy.rules.iter().enumerate() {
         // Who.
-        let mut rule_group = None;
-        let who = if rule.groups.is_empty() && rule.users.is_empty() {
-            true
-        } else {
-            rule_group = rule.groups.iter().find(|g| group_ids.contains(g)).copied();
-            rule_group.is_some() || facts.user.is_some_and(|u| rule.users.contains(u))
-        };
+        let (who, rule_group) = rule.applies_to(group_ids, facts.user);
         if !who {
             note(&mut trace, rule, false, || {
                 "not for this client's groups or user".into()

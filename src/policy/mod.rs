@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod admit;
 pub mod advice;
+pub mod applies;
 pub mod budget;
 pub mod cases;
 pub mod compile;
@@ -31,8 +32,8 @@ use ipnet::IpNet;
 
 pub use admit::{
     admit, admit_in_groups, admit_traced, budget_stage, destination_check, destination_stage,
-    inspect_stage, is_local_name, next_change_after, port_stage, sni_stage, warn_stage, Admission,
-    Entry, Facts, Inspect, InspectWhy, Stage, TlsHello, Warning,
+    inspect_stage, is_local_name, is_own_page, next_change_after, port_stage, sni_stage,
+    warn_stage, Admission, Entry, Facts, Inspect, InspectWhy, Stage, TlsHello, Warning,
 };
 pub use budget::{Budget, BudgetState, BudgetView, Spent, SpentFact};
 pub use cases::{run_cases, CaseOutcome};
@@ -141,6 +142,8 @@ pub struct Rule {
     pub platforms: Option<Vec<bool>>,
     /// True when the rule lists extra domains (kept in `Policy::rule_domains`).
     pub has_domains: bool,
+    /// Those domains, as compiled (for the transparency page).
+    pub domains: Vec<String>,
     pub include_embedded: bool,
     pub schedule: Option<Schedule>,
     /// The activities the rule is about; `None` means any.
@@ -158,6 +161,8 @@ pub struct Rule {
     /// A daily budget per person: the rule allows until it is spent, then
     /// `action` (block or warn) applies.
     pub budget: Option<budget::Budget>,
+    /// Its block page offers "Request access".
+    pub request_access: bool,
 }
 
 impl Rule {
@@ -168,6 +173,18 @@ impl Rule {
         } else {
             self.action.as_str()
         }
+    }
+
+    /// Whether the rule is for someone in `groups` (indices) or signed in
+    /// as `user`, and the group it is for them through, if any. A rule
+    /// with no `groups` and no `users` is for everyone.
+    pub fn applies_to(&self, groups: &[u16], user: Option<&str>) -> (bool, Option<u16>) {
+        if self.groups.is_empty() && self.users.is_empty() {
+            return (true, None);
+        }
+        let group = self.groups.iter().find(|g| groups.contains(g)).copied();
+        let who = group.is_some() || user.is_some_and(|u| self.users.contains(u));
+        (who, group)
     }
 
     /// True when the rule names no platform, category or domain.
@@ -191,7 +208,12 @@ pub struct Settings {
     pub timezone_name: String,
     pub organization: Option<Arc<str>>,
     pub help: Option<Arc<str>>,
+    /// The host the transparency page answers on (normalised).
+    pub transparency_host: String,
 }
+
+/// The transparency page's default host name.
+pub const TRANSPARENCY_HOST: &str = "socialgate.local";
 
 /// A header carrying the user name, trusted only from listed gateways.
 #[derive(Debug, Clone)]
@@ -245,6 +267,11 @@ pub struct Inspection {
     pub never_domains: DomainTable<NeverHit>,
     /// Platform categories never decrypted.
     pub never_platform_categories: Vec<Arc<str>>,
+    /// The names of the catalog's never-inspect categories in force (for
+    /// the transparency page), e.g. `Banking and finance`.
+    pub never_names: Vec<Arc<str>>,
+    /// `inspection.never.domains`, as compiled.
+    pub never_listed: Vec<String>,
     /// Pass a host through for `pinned_for` after a client refused our leaf.
     pub learn_pinned: bool,
     pub pinned_for: Duration,
@@ -276,6 +303,10 @@ pub struct Logging {
     pub pseudonymize: bool,
     pub key_file: Option<PathBuf>,
     pub log_paths: bool,
+    /// How long logs are kept, in the admin's words (transparency page).
+    pub retention: Option<Arc<str>>,
+    /// Who may reveal a pseudonym, in the admin's words.
+    pub reveal: Option<Arc<str>>,
 }
 
 /// What the PAC file (`/proxy.pac`) sends DIRECT; plain host names and
@@ -325,6 +356,18 @@ impl Default for Warn {
         }
     }
 }
+
+/// Access requests (`requests:`).
+#[derive(Debug, Clone)]
+pub struct Requests {
+    /// POSTed each access request as JSON (http or https, validated).
+    pub webhook: Option<http::Uri>,
+    /// Who gets the requests, in the admin's words.
+    pub recipient: Arc<str>,
+}
+
+/// Whom an access request goes to, when `requests.recipient` is not set.
+pub const DEFAULT_RECIPIENT: &str = "the people who look after this proxy's policy";
 
 /// Where state shared by replicas lives (`state:`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -424,6 +467,8 @@ pub struct Policy {
     pub warn: Warn,
     /// Where shared state lives.
     pub state: State,
+    /// Where access requests go, and what the person is told.
+    pub requests: Requests,
     /// TLS inspection: what may be decrypted, and with which CA.
     pub inspection: Inspection,
     /// Test cases from `tests.yaml`, if present.

@@ -84,6 +84,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub inspection: RawInspection,
     #[serde(default)]
+    pub requests: RawRequests,
+    #[serde(default)]
     pub groups: IndexMap<String, RawGroup>,
     #[serde(default)]
     pub defaults: RawDefaults,
@@ -103,6 +105,11 @@ pub struct RawSettings {
     /// Help/contact text shown on refusal pages.
     #[serde(default)]
     pub help: Option<String>,
+    /// The name of the page that shows people what applies to them and what
+    /// is recorded (the proxy answers it itself; every refusal page links
+    /// to it): a host name; default `socialgate.local`.
+    #[serde(default)]
+    pub transparency_host: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -238,6 +245,14 @@ pub struct RawLogging {
     /// Log URL paths of social-platform requests (default false).
     #[serde(default)]
     pub log_paths: Option<bool>,
+    /// How long access logs are kept, as people should read it on the
+    /// transparency page, e.g. `90 days, then deleted`.
+    #[serde(default)]
+    pub retention: Option<String>,
+    /// Who may reveal the person behind a pseudonym, for the transparency
+    /// page, e.g. `the security officer, with the works council`.
+    #[serde(default)]
+    pub reveal: Option<String>,
 }
 
 /// What `/proxy.pac` sends DIRECT instead of through the proxy.
@@ -266,6 +281,22 @@ pub struct RawWarn {
     /// such as `15m` (1 minute to 1 day; default `15m`).
     #[serde(default)]
     pub link_expiry: Option<String>,
+}
+
+/// Access requests (`rules[].request_access`): where they go besides the
+/// access log, and what the person is told.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequests {
+    /// An http:// or https:// URL that each request is POSTed to as JSON
+    /// (in the background, retried with back-off); default: the access
+    /// log only.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Who gets the requests, as the person should read it after sending
+    /// one, e.g. `your team lead and the IT desk`.
+    #[serde(default)]
+    pub recipient: Option<String>,
 }
 
 /// Where state shared by replicas lives (warn acknowledgements).
@@ -365,6 +396,11 @@ pub struct RawRule {
     /// `inspection.default`. Needs the company CA (`socialgate ca init`).
     #[serde(default)]
     pub inspect: Option<bool>,
+    /// The block page offers "Request access": the person writes one line
+    /// of reason, recorded as an `access-request` event (and posted to
+    /// `requests.webhook`). Only for `action: block`.
+    #[serde(default)]
+    pub request_access: bool,
 }
 
 /// A rule's daily budget per person; at least one of the two.

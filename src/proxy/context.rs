@@ -101,6 +101,7 @@ impl Exchange {
             parent: None,
             parent_status: None,
             original_dst: None,
+            request_reason: None,
             pseudonymize: policy.logging.pseudonymize,
         };
         Exchange {
@@ -189,9 +190,7 @@ impl Exchange {
         let t0 = Instant::now();
         let admission = admit(&self.policy, &facts, state.config.clock.now());
         let person = crate::warn::Person::of(identity.user.as_deref(), self.peer.ip());
-        let (admission, charge) = state
-            .budgets
-            .settle(&self.policy, entry, &person, admission);
+        let (admission, charge) = state.budgets.settle(&self.policy, entry, person, admission);
         self.charge = charge;
         state.metrics.observe_decision_time(t0.elapsed());
         admission
@@ -233,7 +232,7 @@ impl Exchange {
         let facts = Facts {
             entry: match self.event.kind {
                 Kind::Tunnel => Entry::Connect,
-                Kind::Request => Entry::Request,
+                Kind::Request | Kind::AccessRequest => Entry::Request,
             },
             client: self.peer.ip(),
             user: self.event.user.as_deref(),
@@ -293,16 +292,48 @@ impl Exchange {
             apply_keeping_groups(&mut self.event, &d);
         }
         let connect = self.event.kind == Kind::Tunnel;
+        let access = if connect || self.presentation != Presentation::Html {
+            None
+        } else {
+            self.access_offer(state, &d)
+        };
         let view = RequestView {
             presentation: self.presentation,
             host: &self.event.host,
             connect,
+            access,
         };
         let mut resp = responses::refusal(&d, &self.policy, &view);
         if self.original.is_some() {
             resp = responses::for_redirected_client(resp);
         }
         self.finish(state, resp)
+    }
+
+    /// The "Request access" form for a page refused by an enforced block
+    /// rule with `request_access`: a token for this person, rule and
+    /// platform, valid for an hour, made for the own name.
+    fn access_offer(&self, state: &ProxyState, d: &Decision) -> Option<responses::AccessOffer> {
+        if d.action != Action::Block || d.mode != Mode::Enforce {
+            return None;
+        }
+        let rule = self.policy.rules.iter().find(|r| r.id == d.rule)?;
+        if !rule.request_access {
+            return None;
+        }
+        let person = crate::warn::Person::of(self.event.user.as_deref(), self.peer.ip());
+        let scope = crate::warn::Scope::new(&d.rule, d.platform.as_deref(), &self.event.host);
+        let now = state.config.clock.now();
+        let expires = now
+            .checked_add(std::time::Duration::from_secs(3600))
+            .unwrap_or(now);
+        let own = &self.policy.settings.transparency_host;
+        let path = crate::requests::token_path(&self.event.host);
+        let token = state.warn.key.sign(&person, &scope, own, &path, expires);
+        Some(responses::AccessOffer {
+            action: format!("http://{own}{}", crate::requests::REQUEST_PATH),
+            token,
+        })
     }
 
     /// Refuses a malformed request (400, 431, 501) as the client's fault.

@@ -37,7 +37,7 @@ use super::splice::{splice, Admitted, Signals, Watch};
 use super::upstream::{
     cut_connection, find_upstream_error, open, Destination, ProxyBody, UpstreamError,
 };
-use super::{activity, parent, tunnel, warn, ProxyState};
+use super::{activity, me, parent, tunnel, warn, ProxyState};
 use crate::event::{Kind, Tls};
 use crate::outcome::ErrorKind;
 use crate::policy::{normalize_host, Class, Decision, Entry, Host, Policy};
@@ -161,6 +161,10 @@ async fn forward(
     ex.presentation = presentation(req.method(), req.headers());
     if let Err((status, detail)) = check_request_framing(req.headers()) {
         return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
+    }
+    // socialgate's own page: answered here, never forwarded or resolved.
+    if me::asks_for(&ex.policy, &host) {
+        return Box::pin(me::answer(state, ex, req)).await;
     }
 
     // Recognise what the request does (peeking at its body only where a

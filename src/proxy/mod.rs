@@ -35,6 +35,7 @@ pub mod handler;
 pub mod headers;
 pub mod identify;
 pub mod inspect;
+pub mod me;
 pub mod parent;
 pub mod responses;
 pub mod sni;
@@ -96,6 +97,9 @@ pub struct ProxyConfig {
     pub clock: Clock,
     /// The parent proxy admitted traffic leaves through (`--upstream-proxy`).
     pub upstream_proxy: Option<parent::ParentConfig>,
+    /// The wait before the first retry of an access-request webhook post
+    /// (each later one waits four times longer).
+    pub webhook_backoff: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -114,6 +118,7 @@ impl Default for ProxyConfig {
             pool_idle_timeout: Duration::from_secs(90),
             clock: Clock::default(),
             upstream_proxy: None,
+            webhook_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -156,6 +161,10 @@ pub struct ProxyState {
     /// TLS inspection (the company CA, leaves, origin verification);
     /// `None` when no CA is configured: then nothing is decrypted.
     pub inspector: Option<Arc<inspect::Inspector>>,
+    /// Posts access requests to `requests.webhook` in the background.
+    pub webhook: crate::requests::Webhook,
+    /// The access log's pseudonyms (see [`DerivedKeys::users`]).
+    pub users: crate::accesslog::UserMapper,
     /// Set when shutdown begins: parked client connections close, busy
     /// ones finish the exchange in flight and then close.
     pub stopping: tokio::sync::watch::Sender<bool>,
@@ -183,6 +192,9 @@ pub struct ProxyState {
 pub struct DerivedKeys {
     pub warn: crate::warn::WarnKey,
     pub budget: [u8; 32],
+    /// The access log's pseudonyms, for what leaves the proxy besides the
+    /// log (the access-request webhook).
+    pub users: crate::accesslog::UserMapper,
 }
 
 /// Counts an open tunnel or upgraded connection for as long as it lives.
@@ -240,6 +252,8 @@ impl ProxyState {
         };
         let budgets =
             crate::budget::Budgets::new(&keys.budget, metrics.clone(), config.clock.clone());
+        let metrics_for_webhook = metrics.clone();
+        let webhook_backoff = config.webhook_backoff;
         Ok(Arc::new(Self {
             policy,
             recorder,
@@ -257,6 +271,8 @@ impl ProxyState {
             warn,
             budgets,
             inspector,
+            webhook: crate::requests::Webhook::new(metrics_for_webhook, webhook_backoff),
+            users: keys.users,
             stopping: tokio::sync::watch::channel(false).0,
             conns: TaskTracker::new(),
             client_slots,

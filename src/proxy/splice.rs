@@ -112,7 +112,7 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
         };
         let adm = admit(&policy, &facts, state.config.clock.now());
         let person = crate::warn::Person::of(a.user.as_deref(), a.client);
-        let (adm, _) = state.budgets.settle(&policy, a.entry, &person, adm);
+        let (adm, _) = state.budgets.settle(&policy, a.entry, person, adm);
         adm.refuses().then_some(adm.decision)
     }
 }

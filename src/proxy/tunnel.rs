@@ -367,7 +367,7 @@ fn budget_after_sni(
     pending: &mut super::body::Pending,
 ) -> Admission {
     let person = crate::warn::Person::of(admitted.user.as_deref(), admitted.client);
-    let (adm, charge) = state.budgets.settle(policy, admitted.entry, &person, adm);
+    let (adm, charge) = state.budgets.settle(policy, admitted.entry, person, adm);
     match charge {
         Some(mut c) => {
             c.hit();

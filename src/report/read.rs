@@ -192,6 +192,30 @@ where
     }
 }
 
+/// Like [`read_logs`], with the `access-request` records (which
+/// [`read_logs`] leaves out: they are no traffic) handed to `requests`.
+pub fn read_logs_and_requests<F, G>(
+    inputs: &[PathBuf],
+    stats: &mut ReadStats,
+    mut traffic: F,
+    mut requests: G,
+) where
+    F: FnMut(&Record<'_>),
+    G: FnMut(&Record<'_>),
+{
+    for path in inputs {
+        read_one_with(path, stats, &mut |line: &[u8]| {
+            let rec = parse_line(line)?;
+            if rec.kind == Lenient::Known(Kind::AccessRequest) {
+                requests(&rec);
+            } else {
+                traffic(&rec);
+            }
+            Ok(rec.unknown_values())
+        });
+    }
+}
+
 /// Reads one input (see [`read_logs`]).
 pub fn read_one<F>(path: &Path, stats: &mut ReadStats, f: &mut F)
 where
@@ -199,7 +223,10 @@ where
 {
     read_one_with(path, stats, &mut |line: &[u8]| {
         let rec = parse_line(line)?;
-        f(&rec);
+        // An access request is no traffic: not a request, refusal or use.
+        if rec.kind != Lenient::Known(Kind::AccessRequest) {
+            f(&rec);
+        }
         Ok(rec.unknown_values())
     });
 }

@@ -448,3 +448,121 @@ async fn chromium_clicks_continue_on_a_warning_and_lands_on_the_site() {
     assert!(warns.contains(&"continued"), "{warns:?}");
     assert!(warns.contains(&"acknowledged"), "{warns:?}");
 }
+
+/// The transparency page, with a rule of each kind, a budget partly
+/// spent, a long message and the never-inspect list.
+const TRANSPARENCY_POLICY: &str = r#"
+version: 1
+settings:
+  timezone: Europe/Berlin
+  organization: Test Corp
+  help: Ask the IT desk (extension 4242).
+destinations:
+  allow: [127.0.0.0/8]
+groups:
+  staff:
+    networks: [127.0.0.0/8]
+    description: Everyone in the office
+  marketing:
+    networks: [127.0.0.0/8]
+defaults:
+  catalog: block
+  embedded: block
+  other: block
+logging:
+  retention: 90 days in the access log, then deleted; reports keep only counts
+  reveal: the security officer, together with a works council member, for a documented case
+rules:
+  - id: marketing-social
+    description: Marketing posts for the brand
+    groups: [marketing]
+    platforms: [tiktok, instagram, facebook, x, linkedin, youtube, pinterest, reddit]
+    action: allow
+    message: Post only from the brand accounts, and follow the social-media guidelines on the intranet (https://intranet.example.internal/guidelines/social-media-publishing-and-approval).
+  - id: youtube-caution
+    groups: [staff]
+    platforms: [youtube]
+    action: warn
+    message: YouTube is fine for training videos; please keep it short.
+  - id: lunch-video
+    groups: [staff]
+    categories: [video]
+    when: [{days: [mon-fri], from: "12:00", to: "13:30"}]
+    action: block
+    budget: {minutes: 30, megabytes: 500}
+  - id: no-tiktok
+    groups: [staff]
+    platforms: [tiktok]
+    action: block
+    message: TikTok is not for work.
+"#;
+
+#[tokio::test]
+async fn chromium_shows_the_transparency_page_on_a_laptop_screen_without_overflow() {
+    // Inspecting (the page then lists what is never decrypted); the
+    // origin is never visited.
+    let origin = TlsOrigin::start(&["www.youtube.com"]).await;
+    let proxy = TestProxy::inspecting(TRANSPARENCY_POLICY, &[&origin]).await;
+    let home = tempfile::tempdir().unwrap();
+    let (dir, _keep) = screenshots();
+    let driver = Driver::start(home.path()).await;
+    let s = Session::open(&driver, &proxy, home.path()).await;
+    s.go("http://socialgate.local/").await;
+    let text = s.text().await;
+    for want in [
+        "What applies to you",
+        "Who the proxy thinks you are",
+        "staff, marketing",
+        "marketing-social",
+        "Rules for you today",
+        "What is recorded about you",
+        "90 days in the access log",
+        "What is never inspected",
+    ] {
+        assert!(text.contains(want), "the page lacks {want:?}: {text}");
+    }
+    let probe = s
+        .post(
+            "/execute/sync",
+            json!({"script": r#"
+var wide = [];
+document.querySelectorAll('table, main, .rule').forEach(function (e) {
+  var box = e.getBoundingClientRect();
+  var main = document.querySelector('main').getBoundingClientRect();
+  if (e.scrollWidth > e.clientWidth + 1 || box.right > main.right + 1) {
+    wide.push(e.tagName + ' ' + e.scrollWidth + '>' + e.clientWidth);
+  }
+});
+return {overflow: wide, page: document.documentElement.scrollWidth, view: window.innerWidth};
+"#, "args": []}),
+        )
+        .await;
+    assert_eq!(probe["overflow"], json!([]), "wider than the page: {probe}");
+    assert!(
+        probe["page"].as_u64() <= probe["view"].as_u64(),
+        "scrolls sideways at 1366 px: {probe}"
+    );
+    assert_eq!(probe["view"].as_u64(), Some(1366), "{probe}");
+    // The whole page in one picture, at the same width.
+    let height = s
+        .post(
+            "/execute/sync",
+            json!({"script": "return document.documentElement.scrollHeight", "args": []}),
+        )
+        .await;
+    let height = height.as_u64().unwrap_or(768).clamp(768, 4000);
+    s.post(
+        "/window/rect",
+        json!({"width": 1366, "height": height + 400}),
+    )
+    .await;
+    s.screenshot(&dir.join("transparency-page.png")).await;
+    s.close().await;
+    drop(driver);
+    let log = proxy.log_lines(1).await;
+    assert!(
+        log.iter()
+            .any(|r| r["host"] == "socialgate.local" && r["reason"] == "own-page"),
+        "{log:#?}"
+    );
+}

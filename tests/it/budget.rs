@@ -561,7 +561,7 @@ fn minutes_in_redis(proxy: &TestProxy) -> u32 {
         .state
         .budgets
         .ledger
-        .for_each(|_, e| n += e.remote.count());
+        .for_each(|_, e| n += e.shared.as_ref().map_or(0, |s| s.remote.count()));
     n
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access_requests;
 mod activities;
 mod admin_ops;
 mod agreement;
@@ -34,6 +35,7 @@ mod safety;
 mod schema;
 mod smuggling;
 mod streaming;
+mod transparency;
 mod transparent;
 mod under_load;
 mod warn;

@@ -532,9 +532,10 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     // Guards the reader above: a table it failed to read would make every
     // check on real lines pass.
     let schema = documented_schema();
-    assert_eq!(schema.fields.len(), 34, "{:?}", schema.fields.keys());
+    assert_eq!(schema.fields.len(), 35, "{:?}", schema.fields.keys());
     for f in [
         "parent",
+        "request_reason",
         "parent_status",
         "original_dst",
         "signature",
@@ -545,7 +546,7 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
         assert!(schema.fields[f].optional, "{f}");
     }
     let values = |f: &str| schema.fields[f].values.join(",");
-    assert_eq!(values("kind"), "request,tunnel");
+    assert_eq!(values("kind"), "request,tunnel,access-request");
     assert_eq!(values("auth"), "none,basic,header");
     assert_eq!(values("class"), "primary,embedded");
     assert!(schema.fields["class"].null && !schema.fields["kind"].null);
@@ -563,7 +564,7 @@ fn the_schema_is_read_from_the_docs_with_every_enumeration() {
     assert!(schema.fields["error"].optional && !schema.fields["status"].optional);
     assert_eq!(schema.reasons["default-other"], "`default:other`");
     assert_eq!(schema.reasons["rule-matched"], "the rule id");
-    assert_eq!(schema.reasons.len(), 15);
+    assert_eq!(schema.reasons.len(), 16);
     assert!(schema.errors.contains("upstream-connect") && schema.errors.len() >= 11);
 
     // And the check refuses what the docs do not allow.

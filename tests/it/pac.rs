@@ -126,6 +126,15 @@ async fn the_pac_file_follows_the_policy_bypass_list_and_its_reloads() {
     ] {
         assert!(pac.lines().any(|l| l.trim() == line), "{line}\n{pac}");
     }
+    // The transparency page's name goes to the proxy, before `.local`
+    // names are sent direct.
+    let own = pac
+        .find("if (host === \"socialgate.local\") {\n    return \"PROXY ")
+        .unwrap_or_else(|| panic!("{pac}"));
+    assert!(
+        own < pac.find("dnsDomainIs(host, \".local\")").unwrap(),
+        "{pac}"
+    );
 
     // Domains only: no DNS lookup in the client for every host.
     proxy.policy.write(

@@ -311,12 +311,29 @@ async fn redirected_http_and_tls_are_decided_on_host_and_sni_checked_against_the
         assert!(out.to_ascii_lowercase().contains("reset"), "{name}: {out}");
     }
 
+    // socialgate's own page, by its name in Host: answered by the proxy
+    // (the client is known by its address), never sent to the address.
+    let (code, out) = net
+        .curl(&[
+            "-i",
+            "--resolve",
+            &resolve("socialgate.local", &http_port),
+            &format!("http://socialgate.local:{http_port}/"),
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains("your address only") && out.contains("<td>lan</td>"),
+        "{out}"
+    );
+
     let ok = poll_until(std::time::Duration::from_secs(10), || {
-        read_log(&log).len() >= 6
+        read_log(&log).len() >= 7
     })
     .await;
     let lines = read_log(&log);
-    assert!(ok, "expected 6 records, got {lines:#?}");
+    assert!(ok, "expected 7 records, got {lines:#?}");
     let find = |kind: &str, host: &str| {
         lines
             .iter()
