@@ -309,7 +309,7 @@ impl Charge {
 
     /// Brings the charge up to `total` bytes of the exchange (both ways):
     /// the new bytes, and a time hit if any moved since the last one.
-    /// Returns where the person stands now.
+    /// Returns where the person stands now, when that changed.
     pub fn account(&mut self, total: u64) -> Option<Standing> {
         let now = self.budgets.now();
         let bytes = total.saturating_sub(self.charged);
