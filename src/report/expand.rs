@@ -125,8 +125,8 @@ pub(super) struct Expanded {
     pub(super) reason_persons: FxHashMap<u32, u64>,
     /// (group, platform or "*") → [shown, continued, unshown]
     pub(super) warn: FxHashMap<(u32, u32), [u64; 3]>,
-    /// (group, platform or "*") → access requests (strategy only; the
-    /// persons who asked are `Who::Asked`).
+    /// (group, platform or "*") → access requests (the persons who asked
+    /// are `Who::Asked`).
     pub(super) asked: FxHashMap<(u32, u32), u64>,
 }
 
@@ -294,10 +294,10 @@ impl Expanded {
                 .collect();
             who.extend(distinct(sets));
         }
-        // Access requests (strategy only): counts and persons per group
-        // and platform.
+        // Access requests: counts and persons per group and platform (the
+        // security section's groups include "(no group)").
         let mut asked: FxHashMap<(u32, u32), u64> = FxHashMap::default();
-        if strategy {
+        {
             for (&(gs, p), (n, _)) in &a.asked {
                 for g in ex(gs) {
                     for pp in [p, ANY] {

@@ -137,6 +137,8 @@ pub struct Security {
     pub activity_unseen: Vec<UnseenRow>,
     /// The only per-person listing: pseudonyms, or names when revealed.
     pub top_refused_persons: Vec<PersonRow>,
+    /// Requested access, exact: each number shown when k persons back it.
+    pub access_requests: Vec<AccessRequestRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]

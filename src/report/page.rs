@@ -228,6 +228,7 @@ pub(crate) fn html(r: &Report) -> askama::Result<String> {
                 "unauthenticated",
                 "bytes_to_platforms",
                 "activity_unseen",
+                "security_access_requests",
                 "top_refused_persons",
             ]),
         )?),

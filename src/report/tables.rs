@@ -426,6 +426,23 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 .collect(),
         });
         out.push(Table {
+            name: "security_access_requests",
+            title: "Requested access by group and platform, exact",
+            columns: vec!["group", "platform", "persons", "requests"],
+            rows: s
+                .access_requests
+                .iter()
+                .map(|r| {
+                    vec![
+                        text(&r.group),
+                        text(&r.platform),
+                        r.persons.into(),
+                        r.requests.into(),
+                    ]
+                })
+                .collect(),
+        });
+        out.push(Table {
             name: "activity_unseen",
             title: "Tunnels that rules about activities could not judge (not inspected)",
             columns: vec!["rule", "platform", "tunnels", "persons"],

@@ -182,3 +182,32 @@ fn requested_access_hides_a_small_group_and_what_would_give_it_away() {
         "something is still shown: {t:#}"
     );
 }
+
+#[test]
+fn the_security_audience_keeps_exact_requested_access_behind_k_persons() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path(), 5);
+    a.audience = report::Audience::Security;
+    let r = json_of(&a);
+    assert!(
+        r["strategy"].is_null(),
+        "the security audience has no strategy part"
+    );
+    let t = &r["security"]["access_requests"];
+    // Exact where 5 or more persons asked, without protection against
+    // subtraction (like the other security tables); hidden below.
+    assert_eq!(pair(t, "sales", "tiktok"), (json!(6), json!(7)));
+    assert_eq!(pair(t, "staff", "tiktok"), (json!(7), json!(8)));
+    assert_eq!(pair(t, "*", "*"), (json!(7), json!(10)));
+    assert_eq!(
+        pair(t, "legal", "tiktok"),
+        (json!("suppressed"), json!("suppressed"))
+    );
+    let csv = report::csv_all(&build_report(&a).unwrap());
+    assert!(csv.contains("# table: security_access_requests"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l == "legal,tiktok,suppressed,suppressed"),
+        "{csv}"
+    );
+}
