@@ -200,6 +200,9 @@ pub struct Aggregator {
     pub(super) reason_counts: FxHashMap<u32, (u64, PersonSet)>,
     /// rule → tunnels that an activity rule could not judge, persons.
     pub(super) unseen: FxHashMap<(u32, u32), (u64, PersonSet)>,
+    /// (group set, platform or NONE) → access requests, persons who asked
+    /// (`kind: access-request` records: no traffic, counted only here).
+    pub(super) asked: FxHashMap<(u32, u32), (u64, PersonSet)>,
     /// person → refused requests; (person, platform)
     pub(super) person_refused: FxHashMap<u32, u64>,
     pub(super) person_refused_platforms: FxHashSet<(u32, u32)>,
@@ -264,6 +267,7 @@ impl Aggregator {
             sec: FxHashMap::default(),
             reason_counts: FxHashMap::default(),
             unseen: FxHashMap::default(),
+            asked: FxHashMap::default(),
             person_refused: FxHashMap::default(),
             person_refused_platforms: FxHashSet::default(),
             sec_people: Default::default(),
@@ -483,6 +487,25 @@ impl Aggregator {
                 *e = (slot.day, e.1 + 1);
             }
         }
+    }
+
+    /// Adds one access request (a `kind: access-request` record) made in
+    /// the period: the group set and platform asked about, and who asked.
+    /// It is no traffic: no request, refusal, use, day or group membership.
+    pub fn observe_access_request(&mut self, rec: &Record<'_>) {
+        if self.opt.from.is_some_and(|f| rec.time < f) || self.opt.to.is_some_and(|t| rec.time >= t)
+        {
+            return;
+        }
+        let gs = self.group_set(rec);
+        let p = self.person(rec);
+        let pl = rec
+            .platform
+            .as_deref()
+            .map_or(NONE, |name| self.platforms.id(name));
+        let e = self.asked.entry((gs, pl)).or_default();
+        e.0 += 1;
+        e.1.insert(p);
     }
 
     fn observe_warning(&mut self, w: WarnOutcome, gs: u32, pl: u32, p: u32) {

@@ -47,6 +47,8 @@ pub(super) enum Who {
     Continued,
     /// Passed a warn rule unshown (a tunnel).
     Unshown,
+    /// Sent an access request from a block page.
+    Asked,
 }
 
 /// Distinct persons per key over the union of the sets listed for it.
@@ -123,6 +125,9 @@ pub(super) struct Expanded {
     pub(super) reason_persons: FxHashMap<u32, u64>,
     /// (group, platform or "*") → [shown, continued, unshown]
     pub(super) warn: FxHashMap<(u32, u32), [u64; 3]>,
+    /// (group, platform or "*") → access requests (the persons who asked
+    /// are `Who::Asked`).
+    pub(super) asked: FxHashMap<(u32, u32), u64>,
 }
 
 impl Expanded {
@@ -289,6 +294,31 @@ impl Expanded {
                 .collect();
             who.extend(distinct(sets));
         }
+        // Access requests: counts and persons per group and platform (the
+        // security section's groups include "(no group)").
+        let mut asked: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+        {
+            for (&(gs, p), (n, _)) in &a.asked {
+                for g in ex(gs) {
+                    for pp in [p, ANY] {
+                        *asked.entry((g, pp)).or_default() += n;
+                    }
+                }
+            }
+            who.extend(distinct(
+                a.asked
+                    .iter()
+                    .filter(|(_, (_, set))| !set.is_empty())
+                    .flat_map(|(&(gs, p), (_, set))| {
+                        ex(gs).flat_map(move |g| {
+                            [p, ANY]
+                                .into_iter()
+                                .map(move |pp| ((Who::Asked, g, pp), set))
+                        })
+                    })
+                    .collect(),
+            ));
+        }
         Expanded {
             members,
             unauth_persons,
@@ -301,6 +331,7 @@ impl Expanded {
             sec_persons,
             reason_persons,
             warn,
+            asked,
         }
     }
 }

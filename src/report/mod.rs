@@ -49,7 +49,7 @@ use jiff::Timestamp;
 
 pub use csv::csv_all;
 pub use model::Report;
-use read::read_logs;
+use read::read_logs_and_requests;
 pub use read::{FileStats, ReadStats};
 
 use crate::activetime::SessionRules;
@@ -286,12 +286,18 @@ pub fn build_report(args: &ReportArgs) -> anyhow::Result<Report> {
         top_persons: args.top_persons,
         audience: args.audience,
     };
-    let mut agg = aggregate::Aggregator::new(opt);
+    let agg = aggregate::Aggregator::new(opt);
     read::refuse_squid_format(&args.logs).map_err(anyhow::Error::msg)?;
     let mut stats = ReadStats::default();
-    read_logs(&order_inputs(&args.logs), &mut stats, |rec| {
-        agg.observe(rec)
-    });
+    // The aggregator is needed by both callbacks, one at a time.
+    let agg = std::cell::RefCell::new(agg);
+    read_logs_and_requests(
+        &order_inputs(&args.logs),
+        &mut stats,
+        |rec| agg.borrow_mut().observe(rec),
+        |rec| agg.borrow_mut().observe_access_request(rec),
+    );
+    let agg = agg.into_inner();
     let input = model::Input {
         files: stats.files,
         lines: stats.lines,

@@ -137,6 +137,8 @@ pub struct Security {
     pub activity_unseen: Vec<UnseenRow>,
     /// The only per-person listing: pseudonyms, or names when revealed.
     pub top_refused_persons: Vec<PersonRow>,
+    /// Requested access, exact: each number shown when k persons back it.
+    pub access_requests: Vec<AccessRequestRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -246,10 +248,24 @@ pub struct Strategy {
     /// What warn rules did, as a demand signal: how many of those warned
     /// chose to continue.
     pub warnings: Vec<WarningRow>,
+    /// Requested access: access requests people sent from block pages, by
+    /// group and platform (beside blocked demand).
+    pub access_requests: Vec<AccessRequestRow>,
     /// How many numbers this section holds (shown or suppressed), and how
     /// many of them are suppressed.
     pub numbers: u64,
     pub suppressed_cells: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessRequestRow {
+    pub group: String,
+    /// `"(none)"` for sites on no catalog platform.
+    pub platform: String,
+    /// Distinct persons who sent at least one access request.
+    pub persons: Cell<u64>,
+    /// Access requests sent (`kind: access-request` records).
+    pub requests: Cell<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -205,7 +205,14 @@ pub(crate) fn html(r: &Report) -> askama::Result<String> {
             s,
             &r.period,
             r.settings.k,
-            find(&["adoption", "contribution", "warnings", "groups", "maturity"]),
+            find(&[
+                "adoption",
+                "access_requests",
+                "contribution",
+                "warnings",
+                "groups",
+                "maturity",
+            ]),
         )?),
         None => None,
     };
@@ -221,6 +228,7 @@ pub(crate) fn html(r: &Report) -> askama::Result<String> {
                 "unauthenticated",
                 "bytes_to_platforms",
                 "activity_unseen",
+                "security_access_requests",
                 "top_refused_persons",
             ]),
         )?),
@@ -533,6 +541,29 @@ fn summary(s: &Strategy, sec: Option<&Security>, period: &Period) -> Summary {
             text: format!(
                 "a rule in report mode would refuse {} people",
                 w.would_block_persons.value().unwrap_or(0)
+            ),
+            tone: "",
+        });
+    }
+    // The platform most people asked access to (shown numbers only).
+    if let Some(r) = s
+        .access_requests
+        .iter()
+        .filter(|r| r.group == ALL && r.platform != ALL)
+        .filter(|r| r.persons.value().is_some_and(|n| n > 0))
+        .max_by(|a, b| {
+            a.persons
+                .value()
+                .cmp(&b.persons.value())
+                .then(b.platform.cmp(&a.platform))
+        })
+    {
+        asks.push(Line {
+            head: r.platform.clone(),
+            text: format!(
+                "{} people asked for access ({} requests)",
+                r.persons.value().unwrap_or(0),
+                r.requests.value().map_or("hidden".to_owned(), thousands)
             ),
             tone: "",
         });

@@ -236,7 +236,22 @@ impl Aggregator {
         let (primary_persons, member_persons) = (primary_persons.len(), member_persons.len());
         let unauth_persons = count(&x.unauth_persons, ALLG);
         let unauth_total = x.group_requests.get(&ALLG).map_or(0, |v| v.1);
+        let mut asked: Vec<(u32, u32)> = x.asked.keys().copied().collect();
+        asked.sort_by_key(|&(g, p)| (self.gsort(g), self.psort(p)));
+        let access_requests = asked
+            .into_iter()
+            .map(|(g, p)| {
+                let persons = x.who(Who::Asked, g, p);
+                AccessRequestRow {
+                    group: self.gname(g),
+                    platform: self.pname(p),
+                    persons: Cell::gated(persons, persons, k),
+                    requests: Cell::gated(x.asked[&(g, p)], persons, k),
+                }
+            })
+            .collect();
         Security {
+            access_requests,
             totals: SecurityTotals {
                 requests: self.total_requests,
                 persons: Cell::gated(all_persons, all_persons, k),

@@ -46,6 +46,10 @@ struct Shown {
     shows: Published,
     continues: Published,
     unshown: Published,
+    /// Access requests and the persons who sent them (counts add up over
+    /// platforms; the persons are shown with them, so the stricter rule
+    /// holds for both, as for blocked demand).
+    asked: Published,
 }
 
 impl Aggregator {
@@ -235,6 +239,11 @@ impl Aggregator {
                     .iter()
                     .map(|(&(gs, p), w)| (gs, p, &w.unshown_persons)),
             ),
+            asked: self.family(
+                k,
+                Platforms::Sum,
+                self.asked.iter().map(|(&(gs, p), (_, set))| (gs, p, set)),
+            ),
         };
 
         let members = |g| x.members.get(&g).copied().unwrap_or(0);
@@ -383,6 +392,7 @@ impl Aggregator {
         }
 
         let warnings = self.warnings(x, &shown);
+        let access_requests = self.access_requests(x, &shown);
 
         // Hour-of-week cells add up to no published number: each needs k
         // persons of its own.
@@ -414,6 +424,7 @@ impl Aggregator {
             hour_of_week,
             maturity,
             warnings,
+            access_requests,
             numbers: 0,
             suppressed_cells: 0,
         };
@@ -464,6 +475,32 @@ impl Aggregator {
             ]
             .iter()
             .any(|c| c.value().is_some_and(|v| v > 0))
+        });
+        rows
+    }
+
+    /// Requested access by group and platform: persons who asked and
+    /// requests, one family (see [`Shown::asked`]).
+    fn access_requests(&self, x: &Expanded, shown: &Shown) -> Vec<AccessRequestRow> {
+        let mut keys: Vec<(u32, u32)> = x.asked.keys().copied().collect();
+        keys.sort_by_key(|&(g, p)| (self.gsort(g), self.psort(p)));
+        let mut rows: Vec<AccessRequestRow> = keys
+            .into_iter()
+            .map(|key| {
+                let (g, p) = key;
+                AccessRequestRow {
+                    group: self.gname(g),
+                    platform: self.pname(p),
+                    persons: shown.asked.cell(key, x.who(Who::Asked, g, p)),
+                    requests: shown.asked.cell(key, x.asked[&key]),
+                }
+            })
+            .collect();
+        // See `strategy`: a hidden row reads as none.
+        rows.retain(|r| {
+            [r.persons, r.requests]
+                .iter()
+                .any(|c| c.value().is_some_and(|v| v > 0))
         });
         rows
     }

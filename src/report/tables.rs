@@ -213,6 +213,23 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                 .collect(),
         });
         out.push(Table {
+            name: "access_requests",
+            title: "Requested access by group and platform (access requests sent from block pages)",
+            columns: vec!["group", "platform", "persons", "requests"],
+            rows: s
+                .access_requests
+                .iter()
+                .map(|r| {
+                    vec![
+                        text(&r.group),
+                        text(&r.platform),
+                        r.persons.into(),
+                        r.requests.into(),
+                    ]
+                })
+                .collect(),
+        });
+        out.push(Table {
             name: "groups",
             title: "Active members and regular users by group",
             columns: vec!["group", "active_members", "regular_users"],
@@ -404,6 +421,23 @@ pub(crate) fn tables(r: &Report) -> Vec<Table> {
                         bytes(x.bytes_up),
                         bytes(x.bytes_down),
                         x.persons.into(),
+                    ]
+                })
+                .collect(),
+        });
+        out.push(Table {
+            name: "security_access_requests",
+            title: "Requested access by group and platform, exact",
+            columns: vec!["group", "platform", "persons", "requests"],
+            rows: s
+                .access_requests
+                .iter()
+                .map(|r| {
+                    vec![
+                        text(&r.group),
+                        text(&r.platform),
+                        r.persons.into(),
+                        r.requests.into(),
                     ]
                 })
                 .collect(),

@@ -30,6 +30,7 @@ mod protocol;
 mod reload;
 mod report_log;
 mod report_privacy;
+mod report_requests;
 mod reporting;
 mod safety;
 mod schema;

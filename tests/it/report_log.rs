@@ -996,6 +996,23 @@ fn realistic_log(dir: &Path) -> PathBuf {
                         .set("mode", json!("report")),
                     );
                 }
+                // Access requests for Instagram from its block page (no
+                // random draw: the rest of the log stays as it was).
+                if day % 3 == 0 && i % 3 == 0 {
+                    lines.push(
+                        Line::tunnel(
+                            &format!("{date}T16:{:02}:00Z", i % 60),
+                            &user,
+                            &[g, "staff"],
+                            "instagram",
+                        )
+                        .set("kind", json!("access-request"))
+                        .set("method", json!("POST"))
+                        .set("foreground", json!(false))
+                        .set("action", json!("block"))
+                        .set("request_reason", json!("campaign")),
+                    );
+                }
                 // A warn rule on Facebook for engineering: some continue.
                 if *g == "engineering" && i < 20 && rnd(3) == 0 {
                     let at = |m: u64| format!("{date}T14:{m:02}:00Z");
@@ -1145,6 +1162,8 @@ fn html_report_reads_on_a_laptop_screen_in_chromium() {
         "id=\"t-adoption\"",
         "id=\"t-contribution\"",
         "id=\"t-warnings\"",
+        "id=\"t-access_requests\"",
+        "people asked for access",
         "id=\"t-refused_by_rule\"",
         "id=\"t-refused\"",
         "What people ask for",

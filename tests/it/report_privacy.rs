@@ -51,6 +51,9 @@ enum Ev {
     Ack(&'static str),
     /// A tunnel a warn rule let pass without a warning.
     Unshown(&'static str),
+    /// An access request sent from a block page about the platform (no
+    /// traffic: not a member, not use).
+    Ask(&'static str),
 }
 
 struct Person {
@@ -188,6 +191,24 @@ fn company() -> (Vec<Person>, Events) {
             on(first + i, &[(i + 1) % 3], Ev::Unshown("pinterest"));
         }
     }
+    // Access requests from block pages, in nested groups: TikTok from most
+    // of sales (managers among them, one twice), one lawyer and one in
+    // support; X from oncall and other engineers; Instagram from a few
+    // guests and one manager in legal.
+    for i in 0..6 {
+        on(sales + i, &[i % 3], Ev::Ask("tiktok"));
+    }
+    on(sales, &[2], Ev::Ask("tiktok"));
+    on(legal + 1, &[0], Ev::Ask("tiktok"));
+    on(support + 9, &[2], Ev::Ask("tiktok"));
+    for i in [0, 1, 4, 8, 9, 10] {
+        on(eng + i, &[i % 3], Ev::Ask("x"));
+    }
+    on(eng + 2, &[1], Ev::Ask("x"));
+    for i in 0..3 {
+        on(guests + i, &[i % 3], Ev::Ask("instagram"));
+    }
+    on(legal, &[1], Ev::Ask("instagram"));
     (people, ev)
 }
 
@@ -240,6 +261,14 @@ fn log_lines(people: &[Person], events: &Events) -> Vec<Line> {
                 .set("status", json!(303)),
             Ev::Ack(pl) => warn(line(pl).act("read", true), "acknowledged"),
             Ev::Unshown(pl) => warn(line(pl), "unshown"),
+            Ev::Ask(pl) => line(pl)
+                .set("kind", json!("access-request"))
+                .set("method", json!("POST"))
+                .set("class", Value::Null)
+                .set("foreground", json!(false))
+                .set("action", json!("block"))
+                .set("rule", json!("no-social"))
+                .set("request_reason", json!("work")),
         });
     }
     out.sort_by(|a, b| a.0["time"].as_str().cmp(&b.0["time"].as_str()));
@@ -280,6 +309,11 @@ fn truth(people: &[Person], events: &Events) -> Truth {
     let mut active_days: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
     let mut acts: BTreeMap<(usize, &str), BTreeSet<&str>> = BTreeMap::new();
     for &(who, day, e) in events {
+        // An access request is no traffic: it counts only itself.
+        if let Ev::Ask(p) = e {
+            put("asked", who, p);
+            continue;
+        }
         put("members", who, "*");
         let active = match e {
             Ev::Nav(p) | Ev::Ack(p) | Ev::Tunnel(p) | Ev::Would(p) | Ev::Unshown(p) => Some(p),
@@ -367,6 +401,12 @@ fn measures() -> Vec<(&'static str, &'static str, &'static str, Plat)> {
         ("shows", "warnings", "warnings_shown", Plat::Sum),
         ("continued", "warnings", "continues", Plat::Sum),
         ("unshown", "warnings", "unshown_tunnels", Plat::Sum),
+    ]);
+    // Requested access: requests add up over platforms, and the persons
+    // who asked are shown with them (the stricter rule for both).
+    v.extend([
+        ("asked", "access_requests", "persons", Plat::Sum),
+        ("asked", "access_requests", "requests", Plat::Sum),
     ]);
     for m in [
         "reads",
@@ -753,6 +793,10 @@ fn no_combination_of_published_numbers_singles_out_fewer_than_k_persons() {
                 .any(|l| l.starts_with("warnings.warned_persons") && l.contains("legal")),
             "k={k}: staff's warned persons minus the other departments': {found:#?}"
         );
+        assert!(
+            found.iter().any(|l| l.starts_with("access_requests.")),
+            "k={k}: who asked for access, by subtraction: {found:#?}"
+        );
     }
 
     // The report's own protection: nothing found, for k = 5 and 10.
@@ -770,12 +814,24 @@ fn no_combination_of_published_numbers_singles_out_fewer_than_k_persons() {
             .find(|r| r["group"] == "*" && r["platform"] == "*")
             .unwrap()["active_users"];
         assert!(shown_all.is_number(), "k={k}: the company total is shown");
+        assert!(
+            k != 5
+                || s["access_requests"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["persons"].is_number() && r["group"] != "*"),
+            "k={k}: some group's requested access is shown: {:#}",
+            s["access_requests"]
+        );
         for (table, column) in [
             ("platforms", "active_users"),
             ("contribution", "posts"),
             ("groups", "active_members"),
             ("warnings", "warned_persons"),
             ("warnings", "continues"),
+            ("access_requests", "persons"),
+            ("access_requests", "requests"),
         ] {
             let key = |r: &Value| {
                 (
