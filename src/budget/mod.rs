@@ -161,6 +161,7 @@ impl Budgets {
             time: adm.decision.class != Some(Class::Embedded),
             charged: 0,
             at_last_hit: 0,
+            admitted_at: Some(now),
         };
         (adm, Some(charge))
     }
@@ -275,6 +276,10 @@ pub struct Charge {
     charged: u64,
     /// Bytes of this exchange at its last time hit.
     at_last_hit: u64,
+    /// When the exchange was admitted, for its first time hit (the clock
+    /// is read once for both; what lies between is at most a DNS lookup
+    /// and a connect, well inside a minute's mark).
+    admitted_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for Charge {
@@ -302,7 +307,10 @@ impl Charge {
 
     /// A time hit now (traffic is moving, or an exchange starts).
     pub fn hit(&mut self) {
-        let now = self.budgets.now();
+        let now = match self.admitted_at.take() {
+            Some(t) => t,
+            None => self.budgets.now(),
+        };
         self.at_last_hit = self.charged;
         self.charge(now, self.time, 0);
     }
