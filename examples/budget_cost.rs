@@ -16,24 +16,14 @@
 //! admission copy only), to subtract.
 
 use std::hint::black_box;
-use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use socialgate::budget::Budgets;
-use socialgate::metrics::Metrics;
-use socialgate::policy::{admit, load_dir, normalize_host, Admission, Entry, Facts, Policy};
-use socialgate::proxy::Clock;
+use socialgate::policy::{Admission, Entry, Policy};
 use socialgate::warn::Person;
 
-const POLICY: &str = r#"
-version: 1
-settings: {timezone: Europe/Berlin}
-groups:
-  staff: {networks: [10.0.0.0/8]}
-rules:
-  - {id: video, groups: [staff], categories: [video], action: block, budget: {minutes: 30, megabytes: 500}}
-"#;
+#[path = "../benches/support/budget.rs"]
+mod support;
 
 const REQUESTS: usize = 100_000;
 
@@ -58,51 +48,15 @@ fn one_request(
 
 fn main() {
     let budget = std::env::args().nth(1).as_deref() != Some("baseline");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        shipped.join("catalog.yaml"),
-        dir.path().join("catalog.yaml"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
-    let policy = Arc::new(load_dir(dir.path()).expect("the policy compiles"));
-    let budgets = Budgets::new(&[7; 32], Metrics::new(), Clock::default());
-    let host = normalize_host("www.youtube.com").unwrap();
-    let people: Vec<IpAddr> = (0..10_000u32)
-        .map(|i| IpAddr::from([10, 1, (i >> 8) as u8, i as u8]))
-        .collect();
-    let facts = Facts {
-        entry: Entry::Request,
-        client: people[0],
-        user: None,
-        host: &host,
-        port: 80,
-        resolved: None,
-        sni: None,
-        listeners: &[],
-        activity: None,
-        resolved_by_parent: false,
-        original: None,
-        acknowledged: None,
-        hello: None,
-        spent: None,
-    };
-    let admitted = admit(&policy, &facts, jiff::Timestamp::now());
-    // Everyone has spent a little already (outside the counted function).
-    for &p in &people {
-        let (_, c) = budgets.settle(
-            &policy,
-            Entry::Request,
-            Person::Address(p),
-            admitted.clone(),
-        );
-        let mut c = c.expect("within budget");
-        c.hit();
-        c.account(50_000);
-    }
+    let scene = support::scene();
     for i in 0..REQUESTS {
-        let person = Person::Address(people[i % people.len()]);
-        one_request(&budgets, &policy, person, admitted.clone(), budget);
+        let person = Person::Address(scene.people[i % scene.people.len()]);
+        one_request(
+            &scene.budgets,
+            &scene.policy,
+            person,
+            scene.admitted.clone(),
+            budget,
+        );
     }
 }

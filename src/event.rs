@@ -201,20 +201,7 @@ pub fn push_ip(s: &mut String, ip: std::net::IpAddr) {
 
 /// Appends `n` in decimal.
 pub fn push_decimal(s: &mut String, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        s.push(char::from(d));
-    }
+    s.push_str(itoa::Buffer::new().format(n));
 }
 
 fn serialize_ip<S: serde::Serializer>(ip: &std::net::IpAddr, ser: S) -> Result<S::Ok, S::Error> {

@@ -487,13 +487,23 @@ async fn max_connections_is_one_limit_shared_by_every_listener() {
         .write_all(b"GET / HTTP/1.1\r\nHost: www.linkedin.com\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
+    // Observed in the kernel: the connection waits in the transparent
+    // listener's accept queue, which socialgate does not read while it
+    // has no place to give.
+    eventually("the third connection waits in the listen queue", || {
+        accept_queue(t.port()) == Some(1)
+    })
+    .await;
+    assert_eq!(proxy.gauges().connections.load(Ordering::SeqCst), 2);
+    // And it stays unanswered (a bounded look: that nothing happens is
+    // the behaviour under test).
     let mut buf = [0u8; 512];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
     assert!(
         early.is_err(),
         "answered while both places were taken: {early:?}"
     );
-    assert_eq!(proxy.gauges().connections.load(Ordering::SeqCst), 2);
+    assert_eq!(accept_queue(t.port()), Some(1), "still waiting");
     // One closes: the waiting connection gets its place and its answer
     // (straight to the transparent listener: destination-self).
     drop(held.pop());
@@ -501,4 +511,20 @@ async fn max_connections_is_one_limit_shared_by_every_listener() {
     within(third.read_to_end(&mut out)).await.unwrap();
     let out = String::from_utf8_lossy(&out);
     assert_eq!(status_of(&out), 403, "{out}");
+}
+
+/// Connections waiting to be accepted on the IPv4 listener of `port`, as
+/// the kernel counts them (`/proc/net/tcp`: a listening socket's
+/// `rx_queue` is its accept queue).
+fn accept_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let want = format!(":{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, queues) = (f.get(1)?, f.get(3)?, f.get(4)?);
+        if !local.ends_with(&want) || *state != "0A" {
+            return None;
+        }
+        u64::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
 }
