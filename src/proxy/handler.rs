@@ -979,3 +979,79 @@ mod future_size {
         );
     }
 }
+
+/// Sizes of the per-request futures and the values they carry, in bytes:
+/// `cargo test --release --lib -- --ignored --nocapture future_sizes`.
+/// Every byte of the request's future is copied into hyper's box once per
+/// request, so these are worth watching.
+#[cfg(test)]
+mod sizes {
+    use super::*;
+    use crate::budget::Charge;
+    use crate::policy::Admission;
+
+    fn future_size<A, B, C, D, R>(_: impl Fn(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    #[ignore = "prints figures; run with --nocapture"]
+    fn future_sizes() {
+        let forward = future_size(
+            |s: &'static Arc<ProxyState>,
+             p: SocketAddr,
+             o: Option<SocketAddr>,
+             r: Request<Incoming>| { forward(s, p, o, r) },
+        );
+        let handle = future_size(
+            |s: Arc<ProxyState>, p: SocketAddr, r: Request<Incoming>, _: ()| handle(s, p, r),
+        );
+        let identify = future_size(
+            |ex: &'static mut Exchange,
+             s: &'static ProxyState,
+             h: &'static http::HeaderMap,
+             host: &'static Host| {
+                ex.identify_and_admit(s, h, Entry::Request, host, 80)
+            },
+        );
+        let resolve = future_size(
+            |ex: &'static mut Exchange,
+             s: &'static ProxyState,
+             host: &'static Host,
+             d: &'static Decision| { ex.resolve_and_admit(s, host, 80, d) },
+        );
+        let recognise = future_size(
+            |p: &'static Policy,
+             h: &'static Host,
+             parts: &'static http::request::Parts,
+             b: Incoming| {
+                activity::recognise(p, h, parts, b, std::time::Duration::ZERO)
+            },
+        );
+        println!("handle future        {handle}");
+        println!("forward future       {forward}");
+        println!("identify_and_admit   {identify}");
+        println!("resolve_and_admit    {resolve}");
+        println!("recognise            {recognise}");
+        println!("Exchange             {}", std::mem::size_of::<Exchange>());
+        println!(
+            "Event                {}",
+            std::mem::size_of::<crate::event::Event>()
+        );
+        println!("Admission            {}", std::mem::size_of::<Admission>());
+        println!("Decision             {}", std::mem::size_of::<Decision>());
+        println!("Charge               {}", std::mem::size_of::<Charge>());
+        println!(
+            "Request<Incoming>    {}",
+            std::mem::size_of::<Request<Incoming>>()
+        );
+        println!(
+            "http::request::Parts {}",
+            std::mem::size_of::<http::request::Parts>()
+        );
+        println!(
+            "Pending              {}",
+            std::mem::size_of::<super::super::body::Pending>()
+        );
+    }
+}

@@ -728,3 +728,92 @@ tests:
     assert!(out.contains("inspect: expected true, got false"), "{out}");
     assert!(out.contains("2 passed, 1 failed"), "{out}");
 }
+
+/// HTTP/2 inside an inspected tunnel, attacked. The proxy advertises its
+/// stream bound in its SETTINGS; a client that opens streams and resets
+/// them as fast as it can ("rapid reset", CVE-2023-44487: each reset
+/// stream is free for the client and may cost the proxy an upstream
+/// request) is cut off with GOAWAY, having had few of its streams served;
+/// the next client is served as usual.
+#[tokio::test]
+async fn an_inspected_h2_client_gets_a_stream_bound_and_rapid_reset_is_cut_off() {
+    let origin = TlsOrigin::start(&["www.linkedin.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTING, &[&origin]).await;
+    let tls = inspected_tls(&proxy, "www.linkedin.com", origin.port(), &[b"h2"]).await;
+    let (client, conn) = within(h2::client::handshake(tls)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut client = within(client.ready()).await.unwrap();
+    eventually("the proxy's SETTINGS bound the streams to 100", || {
+        client.current_max_send_streams() == 100
+    })
+    .await;
+
+    let uri = format!("https://www.linkedin.com:{}/hello", origin.port());
+    const ATTEMPTS: usize = 5_000;
+    let mut sent = 0;
+    // In batches: the HEADERS of a batch are flushed (the connection task
+    // runs while this one yields) before its streams are reset, as an
+    // attacker's client would; a stream reset before its HEADERS left
+    // would never be sent at all.
+    'attack: while sent < ATTEMPTS {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            client = match within(client.clone().ready()).await {
+                Ok(c) => c,
+                Err(_) => break 'attack, // the proxy sent GOAWAY
+            };
+            let req = http::Request::get(uri.as_str()).body(()).unwrap();
+            let Ok((response, stream)) = client.send_request(req, true) else {
+                break 'attack;
+            };
+            batch.push((response, stream));
+        }
+        tokio::task::yield_now().await;
+        for (response, mut stream) in batch {
+            stream.send_reset(h2::Reason::CANCEL);
+            drop(response);
+            sent += 1;
+        }
+    }
+    drop(client);
+    let ended = within(conn).await.unwrap();
+    // Cut off: GOAWAY (ENHANCE_YOUR_CALM), seen as such or, while this
+    // client was still writing, as the socket closing under it.
+    let err = ended.expect_err("the proxy ends the connection");
+    assert!(
+        sent < ATTEMPTS,
+        "all {sent} streams were sent: the connection was not cut ({err:?})"
+    );
+    if err.is_go_away() {
+        assert_eq!(err.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{err:?}");
+    }
+
+    // Once nothing is in flight and the writer has caught up, the log
+    // holds the tunnel's record and one per stream served before the cut.
+    let app = proxy.app();
+    eventually("the tunnel and its streams are recorded", || {
+        let g = &app.state.gauges;
+        g.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && g.tunnels.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && app.recorder.written() >= 1
+            && app.recorder.written() + app.recorder.dropped() == proxy.events_recorded()
+    })
+    .await;
+    let lines = proxy.log_lines(app.recorder.written() as usize).await;
+    assert_eq!(lines.iter().filter(|l| l["kind"] == "tunnel").count(), 1);
+    let served = lines.iter().filter(|l| l["kind"] == "request").count();
+    assert!(
+        served < 100,
+        "{served} of {sent} reset streams were served before the cut"
+    );
+
+    // The next client is served.
+    let resp = proxy
+        .inspected_client(true)
+        .get(url("www.linkedin.com", &origin, "/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.text().await.unwrap(), "hello from origin");
+}

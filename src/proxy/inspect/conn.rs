@@ -45,6 +45,17 @@ use crate::proxy::sni::ClientHello;
 use crate::proxy::upstream::ProxyBody;
 use crate::proxy::{handler, ProxyState};
 
+/// Concurrent streams one inspected HTTP/2 client connection may have open
+/// (nginx's default is 128; RFC 9113 advises at least 100).
+pub const H2_MAX_STREAMS: u32 = 100;
+/// Data written to one stream but not yet sent to a slow client.
+pub const H2_SEND_BUF: usize = 64 * 1024;
+/// Streams opened and reset by the client before they were served; one
+/// more and the connection is closed (h2's default, named here).
+pub const H2_PENDING_RESETS: usize = 20;
+/// Streams the server had to reset because the client broke the protocol.
+pub const H2_LOCAL_RESETS: usize = 256;
+
 /// What a request inside an inspected tunnel inherits from it.
 pub struct Inside {
     pub peer: SocketAddr,
@@ -255,9 +266,22 @@ pub async fn run(state: Arc<ProxyState>, inspector: Arc<Inspector>, t: Tunnel) {
         builder.http1_only()
     };
     if h2 {
+        // Every bound named rather than left to hyper's defaults (200
+        // streams, 400 KiB of unsent data per stream): what one client
+        // connection may hold open is at most H2_MAX_STREAMS upstream
+        // requests and H2_MAX_STREAMS x H2_SEND_BUF bytes waiting for a
+        // client that does not read. Streams a client opens and resets
+        // before they are served (HTTP/2 "rapid reset", CVE-2023-44487)
+        // are capped by h2's pending-reset limit, and streams the client
+        // makes the server reset by protocol errors by its local-reset
+        // limit: past either the connection is closed with GOAWAY.
         builder
             .http2()
             .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_send_buf_size(H2_SEND_BUF)
+            .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_LOCAL_RESETS)
             .max_header_list_size(state.config.max_header_bytes.min(u32::MAX as usize) as u32);
     } else {
         builder
