@@ -28,6 +28,13 @@ use crate::metrics::Metrics;
 /// follows it in the token's path (`/request-access/www.tiktok.com`).
 pub const REQUEST_PATH: &str = "/request-access";
 
+/// Where a block page shown inside an inspected tunnel posts its form: a
+/// path on the blocked site's own origin, which socialgate answers itself
+/// there, so that the browser sends the form over the same TLS session
+/// instead of from an HTTPS page to an `http://` address (which browsers
+/// warn about before sending). Only a POST to exactly this path is taken.
+pub const INSPECTED_REQUEST_PATH: &str = "/.well-known/socialgate/request-access";
+
 /// The longest reason kept, in characters.
 pub const MAX_REASON_CHARS: usize = 200;
 

@@ -330,10 +330,14 @@ impl Exchange {
         let own = &self.policy.settings.transparency_host;
         let path = crate::requests::token_path(&self.event.host);
         let token = state.warn.key.sign(&person, &scope, own, &path, expires);
-        Some(responses::AccessOffer {
-            action: format!("http://{own}{}", crate::requests::REQUEST_PATH),
-            token,
-        })
+        // Inside an inspected tunnel the form posts back to the site's own
+        // origin over the same TLS session (see INSPECTED_REQUEST_PATH).
+        let action = if self.event.tls == Some(crate::event::Tls::Intercepted) {
+            crate::requests::INSPECTED_REQUEST_PATH.to_string()
+        } else {
+            format!("http://{own}{}", crate::requests::REQUEST_PATH)
+        };
+        Some(responses::AccessOffer { action, token })
     }
 
     /// Refuses a malformed request (400, 431, 501) as the client's fault.

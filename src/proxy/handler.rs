@@ -455,6 +455,11 @@ async fn inspected(
     if let Err((status, detail)) = check_request_framing(req.headers()) {
         return ex.bad_request(state, status, Some(ErrorKind::ClientProtocol), detail);
     }
+    // The "Request access" form of a block page shown in this tunnel.
+    if req.method() == Method::POST && req.uri().path() == crate::requests::INSPECTED_REQUEST_PATH {
+        let user = tunnel.identity.user.clone();
+        return Box::pin(me::access_request_inside(state, ex, user, req)).await;
+    }
     // Recognise what the request does, as on plain HTTP.
     let (parts, body) = req.into_parts();
     let idle = state.config.body_idle_timeout;

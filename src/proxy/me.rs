@@ -136,6 +136,24 @@ pub async fn answer(
 /// this person, the rule still offering it, a reason), recorded as one
 /// `access-request` record, posted to the webhook in the background, and
 /// answered with the page that says it was sent and to whom.
+/// An access request posted inside an inspected tunnel to the blocked
+/// site's own origin (`INSPECTED_REQUEST_PATH`): the person is who opened
+/// the tunnel, as for every request inside it; the form and its token are
+/// checked exactly as on the own name.
+pub async fn access_request_inside(
+    state: &ProxyState,
+    ex: Exchange,
+    user: Option<String>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<ProxyBody> {
+    let now = state.config.clock.now();
+    let (group_ids, _) = applying(&ex.policy, ex.peer.ip(), user.as_deref(), now);
+    if user.is_none() && group_ids.is_empty() {
+        return ex.refuse(state, Decision::builtin(Reason::NotAMember));
+    }
+    access_request(state, ex, user, group_ids, req).await
+}
+
 async fn access_request(
     state: &ProxyState,
     mut ex: Exchange,
@@ -152,7 +170,8 @@ async fn access_request(
         .collect();
     d.group = d.groups.first().cloned();
     ex.apply(&mut d);
-    ex.event.path = Some(REQUEST_PATH.to_string());
+    // Either path (the own name's, or the one inside an inspected tunnel).
+    ex.event.path = Some(req.uri().path().to_string());
     let refuse = |ex: Exchange, status: StatusCode, problem: &str, advice: &str| {
         let resp = responses::access_refused(&policy, status, problem, advice);
         ex.finish(state, resp)

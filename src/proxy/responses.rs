@@ -52,7 +52,8 @@ pub struct RequestView<'a> {
 
 /// A block page's "Request access" form: where it posts, and its token.
 pub struct AccessOffer {
-    /// `http://socialgate.local/request-access`.
+    /// `http://socialgate.local/request-access`, or inside an inspected
+    /// tunnel the site-relative `/.well-known/socialgate/request-access`.
     pub action: String,
     pub token: String,
 }

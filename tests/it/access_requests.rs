@@ -403,3 +403,95 @@ rules:
         "{text}"
     );
 }
+
+/// A block page shown inside an inspected tunnel posts its form back to
+/// the blocked site's own origin, over the same TLS session, so the
+/// browser never sends a form from an HTTPS page to an `http://` address;
+/// socialgate answers that one path itself, checks the token as on the own
+/// name, and records the request.
+#[tokio::test]
+async fn inside_an_inspected_tunnel_the_form_posts_back_over_the_same_tls_session() {
+    const INSPECTED: &str = r#"
+version: 1
+settings:
+  timezone: Europe/Berlin
+  organization: Test Corp
+destinations:
+  allow: [127.0.0.0/8]
+tunnels:
+  ports: [any]
+groups:
+  staff:
+    networks: [127.0.0.0/8]
+requests:
+  recipient: the brand team
+rules:
+  - id: no-tiktok
+    groups: [staff]
+    platforms: [tiktok]
+    action: block
+    inspect: true
+    request_access: true
+"#;
+    let origin = TlsOrigin::start(&["www.tiktok.com"]).await;
+    let proxy = TestProxy::inspecting(INSPECTED, &[&origin]).await;
+    let c = proxy.inspected_client(false);
+    let site = format!("https://www.tiktok.com:{}", origin.port());
+
+    let (page, token) = blocked_page(&c, &format!("{site}/")).await;
+    let token = token.unwrap_or_else(|| panic!("no form on {page}"));
+    assert!(
+        page.contains(r#"action="/.well-known/socialgate/request-access""#),
+        "{page}"
+    );
+    let post = format!("{site}/.well-known/socialgate/request-access");
+    let sent = within(
+        c.post(&post)
+            .form(&[("t", token.as_str()), ("reason", "I run the brand account")])
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.status(), 200);
+    let done = sent.text().await.unwrap();
+    assert!(done.contains("was sent to the brand team"), "{done}");
+    // A forged form on the same path is refused, and never reaches the site.
+    let forged = within(
+        c.post(&post)
+            .form(&[("t", "forged"), ("reason", "let me in")])
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), 403);
+    drop(c);
+
+    // The block, the request (its exchange's record is the access-request
+    // record), the forged form, and the tunnel.
+    let lines = proxy.exactly_log_lines(4).await;
+    let req = lines
+        .iter()
+        .find(|l| l["kind"] == "access-request")
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(req["host"], "www.tiktok.com");
+    assert_eq!(req["platform"], "tiktok");
+    assert_eq!(req["rule"], "no-tiktok");
+    assert_eq!(req["group"], "staff");
+    assert_eq!(req["request_reason"], "I run the brand account");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "access-request")
+            .count(),
+        1,
+        "{lines:#?}"
+    );
+    for l in lines.iter().filter(|l| l["kind"] != "tunnel") {
+        assert_eq!(l["tls"], "intercepted", "{l}");
+    }
+    let refused = lines
+        .iter()
+        .find(|l| l["kind"] == "request" && l["status"] == 403 && l["reason"] == "own-page")
+        .unwrap_or_else(|| panic!("the forged form's record: {lines:#?}"));
+    assert_eq!(refused["path"], "/.well-known/socialgate/request-access");
+}
