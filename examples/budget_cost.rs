@@ -39,7 +39,7 @@ fn one_request(
     policy: &Arc<Policy>,
     user: Option<&str>,
     client: IpAddr,
-    adm: Admission,
+    mut adm: Admission,
     budget: bool,
 ) {
     if budget {
@@ -47,7 +47,7 @@ fn one_request(
         // budget stage, a time hit when the traffic goes on, its bytes at
         // the end.
         let person = Person::of(user, client);
-        let (adm, charge) = budgets.settle(policy, Entry::Request, person, adm);
+        let charge = budgets.settle(policy, Entry::Request, person, &mut adm);
         let mut charge = charge.expect("within budget");
         charge.hit();
         charge.account(black_box(20_000));
@@ -71,10 +71,10 @@ fn main() {
         // already (not counted: outside `one_request`).
         for n in 0..users.len() {
             let person = Person::of(user(n), scene.people[n]);
-            let (_, charge) =
-                scene
-                    .budgets
-                    .settle(&scene.policy, Entry::Request, person, scene.admitted.clone());
+            let mut adm = scene.admitted.clone();
+            let charge = scene
+                .budgets
+                .settle(&scene.policy, Entry::Request, person, &mut adm);
             let mut charge = charge.expect("within budget");
             charge.hit();
             charge.account(50_000);

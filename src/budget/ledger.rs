@@ -167,22 +167,19 @@ pub struct Key {
     pub person: Person,
     /// The rule id (budgets are the rule's, across its platforms).
     pub rule: Arc<str>,
-    /// Hash of the two with a per-process random key (SipHash), worked out
-    /// once: the shard, the entry map and the sessions all index by it.
+    /// Hash of the two with a per-process random key (see [`key_hasher`]),
+    /// worked out once: the shard, the entry map and the sessions all
+    /// index by it.
     hash: u64,
 }
 
 impl Key {
     pub fn new(person: Person, rule: Arc<str>) -> Key {
-        static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-            std::sync::OnceLock::new();
         use std::hash::Hasher;
-        // Few, whole writes: SipHash pays for each call, and a derived
-        // `Hash` of the pair makes half a dozen small ones.
-        let mut h = KEYS.get_or_init(Default::default).build_hasher();
+        let mut h = key_hasher().build_hasher();
         match &person {
             Person::User(u) => {
-                h.write_u8(0);
+                h.write_usize(u.len());
                 h.write(u.as_bytes());
             }
             Person::Address(std::net::IpAddr::V4(a)) => {
@@ -194,6 +191,22 @@ impl Key {
         let hash = h.finish();
         Key { person, rule, hash }
     }
+}
+
+/// The hasher of [`Key`]s: foldhash (quality), keyed once per process from
+/// std's `RandomState` (OS randomness). Keyed is what matters for names an
+/// attacker picks (a user name in `Proxy-Authorization` or an identity
+/// header): without the key, collisions cannot be aimed at one shard or
+/// bucket. SipHash costs several times more per request here.
+fn key_hasher() -> &'static foldhash::quality::SeedableRandomState {
+    static KEYS: std::sync::OnceLock<foldhash::quality::SeedableRandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let os = std::collections::hash_map::RandomState::new();
+        let shared: &'static foldhash::SharedSeed =
+            Box::leak(Box::new(foldhash::SharedSeed::from_u64(os.hash_one(1u8))));
+        foldhash::quality::SeedableRandomState::with_seed(os.hash_one(2u8), shared)
+    })
 }
 
 impl From<&Key> for Key {

@@ -110,26 +110,22 @@ impl Budgets {
 
     /// The budget stage for `adm` (decided on `policy`) when its deciding
     /// rule has a budget that was not looked up yet: how much `person`
-    /// spent today, from the ledger (memory only), then
-    /// [`budget_stage`]. With the admission comes a [`Charge`] for the
+    /// spent today, from the ledger (memory only), then [`budget_stage`],
+    /// which decides `adm` again in place. Returns a [`Charge`] for the
     /// traffic it lets through (none when refused or without a budget).
     pub fn settle(
         self: &Arc<Self>,
         policy: &Arc<Policy>,
         entry: Entry,
         person: Person,
-        adm: Admission,
-    ) -> (Admission, Option<Charge>) {
-        let Some(view) = adm.decision.budget else {
-            return (adm, None);
-        };
+        adm: &mut Admission,
+    ) -> Option<Charge> {
+        let view = adm.decision.budget?;
         if view.state != BudgetState::Unchecked {
-            return (adm, None);
+            return None;
         }
         let rule = &policy.rules[view.rule as usize];
-        let Some(budget) = &rule.budget else {
-            return (adm, None);
-        };
+        let budget = rule.budget.as_ref()?;
         let now = self.clock.now();
         let key = Key::new(person, rule.id.clone());
         let standing = self.ledger.standing(&key, budget, now);
@@ -141,7 +137,7 @@ impl Budgets {
             Some(s) => SpentFact::Known(s.spent),
             None => SpentFact::Unavailable,
         };
-        let adm = budget_stage(policy, entry, fact, now, adm);
+        budget_stage(policy, entry, fact, now, adm);
         let state = adm
             .decision
             .budget
@@ -150,9 +146,9 @@ impl Budgets {
             self.exhausted(&key, &s);
         }
         if adm.refuses() {
-            return (adm, None);
+            return None;
         }
-        let charge = Charge {
+        Some(Charge {
             budgets: self.clone(),
             policy: policy.clone(),
             rule: view.rule,
@@ -162,8 +158,7 @@ impl Budgets {
             charged: 0,
             at_last_hit: 0,
             admitted_at: Some(now),
-        };
-        (adm, Some(charge))
+        })
     }
 
     /// Counts a person's budget running out (once per day and replica),
