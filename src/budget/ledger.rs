@@ -270,7 +270,15 @@ pub struct Entry {
     /// What is shared with other replicas through Redis; `None` until the
     /// entry is first synced (kept apart so that an entry stays small).
     pub shared: Option<Box<Shared>>,
+    /// (minute, marked minutes of `minutes` before it), or `NO_COUNT`:
+    /// every request in the same minute asks for the same count, and a
+    /// mark at that minute or later does not change it. Cleared by
+    /// [`Entry::mark`] when it marks an earlier minute.
+    counted: (u32, u32),
 }
+
+/// [`Entry::counted`] when nothing is counted.
+const NO_COUNT: (u32, u32) = (u32::MAX, 0);
 
 /// An entry's part in Redis (see `super::store`).
 #[derive(Debug, Clone, Default)]
@@ -295,6 +303,36 @@ impl Entry {
             noted: false,
             touched: now,
             shared: None,
+            counted: NO_COUNT,
+        }
+    }
+
+    /// Marks minutes `from..=to` of `minutes`; true when one was new.
+    pub fn mark(&mut self, from: u32, to: u32) -> bool {
+        let new = self.minutes.mark(from, to);
+        if new && from < self.counted.0 {
+            self.counted = NO_COUNT;
+        }
+        new
+    }
+
+    /// [`Entry::spent`], counting the day's minutes only once a minute
+    /// while no other replica shares them (the ledger's own lookups).
+    fn spent_counted(&mut self, now: Timestamp) -> Spent {
+        if self.shared.is_some() {
+            return self.spent(now);
+        }
+        let minute = if now >= self.day.end {
+            MinuteSet::CAPACITY
+        } else {
+            self.day.minute_of(now)
+        };
+        if self.counted.0 != minute {
+            self.counted = (minute, self.minutes.count_below(minute));
+        }
+        Spent {
+            minutes: self.counted.1,
+            bytes: self.bytes,
         }
     }
 
@@ -409,7 +447,7 @@ impl Ledger {
         let e = self.entry(&mut shard, key, budget, now)?;
         e.touched = now;
         Some(Standing {
-            spent: e.spent(now),
+            spent: e.spent_counted(now),
             day: e.day,
             noted: e.noted,
         })
@@ -444,7 +482,7 @@ impl Ledger {
                 } else {
                     e.day.minute_of(from)
                 };
-                changed |= e.minutes.mark(first, e.day.minute_of(to));
+                changed |= e.mark(first, e.day.minute_of(to));
             }
         }
         e.bytes = e.bytes.saturating_add(bytes);
@@ -456,7 +494,7 @@ impl Ledger {
             return None;
         }
         Some(Standing {
-            spent: e.spent(at),
+            spent: e.spent_counted(at),
             day: e.day,
             noted: e.noted,
         })
@@ -681,6 +719,25 @@ mod tests {
                 .minutes,
             0
         );
+    }
+
+    #[test]
+    fn the_count_kept_for_a_minute_follows_marks_before_it() {
+        let l = ledger(100);
+        let b = budget();
+        let k = key("alice");
+        let minutes = |t: &str| l.standing(&k, &b, at(t)).unwrap().spent.minutes;
+        l.charge(&k, &b, at("10:05:00"), true, 0);
+        assert_eq!(minutes("10:05:30"), 0, "the minute in progress");
+        // A hit the same minute marks nothing earlier: the same count.
+        l.charge(&k, &b, at("10:05:40"), true, 0);
+        assert_eq!(minutes("10:05:50"), 0);
+        // A late hit extends the session back to 10:02: three complete
+        // minutes now count in the same minute.
+        l.charge(&k, &b, at("10:02:00"), true, 0);
+        assert_eq!(minutes("10:05:55"), 3);
+        // The next minute counts 10:05 too.
+        assert_eq!(minutes("10:06:00"), 4);
     }
 
     #[test]
