@@ -34,7 +34,7 @@ pub use ledger::{Key, Ledger, MinuteSet, Standing};
 
 use crate::metrics::Metrics;
 use crate::policy::budget::{Budget, BudgetState, SpentFact};
-use crate::policy::{budget_stage, Admission, Class, Entry, Policy};
+use crate::policy::{budget_stage, budget_stage_in_day, Admission, Class, Entry, Policy};
 use crate::proxy::Clock;
 use crate::warn::Person;
 
@@ -137,7 +137,10 @@ impl Budgets {
             Some(s) => SpentFact::Known(s.spent),
             None => SpentFact::Unavailable,
         };
-        budget_stage(policy, entry, fact, now, adm);
+        match standing {
+            Some(s) => budget_stage_in_day(policy, entry, fact, s.day, now, adm),
+            None => budget_stage(policy, entry, fact, now, adm),
+        }
         let state = adm
             .decision
             .budget

@@ -312,7 +312,14 @@ fn admit_inner(
 ) -> Admission {
     let mut adm = stages(policy, facts, groups, now, trace.as_deref_mut());
     decide_inspection(policy, facts, &mut adm);
-    budget_stage_inner(policy, facts.spent, now, &mut adm, trace.as_deref_mut());
+    budget_stage_inner(
+        policy,
+        facts.spent,
+        None,
+        now,
+        &mut adm,
+        trace.as_deref_mut(),
+    );
     warn_stage_inner(policy, facts.entry, facts.acknowledged, &mut adm, trace);
     adm
 }
@@ -550,7 +557,7 @@ pub fn sni_stage(
 ) -> Admission {
     let mut adm = sni_stage_inner(policy, facts, None, name, admitted, now, None);
     decide_inspection(policy, facts, &mut adm);
-    budget_stage_inner(policy, facts.spent, now, &mut adm, None);
+    budget_stage_inner(policy, facts.spent, None, now, &mut adm, None);
     warn_stage_inner(policy, facts.entry, facts.acknowledged, &mut adm, None);
     adm
 }
@@ -571,13 +578,29 @@ pub fn budget_stage(
     now: Timestamp,
     admitted: &mut Admission,
 ) {
-    budget_stage_inner(policy, Some(spent), now, admitted, None);
+    budget_stage_inner(policy, Some(spent), None, now, admitted, None);
+    warn_stage_inner(policy, entry, None, admitted, None);
+}
+
+/// [`budget_stage`] for a spent amount counted in the local `day` (the
+/// budget's day containing `now`, as the shell's ledger knows it already):
+/// the day is not worked out again from the time zone.
+pub fn budget_stage_in_day(
+    policy: &Policy,
+    entry: Entry,
+    spent: SpentFact,
+    day: super::budget::Day,
+    now: Timestamp,
+    admitted: &mut Admission,
+) {
+    budget_stage_inner(policy, Some(spent), Some(day), now, admitted, None);
     warn_stage_inner(policy, entry, None, admitted, None);
 }
 
 fn budget_stage_inner(
     policy: &Policy,
     spent: Option<SpentFact>,
+    day: Option<super::budget::Day>,
     now: Timestamp,
     adm: &mut Admission,
     mut trace: Option<&mut Vec<TraceStep>>,
@@ -597,7 +620,10 @@ fn budget_stage_inner(
         return;
     };
     adm.stage = Stage::Budget;
-    let day = budget.day(now);
+    let day = match day {
+        Some(d) if d.start <= now && now < d.end => d,
+        _ => budget.day(now),
+    };
     let state = match fact {
         SpentFact::Known(s) => budget.apply(s, &day),
         SpentFact::Unavailable => BudgetState::Unavailable,
@@ -1675,7 +1701,7 @@ rules:
                         BudgetState::Unchecked
                     );
                     assert!(!before.refuses(), "unchecked never refuses: {what}");
-                    let mut later = before;
+                    let mut later = before.clone();
                     budget_stage(
                         &p,
                         *entry,
@@ -1684,6 +1710,17 @@ rules:
                         &mut later,
                     );
                     assert_eq!(later, a, "{what}");
+                    // Given the day the ledger counted in, the same; a day
+                    // that does not hold `now` is worked out again.
+                    let rule = &p.rules[before.decision.budget.unwrap().rule as usize];
+                    let b = rule.budget.as_ref().unwrap();
+                    let now: Timestamp = WORK.parse().unwrap();
+                    let yesterday = b.day(now - jiff::SignedDuration::from_hours(24));
+                    for day in [b.day(now), yesterday] {
+                        let mut later = before.clone();
+                        budget_stage_in_day(&p, *entry, spent.unwrap(), day, now, &mut later);
+                        assert_eq!(later, a, "{what}, counted in {}", day.date);
+                    }
                 }
             }
             // Rules without a budget carry none.

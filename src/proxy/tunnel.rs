@@ -367,7 +367,10 @@ fn budget_after_sni(
     pending: &mut super::body::Pending,
 ) -> Admission {
     let person = crate::warn::Person::of(admitted.user.as_deref(), admitted.client);
-    match state.budgets.settle(policy, admitted.entry, person, &mut adm) {
+    match state
+        .budgets
+        .settle(policy, admitted.entry, person, &mut adm)
+    {
         Some(mut c) => {
             c.hit();
             pending.charge = Some(c);
