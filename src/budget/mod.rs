@@ -30,7 +30,7 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha2::Sha256;
 
-pub use ledger::{Key, Ledger, MinuteSet, Standing};
+pub use ledger::{Key, Ledger, MinuteSet, Place, Standing};
 
 use crate::metrics::Metrics;
 use crate::policy::budget::{Budget, BudgetState, SpentFact};
@@ -128,7 +128,8 @@ impl Budgets {
         let budget = rule.budget.as_ref()?;
         let now = self.clock.now();
         let key = Key::new(person, rule.id.clone());
-        let standing = self.ledger.standing(&key, budget, now);
+        let mut place = Place::default();
+        let standing = self.ledger.standing_at(&key, &mut place, budget, now);
         if standing.is_none() {
             self.ledger_full();
         }
@@ -156,6 +157,7 @@ impl Budgets {
             policy: policy.clone(),
             rule: view.rule,
             key,
+            place,
             state,
             time: adm.decision.class != Some(Class::Embedded),
             charged: 0,
@@ -266,6 +268,9 @@ pub struct Charge {
     policy: Arc<Policy>,
     rule: u16,
     key: Key,
+    /// Where the key's entry was in the ledger last (the time hit and the
+    /// bytes go straight there).
+    place: Place,
     /// Where the person stood when admitted.
     pub state: BudgetState,
     /// Time counts (not for a platform's embedded widgets on other sites).
@@ -332,9 +337,13 @@ impl Charge {
             return None;
         }
         let budgets = self.budgets.clone();
-        let standing = budgets
-            .ledger
-            .charge(&self.key, self.budget(), now, hit, bytes)?;
+        let mut place = self.place;
+        let standing =
+            budgets
+                .ledger
+                .charge_at(&self.key, &mut place, self.budget(), now, hit, bytes);
+        self.place = place;
+        let standing = standing?;
         budgets.dirty.store(true, Ordering::Relaxed);
         if matches!(
             self.budget().apply(standing.spent, &standing.day),
@@ -352,7 +361,12 @@ impl Charge {
     pub fn left(&self) -> (Option<Timestamp>, Option<u64>) {
         let now = self.budgets.now();
         let budget = self.budget();
-        let Some(s) = self.budgets.ledger.standing(&self.key, budget, now) else {
+        let mut place = self.place;
+        let Some(s) = self
+            .budgets
+            .ledger
+            .standing_at(&self.key, &mut place, budget, now)
+        else {
             return (None, None);
         };
         // Nothing left (a warn rule's tunnel, or report mode, goes on):
