@@ -873,10 +873,12 @@ mod tests {
         assert_eq!(spent(&alice, "10:00:40").bytes, 300);
         assert_eq!(spent(&key("u7"), "10:00:40").bytes, 1);
         // A place on someone else's bucket, or on nobody, finds the key.
-        for other in 0..3000 {
+        let mut bobs = Place::default();
+        l.charge_at(&key("bob"), &mut bobs, &b, at("10:00:50"), false, 1);
+        for other in 1..3000 {
             let mut wrong = Place {
                 bucket: other,
-                serial: place.serial,
+                serial: bobs.serial,
             };
             l.charge_at(&key("bob"), &mut wrong, &b, at("10:00:50"), false, 1);
         }
