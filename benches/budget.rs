@@ -33,8 +33,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % people.len();
             let person = Person::Address(people[i]);
-            let (adm, charge) =
-                budgets.settle(black_box(&policy), Entry::Request, person, admitted.clone());
+            let mut adm = admitted.clone();
+            let charge = budgets.settle(black_box(&policy), Entry::Request, person, &mut adm);
             black_box((adm, charge))
         })
     });
@@ -42,8 +42,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % people.len();
             let person = Person::Address(people[i]);
-            let (adm, charge) =
-                budgets.settle(black_box(&policy), Entry::Request, person, admitted.clone());
+            let mut adm = admitted.clone();
+            let charge = budgets.settle(black_box(&policy), Entry::Request, person, &mut adm);
             let mut charge = charge.expect("within budget");
             charge.hit();
             charge.account(black_box(20_000));
@@ -55,8 +55,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % users.len();
             let person = Person::of(Some(&users[i]), people[i]);
-            let (adm, charge) =
-                budgets.settle(black_box(&policy), Entry::Request, person, admitted.clone());
+            let mut adm = admitted.clone();
+            let charge = budgets.settle(black_box(&policy), Entry::Request, person, &mut adm);
             let mut charge = charge.expect("within budget");
             charge.hit();
             charge.account(black_box(20_000));

@@ -64,11 +64,11 @@ pub fn scene() -> Scene {
     let admitted = admit(&policy, &facts, jiff::Timestamp::now());
     assert!(admitted.decision.budget.is_some(), "the rule has a budget");
     for &p in &people {
-        let (_, charge) = budgets.settle(
+        let charge = budgets.settle(
             &policy,
             Entry::Request,
             Person::Address(p),
-            admitted.clone(),
+            &mut admitted.clone(),
         );
         let mut charge = charge.expect("within budget");
         charge.hit();

@@ -167,22 +167,19 @@ pub struct Key {
     pub person: Person,
     /// The rule id (budgets are the rule's, across its platforms).
     pub rule: Arc<str>,
-    /// Hash of the two with a per-process random key (SipHash), worked out
-    /// once: the shard, the entry map and the sessions all index by it.
+    /// Hash of the two with a per-process random key (see [`key_hasher`]),
+    /// worked out once: the shard, the entry map and the sessions all
+    /// index by it.
     hash: u64,
 }
 
 impl Key {
     pub fn new(person: Person, rule: Arc<str>) -> Key {
-        static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-            std::sync::OnceLock::new();
         use std::hash::Hasher;
-        // Few, whole writes: SipHash pays for each call, and a derived
-        // `Hash` of the pair makes half a dozen small ones.
-        let mut h = KEYS.get_or_init(Default::default).build_hasher();
+        let mut h = key_hasher().build_hasher();
         match &person {
             Person::User(u) => {
-                h.write_u8(0);
+                h.write_usize(u.len());
                 h.write(u.as_bytes());
             }
             Person::Address(std::net::IpAddr::V4(a)) => {
@@ -194,6 +191,22 @@ impl Key {
         let hash = h.finish();
         Key { person, rule, hash }
     }
+}
+
+/// The hasher of [`Key`]s: foldhash (quality), keyed once per process from
+/// std's `RandomState` (OS randomness). Keyed is what matters for names an
+/// attacker picks (a user name in `Proxy-Authorization` or an identity
+/// header): without the key, collisions cannot be aimed at one shard or
+/// bucket. SipHash costs several times more per request here.
+fn key_hasher() -> &'static foldhash::quality::SeedableRandomState {
+    static KEYS: std::sync::OnceLock<foldhash::quality::SeedableRandomState> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let os = std::collections::hash_map::RandomState::new();
+        let shared: &'static foldhash::SharedSeed =
+            Box::leak(Box::new(foldhash::SharedSeed::from_u64(os.hash_one(1u8))));
+        foldhash::quality::SeedableRandomState::with_seed(os.hash_one(2u8), shared)
+    })
 }
 
 impl From<&Key> for Key {
@@ -216,7 +229,8 @@ impl std::hash::Hash for Key {
     }
 }
 
-/// Hashes a [`Key`] by the hash it carries (already keyed and mixed).
+/// Hashes a [`Key`] by the hash it carries, and a [`Tag`] by its first
+/// bytes (both keyed and mixed already).
 #[derive(Default)]
 pub struct KeyHasher(u64);
 
@@ -257,7 +271,18 @@ pub struct Entry {
     /// What is shared with other replicas through Redis; `None` until the
     /// entry is first synced (kept apart so that an entry stays small).
     pub shared: Option<Box<Shared>>,
+    /// (minute, marked minutes of `minutes` before it), or `NO_COUNT`:
+    /// every request in the same minute asks for the same count, and a
+    /// mark at that minute or later does not change it. Cleared by
+    /// [`Entry::mark`] when it marks an earlier minute.
+    counted: (u32, u32),
+    /// Unique in its shard of the ledger (0 until it is in one): what a
+    /// [`Place`] checks.
+    serial: u64,
 }
+
+/// [`Entry::counted`] when nothing is counted.
+const NO_COUNT: (u32, u32) = (u32::MAX, 0);
 
 /// An entry's part in Redis (see `super::store`).
 #[derive(Debug, Clone, Default)]
@@ -282,6 +307,37 @@ impl Entry {
             noted: false,
             touched: now,
             shared: None,
+            counted: NO_COUNT,
+            serial: 0,
+        }
+    }
+
+    /// Marks minutes `from..=to` of `minutes`; true when one was new.
+    pub fn mark(&mut self, from: u32, to: u32) -> bool {
+        let new = self.minutes.mark(from, to);
+        if new && from < self.counted.0 {
+            self.counted = NO_COUNT;
+        }
+        new
+    }
+
+    /// [`Entry::spent`], counting the day's minutes only once a minute
+    /// while no other replica shares them (the ledger's own lookups).
+    fn spent_counted(&mut self, now: Timestamp) -> Spent {
+        if self.shared.is_some() {
+            return self.spent(now);
+        }
+        let minute = if now >= self.day.end {
+            MinuteSet::CAPACITY
+        } else {
+            self.day.minute_of(now)
+        };
+        if self.counted.0 != minute {
+            self.counted = (minute, self.minutes.count_below(minute));
+        }
+        Spent {
+            minutes: self.counted.1,
+            bytes: self.bytes,
         }
     }
 
@@ -332,11 +388,40 @@ pub struct Restored {
 }
 
 struct Shard {
-    /// hashbrown's map for `entry_ref`: one lookup per charge, the key
-    /// cloned only when an entry is made.
-    entries: hashbrown::HashMap<Key, Entry, ByKey>,
-    sessions: Sessionizer<Key, ByKey>,
-    scratch: Vec<Session<Key>>,
+    /// (key, entry) by the key's hash. A charge keeps where its entry lies
+    /// ([`Place`]) and goes straight back to it, without comparing keys.
+    entries: hashbrown::HashTable<(Key, Entry)>,
+    /// Open sessions by the entry's tag (a keyed MAC of the person and the
+    /// rule: one per key, hashed by its own bits; see [`Tag`]).
+    sessions: Sessionizer<Tag, ByKey>,
+    scratch: Vec<Session<Tag>>,
+    /// The serial of the last entry made in this shard.
+    serial: u64,
+}
+
+/// An entry's tag as the sessions' key: a keyed MAC already, so its first
+/// eight bytes are its hash (nobody without the key can aim collisions),
+/// and equal tags are equal keys (a 128-bit MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tag([u8; 16]);
+
+impl std::hash::Hash for Tag {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// Where a key's entry was found last: an exchange keeps it and charges go
+/// straight back to the entry. Checked by the entry's serial (unique in its
+/// shard); an entry that moved (the table grew) or went (its day is over)
+/// is looked up by its key again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Place {
+    bucket: usize,
+    /// 0: not known.
+    serial: u64,
 }
 
 /// Turns (person, rule) into the tag entries are saved under.
@@ -367,9 +452,10 @@ impl Ledger {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    entries: hashbrown::HashMap::default(),
+                    entries: hashbrown::HashTable::new(),
                     sessions: Sessionizer::with_hasher(SessionRules::default()),
                     scratch: Vec::new(),
+                    serial: 0,
                 })
             })
             .collect();
@@ -392,11 +478,31 @@ impl Ledger {
     /// Where `key` stands at `now` under `budget`; `None` when the ledger
     /// is full and cannot track the person.
     pub fn standing(&self, key: &Key, budget: &Budget, now: Timestamp) -> Option<Standing> {
-        let mut shard = self.shard(key);
-        let e = self.entry(&mut shard, key, budget, now)?;
+        self.standing_at(key, &mut Place::default(), budget, now)
+    }
+
+    /// [`Ledger::standing`], going straight to `place` when the entry is
+    /// still there, and saying in `place` where it is.
+    pub fn standing_at(
+        &self,
+        key: &Key,
+        place: &mut Place,
+        budget: &Budget,
+        now: Timestamp,
+    ) -> Option<Standing> {
+        let mut guard = self.shard(key);
+        let shard = &mut *guard;
+        let e = self.entry(
+            &mut shard.entries,
+            &mut shard.serial,
+            key,
+            place,
+            budget,
+            now,
+        )?;
         e.touched = now;
         Some(Standing {
-            spent: e.spent(now),
+            spent: e.spent_counted(now),
             day: e.day,
             noted: e.noted,
         })
@@ -413,16 +519,39 @@ impl Ledger {
         hit: bool,
         bytes: u64,
     ) -> Option<Standing> {
+        self.charge_at(key, &mut Place::default(), budget, at, hit, bytes)
+    }
+
+    /// [`Ledger::charge`], going straight to `place` when the entry is
+    /// still there, and saying in `place` where it is.
+    pub fn charge_at(
+        &self,
+        key: &Key,
+        place: &mut Place,
+        budget: &Budget,
+        at: Timestamp,
+        hit: bool,
+        bytes: u64,
+    ) -> Option<Standing> {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
+        let e = self.entry(
+            &mut shard.entries,
+            &mut shard.serial,
+            key,
+            place,
+            budget,
+            at,
+        )?;
         let span = if hit {
-            shard.sessions.observe_span(key, at, &mut shard.scratch)
+            shard
+                .sessions
+                .observe_span(&Tag(e.tag), at, &mut shard.scratch)
         } else {
             None
         };
         // Closed sessions are already marked: only the open ones matter.
         shard.scratch.clear();
-        let e = self.entry(shard, key, budget, at)?;
         let mut changed = bytes > 0;
         if let Some((from, to)) = span {
             if to >= e.day.start && from < e.day.end {
@@ -431,7 +560,7 @@ impl Ledger {
                 } else {
                     e.day.minute_of(from)
                 };
-                changed |= e.minutes.mark(first, e.day.minute_of(to));
+                changed |= e.mark(first, e.day.minute_of(to));
             }
         }
         e.bytes = e.bytes.saturating_add(bytes);
@@ -443,7 +572,7 @@ impl Ledger {
             return None;
         }
         Some(Standing {
-            spent: e.spent(at),
+            spent: e.spent_counted(at),
             day: e.day,
             noted: e.noted,
         })
@@ -452,8 +581,8 @@ impl Ledger {
     /// Marks `key`'s exhaustion on `day` as counted; true the first time.
     pub fn note_exhausted(&self, key: &Key, day: &Day) -> bool {
         let mut shard = self.shard(key);
-        match shard.entries.get_mut(key) {
-            Some(e) if e.day == *day && !e.noted => {
+        match shard.entries.find_mut(key.hash, |(k, _)| k == key) {
+            Some((_, e)) if e.day == *day && !e.noted => {
                 e.noted = true;
                 true
             }
@@ -461,28 +590,62 @@ impl Ledger {
         }
     }
 
-    /// The entry of `key` for the day containing `now`: made (from the
-    /// snapshot, if it has one) or started afresh on a new day.
+    /// The entry of `key` for the day containing `now`: the one at `place`
+    /// if it is still there, else found by the key, made (from the
+    /// snapshot, if it has one), or started afresh on a new day; `place`
+    /// says where it is afterwards.
     fn entry<'s>(
         &self,
-        shard: &'s mut Shard,
+        entries: &'s mut hashbrown::HashTable<(Key, Entry)>,
+        serial: &mut u64,
         key: &Key,
+        place: &mut Place,
         budget: &Budget,
         now: Timestamp,
     ) -> Option<&'s mut Entry> {
-        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(key) {
+        let there = place.serial != 0
+            && entries
+                .get_bucket(place.bucket)
+                .is_some_and(|(_, e)| e.serial == place.serial);
+        let e = if there {
+            &mut entries.get_bucket_mut(place.bucket)?.1
+        } else {
+            self.find_or_make(entries, serial, key, place, budget, now)?
+        };
+        if now < e.day.start || now >= e.day.end {
+            // Another day: the budget renews.
+            let (tag, serial) = (e.tag, e.serial);
+            *e = Entry::new(tag, budget.day(now), now);
+            e.serial = serial;
+        }
+        Some(e)
+    }
+
+    fn find_or_make<'s>(
+        &self,
+        entries: &'s mut hashbrown::HashTable<(Key, Entry)>,
+        serial: &mut u64,
+        key: &Key,
+        place: &mut Place,
+        budget: &Budget,
+        now: Timestamp,
+    ) -> Option<&'s mut Entry> {
+        let same = |(k, _): &(Key, Entry)| k == key;
+        if entries.len() >= self.per_shard && entries.find(key.hash, same).is_none() {
             // Full: make room from days that are over, or track nobody new.
-            shard.entries.retain(|_, e| e.day.end > now);
-            if shard.entries.len() >= self.per_shard {
+            entries.retain(|(_, e)| e.day.end > now);
+            if entries.len() >= self.per_shard {
                 return None;
             }
         }
-        let e = match shard.entries.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
+        let found = match entries.entry(key.hash, same, |(k, _)| k.hash) {
+            hashbrown::hash_table::Entry::Occupied(o) => o,
+            hashbrown::hash_table::Entry::Vacant(v) => {
                 let tag = (self.tagger)(&key.person, &key.rule);
                 let day = budget.day(now);
                 let mut e = Entry::new(tag, day, now);
+                *serial += 1;
+                e.serial = *serial;
                 let restored = self.lock_restored().remove(&tag);
                 if let Some(r) = restored.filter(|r| r.day == day.date) {
                     e.minutes = r.minutes;
@@ -496,14 +659,12 @@ impl Ledger {
                         ..Shared::default()
                     }));
                 }
-                v.insert(e)
+                v.insert((key.clone(), e))
             }
         };
-        if now < e.day.start || now >= e.day.end {
-            // Another day: the budget renews.
-            let tag = e.tag;
-            *e = Entry::new(tag, budget.day(now), now);
-        }
+        place.bucket = found.bucket_index();
+        let (_, e) = found.into_mut();
+        place.serial = e.serial;
         Some(e)
     }
 
@@ -529,7 +690,7 @@ impl Ledger {
         for s in self.shards.iter() {
             let mut guard = s.lock().unwrap_or_else(|e| e.into_inner());
             let shard = &mut *guard;
-            shard.entries.retain(|_, e| e.day.end > now);
+            shard.entries.retain(|(_, e)| e.day.end > now);
             shard.sessions.expire(now, &mut shard.scratch);
             shard.scratch.clear();
         }
@@ -559,7 +720,7 @@ impl Ledger {
         for s in self.shards.iter() {
             let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
             for (k, e) in shard.entries.iter_mut() {
-                f(Some(k), e);
+                f(Some(&*k), e);
             }
         }
     }
@@ -600,7 +761,10 @@ impl Ledger {
     /// Runs `f` on the entry of `key`, if tracked.
     pub fn with_entry<T>(&self, key: &Key, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let mut shard = self.shard(key);
-        shard.entries.get_mut(key).map(f)
+        shard
+            .entries
+            .find_mut(key.hash, |(k, _)| k == key)
+            .map(|(_, e)| f(e))
     }
 }
 
@@ -667,6 +831,69 @@ mod tests {
                 .spent
                 .minutes,
             0
+        );
+    }
+
+    #[test]
+    fn the_count_kept_for_a_minute_follows_marks_before_it() {
+        let l = ledger(100);
+        let b = budget();
+        let k = key("alice");
+        let minutes = |t: &str| l.standing(&k, &b, at(t)).unwrap().spent.minutes;
+        l.charge(&k, &b, at("10:05:00"), true, 0);
+        assert_eq!(minutes("10:05:30"), 0, "the minute in progress");
+        // A hit the same minute marks nothing earlier: the same count.
+        l.charge(&k, &b, at("10:05:40"), true, 0);
+        assert_eq!(minutes("10:05:50"), 0);
+        // A late hit extends the session back to 10:02: three complete
+        // minutes now count in the same minute.
+        l.charge(&k, &b, at("10:02:00"), true, 0);
+        assert_eq!(minutes("10:05:55"), 3);
+        // The next minute counts 10:05 too.
+        assert_eq!(minutes("10:06:00"), 4);
+    }
+
+    #[test]
+    fn a_place_goes_back_to_its_entry_and_a_stale_one_finds_it_by_its_key() {
+        let l = ledger(10_000);
+        let b = budget();
+        let alice = key("alice");
+        let mut place = Place::default();
+        l.charge_at(&alice, &mut place, &b, at("10:00:00"), true, 100);
+        assert_ne!(place.serial, 0, "the place is known after a charge");
+        let kept = place;
+        l.charge_at(&alice, &mut place, &b, at("10:00:10"), false, 100);
+        assert_eq!((place.bucket, place.serial), (kept.bucket, kept.serial));
+        // Thousands more people: the tables grow and entries move.
+        for i in 0..3000 {
+            l.charge(&key(&format!("u{i}")), &b, at("10:00:20"), true, 1);
+        }
+        l.charge_at(&alice, &mut place, &b, at("10:00:30"), false, 100);
+        let spent = |k: &Key, t: &str| l.standing(k, &b, at(t)).unwrap().spent;
+        assert_eq!(spent(&alice, "10:00:40").bytes, 300);
+        assert_eq!(spent(&key("u7"), "10:00:40").bytes, 1);
+        // A place on someone else's bucket, or on nobody, finds the key.
+        let mut bobs = Place::default();
+        l.charge_at(&key("bob"), &mut bobs, &b, at("10:00:50"), false, 1);
+        for other in 1..3000 {
+            let mut wrong = Place {
+                bucket: other,
+                serial: bobs.serial,
+            };
+            l.charge_at(&key("bob"), &mut wrong, &b, at("10:00:50"), false, 1);
+        }
+        assert_eq!(spent(&key("bob"), "10:01:00").bytes, 3000);
+        assert_eq!(spent(&alice, "10:01:00").bytes, 300);
+        // Tomorrow, after the entries of today are dropped, alice's place
+        // leads to a new entry for the new day.
+        let tomorrow: Timestamp = "2026-11-26T08:00:00+01:00".parse().unwrap();
+        l.prune(tomorrow);
+        assert_eq!(l.len(), 0);
+        l.charge_at(&alice, &mut place, &b, tomorrow, true, 5);
+        let s = l.standing(&alice, &b, tomorrow).unwrap();
+        assert_eq!(
+            (s.spent.bytes, s.day.date.to_string().as_str()),
+            (5, "2026-11-26")
         );
     }
 

@@ -30,11 +30,11 @@ use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use sha2::Sha256;
 
-pub use ledger::{Key, Ledger, MinuteSet, Standing};
+pub use ledger::{Key, Ledger, MinuteSet, Place, Standing};
 
 use crate::metrics::Metrics;
 use crate::policy::budget::{Budget, BudgetState, SpentFact};
-use crate::policy::{budget_stage, Admission, Class, Entry, Policy};
+use crate::policy::{budget_stage, budget_stage_in_day, Admission, Class, Entry, Policy};
 use crate::proxy::Clock;
 use crate::warn::Person;
 
@@ -110,29 +110,26 @@ impl Budgets {
 
     /// The budget stage for `adm` (decided on `policy`) when its deciding
     /// rule has a budget that was not looked up yet: how much `person`
-    /// spent today, from the ledger (memory only), then
-    /// [`budget_stage`]. With the admission comes a [`Charge`] for the
+    /// spent today, from the ledger (memory only), then [`budget_stage`],
+    /// which decides `adm` again in place. Returns a [`Charge`] for the
     /// traffic it lets through (none when refused or without a budget).
     pub fn settle(
         self: &Arc<Self>,
         policy: &Arc<Policy>,
         entry: Entry,
         person: Person,
-        adm: Admission,
-    ) -> (Admission, Option<Charge>) {
-        let Some(view) = adm.decision.budget else {
-            return (adm, None);
-        };
+        adm: &mut Admission,
+    ) -> Option<Charge> {
+        let view = adm.decision.budget?;
         if view.state != BudgetState::Unchecked {
-            return (adm, None);
+            return None;
         }
         let rule = &policy.rules[view.rule as usize];
-        let Some(budget) = &rule.budget else {
-            return (adm, None);
-        };
+        let budget = rule.budget.as_ref()?;
         let now = self.clock.now();
         let key = Key::new(person, rule.id.clone());
-        let standing = self.ledger.standing(&key, budget, now);
+        let mut place = Place::default();
+        let standing = self.ledger.standing_at(&key, &mut place, budget, now);
         if standing.is_none() {
             self.ledger_full();
         }
@@ -141,7 +138,10 @@ impl Budgets {
             Some(s) => SpentFact::Known(s.spent),
             None => SpentFact::Unavailable,
         };
-        let adm = budget_stage(policy, entry, fact, now, adm);
+        match standing {
+            Some(s) => budget_stage_in_day(policy, entry, fact, s.day, now, adm),
+            None => budget_stage(policy, entry, fact, now, adm),
+        }
         let state = adm
             .decision
             .budget
@@ -150,20 +150,20 @@ impl Budgets {
             self.exhausted(&key, &s);
         }
         if adm.refuses() {
-            return (adm, None);
+            return None;
         }
-        let charge = Charge {
+        Some(Charge {
             budgets: self.clone(),
             policy: policy.clone(),
             rule: view.rule,
             key,
+            place,
             state,
             time: adm.decision.class != Some(Class::Embedded),
             charged: 0,
             at_last_hit: 0,
             admitted_at: Some(now),
-        };
-        (adm, Some(charge))
+        })
     }
 
     /// Counts a person's budget running out (once per day and replica),
@@ -268,6 +268,9 @@ pub struct Charge {
     policy: Arc<Policy>,
     rule: u16,
     key: Key,
+    /// Where the key's entry was in the ledger last (the time hit and the
+    /// bytes go straight there).
+    place: Place,
     /// Where the person stood when admitted.
     pub state: BudgetState,
     /// Time counts (not for a platform's embedded widgets on other sites).
@@ -334,9 +337,13 @@ impl Charge {
             return None;
         }
         let budgets = self.budgets.clone();
-        let standing = budgets
-            .ledger
-            .charge(&self.key, self.budget(), now, hit, bytes)?;
+        let mut place = self.place;
+        let standing =
+            budgets
+                .ledger
+                .charge_at(&self.key, &mut place, self.budget(), now, hit, bytes);
+        self.place = place;
+        let standing = standing?;
         budgets.dirty.store(true, Ordering::Relaxed);
         if matches!(
             self.budget().apply(standing.spent, &standing.day),
@@ -354,7 +361,12 @@ impl Charge {
     pub fn left(&self) -> (Option<Timestamp>, Option<u64>) {
         let now = self.budgets.now();
         let budget = self.budget();
-        let Some(s) = self.budgets.ledger.standing(&self.key, budget, now) else {
+        let mut place = self.place;
+        let Some(s) = self
+            .budgets
+            .ledger
+            .standing_at(&self.key, &mut place, budget, now)
+        else {
             return (None, None);
         };
         // Nothing left (a warn rule's tunnel, or report mode, goes on):

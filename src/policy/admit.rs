@@ -312,8 +312,16 @@ fn admit_inner(
 ) -> Admission {
     let mut adm = stages(policy, facts, groups, now, trace.as_deref_mut());
     decide_inspection(policy, facts, &mut adm);
-    let adm = budget_stage_inner(policy, facts.spent, now, adm, trace.as_deref_mut());
-    warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, trace)
+    budget_stage_inner(
+        policy,
+        facts.spent,
+        None,
+        now,
+        &mut adm,
+        trace.as_deref_mut(),
+    );
+    warn_stage_inner(policy, facts.entry, facts.acknowledged, &mut adm, trace);
+    adm
 }
 
 fn stages(
@@ -549,8 +557,9 @@ pub fn sni_stage(
 ) -> Admission {
     let mut adm = sni_stage_inner(policy, facts, None, name, admitted, now, None);
     decide_inspection(policy, facts, &mut adm);
-    let adm = budget_stage_inner(policy, facts.spent, now, adm, None);
-    warn_stage_inner(policy, facts.entry, facts.acknowledged, adm, None)
+    budget_stage_inner(policy, facts.spent, None, now, &mut adm, None);
+    warn_stage_inner(policy, facts.entry, facts.acknowledged, &mut adm, None);
+    adm
 }
 
 /// The budget stage, once the shell knows how much of the deciding rule's
@@ -559,41 +568,62 @@ pub fn sni_stage(
 /// the traffic is allowed; once it is spent the rule's action applies (and
 /// for `warn`, the warn stage runs again: whether the person continued is
 /// looked up next). A store that cannot say (`SpentFact::Unavailable`)
-/// leaves the traffic allowed: budgets fail open.
+/// leaves the traffic allowed: budgets fail open. The admission is
+/// decided in place (it is large, and this runs on every request under a
+/// budget).
 pub fn budget_stage(
     policy: &Policy,
     entry: Entry,
     spent: SpentFact,
     now: Timestamp,
-    admitted: Admission,
-) -> Admission {
-    let adm = budget_stage_inner(policy, Some(spent), now, admitted, None);
-    warn_stage_inner(policy, entry, None, adm, None)
+    admitted: &mut Admission,
+) {
+    budget_stage_inner(policy, Some(spent), None, now, admitted, None);
+    warn_stage_inner(policy, entry, None, admitted, None);
+}
+
+/// [`budget_stage`] for a spent amount counted in the local `day` (the
+/// budget's day containing `now`, as the shell's ledger knows it already):
+/// the day is not worked out again from the time zone.
+pub fn budget_stage_in_day(
+    policy: &Policy,
+    entry: Entry,
+    spent: SpentFact,
+    day: super::budget::Day,
+    now: Timestamp,
+    admitted: &mut Admission,
+) {
+    budget_stage_inner(policy, Some(spent), Some(day), now, admitted, None);
+    warn_stage_inner(policy, entry, None, admitted, None);
 }
 
 fn budget_stage_inner(
     policy: &Policy,
     spent: Option<SpentFact>,
+    day: Option<super::budget::Day>,
     now: Timestamp,
-    mut adm: Admission,
+    adm: &mut Admission,
     mut trace: Option<&mut Vec<TraceStep>>,
-) -> Admission {
+) {
     let Some(view) = adm.decision.budget else {
-        return adm;
+        return;
     };
     if view.state != BudgetState::Unchecked || adm.refuses() {
-        return adm;
+        return;
     }
     let rule = &policy.rules[view.rule as usize];
     let Some(budget) = &rule.budget else {
-        return adm;
+        return;
     };
     let Some(fact) = spent else {
         // The shell looks the spent amount up and calls `budget_stage`.
-        return adm;
+        return;
     };
     adm.stage = Stage::Budget;
-    let day = budget.day(now);
+    let day = match day {
+        Some(d) if d.start <= now && now < d.end => d,
+        _ => budget.day(now),
+    };
     let state = match fact {
         SpentFact::Known(s) => budget.apply(s, &day),
         SpentFact::Unavailable => BudgetState::Unavailable,
@@ -635,7 +665,6 @@ fn budget_stage_inner(
             ),
         }
     });
-    adm
 }
 
 /// `25 minutes and 120 MB`, for the parts the budget limits.
@@ -670,27 +699,28 @@ pub fn warn_stage(
     policy: &Policy,
     entry: Entry,
     acknowledged: bool,
-    admitted: Admission,
+    mut admitted: Admission,
 ) -> Admission {
-    warn_stage_inner(policy, entry, Some(acknowledged), admitted, None)
+    warn_stage_inner(policy, entry, Some(acknowledged), &mut admitted, None);
+    admitted
 }
 
 fn warn_stage_inner(
     policy: &Policy,
     entry: Entry,
     acknowledged: Option<bool>,
-    mut adm: Admission,
+    adm: &mut Admission,
     mut trace: Option<&mut Vec<TraceStep>>,
-) -> Admission {
+) {
     let d = &adm.decision;
     if d.refuses() || d.action != Action::Warn || d.mode != Mode::Enforce {
         adm.warning = None;
-        return adm;
+        return;
     }
     if entry == Entry::Connect && adm.inspect.inspect {
         // Decrypted: each request inside meets the warning itself.
         adm.warning = None;
-        return adm;
+        return;
     }
     adm.stage = Stage::Warn;
     let remember = human_duration(policy.warn.remember);
@@ -726,7 +756,6 @@ fn warn_stage_inner(
     };
     step(&mut trace, Stage::Warn, warning.holds(), || note);
     adm.warning = Some(warning);
-    adm
 }
 
 /// The inspection verdict for an admitted (or rule-refused) tunnel: the
@@ -1672,9 +1701,26 @@ rules:
                         BudgetState::Unchecked
                     );
                     assert!(!before.refuses(), "unchecked never refuses: {what}");
-                    let later =
-                        budget_stage(&p, *entry, spent.unwrap(), WORK.parse().unwrap(), before);
+                    let mut later = before.clone();
+                    budget_stage(
+                        &p,
+                        *entry,
+                        spent.unwrap(),
+                        WORK.parse().unwrap(),
+                        &mut later,
+                    );
                     assert_eq!(later, a, "{what}");
+                    // Given the day the ledger counted in, the same; a day
+                    // that does not hold `now` is worked out again.
+                    let rule = &p.rules[before.decision.budget.unwrap().rule as usize];
+                    let b = rule.budget.as_ref().unwrap();
+                    let now: Timestamp = WORK.parse().unwrap();
+                    let yesterday = b.day(now - jiff::SignedDuration::from_hours(24));
+                    for day in [b.day(now), yesterday] {
+                        let mut later = before.clone();
+                        budget_stage_in_day(&p, *entry, spent.unwrap(), day, now, &mut later);
+                        assert_eq!(later, a, "{what}, counted in {}", day.date);
+                    }
                 }
             }
             // Rules without a budget carry none.

@@ -31,9 +31,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use admit::{
-    admit, admit_in_groups, admit_traced, budget_stage, destination_check, destination_stage,
-    inspect_stage, is_local_name, is_own_page, next_change_after, port_stage, sni_stage,
-    warn_stage, Admission, Entry, Facts, Inspect, InspectWhy, Stage, TlsHello, Warning,
+    admit, admit_in_groups, admit_traced, budget_stage, budget_stage_in_day, destination_check,
+    destination_stage, inspect_stage, is_local_name, is_own_page, next_change_after, port_stage,
+    sni_stage, warn_stage, Admission, Entry, Facts, Inspect, InspectWhy, Stage, TlsHello, Warning,
 };
 pub use budget::{Budget, BudgetState, BudgetView, Spent, SpentFact};
 pub use cases::{run_cases, CaseOutcome};

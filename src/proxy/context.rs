@@ -188,10 +188,11 @@ impl Exchange {
             spent: None,
         };
         let t0 = Instant::now();
-        let admission = admit(&self.policy, &facts, state.config.clock.now());
+        let mut admission = admit(&self.policy, &facts, state.config.clock.now());
         let person = crate::warn::Person::of(identity.user.as_deref(), self.peer.ip());
-        let (admission, charge) = state.budgets.settle(&self.policy, entry, person, admission);
-        self.charge = charge;
+        self.charge = state
+            .budgets
+            .settle(&self.policy, entry, person, &mut admission);
         state.metrics.observe_decision_time(t0.elapsed());
         admission
     }

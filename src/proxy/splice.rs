@@ -110,9 +110,9 @@ fn refusal(state: &ProxyState, a: &Admitted) -> Option<Decision> {
             hello: a.hello,
             spent: None,
         };
-        let adm = admit(&policy, &facts, state.config.clock.now());
+        let mut adm = admit(&policy, &facts, state.config.clock.now());
         let person = crate::warn::Person::of(a.user.as_deref(), a.client);
-        let (adm, _) = state.budgets.settle(&policy, a.entry, person, adm);
+        state.budgets.settle(&policy, a.entry, person, &mut adm);
         adm.refuses().then_some(adm.decision)
     }
 }

@@ -363,12 +363,14 @@ fn budget_after_sni(
     state: &Arc<ProxyState>,
     policy: &Arc<crate::policy::Policy>,
     admitted: &Admitted,
-    adm: Admission,
+    mut adm: Admission,
     pending: &mut super::body::Pending,
 ) -> Admission {
     let person = crate::warn::Person::of(admitted.user.as_deref(), admitted.client);
-    let (adm, charge) = state.budgets.settle(policy, admitted.entry, person, adm);
-    match charge {
+    match state
+        .budgets
+        .settle(policy, admitted.entry, person, &mut adm)
+    {
         Some(mut c) => {
             c.hit();
             pending.charge = Some(c);
