@@ -4,7 +4,7 @@
 # system CPU per request (from /proc/PID/stat, the whole process tree), and,
 # when perf is there, system calls and context switches per request
 # (software tracepoints, which need no hardware counters). Each proxy on
-# CPU 1, oha (N 1 KiB GETs over 64 keep-alive connections) and the nginx
+# CPU 1, oha (N 1 KiB GETs over C (64) keep-alive connections) and the nginx
 # origin on CPU 0; socialgate with benches/loopback-policy and its JSON
 # access log on. ROUNDS alternating rounds.
 #
@@ -16,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/socialgate}
 N=${N:-100000}
+C=${C:-64}
 ROUNDS=${ROUNDS:-2}
 BENCH=${BENCH:-../shared/bench}
 ORIGIN_PORT=${ORIGIN_PORT:-18097}
@@ -52,13 +53,13 @@ EVENTS=context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,sys
 measure() { # name port pid...
   local name=$1 port=$2; shift 2
   local url="http://127.0.0.1:$ORIGIN_PORT/1k" hz; hz=$(getconf CLK_TCK)
-  taskset -c 0 "$OHA" -n 5000 -c 64 --no-tui -x "http://127.0.0.1:$port" "$url" >/dev/null
+  taskset -c 0 "$OHA" -n 5000 -c "$C" --no-tui -x "http://127.0.0.1:$port" "$url" >/dev/null
   local perf_pid="" targets; targets=$(IFS=,; echo "$*")
   if command -v perf >/dev/null; then
     perf stat -e "$EVENTS" -p "$targets" -o "$RUN/stat.txt" 2>/dev/null & perf_pid=$!
   fi
   read -r u0 s0 < <(ticks "$@")
-  taskset -c 0 timeout 300 "$OHA" -n "$N" -c 64 --no-tui -x "http://127.0.0.1:$port" "$url" > "$RUN/oha.txt"
+  taskset -c 0 timeout 300 "$OHA" -n "$N" -c "$C" --no-tui -x "http://127.0.0.1:$port" "$url" > "$RUN/oha.txt"
   read -r u1 s1 < <(ticks "$@")
   [ -n "$perf_pid" ] && { kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; }
   local rps; rps=$(awk '/Requests\/sec/ {print $2; exit}' "$RUN/oha.txt")
