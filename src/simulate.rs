@@ -272,20 +272,8 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
             return;
         };
         let facts = Facts {
-            entry: Entry::Request,
-            client,
             user: rec.user.as_deref(),
-            host: &host,
-            port: 80,
-            resolved: None,
-            sni: None,
-            listeners: &[],
-            activity: None,
-            resolved_by_parent: false,
-            original: None,
-            acknowledged: None,
-            hello: None,
-            spent: None,
+            ..Facts::new(Entry::Request, client, &host, 80)
         };
         let groups = groups_for(&policy, rec, client, exact);
         let adm = admit_in_groups(&policy, &facts, &groups, rec.time);
@@ -337,21 +325,11 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<Simulation> {
                 }
             };
             let facts = Facts {
-                entry,
-                client,
                 user: rec.user.as_deref(),
-                host: &host,
-                port: rec.port,
-                resolved: None,
                 sni: rec.sni.as_deref(),
-                listeners: &[],
                 // What the proxy saw then: a logged request carries its activity.
                 activity: rec.activity.as_ref().and_then(|a| a.known()).copied(),
-                resolved_by_parent: false,
-                original: None,
-                acknowledged: None,
-                hello: None,
-                spent: None,
+                ..Facts::new(entry, client, &host, rec.port)
             };
             let groups = groups_for(&policy, rec, client, exact);
             let adm = admit_in_groups(&policy, &facts, &groups, rec.time);

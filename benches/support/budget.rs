@@ -45,22 +45,7 @@ pub fn scene() -> Scene {
     let people: Vec<IpAddr> = (0..10_000u32)
         .map(|i| IpAddr::from([10, 1, (i >> 8) as u8, i as u8]))
         .collect();
-    let facts = Facts {
-        entry: Entry::Request,
-        client: people[0],
-        user: None,
-        host: &host,
-        port: 80,
-        resolved: None,
-        sni: None,
-        listeners: &[],
-        activity: None,
-        resolved_by_parent: false,
-        original: None,
-        acknowledged: None,
-        hello: None,
-        spent: None,
-    };
+    let facts = Facts::new(Entry::Request, people[0], &host, 80);
     let admitted = admit(&policy, &facts, jiff::Timestamp::now());
     assert!(admitted.decision.budget.is_some(), "the rule has a budget");
     for &p in &people {

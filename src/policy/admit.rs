@@ -100,6 +100,31 @@ pub struct Facts<'a> {
     pub spent: Option<SpentFact>,
 }
 
+impl<'a> Facts<'a> {
+    /// The facts of a request or tunnel from `client` to `host:port` as
+    /// known before anything else is looked up: no user, not resolved, no
+    /// ClientHello, no activity, no acknowledgement, no budget spent.
+    /// Callers set what they know with struct update syntax.
+    pub fn new(entry: Entry, client: IpAddr, host: &'a Host, port: u16) -> Facts<'a> {
+        Facts {
+            entry,
+            client,
+            user: None,
+            host,
+            port,
+            resolved: None,
+            sni: None,
+            listeners: &[],
+            activity: None,
+            resolved_by_parent: false,
+            original: None,
+            acknowledged: None,
+            hello: None,
+            spent: None,
+        }
+    }
+}
+
 /// What a ClientHello shows that the inspection verdict needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlsHello {
@@ -1617,21 +1642,11 @@ rules:
         const WORK: &str = "2026-11-25T10:00:00+01:00";
 
         fn facts<'a>(entry: Entry, host: &'a Host, spent: Option<SpentFact>) -> Facts<'a> {
+            let port = if entry == Entry::Connect { 443 } else { 80 };
             Facts {
-                entry,
-                client: "10.1.2.3".parse().unwrap(),
-                user: None,
-                host,
-                port: if entry == Entry::Connect { 443 } else { 80 },
                 resolved: Some(&[]),
-                sni: None,
-                listeners: &[],
-                activity: None,
-                resolved_by_parent: false,
-                original: None,
-                acknowledged: None,
-                hello: None,
                 spent,
+                ..Facts::new(entry, "10.1.2.3".parse().unwrap(), host, port)
             }
         }
 
