@@ -26,7 +26,6 @@
 # every process started here is stopped by its PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BENCH=${BENCH:-../shared/bench}
 BINS=${BINS:-"current=target/release/socialgate"}
 CASES=${CASES:-"keepalive tunnel"}
 ROUNDS=${ROUNDS:-3}
@@ -37,27 +36,9 @@ ORIGIN_PORT=${ORIGIN_PORT:-18092}
 ORIGIN_TLS_PORT=${ORIGIN_TLS_PORT:-18443}   # a tunnel port benches/loopback-policy allows
 PROXY_PORT=${PROXY_PORT:-18212}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
-RUN=$(mktemp -d /tmp/sg-ab.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-mkdir -p "$RUN/nginx/tmp" "$RUN/www" "$RUN/tls"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$RUN/www/1k"
-head -c 1048576 /dev/urandom > "$RUN/www/1m"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$RUN/tls/origin.key" \
-  -out "$RUN/tls/origin.crt" -days 1 -subj /CN=localhost 2>/dev/null
-user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@USER_LINE@|$user_line|" -e 's|@ORIGIN_WORKERS@|1|' -e "s|@RUN@|$RUN|g" \
-    -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_PORT|" -e "s|@ORIGIN_TLS_PORT@|$ORIGIN_TLS_PORT|" \
-    -e "s|include .*inspect.conf;||" \
-    "$BENCH/conf/nginx.conf.in" > "$RUN/nginx.conf"
-taskset -c 0 nginx -c "$RUN/nginx.conf" -p "$RUN"
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/1k" && break; sleep 0.1; done
+. benches/lib.sh
+bench_begin ab
+start_origin "$ORIGIN_PORT" "$ORIGIN_TLS_PORT" 1m
 HZ=$(getconf CLK_TCK)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -68,8 +49,7 @@ start_proxy() { # start_proxy BIN ; sets PID
   taskset -c 1 "$1" run --listen "127.0.0.1:$PROXY_PORT" --admin off \
     --policy benches/loopback-policy --pseudonym-key "$RUN/key" --access-log "$RUN/access.log" 2>/dev/null &
   PID=$!; pids+=("$PID")
-  for _ in $(seq 100); do curl -s -o /dev/null -x "127.0.0.1:$PROXY_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k" && return 0; sleep 0.1; done
-  echo "the proxy $1 did not start" >&2; exit 1
+  wait_proxy "$PROXY_PORT"
 }
 stop_proxy() { kill "$PID"; wait "$PID" 2>/dev/null || true; rm -f "$RUN/access.log"; }
 

@@ -29,26 +29,10 @@ CASES=${CASES:-"facebook-get linkedin-post"}
 ORIGIN_PORT=${ORIGIN_PORT:-18094}
 PROXY_PORT=${PROXY_PORT:-18214}
 BIN=${BIN:-target/release/socialgate}
-RUN=$(mktemp -d /tmp/sg-actcost.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-mkdir -p "$RUN/nginx/tmp" "$RUN/www" "$RUN/tls" "$RUN/off" "$RUN/on"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$RUN/www/1k"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$RUN/tls/origin.key" \
-  -out "$RUN/tls/origin.crt" -days 1 -subj /CN=localhost 2>/dev/null
-user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@USER_LINE@|$user_line|" -e 's|@ORIGIN_WORKERS@|1|' -e "s|@RUN@|$RUN|g" \
-    -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_PORT|" -e "s|@ORIGIN_TLS_PORT@|$((ORIGIN_PORT + 1))|" \
-    -e "s|include .*inspect.conf;||" \
-    "$BENCH/conf/nginx.conf.in" > "$RUN/nginx.conf"
-taskset -c 0 nginx -c "$RUN/nginx.conf" -p "$RUN"
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$ORIGIN_PORT/1k" && break; sleep 0.1; done
+. benches/lib.sh
+bench_begin actcost
+start_origin "$ORIGIN_PORT"
+mkdir -p "$RUN/off" "$RUN/on"
 cp benches/loopback-policy/*.yaml "$RUN/off/"
 cp benches/loopback-policy/*.yaml policies/activities.yaml "$RUN/on/"
 
@@ -78,7 +62,7 @@ measure() { # measure CASE VARIANT -> one TSV line
     --pseudonym-key "$RUN/key" --access-log "$RUN/access.log" \
     --resolve www.facebook.com=127.0.0.1,www.linkedin.com=127.0.0.1 2>/dev/null &
   local pid=$!; pids+=("$pid")
-  for _ in $(seq 100); do curl -s -o /dev/null -x "127.0.0.1:$PROXY_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k" && break; sleep 0.1; done
+  wait_proxy "$PROXY_PORT"
   METHOD=$method URL=$url timeout 30 taskset -c 0 wrk -t1 -c"$C" -d2 -s "$RUN/req.lua" "http://127.0.0.1:$PROXY_PORT" >/dev/null
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
   local out

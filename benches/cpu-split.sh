@@ -18,28 +18,15 @@ BIN=${BIN:-target/release/socialgate}
 N=${N:-100000}
 C=${C:-64}
 ROUNDS=${ROUNDS:-2}
-BENCH=${BENCH:-../shared/bench}
 ORIGIN_PORT=${ORIGIN_PORT:-18097}
 PROXY_PORT=${PROXY_PORT:-18217}
 NGINX_PORT=${NGINX_PORT:-18317}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
-RUN=$(mktemp -d /tmp/sg-split.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-mkdir -p "$RUN/nginx/tmp" "$RUN/www" "$RUN/peer/tmp"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$RUN/www/1k"
+. benches/lib.sh
+bench_begin split
+start_origin "$ORIGIN_PORT"
+mkdir -p "$RUN/peer/tmp"
 user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@USER_LINE@|$user_line|" -e 's|@ORIGIN_WORKERS@|1|' -e "s|@RUN@|$RUN|g" \
-    -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_PORT|" -e "s|@ORIGIN_TLS_PORT@|$((ORIGIN_PORT + 1))|" \
-    -e "s|include .*inspect.conf;||" -e "s|ssl_certificate.*||" -e "/listen.*ssl/d" \
-    "$BENCH/conf/nginx.conf.in" > "$RUN/nginx.conf"
-taskset -c 0 nginx -c "$RUN/nginx.conf" -p "$RUN"
 sed -e "s|@USER_LINE@|$user_line|" -e "s|@RUN@|$RUN|g" -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_PORT|" \
     -e "s|@PORT@|$NGINX_PORT|" -e "s|@BUFFERING@|off|" -e "s|nginx-peer/|peer/|g" \
     "$BENCH/conf/nginx-peer.conf.in" > "$RUN/peer.conf"
@@ -70,19 +57,18 @@ measure() { # name port pid...
   fi
   echo
 }
-wait_up() { for _ in $(seq 100); do curl -s -o /dev/null -x "127.0.0.1:$1" "http://127.0.0.1:$ORIGIN_PORT/1k" && return; sleep 0.1; done; echo "proxy on $1 did not start" >&2; exit 1; }
 
 for round in $(seq "$ROUNDS"); do
   echo "round $round (load average $(cut -d' ' -f1 /proc/loadavg))"
   taskset -c 1 nginx -c "$RUN/peer.conf" -p "$RUN/peer" -g 'daemon off;' & npid=$!; pids+=("$npid")
-  wait_up "$NGINX_PORT"
+  wait_proxy "$NGINX_PORT"
   # shellcheck disable=SC2046
   measure nginx "$NGINX_PORT" "$npid" $(pgrep -P "$npid")
   kill "$npid"; wait "$npid" 2>/dev/null || true
   rm -f "$RUN/access.log"
   taskset -c 1 "$BIN" run --listen "127.0.0.1:$PROXY_PORT" --admin off --policy benches/loopback-policy \
     --pseudonym-key "$RUN/key" --access-log "$RUN/access.log" 2>/dev/null & spid=$!; pids+=("$spid")
-  wait_up "$PROXY_PORT"
+  wait_proxy "$PROXY_PORT"
   measure socialgate "$PROXY_PORT" "$spid"
   kill "$spid"; wait "$spid" 2>/dev/null || true
 done

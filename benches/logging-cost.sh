@@ -16,31 +16,16 @@ DURATION=${DURATION:-10}
 C=${C:-64}
 ORIGIN_PORT=${ORIGIN_PORT:-18090}
 PROXY_PORT=${PROXY_PORT:-18210}
-RUN=$(mktemp -d /tmp/sg-logcost.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-mkdir -p "$RUN/nginx/tmp" "$RUN/www" "$RUN/tls"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$RUN/www/1k"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$RUN/tls/origin.key" -out "$RUN/tls/origin.crt" -days 1 -subj /CN=localhost 2>/dev/null
-user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@USER_LINE@|$user_line|" -e 's|@ORIGIN_WORKERS@|1|' -e "s|@RUN@|$RUN|g" \
-    -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_PORT|" -e "s|@ORIGIN_TLS_PORT@|$((ORIGIN_PORT + 1))|" \
-    "$BENCH/conf/nginx.conf.in" > "$RUN/nginx.conf"
-taskset -c 0 nginx -c "$RUN/nginx.conf" -p "$RUN"
-sleep 0.3
+. benches/lib.sh
+bench_begin logcost
+start_origin "$ORIGIN_PORT"
 
 measure() { # $1 = label, $2.. = extra socialgate flags
   local label=$1; shift
   taskset -c 1 target/release/socialgate run --listen "127.0.0.1:$PROXY_PORT" --admin off \
     --policy benches/loopback-policy --pseudonym-key "$RUN/key" "$@" 2>/dev/null &
   local pid=$!; pids+=("$pid")
-  for _ in $(seq 50); do curl -s -o /dev/null -x "127.0.0.1:$PROXY_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k" && break; sleep 0.1; done
+  wait_proxy "$PROXY_PORT"
   BENCH_ABS_URL="http://127.0.0.1:$ORIGIN_PORT/1k" timeout 30 taskset -c 0 wrk -t1 -c"$C" -d2 \
     -s "$BENCH/wrk-proxy.lua" "http://127.0.0.1:$PROXY_PORT" >/dev/null
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")

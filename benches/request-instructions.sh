@@ -20,30 +20,15 @@ BENCH=${BENCH:-../shared/bench}
 ORIGIN_PORT=${ORIGIN_PORT:-18096}
 PROXY_PORT=${PROXY_PORT:-18216}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
-RUN=$(mktemp -d /tmp/sg-insn.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-mkdir -p "$RUN/nginx/tmp" "$RUN/www" "$RUN/tls"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$RUN/www/1k"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$RUN/tls/origin.key" \
-  -out "$RUN/tls/origin.crt" -days 1 -subj /CN=localhost 2>/dev/null
-user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@USER_LINE@|$user_line|" -e 's|@ORIGIN_WORKERS@|1|' -e "s|@RUN@|$RUN|g" \
-    -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_PORT|" -e "s|@ORIGIN_TLS_PORT@|$((ORIGIN_PORT + 1))|" \
-    -e "s|include .*inspect.conf;||" "$BENCH/conf/nginx.conf.in" > "$RUN/nginx.conf"
-nginx -c "$RUN/nginx.conf" -p "$RUN"
+. benches/lib.sh
+bench_begin insn
+start_origin "$ORIGIN_PORT"
 
 count() { # count N -> "total memmove" instructions of a proxy life with N requests
   valgrind --tool=callgrind --callgrind-out-file="$RUN/cg.out" "$BIN" run --listen "127.0.0.1:$PROXY_PORT" \
     --admin off --policy benches/loopback-policy --pseudonym-key "$RUN/key" --access-log "$RUN/access.log" 2>/dev/null &
   local pid=$!; pids+=("$pid")
-  for _ in $(seq 300); do curl -s -o /dev/null -x "127.0.0.1:$PROXY_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k" && break; sleep 0.2; done
+  wait_proxy "$PROXY_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k" 600   # slow under valgrind
   timeout 600 "$OHA" -n "$1" -c 4 --no-tui -x "http://127.0.0.1:$PROXY_PORT" "http://127.0.0.1:$ORIGIN_PORT/1k" >/dev/null
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
   callgrind_annotate "$RUN/cg.out" 2>/dev/null | awk '

@@ -24,24 +24,9 @@ DURATION=${DURATION:-10}
 C=${C:-64}
 ORIGIN_PORT=${ORIGIN_PORT:-18094}
 PROXY_PORT=${PROXY_PORT:-18214}
-RUN=$(mktemp -d /tmp/sg-warncost.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-mkdir -p "$RUN/nginx/tmp" "$RUN/www" "$RUN/tls"
-head -c 1024 /dev/zero | tr '\0' 'a' > "$RUN/www/1k"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout "$RUN/tls/origin.key" -out "$RUN/tls/origin.crt" -days 1 -subj /CN=localhost 2>/dev/null
-user_line=""; [ "$(id -u)" = 0 ] && user_line="user root;"
-sed -e "s|@USER_LINE@|$user_line|" -e 's|@ORIGIN_WORKERS@|1|' -e "s|@RUN@|$RUN|g" \
-    -e "s|@ORIGIN_HTTP_PORT@|$ORIGIN_PORT|" -e "s|@ORIGIN_TLS_PORT@|$((ORIGIN_PORT + 1))|" \
-    "$BENCH/conf/nginx.conf.in" > "$RUN/nginx.conf"
-: > "$RUN/nginx/inspect.conf"   # the shared config includes it (peers.sh's inspection case)
-taskset -c 0 nginx -c "$RUN/nginx.conf" -p "$RUN"
+. benches/lib.sh
+bench_begin warncost
+start_origin "$ORIGIN_PORT"
 
 taskset -c 0 redis-server --port 0 --unixsocket "$RUN/redis.sock" --unixsocketperm 700 \
   --save "" --appendonly no --dir "$RUN" >/dev/null 2>&1 &
@@ -71,7 +56,7 @@ measure() { # $1 = label (= policy dir)
     --access-log off --resolve "www.tiktok.com=127.0.0.1" \
     --policy "$RUN/$label" --pseudonym-key "$RUN/key" 2>/dev/null &
   local pid=$!; pids+=("$pid")
-  for _ in $(seq 50); do curl -s -o /dev/null -x "127.0.0.1:$PROXY_PORT" "$URL" && break; sleep 0.1; done
+  wait_proxy "$PROXY_PORT" "$URL"
   # Continue past the warning, as a browser would (no-op for allow).
   local href
   href=$(curl -s -x "127.0.0.1:$PROXY_PORT" -H 'Accept: text/html' "$URL" | grep -o '/__socialgate/continue?t=[A-Za-z0-9_.-]*' || true)
