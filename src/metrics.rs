@@ -30,6 +30,9 @@ pub struct Gauges {
     pub parks: std::sync::atomic::AtomicU64,
     pub tunnels: std::sync::atomic::AtomicU64,
     pub in_flight: std::sync::atomic::AtomicU64,
+    /// Plain-HTTP upstream connections idle in the shared set (not held by
+    /// a client connection).
+    pub upstream_idle: std::sync::atomic::AtomicU64,
 }
 
 /// Series whose labels come from fixed sets, created on first use (so an
@@ -109,6 +112,7 @@ pub struct Metrics {
     id: u64,
     connections: IntGauge,
     parked: IntGauge,
+    upstream_idle: IntGauge,
     tunnel_buffers: IntGauge,
     connections_refused: IntCounterVec,
     accept_errors: IntCounterVec,
@@ -293,6 +297,11 @@ impl Metrics {
             "socialgate_parked_connections",
             "Idle keep-alive client connections parked: they hold no HTTP buffers until their next request.",
         );
+        let upstream_idle = gauge(
+            &r,
+            "socialgate_upstream_idle_connections",
+            "Plain-HTTP upstream connections kept alive and idle, waiting for any client's next request to their address (a client connection keeps the one it used until it parks or closes).",
+        );
         let tunnel_buffers = gauge(
             &r,
             "socialgate_tunnel_buffers",
@@ -374,6 +383,7 @@ impl Metrics {
             id: METRICS_IDS.fetch_add(1, Ordering::Relaxed),
             connections,
             parked,
+            upstream_idle,
             tunnel_buffers,
             connections_refused,
             accept_errors,
@@ -475,6 +485,8 @@ impl Metrics {
             .set(gauges.tunnels.load(Ordering::Relaxed) as i64);
         self.parked
             .set(gauges.parked.load(Ordering::Relaxed) as i64);
+        self.upstream_idle
+            .set(gauges.upstream_idle.load(Ordering::Relaxed) as i64);
         self.tunnel_buffers
             .set(crate::proxy::copy::POOL.lent() as i64);
         self.in_flight

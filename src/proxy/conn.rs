@@ -44,6 +44,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::BoxError;
+use super::keepalive::{Kept, Upstreams};
 use super::upstream::ProxyBody;
 use super::{responses, ProxyState};
 
@@ -459,10 +460,14 @@ pub async fn serve<H, Fut>(
     client: Client,
     handle: H,
 ) where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + Unpin + 'static,
+    H: Fn(Request<Incoming>, Arc<Kept>) -> Fut + Clone + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let Client { stream, peer, held } = client;
+    // The upstream connection kept between this client's requests; it goes
+    // to the shared idle set when the connection parks or ends.
+    let upstream = Arc::new(Kept::default());
+    let _release = Release(&state.upstreams, &upstream);
     let gauges = state.gauges.clone();
     gauges.connections.fetch_add(1, Ordering::Relaxed);
     let _counted = Decrement(&gauges.connections);
@@ -496,7 +501,7 @@ pub async fn serve<H, Fut>(
         fresh = false;
         shared.read_waiting.store(false, Ordering::Relaxed);
         shared.write_blocked.store(false, Ordering::Relaxed);
-        let svc = service(&shared, handle.clone());
+        let svc = service(&shared, &upstream, handle.clone());
         let conn = builder.serve_connection(TokioIo::new(socket), svc);
         let (ended, last_active) = drive(Box::new(conn), &shared, &stop).await;
         if let Some(t) = last_active {
@@ -505,6 +510,7 @@ pub async fn serve<H, Fut>(
         match ended {
             Ended::Parked(s, unread) => {
                 gauges.parks.fetch_add(1, Ordering::Relaxed);
+                upstream.release(&state.upstreams);
                 socket = s;
                 socket.prefix = join(unread, std::mem::take(&mut socket.prefix));
                 if !socket.prefix.is_empty() {
@@ -557,6 +563,16 @@ fn join(unread: Bytes, rest: Bytes) -> Bytes {
     Bytes::from(b)
 }
 
+/// Gives a client connection's held upstream connection to the idle set
+/// when the client connection ends, however it ends.
+struct Release<'a>(&'a Arc<Upstreams>, &'a Kept);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.1.release(self.0);
+    }
+}
+
 struct Decrement<'a>(&'a AtomicU64);
 
 impl Drop for Decrement<'_> {
@@ -573,6 +589,7 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>>
 /// responses that upgrade the connection.
 fn service<H, Fut>(
     shared: &Arc<Shared>,
+    upstream: &Arc<Kept>,
     handle: H,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
@@ -582,10 +599,11 @@ fn service<H, Fut>(
 > + Unpin
        + Send
 where
-    H: Fn(Request<Incoming>) -> Fut + Send + Sync + Unpin + 'static,
+    H: Fn(Request<Incoming>, Arc<Kept>) -> Fut + Send + Sync + Unpin + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let shared = shared.clone();
+    let upstream = upstream.clone();
     service_fn(move |mut req: Request<Incoming>| {
         let in_flight = InFlight::new(&shared);
         shared.hold_off.store(false, Ordering::Relaxed);
@@ -596,7 +614,7 @@ where
         // Boxed where it is made and awaited through the box: the block
         // below awaiting it by value would hold it twice and copy it
         // (several KiB) on every request.
-        let fut = Box::pin(handle(req));
+        let fut = Box::pin(handle(req, upstream.clone()));
         let shared = shared.clone();
         let boxed: Answer = Box::pin(async move {
             let resp = fut.await;

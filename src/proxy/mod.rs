@@ -35,6 +35,7 @@ pub mod handler;
 pub mod headers;
 pub mod identify;
 pub mod inspect;
+pub mod keepalive;
 pub mod me;
 pub mod parent;
 pub mod responses;
@@ -131,9 +132,10 @@ pub struct ProxyState {
     pub recorder: Recorder,
     /// Verified credentials, so bcrypt runs once per user, not per request.
     pub creds: CredentialCache,
-    /// Pooled keep-alive client for plain-HTTP upstreams; it dials the
-    /// address the request was admitted to, nothing else.
-    pub client: upstream::PooledClient,
+    /// Kept-alive plain-HTTP upstream connections not held by a client
+    /// connection; they go to the address a request was admitted to,
+    /// nothing else.
+    pub upstreams: Arc<keepalive::Upstreams>,
     /// Name resolution (with `--resolve` overrides and a small cache).
     pub resolver: upstream::Resolver,
     /// The parent proxy, with its own pooled client, when one is set.
@@ -223,11 +225,13 @@ impl ProxyState {
         keys: DerivedKeys,
         inspector: Option<Arc<inspect::Inspector>>,
     ) -> Result<Arc<Self>, dns::DnsSetupError> {
-        let client = upstream::pooled_client(
+        let gauges = Arc::new(Gauges::default());
+        let upstreams = keepalive::Upstreams::new(
             config.connect_timeout,
             config.pool_idle_timeout,
             config.max_header_bytes,
             metrics.clone(),
+            gauges.clone(),
         );
         let client_slots = conn::ClientSlots::new(config.max_connections_per_client);
         let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -258,11 +262,11 @@ impl ProxyState {
             policy,
             recorder,
             creds: CredentialCache::default(),
-            client,
+            upstreams,
             resolver,
             parent,
             config,
-            gauges: Arc::new(Gauges::default()),
+            gauges,
             metrics,
             listeners,
             ticks: tokio::sync::watch::channel(0).0,
@@ -408,8 +412,8 @@ pub async fn serve(
         };
         let peer = client.peer;
         let st = state.clone();
-        let handle = move |req| {
-            let answer = handler::handle(st.clone(), peer, req);
+        let handle = move |req, kept| {
+            let answer = handler::handle(st.clone(), peer, req, kept);
             async move {
                 match answer.await {
                     Ok(resp) => resp,

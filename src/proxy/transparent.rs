@@ -38,6 +38,7 @@ use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::context::Exchange;
+use super::keepalive::Kept;
 use super::sni::{self, Hello, Peeked};
 use super::splice::{Admitted, Signals};
 use super::tunnel::{after_hello, Tunnel};
@@ -121,8 +122,8 @@ async fn connection(
         return;
     }
     let st = state.clone();
-    let handle = move |req| {
-        let answer = request(st.clone(), peer, original, req);
+    let handle = move |req, kept| {
+        let answer = request(st.clone(), peer, original, req, kept);
         async move {
             match answer.await {
                 Ok(resp) => resp,
@@ -139,6 +140,7 @@ async fn request(
     peer: SocketAddr,
     original: SocketAddr,
     mut req: Request<Incoming>,
+    kept: Arc<Kept>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let refuse = |kind: Kind, req: &Request<Incoming>, detail: &str| {
         let host = original.ip().to_string();
@@ -156,7 +158,7 @@ async fn request(
             Err(detail) => return Ok(refuse(Kind::Request, &req, detail)),
         }
     }
-    Ok(handler::handle_redirected(state, peer, original, req).await)
+    Ok(handler::handle_redirected(state, peer, original, req, &kept).await)
 }
 
 /// The absolute `http://` target of an origin-form request: the host and

@@ -3,20 +3,17 @@
 //! The handler resolves a name with [`Resolver`] (the `--resolve`
 //! overrides, then DNS, see [`super::dns`]), hands the
 //! addresses to the policy core's destination stage, and dials only what it
-//! admitted: [`connect`] for tunnels and upgrades, and the pooled client,
-//! whose requests carry the admitted address as their target so that its
-//! connector never resolves anything itself. Failures are typed
-//! [`UpstreamError`]s that map onto the log's error kinds.
+//! admitted: [`connect`] for tunnels and upgrades, and for the kept-alive
+//! plain-HTTP connections of [`super::keepalive`], which are keyed by the
+//! admitted address and so never resolve anything themselves. Failures are
+//! typed [`UpstreamError`]s that map onto the log's error kinds.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::outcome::ErrorKind;
@@ -196,8 +193,7 @@ pub async fn connect(
     }))
 }
 
-/// Lets an exchange cut the pooled upstream connection its request went
-/// out on. hyper keeps a connection's task alive while it still sends a
+/// Lets an exchange cut the upstream connection its request went out on. hyper keeps a connection's task alive while it still sends a
 /// request body, even after the exchange gave up on the response: an
 /// origin that stops reading would then hold the connection (and the
 /// client's body) forever. Cutting makes the connection's next read or
@@ -234,10 +230,16 @@ impl Cut {
     }
 }
 
-/// A pooled upstream TCP connection that its exchange can [`Cut`].
+/// An upstream TCP connection that its exchange can [`Cut`].
 pub struct Cuttable {
     stream: TcpStream,
     cut: Arc<Cut>,
+}
+
+impl Cuttable {
+    pub fn new(stream: TcpStream, cut: Arc<Cut>) -> Self {
+        Self { stream, cut }
+    }
 }
 
 impl tokio::io::AsyncRead for Cuttable {
@@ -289,88 +291,7 @@ impl tokio::io::AsyncWrite for Cuttable {
     }
 }
 
-impl hyper_util::client::legacy::connect::Connection for Cuttable {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.stream.connected().extra(self.cut.clone())
-    }
-}
-
-/// Cuts the upstream connection `captured` went out on, if it had one.
-pub fn cut_connection(captured: &hyper_util::client::legacy::connect::CaptureConnection) {
-    if let Some(conn) = captured.connection_metadata().as_ref() {
-        let mut ext = http::Extensions::new();
-        conn.get_extras(&mut ext);
-        if let Some(cut) = ext.get::<Arc<Cut>>() {
-            cut.cut();
-        }
-    }
-}
-
-/// The pooled client's connector. Every request reaching it targets an
-/// IP literal that the policy admitted, so it only connects: it cannot be
-/// made to resolve (and reach) a name the policy never saw.
-#[derive(Clone)]
-pub struct Connector {
-    timeout: Duration,
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<Cuttable>;
-    type Error = UpstreamError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, UpstreamError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default();
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(80);
-            let ip: IpAddr = bare.parse().map_err(|_| UpstreamError::NoAddress {
-                host: bare.to_string(),
-            })?;
-            connect(&[ip], port, this.timeout, &this.metrics)
-                .await
-                .map(|d| {
-                    TokioIo::new(Cuttable {
-                        stream: d.stream,
-                        cut: Arc::new(Cut::default()),
-                    })
-                })
-        })
-    }
-}
-
 pub type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, super::body::BoxError>;
-
-/// A keep-alive client that reuses upstream connections, keyed by the
-/// admitted address and port.
-pub type PooledClient = Client<Connector, ProxyBody>;
-
-/// `max_head` bounds the upstream's response head as `--max-header-bytes`
-/// bounds the client's request head (hyper's read buffer cannot go below
-/// 8 KiB; the handler measures the parsed head exactly).
-pub fn pooled_client(
-    connect_timeout: Duration,
-    idle: Duration,
-    max_head: usize,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> PooledClient {
-    Client::builder(super::executor())
-        .http1_max_buf_size(max_head.max(8192))
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(idle)
-        .pool_max_idle_per_host(256)
-        .set_host(false)
-        .build(Connector {
-            timeout: connect_timeout,
-            metrics,
-        })
-}
 
 /// Finds an [`UpstreamError`] in an error's source chain.
 pub fn find_upstream_error<'a>(

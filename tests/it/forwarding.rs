@@ -62,6 +62,147 @@ async fn reuses_upstream_connections_across_keep_alive_requests() {
     assert_eq!(proxy.log_lines(20).await.len(), 20);
 }
 
+/// A client connection keeps its upstream connection between requests;
+/// when it parks, the upstream connection waits in the shared idle set,
+/// where another client's first request to that address takes it.
+#[tokio::test]
+async fn an_upstream_connection_outlives_the_client_connection_that_opened_it() {
+    use std::sync::atomic::Ordering;
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let url = format!("http://example.org:{}/hello", origin.port());
+    let first = proxy.client();
+    assert_eq!(
+        first.get(&url).send().await.unwrap().text().await.unwrap(),
+        "hello from origin"
+    );
+    let g = proxy.gauges();
+    assert_eq!(
+        g.upstream_idle.load(Ordering::Relaxed),
+        0,
+        "held by its client, not idle"
+    );
+    // Quiet for a second, the client connection parks and lets go of it.
+    eventually("the client connection parked", || {
+        g.parked.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(g.upstream_idle.load(Ordering::Relaxed), 1);
+
+    // Another client connection's first request takes it back.
+    let second = proxy.client();
+    assert_eq!(
+        second.get(&url).send().await.unwrap().text().await.unwrap(),
+        "hello from origin"
+    );
+    assert_eq!(g.upstream_idle.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        origin.connections(),
+        1,
+        "one upstream connection served both clients"
+    );
+
+    // Going elsewhere on one client connection, its upstream connection
+    // goes idle, and is found again when it comes back.
+    let other = Origin::start().await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut get = |port: u16| {
+        let req = http::Request::get(format!("http://example.org:{port}/hello"))
+            .header("host", format!("example.org:{port}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let sent = send.send_request(req);
+        async move {
+            let resp = sent.await.unwrap();
+            let status = resp.status();
+            http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap();
+            status
+        }
+    };
+    assert_eq!(get(other.port()).await, 200);
+    assert_eq!(g.upstream_idle.load(Ordering::Relaxed), 0);
+    // The first origin's connection is still held by `second`: a new one.
+    assert_eq!(get(origin.port()).await, 200);
+    assert_eq!(
+        g.upstream_idle.load(Ordering::Relaxed),
+        1,
+        "the one to the other origin"
+    );
+    assert_eq!(get(other.port()).await, 200);
+    assert_eq!(other.connections(), 1, "taken back from the idle set");
+    assert_eq!(origin.connections(), 2);
+    assert_eq!(g.upstream_idle.load(Ordering::Relaxed), 1);
+    assert_eq!(proxy.log_lines(5).await.len(), 5);
+}
+
+/// Idle upstream connections are closed once they have waited the pool's
+/// idle timeout.
+#[tokio::test]
+async fn idle_upstream_connections_expire() {
+    use std::sync::atomic::Ordering;
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start_in(PolicyDir::new(BASIC_POLICY), |cfg| {
+        cfg.proxy.pool_idle_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let url = format!("http://example.org:{}/hello", origin.port());
+    let client = proxy.client();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    let g = proxy.gauges();
+    eventually("the client connection parked", || {
+        g.parked.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    eventually("the idle upstream connection was closed", || {
+        g.upstream_idle.load(Ordering::Relaxed) == 0 && origin.open_connections() == 0
+    })
+    .await;
+    // The client connection is still open, and still served.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(origin.connections(), 2);
+}
+
+/// An idle upstream connection that the origin closed is not used: the
+/// next request goes out on a new one and is answered.
+#[tokio::test]
+async fn an_upstream_connection_the_origin_closed_is_replaced() {
+    let origin = Origin::start().await;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let client = proxy.client();
+    let url = format!("http://example.org:{}/hello", origin.port());
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    // The origin drops every connection it holds (as after its idle
+    // timeout), and the client connection parks meanwhile: the closed
+    // upstream connection does not go to the idle set.
+    origin.close_connections();
+    eventually("the origin closed its connections", || {
+        origin.open_connections() == 0
+    })
+    .await;
+    let g = proxy.gauges();
+    eventually("the client connection parked", || {
+        g.parked.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(
+        g.upstream_idle.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    for _ in 0..3 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "hello from origin");
+    }
+    assert_eq!(origin.connections(), 2);
+}
+
 #[tokio::test]
 async fn blocks_tiktok_for_staff_and_names_the_rule() {
     let proxy = TestProxy::start(BASIC_POLICY).await;

@@ -37,7 +37,20 @@ pub struct Origin {
     pub addr: SocketAddr,
     /// TCP connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Of those, still open.
+    open: Arc<AtomicUsize>,
+    /// Bumped to close every open connection.
+    closer: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Counts an origin connection as open while it lives.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Origin {
@@ -55,24 +68,35 @@ impl Origin {
         let listener = TcpListener::bind(addr).await.expect("bind origin");
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
-        let conns = connections.clone();
+        let open = Arc::new(AtomicUsize::new(0));
+        let closer = tokio::sync::watch::channel(0u64).0;
+        let (conns, opened, close) = (connections.clone(), open.clone(), closer.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     break;
                 };
                 conns.fetch_add(1, Ordering::SeqCst);
+                opened.fetch_add(1, Ordering::SeqCst);
+                let guard = OpenGuard(opened.clone());
+                let mut closing = close.subscribe();
                 tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let serve = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service_fn(route))
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = closing.changed() => {}
+                    }
+                    drop(guard);
                 });
             }
         });
         Origin {
             addr,
             connections,
+            open,
+            closer,
             task,
         }
     }
@@ -83,6 +107,16 @@ impl Origin {
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open connection, as an origin's idle timeout would.
+    pub fn close_connections(&self) {
+        self.closer.send_modify(|g| *g += 1);
     }
 }
 
