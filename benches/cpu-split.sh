@@ -10,6 +10,10 @@
 #
 #   cargo build --release && ROUNDS=2 N=100000 benches/cpu-split.sh
 #
+# FLOOR=1 adds examples/bare_forward (tokio and hyper forwarding with no
+# policy and no log: what socialgate's parts cost on their own); build it
+# first with `cargo build --release --example bare_forward`.
+#
 # Everything binds to 127.0.0.1; every process started here is stopped by
 # its PID.
 set -euo pipefail
@@ -21,6 +25,7 @@ ROUNDS=${ROUNDS:-2}
 ORIGIN_PORT=${ORIGIN_PORT:-18097}
 PROXY_PORT=${PROXY_PORT:-18217}
 NGINX_PORT=${NGINX_PORT:-18317}
+FLOOR_PORT=${FLOOR_PORT:-18218}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 . benches/lib.sh
 bench_begin split
@@ -36,7 +41,7 @@ ticks() { # user and system clock ticks of the given PIDs, summed
   for p in "$@"; do read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat"); u=$((u + a)); s=$((s + b)); done
   echo "$u $s"
 }
-EVENTS=context-switches,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex,syscalls:sys_enter_write
+EVENTS=context-switches,page-faults,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_writev,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex,syscalls:sys_enter_write
 measure() { # name port pid...
   local name=$1 port=$2; shift 2
   local url="http://127.0.0.1:$ORIGIN_PORT/1k" hz; hz=$(getconf CLK_TCK)
@@ -71,4 +76,10 @@ for round in $(seq "$ROUNDS"); do
   wait_proxy "$PROXY_PORT"
   measure socialgate "$PROXY_PORT" "$spid"
   kill "$spid"; wait "$spid" 2>/dev/null || true
+  if [ "${FLOOR:-0}" = 1 ]; then
+    taskset -c 1 target/release/examples/bare_forward run --listen "127.0.0.1:$FLOOR_PORT" & fpid=$!; pids+=("$fpid")
+    wait_proxy "$FLOOR_PORT"
+    measure bare-hyper "$FLOOR_PORT" "$fpid"
+    kill "$fpid"; wait "$fpid" 2>/dev/null || true
+  fi
 done

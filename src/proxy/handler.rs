@@ -155,7 +155,7 @@ async fn forward(
         Kind::Request,
         peer,
         req.method(),
-        host.to_string(),
+        host_text(&host),
         port,
     );
     ex.navigation = is_navigation(req.method(), req.headers());
@@ -411,7 +411,7 @@ pub async fn handle_inspected(
             Kind::Request,
             tunnel.peer,
             req.method(),
-            tunnel.host.to_string(),
+            host_text(&tunnel.host),
             tunnel.port,
         );
         ex.event.tls = Some(Tls::Intercepted);
@@ -447,7 +447,7 @@ async fn inspected(
         Kind::Request,
         tunnel.peer,
         req.method(),
-        host.to_string(),
+        host_text(host),
         port,
     );
     ex.event.tls = Some(Tls::Intercepted);
@@ -606,6 +606,19 @@ fn uri_to(host: &Host, port: u16, path: &str) -> Option<http::Uri> {
     push_authority(&mut s, host, port, false);
     s.push_str(path);
     s.parse().ok()
+}
+
+/// `host` as its `Display` writes it, without the formatting machinery
+/// (a thousand instructions a request for an address).
+pub(crate) fn host_text(host: &Host) -> String {
+    match host {
+        Host::Name(n) | Host::Numeric(n) => n.clone(),
+        Host::Ip(ip) => {
+            let mut s = String::with_capacity(39);
+            crate::event::push_ip(&mut s, *ip);
+            s
+        }
+    }
 }
 
 /// Appends `host:port` (IPv6 in brackets); with `omit_80`, `:80` is left
@@ -938,6 +951,20 @@ mod tests {
         set_judged_host(&mut h, &normalize_host("[::1]").unwrap(), 80);
         assert_eq!(h[header::HOST], "[::1]");
         assert!(uri_to(&Host::Ip("::1".parse().unwrap()), 80, "/a?b").is_some());
+    }
+
+    #[test]
+    fn host_text_writes_what_display_writes() {
+        for raw in [
+            "www.linkedin.com",
+            "10.0.0.9",
+            "[2001:db8::8a2e:370:7334]",
+            "[::1]",
+            "127.1",
+        ] {
+            let host = normalize_host(raw).unwrap();
+            assert_eq!(host_text(&host), host.to_string(), "{raw}");
+        }
     }
 
     #[test]

@@ -9,15 +9,18 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
+/// Hop-by-hop headers, lowercase; with `Proxy-Authenticate`, which is the
+/// proxy's own too.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
 ];
 
 /// The `Via` entry socialgate adds.
@@ -27,14 +30,21 @@ pub const VIA: &str = "1.1 socialgate";
 /// and `Connection: upgrade` are written back so the next hop sees the
 /// upgrade, and only that one ([`wants_upgrade`] said it was offered).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Headers named by Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    // Headers named by Connection are hop-by-hop too. Its usual tokens
+    // (`keep-alive`, `close`, `upgrade`) name headers removed below anyway
+    // or none at all; only other names are parsed and collected.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") || is_hop_by_hop(token) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
     for name in named {
         headers.remove(&name);
     }
@@ -43,7 +53,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let mut present: [Option<HeaderName>; 9] = Default::default();
     let mut n = 0;
     for name in headers.keys() {
-        let hop = HOP_BY_HOP.contains(name) || name == header::PROXY_AUTHENTICATE;
+        let hop = is_hop_by_hop(name.as_str());
         if hop && n < present.len() && !present[..n].iter().any(|p| p.as_ref() == Some(name)) {
             present[n] = Some(name.clone());
             n += 1;
@@ -56,6 +66,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
     }
+}
+
+/// A hop-by-hop header's name, in any case: compared as text, which is
+/// cheaper than comparing header names.
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.len() == name.len() && h.eq_ignore_ascii_case(name))
 }
 
 /// Appends socialgate's entry to `Via`.
@@ -131,22 +149,30 @@ pub enum Presentation {
 /// (`Sec-Fetch-Mode: cors`, or an `Accept` naming JSON) gets JSON. The rest
 /// gets plain text.
 pub fn presentation(method: &http::Method, headers: &HeaderMap) -> Presentation {
-    let text = |name: header::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.to_ascii_lowercase())
-    };
-    let mode = text(HeaderName::from_static("sec-fetch-mode"));
-    let accept = text(header::ACCEPT).unwrap_or_default();
-    match mode.as_deref() {
-        Some("navigate") => Presentation::Html,
-        Some("cors") => Presentation::Json,
-        _ if accept.contains("json") => Presentation::Json,
-        Some(_) => Presentation::Text,
-        None if is_navigation(method, headers) => Presentation::Html,
-        None => Presentation::Text,
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let mode = text(&SEC_FETCH_MODE).map(str::trim);
+    let is = |word: &str| mode.is_some_and(|m| m.eq_ignore_ascii_case(word));
+    if is("navigate") {
+        Presentation::Html
+    } else if is("cors") || text(&header::ACCEPT).is_some_and(|a| contains_ignoring_case(a, "json"))
+    {
+        Presentation::Json
+    } else if mode.is_some() || !is_navigation(method, headers) {
+        Presentation::Text
+    } else {
+        Presentation::Html
     }
+}
+
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+
+/// `needle` (lowercase ASCII) in `haystack`, in any case.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// True when the request is a browser's top-level page load, which gets an
@@ -155,7 +181,7 @@ pub fn is_navigation(method: &http::Method, headers: &HeaderMap) -> bool {
     if method != http::Method::GET {
         return false;
     }
-    if let Some(dest) = headers.get("sec-fetch-dest").and_then(|v| v.to_str().ok()) {
+    if let Some(dest) = headers.get(&SEC_FETCH_DEST).and_then(|v| v.to_str().ok()) {
         return dest.eq_ignore_ascii_case("document");
     }
     headers
@@ -195,6 +221,26 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn connection_tokens_in_any_case_and_spacing_name_hop_by_hop_headers() {
+        let mut h = map(&[
+            ("connection", " Close ,X-Secret"),
+            ("connection", "KEEP-ALIVE,\tx-other , Upgrade, bad name, "),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authenticate", "Basic"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(name) && is_hop_by_hop(&name.to_ascii_uppercase()));
+        }
+        assert!(!is_hop_by_hop("x-connection") && !is_hop_by_hop("t") && !is_hop_by_hop(""));
     }
 
     #[test]

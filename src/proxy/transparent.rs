@@ -231,7 +231,7 @@ async fn tls(
         Kind::Tunnel,
         peer,
         &Method::CONNECT,
-        host.to_string(),
+        super::handler::host_text(&host),
         port,
     );
     ex.redirected(original);

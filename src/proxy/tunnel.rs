@@ -65,7 +65,7 @@ pub async fn handle_connect(
         Kind::Tunnel,
         peer,
         req.method(),
-        host.to_string(),
+        super::handler::host_text(&host),
         port,
     );
 
