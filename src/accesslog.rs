@@ -766,7 +766,7 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\",\"kind\":");
     json_label(out, kind.as_str());
     out.extend_from_slice(b",\"client\":\"");
-    json_ip(out, *client);
+    write_ip(out, *client);
     out.extend_from_slice(b"\",\"user\":");
     json_opt_text(out, user.as_deref());
     out.extend_from_slice(b",\"auth\":");
@@ -859,7 +859,7 @@ fn write_json(ev: &Event, out: &mut Vec<u8>) {
         // `SocketAddr`'s serde form is its `Display`: IPv6 in brackets.
         match dst {
             std::net::SocketAddr::V4(v4) => {
-                json_ip(out, std::net::IpAddr::V4(*v4.ip()));
+                write_ip(out, std::net::IpAddr::V4(*v4.ip()));
                 out.push(b':');
                 json_number(out, u64::from(v4.port()));
             }
@@ -911,7 +911,7 @@ fn json_number(out: &mut Vec<u8>, n: u64) {
 
 /// An address as its `Display` writes it (digits, dots, colons, hex: never
 /// escaped); IPv4 without `fmt`, as `event::push_ip` does.
-fn json_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {
             let mut digits = itoa::Buffer::new();
@@ -930,9 +930,82 @@ fn json_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
 
 /// Squid's native format:
 /// `time elapsed client code/status bytes method URL user hierarchy/peer type`.
+///
+/// Written piece by piece into the buffer, without `fmt` or a `String` per
+/// part (the test `squid_lines_are_byte_identical_to_the_fmt_writer` holds
+/// it to the `fmt` version it replaced). Nothing is escaped: the fields are
+/// the ones Squid's analyzers split on spaces, as before.
 fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
-    let secs = ev.time.as_millisecond() as f64 / 1000.0;
-    // Answered by socialgate itself: a refusal, or a request held at a warning.
+    let mut digits = itoa::Buffer::new();
+    // Seconds with three decimals, from the milliseconds: what `{:.3}` of
+    // `ms as f64 / 1000.0` writes for every time jiff can hold (the double
+    // is within 2e-5 of the exact value there, far from a rounding edge).
+    let ms = ev.time.as_millisecond();
+    if ms < 0 {
+        out.push(b'-');
+    }
+    let ms = ms.unsigned_abs();
+    out.extend_from_slice(digits.format(ms / 1000).as_bytes());
+    out.push(b'.');
+    pad_number(out, ms % 1000, 3, b'0');
+    out.push(b' ');
+    pad_number(out, ev.duration_ms, 6, b' ');
+    out.push(b' ');
+    write_ip(out, ev.client);
+    out.push(b' ');
+    let (refused, code) = squid_code(ev);
+    out.extend_from_slice(code.as_bytes());
+    out.push(b'/');
+    pad_number(out, u64::from(ev.status), 3, b'0');
+    out.push(b' ');
+    out.extend_from_slice(digits.format(ev.bytes_down).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(ev.method.as_str().as_bytes());
+    out.push(b' ');
+    match ev.kind {
+        Kind::Tunnel => {
+            url_host(out, &ev.host);
+            out.push(b':');
+            out.extend_from_slice(digits.format(ev.port).as_bytes());
+        }
+        Kind::Request | Kind::AccessRequest => {
+            // A request inside an inspected tunnel is an https:// URL.
+            let (scheme, default_port): (&[u8], u16) = match ev.tls {
+                Some(crate::event::Tls::Intercepted) => (b"https://", 443),
+                _ => (b"http://", 80),
+            };
+            out.extend_from_slice(scheme);
+            url_host(out, &ev.host);
+            if ev.port != default_port {
+                out.push(b':');
+                out.extend_from_slice(digits.format(ev.port).as_bytes());
+            }
+            out.extend_from_slice(ev.path.as_deref().unwrap_or("/").as_bytes());
+        }
+    }
+    out.push(b' ');
+    out.extend_from_slice(ev.user.as_deref().unwrap_or("-").as_bytes());
+    out.push(b' ');
+    match &ev.parent {
+        _ if refused || ev.status >= 500 => out.extend_from_slice(b"HIER_NONE/-"),
+        // Squid's code for a request sent to its first parent that answered.
+        Some(parent) => {
+            let host = parent.rsplit_once(':').map_or(&**parent, |(h, _)| h);
+            out.extend_from_slice(b"FIRSTUP_PARENT/");
+            out.extend_from_slice(host.as_bytes());
+        }
+        None => {
+            out.extend_from_slice(b"HIER_DIRECT/");
+            out.extend_from_slice(ev.host.as_bytes());
+        }
+    }
+    out.extend_from_slice(b" -\n");
+    Ok(())
+}
+
+/// Whether socialgate answered itself (a refusal, or a request held at a
+/// warning), and the Squid result code.
+fn squid_code(ev: &Event) -> (bool, &'static str) {
     let refused = matches!(
         Verdict::of_record(ev.action, ev.mode, ev.warn),
         Verdict::Refused | Verdict::Warned
@@ -948,6 +1021,36 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     } else {
         "TCP_MISS"
     };
+    (refused, code)
+}
+
+/// `n` in decimal, padded on the left with `pad` to `width` (as `{:>6}` or
+/// `{:03}` do; a longer number is written whole).
+fn pad_number(out: &mut Vec<u8>, n: u64, width: usize, pad: u8) {
+    let mut digits = itoa::Buffer::new();
+    let s = digits.format(n);
+    out.extend(std::iter::repeat_n(pad, width.saturating_sub(s.len())));
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A URL's host: an IPv6 address in brackets.
+fn url_host(out: &mut Vec<u8>, host: &str) {
+    if host.contains(':') {
+        out.push(b'[');
+        out.extend_from_slice(host.as_bytes());
+        out.push(b']');
+    } else {
+        out.extend_from_slice(host.as_bytes());
+    }
+}
+
+/// The Squid line as it was written with `fmt` before `write_squid`: the
+/// reference the tests hold `write_squid` to, byte for byte.
+#[cfg(test)]
+fn write_squid_reference(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
+    let secs = ev.time.as_millisecond() as f64 / 1000.0;
+    // Answered by socialgate itself: a refusal, or a request held at a warning.
+    let (refused, code) = squid_code(ev);
     let url = match ev.kind {
         Kind::Tunnel => format!("{}:{}", host_for_url(&ev.host), ev.port),
         Kind::Request | Kind::AccessRequest => {
@@ -991,6 +1094,7 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     )
 }
 
+#[cfg(test)]
 fn host_for_url(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
@@ -1418,8 +1522,12 @@ mod tests {
             ]),
         );
         let what = (
-            hostile_text(),
-            any::<u16>(),
+            prop_oneof![
+                hostile_text(),
+                Just("2001:db8::1".to_string()),
+                Just("www.tiktok.com".to_string())
+            ],
+            prop_oneof![Just(80u16), Just(443), any::<u16>()],
             proptest::option::of(hostile_text()),
             proptest::option::of(hostile_text()),
             proptest::option::of(select(vec![
@@ -1447,11 +1555,13 @@ mod tests {
                 BudgetOutcome::Unavailable,
             ])),
         );
+        // Small numbers as often as any: the Squid line pads them.
+        let small = || prop_oneof![0u64..100_000, any::<u64>()];
         let ended = (
-            any::<u16>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
+            prop_oneof![100u16..600, any::<u16>()],
+            small(),
+            small(),
+            small(),
             proptest::option::of(select(ErrorKind::ALL.to_vec())),
             proptest::option::of(arc()),
             proptest::option::of(any::<u16>()),
@@ -1529,6 +1639,121 @@ mod tests {
         )
     }
 
+    fn assert_same_squid(ev: &Event) {
+        let mut line = Vec::new();
+        format_event(ev, LogFormat::Squid, &mut line);
+        let mut reference = Vec::new();
+        write_squid_reference(ev, &mut reference).unwrap();
+        assert!(
+            line == reference,
+            "write_squid and the fmt writer differ:\n  write_squid: {}\n  fmt:         {}",
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&reference)
+        );
+    }
+
+    #[test]
+    fn squid_lines_are_byte_identical_to_the_fmt_writer() {
+        for base in [event(None, "a.example", None, None), full_event()] {
+            for kind in [Kind::Request, Kind::Tunnel, Kind::AccessRequest] {
+                for tls in [
+                    None,
+                    Some(crate::event::Tls::Intercepted),
+                    Some(crate::event::Tls::Pinned),
+                ] {
+                    for port in [80, 443, 8080] {
+                        for host in ["www.tiktok.com", "2001:db8::1", "10.0.0.1"] {
+                            for (action, mode) in [
+                                (Action::Allow, Mode::Enforce),
+                                (Action::Block, Mode::Enforce),
+                                (Action::Block, Mode::Report),
+                            ] {
+                                for (status, error) in [
+                                    (200, None),
+                                    (502, Some(ErrorKind::UpstreamConnect)),
+                                    (499, Some(ErrorKind::ClientClosed)),
+                                ] {
+                                    assert_same_squid(&Event {
+                                        kind,
+                                        tls,
+                                        port,
+                                        host: host.to_string(),
+                                        action,
+                                        mode,
+                                        status,
+                                        error,
+                                        ..base.clone()
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for parent in [
+                None,
+                Some("proxy.example:3128"),
+                Some("[2001:db8::3]:3128"),
+                Some("no-port"),
+            ] {
+                assert_same_squid(&Event {
+                    parent: parent.map(Arc::from),
+                    ..base.clone()
+                });
+            }
+            for warn in crate::outcome::WarnOutcome::ALL {
+                assert_same_squid(&Event {
+                    action: Action::Warn,
+                    warn: Some(warn),
+                    ..base.clone()
+                });
+            }
+            for t in [
+                "1970-01-01T00:00:00Z",
+                "1970-01-01T00:00:00.0015Z",
+                "1969-12-31T23:59:59.999Z",
+                "1969-12-31T23:59:59.9999Z",
+                "1969-12-31T23:59:58.5Z",
+                "2026-11-26T08:40:12.5Z",
+                "2026-11-26T08:40:12.0009Z",
+                "2026-11-26T08:40:12.999999999Z",
+            ] {
+                assert_same_squid(&Event {
+                    time: t.parse().unwrap(),
+                    ..base.clone()
+                });
+            }
+            for time in [jiff::Timestamp::MIN, jiff::Timestamp::MAX] {
+                assert_same_squid(&Event {
+                    time,
+                    ..base.clone()
+                });
+            }
+            for (duration_ms, status, bytes_down) in [
+                (0, 0, 0),
+                (5, 7, 1),
+                (999_999, 99, 10),
+                (1_000_000, 1000, u64::MAX),
+                (u64::MAX, u16::MAX, 0),
+            ] {
+                assert_same_squid(&Event {
+                    duration_ms,
+                    status,
+                    bytes_down,
+                    ..base.clone()
+                });
+            }
+            for s in HOSTILE {
+                assert_same_squid(&Event {
+                    user: Some(s.to_string()),
+                    host: s.to_string(),
+                    path: Some(s.to_string()),
+                    ..base.clone()
+                });
+            }
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config { cases: 3000, ..Default::default() })]
         /// Any record, hostile strings in every field from outside: the
@@ -1543,6 +1768,19 @@ mod tests {
                 String::from_utf8_lossy(&reference)
             );
             proptest::prop_assert_eq!(line, reference);
+        }
+
+        /// Any record: the Squid line is the one the `fmt` writer made.
+        #[test]
+        fn squid_lines_are_byte_identical_to_the_fmt_writer_for_varied_events(ev in arb_event()) {
+            let mut line = Vec::new();
+            format_event(&ev, LogFormat::Squid, &mut line);
+            let mut reference = Vec::new();
+            write_squid_reference(&ev, &mut reference).unwrap();
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&reference)
+            );
         }
     }
 
