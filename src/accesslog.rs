@@ -701,9 +701,7 @@ impl Writer {
 pub fn format_event(ev: &Event, format: LogFormat, out: &mut Vec<u8>) {
     match format {
         LogFormat::Json => write_json(ev, out),
-        LogFormat::Squid => {
-            let _ = write_squid(ev, out);
-        }
+        LogFormat::Squid => write_squid(ev, out),
     }
 }
 
@@ -935,7 +933,7 @@ fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
 /// part (the test `squid_lines_are_byte_identical_to_the_fmt_writer` holds
 /// it to the `fmt` version it replaced). Nothing is escaped: the fields are
 /// the ones Squid's analyzers split on spaces, as before.
-fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
+fn write_squid(ev: &Event, out: &mut Vec<u8>) {
     let mut digits = itoa::Buffer::new();
     // Seconds with three decimals, from the milliseconds: what `{:.3}` of
     // `ms as f64 / 1000.0` writes for every time jiff can hold (the double
@@ -1000,7 +998,6 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
         }
     }
     out.extend_from_slice(b" -\n");
-    Ok(())
 }
 
 /// Whether socialgate answered itself (a refusal, or a request held at a
