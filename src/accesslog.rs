@@ -700,22 +700,309 @@ impl Writer {
 /// Formats one record, newline included.
 pub fn format_event(ev: &Event, format: LogFormat, out: &mut Vec<u8>) {
     match format {
-        LogFormat::Json => {
-            // Serialising plain data into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut *out, ev);
-            out.push(b'\n');
+        LogFormat::Json => write_json(ev, out),
+        LogFormat::Squid => write_squid(ev, out),
+    }
+}
+
+/// The JSON line of `ev`: byte for byte what `serde_json::to_writer` makes
+/// of the derived `Serialize` (the schema's reference; the test
+/// `json_lines_are_byte_identical_to_serde_for_varied_and_hostile_events`
+/// holds the two together), at a fraction of the cost (docs/benchmarks.md,
+/// "Access-log records").
+///
+/// Keys are literal bytes, not serialised and escaped one by one. Values
+/// that can never need escaping are written as they are: the enums' fixed
+/// labels, numbers (itoa), the timestamp (jiff's printer, straight into the
+/// buffer) and addresses. Every string that comes from outside (user, host,
+/// path, method, groups, rule, ...) is escaped by serde_json itself.
+///
+/// The destructuring below names every field, so a field added to
+/// [`Event`] does not compile until it is written here too.
+fn write_json(ev: &Event, out: &mut Vec<u8>) {
+    let Event {
+        time,
+        kind,
+        client,
+        user,
+        auth,
+        groups,
+        group,
+        method,
+        host,
+        port,
+        path,
+        sni,
+        tls,
+        platform,
+        category,
+        class,
+        activity,
+        signature,
+        activity_unseen,
+        foreground,
+        action,
+        mode,
+        rule,
+        reason,
+        warn,
+        budget,
+        status,
+        bytes_up,
+        bytes_down,
+        duration_ms,
+        error,
+        parent,
+        parent_status,
+        original_dst,
+        request_reason,
+        pseudonymize: _,
+    } = ev;
+    out.extend_from_slice(b"{\"time\":\"");
+    // Printing into a Vec cannot fail; RFC 3339 never needs escaping.
+    let _ = jiff::fmt::temporal::DateTimePrinter::new().print_timestamp(time, &mut *out);
+    out.extend_from_slice(b"\",\"kind\":");
+    json_label(out, kind.as_str());
+    out.extend_from_slice(b",\"client\":\"");
+    write_ip(out, *client);
+    out.extend_from_slice(b"\",\"user\":");
+    json_opt_text(out, user.as_deref());
+    out.extend_from_slice(b",\"auth\":");
+    json_label(out, auth.as_str());
+    out.extend_from_slice(b",\"groups\":[");
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        LogFormat::Squid => {
-            let _ = write_squid(ev, out);
+        json_text(out, g);
+    }
+    out.extend_from_slice(b"],\"group\":");
+    json_opt_text(out, group.as_deref());
+    out.extend_from_slice(b",\"method\":");
+    json_text(out, method.as_str());
+    out.extend_from_slice(b",\"host\":");
+    json_text(out, host);
+    out.extend_from_slice(b",\"port\":");
+    json_number(out, u64::from(*port));
+    if let Some(path) = path {
+        out.extend_from_slice(b",\"path\":");
+        json_text(out, path);
+    }
+    if let Some(sni) = sni {
+        out.extend_from_slice(b",\"sni\":");
+        json_text(out, sni);
+    }
+    if let Some(tls) = tls {
+        out.extend_from_slice(b",\"tls\":");
+        json_label(out, tls.as_str());
+    }
+    out.extend_from_slice(b",\"platform\":");
+    json_opt_text(out, platform.as_deref());
+    out.extend_from_slice(b",\"category\":");
+    json_opt_text(out, category.as_deref());
+    out.extend_from_slice(b",\"class\":");
+    json_opt_label(out, class.map(|c| c.as_str()));
+    out.extend_from_slice(b",\"activity\":");
+    json_opt_label(out, activity.map(|a| a.as_str()));
+    if let Some(signature) = signature {
+        out.extend_from_slice(b",\"signature\":");
+        json_text(out, signature);
+    }
+    if let Some(unseen) = activity_unseen {
+        out.extend_from_slice(b",\"activity_unseen\":");
+        json_text(out, unseen);
+    }
+    out.extend_from_slice(if *foreground {
+        b",\"foreground\":true,\"action\":"
+    } else {
+        b",\"foreground\":false,\"action\":"
+    });
+    json_label(out, action.as_str());
+    out.extend_from_slice(b",\"mode\":");
+    json_label(out, mode.as_str());
+    out.extend_from_slice(b",\"rule\":");
+    json_text(out, rule);
+    out.extend_from_slice(b",\"reason\":");
+    json_label(out, reason.as_str());
+    if let Some(warn) = warn {
+        out.extend_from_slice(b",\"warn\":");
+        json_label(out, warn.as_str());
+    }
+    if let Some(budget) = budget {
+        out.extend_from_slice(b",\"budget\":");
+        json_label(out, budget.as_str());
+    }
+    out.extend_from_slice(b",\"status\":");
+    json_number(out, u64::from(*status));
+    out.extend_from_slice(b",\"bytes_up\":");
+    json_number(out, *bytes_up);
+    out.extend_from_slice(b",\"bytes_down\":");
+    json_number(out, *bytes_down);
+    out.extend_from_slice(b",\"duration_ms\":");
+    json_number(out, *duration_ms);
+    if let Some(error) = error {
+        out.extend_from_slice(b",\"error\":");
+        json_label(out, error.as_str());
+    }
+    if let Some(parent) = parent {
+        out.extend_from_slice(b",\"parent\":");
+        json_text(out, parent);
+    }
+    if let Some(status) = parent_status {
+        out.extend_from_slice(b",\"parent_status\":");
+        json_number(out, u64::from(*status));
+    }
+    if let Some(dst) = original_dst {
+        out.extend_from_slice(b",\"original_dst\":\"");
+        // `SocketAddr`'s serde form is its `Display`: IPv6 in brackets.
+        match dst {
+            std::net::SocketAddr::V4(v4) => {
+                write_ip(out, std::net::IpAddr::V4(*v4.ip()));
+                out.push(b':');
+                json_number(out, u64::from(v4.port()));
+            }
+            std::net::SocketAddr::V6(v6) => {
+                let _ = write!(out, "{v6}");
+            }
+        }
+        out.push(b'"');
+    }
+    if let Some(reason) = request_reason {
+        out.extend_from_slice(b",\"request_reason\":");
+        json_text(out, reason);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// A string from outside, quoted and escaped by serde_json (never by hand).
+fn json_text(out: &mut Vec<u8>, s: &str) {
+    // Serialising a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_opt_text(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_text(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// One of the schema's fixed labels (an enum's `as_str`, its serde name):
+/// lowercase words and hyphens, which JSON never escapes (the test
+/// `labels_need_no_escaping_and_are_the_serde_names` checks every one).
+fn json_label(out: &mut Vec<u8>, label: &'static str) {
+    out.push(b'"');
+    out.extend_from_slice(label.as_bytes());
+    out.push(b'"');
+}
+
+fn json_opt_label(out: &mut Vec<u8>, label: Option<&'static str>) {
+    match label {
+        Some(l) => json_label(out, l),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// An address as its `Display` writes it (digits, dots, colons, hex: never
+/// escaped); IPv4 without `fmt`, as `event::push_ip` does.
+fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
         }
     }
 }
 
 /// Squid's native format:
 /// `time elapsed client code/status bytes method URL user hierarchy/peer type`.
-fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
-    let secs = ev.time.as_millisecond() as f64 / 1000.0;
-    // Answered by socialgate itself: a refusal, or a request held at a warning.
+///
+/// Written piece by piece into the buffer, without `fmt` or a `String` per
+/// part (the test `squid_lines_are_byte_identical_to_the_fmt_writer` holds
+/// it to the `fmt` version it replaced). Nothing is escaped: the fields are
+/// the ones Squid's analyzers split on spaces, as before.
+fn write_squid(ev: &Event, out: &mut Vec<u8>) {
+    let mut digits = itoa::Buffer::new();
+    // Seconds with three decimals, from the milliseconds: what `{:.3}` of
+    // `ms as f64 / 1000.0` writes for every time jiff can hold (the double
+    // is within 2e-5 of the exact value there, far from a rounding edge).
+    let ms = ev.time.as_millisecond();
+    if ms < 0 {
+        out.push(b'-');
+    }
+    let ms = ms.unsigned_abs();
+    out.extend_from_slice(digits.format(ms / 1000).as_bytes());
+    out.push(b'.');
+    pad_number(out, ms % 1000, 3, b'0');
+    out.push(b' ');
+    pad_number(out, ev.duration_ms, 6, b' ');
+    out.push(b' ');
+    write_ip(out, ev.client);
+    out.push(b' ');
+    let (refused, code) = squid_code(ev);
+    out.extend_from_slice(code.as_bytes());
+    out.push(b'/');
+    pad_number(out, u64::from(ev.status), 3, b'0');
+    out.push(b' ');
+    out.extend_from_slice(digits.format(ev.bytes_down).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(ev.method.as_str().as_bytes());
+    out.push(b' ');
+    match ev.kind {
+        Kind::Tunnel => {
+            url_host(out, &ev.host);
+            out.push(b':');
+            out.extend_from_slice(digits.format(ev.port).as_bytes());
+        }
+        Kind::Request | Kind::AccessRequest => {
+            // A request inside an inspected tunnel is an https:// URL.
+            let (scheme, default_port): (&[u8], u16) = match ev.tls {
+                Some(crate::event::Tls::Intercepted) => (b"https://", 443),
+                _ => (b"http://", 80),
+            };
+            out.extend_from_slice(scheme);
+            url_host(out, &ev.host);
+            if ev.port != default_port {
+                out.push(b':');
+                out.extend_from_slice(digits.format(ev.port).as_bytes());
+            }
+            out.extend_from_slice(ev.path.as_deref().unwrap_or("/").as_bytes());
+        }
+    }
+    out.push(b' ');
+    out.extend_from_slice(ev.user.as_deref().unwrap_or("-").as_bytes());
+    out.push(b' ');
+    match &ev.parent {
+        _ if refused || ev.status >= 500 => out.extend_from_slice(b"HIER_NONE/-"),
+        // Squid's code for a request sent to its first parent that answered.
+        Some(parent) => {
+            let host = parent.rsplit_once(':').map_or(&**parent, |(h, _)| h);
+            out.extend_from_slice(b"FIRSTUP_PARENT/");
+            out.extend_from_slice(host.as_bytes());
+        }
+        None => {
+            out.extend_from_slice(b"HIER_DIRECT/");
+            out.extend_from_slice(ev.host.as_bytes());
+        }
+    }
+    out.extend_from_slice(b" -\n");
+}
+
+/// Whether socialgate answered itself (a refusal, or a request held at a
+/// warning), and the Squid result code.
+fn squid_code(ev: &Event) -> (bool, &'static str) {
     let refused = matches!(
         Verdict::of_record(ev.action, ev.mode, ev.warn),
         Verdict::Refused | Verdict::Warned
@@ -731,6 +1018,36 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     } else {
         "TCP_MISS"
     };
+    (refused, code)
+}
+
+/// `n` in decimal, padded on the left with `pad` to `width` (as `{:>6}` or
+/// `{:03}` do; a longer number is written whole).
+fn pad_number(out: &mut Vec<u8>, n: u64, width: usize, pad: u8) {
+    let mut digits = itoa::Buffer::new();
+    let s = digits.format(n);
+    out.extend(std::iter::repeat_n(pad, width.saturating_sub(s.len())));
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A URL's host: an IPv6 address in brackets.
+fn url_host(out: &mut Vec<u8>, host: &str) {
+    if host.contains(':') {
+        out.push(b'[');
+        out.extend_from_slice(host.as_bytes());
+        out.push(b']');
+    } else {
+        out.extend_from_slice(host.as_bytes());
+    }
+}
+
+/// The Squid line as it was written with `fmt` before `write_squid`: the
+/// reference the tests hold `write_squid` to, byte for byte.
+#[cfg(test)]
+fn write_squid_reference(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
+    let secs = ev.time.as_millisecond() as f64 / 1000.0;
+    // Answered by socialgate itself: a refusal, or a request held at a warning.
+    let (refused, code) = squid_code(ev);
     let url = match ev.kind {
         Kind::Tunnel => format!("{}:{}", host_for_url(&ev.host), ev.port),
         Kind::Request | Kind::AccessRequest => {
@@ -774,6 +1091,7 @@ fn write_squid(ev: &Event, out: &mut Vec<u8>) -> io::Result<()> {
     )
 }
 
+#[cfg(test)]
 fn host_for_url(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
@@ -861,6 +1179,605 @@ mod tests {
                     .cloned()
                     .collect();
             assert!(keys.len() >= 24, "{keys:?}");
+        }
+    }
+
+    /// The schema's reference: the derived `Serialize` through serde_json,
+    /// as the log was written before `write_json`.
+    fn serde_line(ev: &Event) -> Vec<u8> {
+        let mut line = serde_json::to_vec(ev).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    fn assert_same_json(ev: &Event) {
+        let mut line = Vec::new();
+        format_event(ev, LogFormat::Json, &mut line);
+        let reference = serde_line(ev);
+        assert!(
+            line == reference,
+            "write_json and serde differ:\n  write_json: {}\n  serde:      {}",
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&reference)
+        );
+    }
+
+    /// Strings that need every kind of escape serde_json knows, and some
+    /// it does not escape (DEL, U+2028, non-ASCII) that must stay as they are.
+    const HOSTILE: &[&str] = &[
+        "",
+        "\"",
+        "\\",
+        "\"},\"user\":\"root",
+        "a\"b\\c\nd\re\tf\u{1}g\u{7f}h é 😀 </script>",
+        "\u{0}\u{1}\u{2}\u{3}\u{4}\u{5}\u{6}\u{7}\u{8}\u{9}\u{a}\u{b}\u{c}\u{d}\u{e}\u{f}",
+        "\u{10}\u{11}\u{12}\u{13}\u{14}\u{15}\u{16}\u{17}\u{18}\u{19}\u{1a}\u{1b}\u{1c}\u{1d}\u{1e}\u{1f}",
+        "line\u{2028}sep\u{2029}para\u{85}nel",
+        "\u{feff}bom and \u{fffd} and \u{10ffff}",
+        "/a?b=c&d=\"e\"#f",
+        "xn--bcher-kva.example",
+        "p:0123456789abcdef",
+        "ends with a backslash \\",
+    ];
+
+    /// A record with every optional field present.
+    fn full_event() -> Event {
+        Event {
+            kind: Kind::Tunnel,
+            client: "10.0.0.21".parse().unwrap(),
+            tls: Some(crate::event::Tls::Intercepted),
+            platform: Some(Arc::from("tiktok")),
+            signature: Some(Arc::from("x-post")),
+            activity_unseen: Some(Arc::from("read-only")),
+            warn: Some(crate::outcome::WarnOutcome::Shown),
+            budget: Some(crate::outcome::BudgetOutcome::Left),
+            parent: Some(Arc::from("parent.example:3128")),
+            parent_status: Some(407),
+            original_dst: Some("[2001:db8::1]:443".parse().unwrap()),
+            request_reason: Some("I run the brand account".to_string()),
+            ..event(
+                Some("alice"),
+                "www.tiktok.com",
+                Some("/@a/video/1"),
+                Some(ErrorKind::ParentRefused),
+            )
+        }
+    }
+
+    #[test]
+    fn json_lines_are_byte_identical_to_serde_for_the_edge_cases() {
+        for base in [event(None, "a.example", None, None), full_event()] {
+            assert_same_json(&base);
+            for s in HOSTILE {
+                let a: Arc<str> = Arc::from(*s);
+                let mut ev = base.clone();
+                ev.user = Some(s.to_string());
+                ev.host = s.to_string();
+                ev.path = ev.path.as_ref().map(|_| s.to_string());
+                ev.sni = ev.sni.as_ref().map(|_| s.to_string());
+                ev.request_reason = ev.request_reason.as_ref().map(|_| s.to_string());
+                ev.groups = vec![a.clone(), Arc::from("staff"), a.clone()];
+                ev.group = Some(a.clone());
+                ev.platform = Some(a.clone());
+                ev.category = Some(a.clone());
+                ev.signature = ev.signature.as_ref().map(|_| a.clone());
+                ev.activity_unseen = ev.activity_unseen.as_ref().map(|_| a.clone());
+                ev.rule = a.clone();
+                ev.parent = ev.parent.as_ref().map(|_| a.clone());
+                assert_same_json(&ev);
+            }
+            let mut ev = base.clone();
+            ev.groups = Vec::new();
+            ev.group = None;
+            ev.category = None;
+            ev.class = None;
+            ev.activity = None;
+            assert_same_json(&ev);
+            for (port, status, n) in [(0, 0, 0), (1, 100, 9), (u16::MAX, u16::MAX, u64::MAX)] {
+                let mut ev = base.clone();
+                ev.port = port;
+                ev.status = status;
+                ev.parent_status = ev.parent_status.map(|_| status);
+                (ev.bytes_up, ev.bytes_down, ev.duration_ms) = (n, n / 3, n / 7);
+                assert_same_json(&ev);
+            }
+            for t in [
+                "1970-01-01T00:00:00Z",
+                "2026-11-26T08:40:12.5Z",
+                "2026-11-26T08:40:12.000000001Z",
+                "2026-11-26T08:40:12.120Z",
+                "2026-11-26T08:40:12.123456789Z",
+                "1969-12-31T23:59:59.999999999Z",
+                "-009999-01-03T00:00:00Z",
+                "9999-12-30T21:59:59.999999999Z",
+            ] {
+                let mut ev = base.clone();
+                ev.time = t.parse().unwrap();
+                assert_same_json(&ev);
+            }
+            for time in [jiff::Timestamp::MIN, jiff::Timestamp::MAX] {
+                assert_same_json(&Event {
+                    time,
+                    ..base.clone()
+                });
+            }
+            for ip in [
+                "0.0.0.0",
+                "255.255.255.255",
+                "::",
+                "::1",
+                "::ffff:10.0.0.1",
+                "fe80::1:2:3:4",
+            ] {
+                let mut ev = base.clone();
+                ev.client = ip.parse().unwrap();
+                assert_same_json(&ev);
+            }
+            for dst in ["10.0.0.1:80", "0.0.0.0:0", "[::1]:443", "[fe80::1%7]:8080"] {
+                let mut ev = base.clone();
+                ev.original_dst = Some(dst.parse().unwrap());
+                assert_same_json(&ev);
+            }
+            let v6: std::net::SocketAddrV6 = "[2001:db8::2]:3128".parse().unwrap();
+            let mut ev = base.clone();
+            ev.original_dst = Some(std::net::SocketAddrV6::new(*v6.ip(), 3128, 99, 4).into());
+            assert_same_json(&ev);
+            for m in [
+                "GET",
+                "CONNECT",
+                "PROPFIND",
+                "M-SEARCH",
+                "!#$%&'*+-.^_`|~09az",
+            ] {
+                let mut ev = base.clone();
+                ev.method = http::Method::from_bytes(m.as_bytes()).unwrap();
+                assert_same_json(&ev);
+            }
+        }
+    }
+
+    #[test]
+    fn json_lines_are_byte_identical_to_serde_for_every_label() {
+        use crate::event::{AuthMethod, Tls};
+        use crate::outcome::{BudgetOutcome, WarnOutcome};
+        let base = full_event();
+        let mut events = Vec::new();
+        for kind in [Kind::Request, Kind::Tunnel, Kind::AccessRequest] {
+            events.push(Event {
+                kind,
+                ..base.clone()
+            });
+        }
+        for auth in [AuthMethod::None, AuthMethod::Basic, AuthMethod::Header] {
+            events.push(Event {
+                auth,
+                ..base.clone()
+            });
+        }
+        for tls in [Tls::Intercepted, Tls::Passthrough, Tls::Pinned] {
+            events.push(Event {
+                tls: Some(tls),
+                ..base.clone()
+            });
+        }
+        for class in [Class::Primary, Class::Embedded] {
+            events.push(Event {
+                class: Some(class),
+                ..base.clone()
+            });
+        }
+        for activity in Activity::ALL {
+            events.push(Event {
+                activity: Some(activity),
+                ..base.clone()
+            });
+        }
+        for action in [Action::Allow, Action::Block, Action::Warn] {
+            for mode in [Mode::Enforce, Mode::Report] {
+                events.push(Event {
+                    action,
+                    mode,
+                    ..base.clone()
+                });
+            }
+        }
+        for reason in Reason::ALL {
+            events.push(Event {
+                reason,
+                ..base.clone()
+            });
+        }
+        for warn in WarnOutcome::ALL {
+            events.push(Event {
+                warn: Some(warn),
+                ..base.clone()
+            });
+        }
+        for budget in [
+            BudgetOutcome::Left,
+            BudgetOutcome::Exhausted,
+            BudgetOutcome::Unavailable,
+        ] {
+            events.push(Event {
+                budget: Some(budget),
+                ..base.clone()
+            });
+        }
+        for error in ErrorKind::ALL {
+            events.push(Event {
+                error: Some(error),
+                ..base.clone()
+            });
+        }
+        for foreground in [false, true] {
+            events.push(Event {
+                foreground,
+                ..base.clone()
+            });
+        }
+        for ev in &events {
+            assert_same_json(ev);
+        }
+    }
+
+    /// `write_json` writes labels without escaping them: each must be the
+    /// serde name and plain lowercase words.
+    #[test]
+    fn labels_need_no_escaping_and_are_the_serde_names() {
+        use crate::event::{AuthMethod, Tls};
+        use crate::outcome::{BudgetOutcome, WarnOutcome};
+        fn check<T: serde::Serialize>(v: T, label: &str) {
+            assert_eq!(serde_json::to_string(&v).unwrap(), format!("\"{label}\""));
+            assert!(
+                !label.is_empty() && label.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{label:?}"
+            );
+        }
+        for v in [Kind::Request, Kind::Tunnel, Kind::AccessRequest] {
+            check(v, v.as_str());
+        }
+        for v in [AuthMethod::None, AuthMethod::Basic, AuthMethod::Header] {
+            check(v, v.as_str());
+        }
+        for v in [Tls::Intercepted, Tls::Passthrough, Tls::Pinned] {
+            check(v, v.as_str());
+        }
+        for v in [Class::Primary, Class::Embedded] {
+            check(v, v.as_str());
+        }
+        for v in Activity::ALL {
+            check(v, v.as_str());
+        }
+        for v in [Action::Allow, Action::Block, Action::Warn] {
+            check(v, v.as_str());
+        }
+        for v in [Mode::Enforce, Mode::Report] {
+            check(v, v.as_str());
+        }
+        for v in Reason::ALL {
+            check(v, v.as_str());
+        }
+        for v in WarnOutcome::ALL {
+            check(v, v.as_str());
+        }
+        for v in [
+            BudgetOutcome::Left,
+            BudgetOutcome::Exhausted,
+            BudgetOutcome::Unavailable,
+        ] {
+            check(v, v.as_str());
+        }
+        for v in ErrorKind::ALL {
+            check(v, v.as_str());
+        }
+    }
+
+    /// A string from outside: mostly the bytes JSON escapes, with the ones
+    /// it does not escape (DEL, U+2028, non-ASCII) mixed in; or any text.
+    fn hostile_text() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            "[\"\\\\\\x00-\\x1f\\x7f a-z0-9:/.?=&%é\u{2028}\u{2029}\u{85}😀]{0,12}",
+            "(?s).{0,12}",
+        ]
+    }
+
+    fn arb_event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use crate::event::{AuthMethod, Tls};
+        use crate::outcome::{BudgetOutcome, WarnOutcome};
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        let arc = || hostile_text().prop_map(Arc::<str>::from);
+        let time = (
+            -377_705_023_201i64..=253_402_207_199,
+            prop_oneof![
+                Just(0i32),
+                (0i32..1000).prop_map(|ms| ms * 1_000_000),
+                (0i32..1_000_000).prop_map(|us| us * 1000),
+                0i32..1_000_000_000,
+            ],
+        )
+            .prop_map(|(s, ns)| jiff::Timestamp::new(s, ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH));
+        let who = (
+            time,
+            select(vec![Kind::Request, Kind::Tunnel, Kind::AccessRequest]),
+            any::<std::net::IpAddr>(),
+            proptest::option::of(hostile_text()),
+            select(vec![
+                AuthMethod::None,
+                AuthMethod::Basic,
+                AuthMethod::Header,
+            ]),
+            proptest::collection::vec(arc(), 0..4),
+            proptest::option::of(arc()),
+            select(vec![
+                "GET",
+                "POST",
+                "CONNECT",
+                "PROPFIND",
+                "M-SEARCH",
+                "X!#$%&'*+.^_`|~",
+            ]),
+        );
+        let what = (
+            prop_oneof![
+                hostile_text(),
+                Just("2001:db8::1".to_string()),
+                Just("www.tiktok.com".to_string())
+            ],
+            prop_oneof![Just(80u16), Just(443), any::<u16>()],
+            proptest::option::of(hostile_text()),
+            proptest::option::of(hostile_text()),
+            proptest::option::of(select(vec![
+                Tls::Intercepted,
+                Tls::Passthrough,
+                Tls::Pinned,
+            ])),
+            proptest::option::of(arc()),
+            proptest::option::of(arc()),
+            proptest::option::of(select(vec![Class::Primary, Class::Embedded])),
+            proptest::option::of(select(Activity::ALL.to_vec())),
+            proptest::option::of(arc()),
+            proptest::option::of(arc()),
+        );
+        let decided = (
+            any::<bool>(),
+            select(vec![Action::Allow, Action::Block, Action::Warn]),
+            select(vec![Mode::Enforce, Mode::Report]),
+            arc(),
+            select(Reason::ALL.to_vec()),
+            proptest::option::of(select(WarnOutcome::ALL.to_vec())),
+            proptest::option::of(select(vec![
+                BudgetOutcome::Left,
+                BudgetOutcome::Exhausted,
+                BudgetOutcome::Unavailable,
+            ])),
+        );
+        // Small numbers as often as any: the Squid line pads them.
+        let small = || prop_oneof![0u64..100_000, any::<u64>()];
+        let ended = (
+            prop_oneof![100u16..600, any::<u16>()],
+            small(),
+            small(),
+            small(),
+            proptest::option::of(select(ErrorKind::ALL.to_vec())),
+            proptest::option::of(arc()),
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<std::net::SocketAddr>()),
+            proptest::option::of(hostile_text()),
+            any::<bool>(),
+        );
+        (who, what, decided, ended).prop_map(
+            |(
+                (time, kind, client, user, auth, groups, group, method),
+                (
+                    host,
+                    port,
+                    path,
+                    sni,
+                    tls,
+                    platform,
+                    category,
+                    class,
+                    activity,
+                    signature,
+                    activity_unseen,
+                ),
+                (foreground, action, mode, rule, reason, warn, budget),
+                (
+                    status,
+                    bytes_up,
+                    bytes_down,
+                    duration_ms,
+                    error,
+                    parent,
+                    parent_status,
+                    original_dst,
+                    request_reason,
+                    pseudonymize,
+                ),
+            )| Event {
+                time,
+                kind,
+                client,
+                user,
+                auth,
+                groups,
+                group,
+                method: http::Method::from_bytes(method.as_bytes()).unwrap(),
+                host,
+                port,
+                path,
+                sni,
+                tls,
+                platform,
+                category,
+                class,
+                activity,
+                signature,
+                activity_unseen,
+                foreground,
+                action,
+                mode,
+                rule,
+                reason,
+                warn,
+                budget,
+                status,
+                bytes_up,
+                bytes_down,
+                duration_ms,
+                error,
+                parent,
+                parent_status,
+                original_dst,
+                request_reason,
+                pseudonymize,
+            },
+        )
+    }
+
+    fn assert_same_squid(ev: &Event) {
+        let mut line = Vec::new();
+        format_event(ev, LogFormat::Squid, &mut line);
+        let mut reference = Vec::new();
+        write_squid_reference(ev, &mut reference).unwrap();
+        assert!(
+            line == reference,
+            "write_squid and the fmt writer differ:\n  write_squid: {}\n  fmt:         {}",
+            String::from_utf8_lossy(&line),
+            String::from_utf8_lossy(&reference)
+        );
+    }
+
+    #[test]
+    fn squid_lines_are_byte_identical_to_the_fmt_writer() {
+        for base in [event(None, "a.example", None, None), full_event()] {
+            for kind in [Kind::Request, Kind::Tunnel, Kind::AccessRequest] {
+                for tls in [
+                    None,
+                    Some(crate::event::Tls::Intercepted),
+                    Some(crate::event::Tls::Pinned),
+                ] {
+                    for port in [80, 443, 8080] {
+                        for host in ["www.tiktok.com", "2001:db8::1", "10.0.0.1"] {
+                            for (action, mode) in [
+                                (Action::Allow, Mode::Enforce),
+                                (Action::Block, Mode::Enforce),
+                                (Action::Block, Mode::Report),
+                            ] {
+                                for (status, error) in [
+                                    (200, None),
+                                    (502, Some(ErrorKind::UpstreamConnect)),
+                                    (499, Some(ErrorKind::ClientClosed)),
+                                ] {
+                                    assert_same_squid(&Event {
+                                        kind,
+                                        tls,
+                                        port,
+                                        host: host.to_string(),
+                                        action,
+                                        mode,
+                                        status,
+                                        error,
+                                        ..base.clone()
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for parent in [
+                None,
+                Some("proxy.example:3128"),
+                Some("[2001:db8::3]:3128"),
+                Some("no-port"),
+            ] {
+                assert_same_squid(&Event {
+                    parent: parent.map(Arc::from),
+                    ..base.clone()
+                });
+            }
+            for warn in crate::outcome::WarnOutcome::ALL {
+                assert_same_squid(&Event {
+                    action: Action::Warn,
+                    warn: Some(warn),
+                    ..base.clone()
+                });
+            }
+            for t in [
+                "1970-01-01T00:00:00Z",
+                "1970-01-01T00:00:00.0015Z",
+                "1969-12-31T23:59:59.999Z",
+                "1969-12-31T23:59:59.9999Z",
+                "1969-12-31T23:59:58.5Z",
+                "2026-11-26T08:40:12.5Z",
+                "2026-11-26T08:40:12.0009Z",
+                "2026-11-26T08:40:12.999999999Z",
+            ] {
+                assert_same_squid(&Event {
+                    time: t.parse().unwrap(),
+                    ..base.clone()
+                });
+            }
+            for time in [jiff::Timestamp::MIN, jiff::Timestamp::MAX] {
+                assert_same_squid(&Event {
+                    time,
+                    ..base.clone()
+                });
+            }
+            for (duration_ms, status, bytes_down) in [
+                (0, 0, 0),
+                (5, 7, 1),
+                (999_999, 99, 10),
+                (1_000_000, 1000, u64::MAX),
+                (u64::MAX, u16::MAX, 0),
+            ] {
+                assert_same_squid(&Event {
+                    duration_ms,
+                    status,
+                    bytes_down,
+                    ..base.clone()
+                });
+            }
+            for s in HOSTILE {
+                assert_same_squid(&Event {
+                    user: Some(s.to_string()),
+                    host: s.to_string(),
+                    path: Some(s.to_string()),
+                    ..base.clone()
+                });
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 3000, ..Default::default() })]
+        /// Any record, hostile strings in every field from outside: the
+        /// line is the one serde_json makes of the derived `Serialize`.
+        #[test]
+        fn json_lines_are_byte_identical_to_serde_for_varied_and_hostile_events(ev in arb_event()) {
+            let mut line = Vec::new();
+            format_event(&ev, LogFormat::Json, &mut line);
+            let reference = serde_line(&ev);
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&reference)
+            );
+            proptest::prop_assert_eq!(line, reference);
+        }
+
+        /// Any record: the Squid line is the one the `fmt` writer made.
+        #[test]
+        fn squid_lines_are_byte_identical_to_the_fmt_writer_for_varied_events(ev in arb_event()) {
+            let mut line = Vec::new();
+            format_event(&ev, LogFormat::Squid, &mut line);
+            let mut reference = Vec::new();
+            write_squid_reference(&ev, &mut reference).unwrap();
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&reference)
+            );
         }
     }
 

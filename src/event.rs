@@ -6,6 +6,10 @@
 //! This module holds data only: no IO, no formatting policy beyond serde.
 //! The JSON form is the access-log schema documented in `docs/access-log.md`;
 //! changing a field here is a schema change and must be documented there.
+//! The derived `Serialize` is that form's reference: the access log writes
+//! the same bytes with `accesslog::format_event`, which names every field
+//! (a new one does not compile until it is written there) and is tested
+//! byte for byte against serde_json's output of this derive.
 
 use std::sync::Arc;
 
@@ -29,6 +33,17 @@ pub enum Kind {
     /// count it apart.
     #[serde(rename = "access-request")]
     AccessRequest,
+}
+
+impl Kind {
+    /// The stable label (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Request => "request",
+            Kind::Tunnel => "tunnel",
+            Kind::AccessRequest => "access-request",
+        }
+    }
 }
 
 /// What socialgate did with a tunnel's TLS.
@@ -65,6 +80,17 @@ pub enum AuthMethod {
     Basic,
     /// A trusted identity header sent by a listed gateway.
     Header,
+}
+
+impl AuthMethod {
+    /// The stable label (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Basic => "basic",
+            AuthMethod::Header => "header",
+        }
+    }
 }
 
 /// One request or tunnel, as recorded.
