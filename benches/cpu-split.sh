@@ -13,6 +13,7 @@
 # FLOOR=1 adds examples/bare_forward (tokio and hyper forwarding with no
 # policy and no log: what socialgate's parts cost on their own); build it
 # first with `cargo build --release --example bare_forward`.
+# FLOOR_RUNTIME=current runs it on tokio's single-threaded scheduler.
 #
 # Everything binds to 127.0.0.1; every process started here is stopped by
 # its PID.
@@ -79,7 +80,7 @@ for round in $(seq "$ROUNDS"); do
   if [ "${FLOOR:-0}" = 1 ]; then
     taskset -c 1 target/release/examples/bare_forward run --listen "127.0.0.1:$FLOOR_PORT" & fpid=$!; pids+=("$fpid")
     wait_proxy "$FLOOR_PORT"
-    measure bare-hyper "$FLOOR_PORT" "$fpid"
+    measure "bare-${FLOOR_RUNTIME:-multi}" "$FLOOR_PORT" "$fpid"
     kill "$fpid"; wait "$fpid" 2>/dev/null || true
   fi
 done

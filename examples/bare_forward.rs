@@ -40,15 +40,28 @@ fn main() {
             eprintln!("usage: bare_forward run --listen ADDR");
             std::process::exit(2)
         });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // FLOOR_RUNTIME=current: tokio's single-threaded scheduler instead of
+    // the multi-thread one socialgate uses, to see what that part costs.
+    let rt = match std::env::var("FLOOR_RUNTIME").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind(listen).await.expect("bind");
+        // Scripts stop it with SIGINT, which a background job ignores
+        // unless the program listens for it, as socialgate does.
+        let stop = tokio::signal::ctrl_c();
+        tokio::pin!(stop);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = tokio::select! {
+                _ = &mut stop => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => continue,
+                },
             };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {

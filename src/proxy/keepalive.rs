@@ -165,7 +165,18 @@ impl Upstreams {
         req: Request<ProxyBody>,
         deadline: Instant,
     ) -> Result<Response<Incoming>, Failed> {
-        let req = match kept.take_for(addr).or_else(|| self.take_idle(addr)) {
+        let reused = match kept.take_for(addr) {
+            // Still busy with this client's last exchange (an origin that
+            // answered before reading the whole request body, say): not
+            // waited for; it goes idle once free.
+            Some(conn) if !conn.sender.is_ready() => {
+                self.settle_later(conn);
+                None
+            }
+            Some(conn) => Some(conn),
+            None => self.take_idle(addr),
+        };
+        let req = match reused {
             Some(conn) => match self.send_on(kept, conn, req, deadline).await {
                 Sent::Answered(r) => return r,
                 Sent::NotTaken(req, _) => req,
@@ -232,6 +243,20 @@ impl Upstreams {
                 Sent::Answered(Err(Failed::Timeout))
             }
         }
+    }
+
+    /// Puts `conn` in the idle set once it is free, if that happens within
+    /// the idle timeout; otherwise it is closed.
+    fn settle_later(self: &Arc<Self>, mut conn: Conn) {
+        let weak = Arc::downgrade(self);
+        let wait = self.idle_timeout;
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(wait, conn.sender.ready()).await {
+                if let Some(this) = weak.upgrade() {
+                    this.put_idle(conn);
+                }
+            }
+        });
     }
 
     /// A new connection to `addr`, its I/O running in a task of its own.
