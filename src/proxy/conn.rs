@@ -537,12 +537,38 @@ pub async fn serve<H, Fut>(
                     tokio::io::AsyncWriteExt::shutdown(&mut s),
                 )
                 .await;
+                linger(&mut s).await;
                 return;
             }
             Ended::Failed => {
                 tracing::debug!(%peer, "client connection ended with an error");
                 return;
             }
+        }
+    }
+}
+
+/// How long, and how many bytes, a closing connection reads and discards
+/// after the proxy's last response (see [`linger`]).
+pub const LINGER: Duration = Duration::from_secs(2);
+pub const LINGER_BYTES: usize = 1 << 20;
+
+/// After the last response on a connection, its sending side shut: reads
+/// and discards what the client still sends, until it closes, for at most
+/// [`LINGER`] and [`LINGER_BYTES`]. A client refused in the middle of its
+/// request body is still sending it; closing the socket with those bytes
+/// unread would reset the connection, and the reset can destroy the
+/// response before the client has read it (the "lingering close" of
+/// Apache and nginx).
+async fn linger(s: &mut Socket) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
         }
     }
 }

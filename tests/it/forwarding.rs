@@ -62,6 +62,70 @@ async fn reuses_upstream_connections_across_keep_alive_requests() {
     assert_eq!(proxy.log_lines(20).await.len(), 20);
 }
 
+/// A client refused before its request body was read keeps sending the
+/// body after the refusal arrived; the proxy reads and discards it while it
+/// closes (a lingering close). Closed at once, the connection would answer
+/// the client's next writes with a reset: the client fails to send, and may
+/// lose the refusal it has not read yet.
+#[tokio::test]
+async fn a_client_refused_in_the_middle_of_its_body_can_finish_sending_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let body = 256 * 1024;
+    let head = format!(
+        "POST http://www.tiktok.com/upload HTTP/1.1\r\nHost: www.tiktok.com\r\nContent-Length: {body}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'v'; 8192]).await.unwrap();
+    let answer = within(read_head(&mut stream)).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // The rest of the body, after the refusal, as an upload still under
+    // way sends it.
+    let rest = async {
+        for _ in 0..31 {
+            stream.write_all(&[b'v'; 8192]).await?;
+            tokio::task::yield_now().await;
+        }
+        stream.shutdown().await
+    };
+    within(rest)
+        .await
+        .expect("the proxy took the rest of the body");
+    let mut tail = Vec::new();
+    within(stream.read_to_end(&mut tail))
+        .await
+        .expect("closed without a reset");
+    let log = proxy.log_lines(1).await;
+    assert_eq!(log[0]["action"], "block");
+}
+
+/// The lingering close is bounded: a client that goes on sending after its
+/// refusal is cut off once the proxy has discarded about a MiB (or after
+/// two seconds).
+#[tokio::test]
+async fn a_client_that_never_stops_sending_is_cut_off_after_the_refusal() {
+    use tokio::io::AsyncWriteExt;
+    let proxy = TestProxy::start(BASIC_POLICY).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let head = "POST http://www.tiktok.com/upload HTTP/1.1\r\nHost: www.tiktok.com\r\nContent-Length: 1000000000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = within(read_head(&mut stream)).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let mut sent = 0usize;
+    let flood = async {
+        loop {
+            if stream.write_all(&[b'v'; 65536]).await.is_err() {
+                return;
+            }
+            sent += 65536;
+        }
+    };
+    within(flood).await;
+    // What the proxy discarded, plus what the two sockets' buffers held.
+    assert!(sent < 64 << 20, "{sent} bytes went in before the cut");
+}
+
 /// A client connection keeps its upstream connection between requests;
 /// when it parks, the upstream connection waits in the shared idle set,
 /// where another client's first request to that address takes it.
