@@ -11,7 +11,8 @@
 //!   target/release/examples/bare_forward run --listen 127.0.0.1:18218
 //!
 //! It takes the same `run --listen ADDR` as socialgate and ignores the rest
-//! of the arguments. Loopback benchmarking only: it forwards anywhere.
+//! of the arguments. Loopback benchmarking only: it listens on a loopback
+//! address and forwards to loopback addresses, nothing else.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -36,8 +37,9 @@ fn main() {
         .position(|a| a == "--listen")
         .and_then(|i| args.get(i + 1))
         .and_then(|a| a.parse().ok())
+        .filter(|a: &SocketAddr| a.ip().is_loopback())
         .unwrap_or_else(|| {
-            eprintln!("usage: bare_forward run --listen ADDR");
+            eprintln!("usage: bare_forward run --listen ADDR (a loopback address, such as 127.0.0.1:18218)");
             std::process::exit(2)
         });
     // FLOOR_RUNTIME=current: tokio's single-threaded scheduler instead of
@@ -80,6 +82,9 @@ async fn forward(req: Request<Incoming>, kept: Kept) -> Result<Response<Body>, h
     let Some(addr) = addr else {
         return Ok(status(400));
     };
+    if !addr.ip().is_loopback() {
+        return Ok(status(403));
+    }
     let (mut parts, body) = req.into_parts();
     parts.uri = parts.uri.path_and_query().map_or_else(
         || http::Uri::from_static("/"),

@@ -166,6 +166,8 @@ impl Upstreams {
         deadline: Instant,
     ) -> Result<Response<Incoming>, Failed> {
         let reused = match kept.take_for(addr) {
+            // Closed by the upstream since: dropped.
+            Some(conn) if conn.sender.is_closed() => self.take_idle(addr),
             // Still busy with this client's last exchange (an origin that
             // answered before reading the whole request body, say): not
             // waited for; it goes idle once free.

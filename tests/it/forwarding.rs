@@ -152,6 +152,11 @@ async fn an_upstream_connection_outlives_the_client_connection_that_opened_it() 
     })
     .await;
     assert_eq!(g.upstream_idle.load(Ordering::Relaxed), 1);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("\nsocialgate_upstream_idle_connections 1\n"),
+        "{metrics}"
+    );
 
     // Another client connection's first request takes it back.
     let second = proxy.client();
